@@ -1,0 +1,248 @@
+"""The `colony` command line."""
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import ColonyError
+from core.settings import Settings
+
+console = Console(stderr=False)
+errors = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # Dependency chatter is not what a person watching `colony up` needs.
+    for name in ("httpx", "temporalio", "psycopg", "psycopg.pool"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Colony: durable orchestration for AI agents on Temporal."""
+
+
+@cli.command()
+@click.option("--split-lanes", is_flag=True, help="One worker process per lane instead of one for all.")
+@click.option("--no-api", is_flag=True, help="Do not start the HTTP API.")
+@click.option("-v", "--verbose", is_flag=True)
+def up(split_lanes: bool, no_api: bool, verbose: bool) -> None:
+    """Start the embedded stack in the foreground (Ctrl-C stops everything)."""
+    from workers.stack import AlreadyRunning, StackOptions, serve
+
+    _setup_logging(verbose)
+    settings = Settings()
+    options = StackOptions(split_lanes=split_lanes, start_api=not no_api)
+    try:
+        asyncio.run(_up(settings, options, serve))
+    except AlreadyRunning as exc:
+        _print_already_running(exc.state, settings)
+    except ColonyError as exc:
+        _fail(exc.message)
+    except KeyboardInterrupt:
+        pass
+
+
+async def _up(settings: Settings, options: Any, serve: Any) -> None:
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(serve(settings, options, ready))
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        _print_ready(settings, options)
+    else:
+        waiter.cancel()
+    await task
+
+
+def _print_ready(settings: Settings, options: Any) -> None:
+    from core.tenants import ADMIN_KEY_FILE
+
+    table = Table(title="Colony is up", show_header=False, title_justify="left")
+    table.add_row("API", f"{settings.effective_api_url}  (OpenAPI: /docs)" if options.start_api else "not started")
+    table.add_row("Temporal", settings.effective_temporal_address)
+    table.add_row("Temporal UI", settings.effective_temporal_ui_url or "-")
+    table.add_row("Postgres", "embedded" if settings.database_url is None else "DATABASE_URL")
+    table.add_row("Admin key", str(settings.data_path / ADMIN_KEY_FILE))
+    table.add_row("Logs", str(settings.data_path / "logs"))
+    console.print(table)
+    console.print("Ctrl-C stops everything. In another terminal: [bold]colony demo[/] or [bold]colony doctor[/].")
+
+
+def _print_already_running(state: dict[str, Any], settings: Settings) -> None:
+    console.print(
+        f"Colony is already running on {settings.data_path} (pid {state.get('pid', '?')}); reusing it.\n"
+        f"  API:         {state.get('api_url', '?')}\n"
+        f"  Temporal UI: {state.get('temporal_ui_url') or '-'}"
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending Postgres migrations (DATABASE_URL, or the embedded server)."""
+    from core import db
+
+    settings = Settings()
+    try:
+        applied = asyncio.run(_migrate(settings))
+    except ColonyError as exc:
+        _fail(exc.message)
+    except Exception as exc:  # connection errors from psycopg
+        _fail(f"cannot reach Postgres: {exc}. Start the stack (`colony up`) or set DATABASE_URL.")
+    if applied:
+        for m in applied:
+            console.print(f"applied {m.version:04d}_{m.name}")
+    else:
+        console.print(f"schema is up to date (version {db.LATEST_SCHEMA_VERSION})")
+
+
+async def _migrate(settings: Settings) -> list[Any]:
+    from core import db
+
+    await db.ensure_database(settings.effective_database_url)
+    return await db.migrate(settings.effective_database_url)
+
+
+@cli.command()
+def doctor() -> None:
+    """Check every component; exit code 0 only when all are ready."""
+    from workers.doctor import diagnose
+
+    settings = Settings()
+    results = asyncio.run(diagnose(settings))
+    table = Table(title="colony doctor", title_justify="left")
+    for column in ("component", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        mark = "[green]ready[/]" if r.ok else "[red]NOT READY[/]"
+        table.add_row(r.name, mark, r.detail, r.fix)
+    console.print(table)
+    not_ready = [r.name for r in results if not r.ok]
+    if not_ready:
+        _fail(f"not ready: {', '.join(not_ready)}")
+    console.print("[green]all components ready[/]")
+
+
+@cli.command()
+@click.option("--lane", "lanes", multiple=True, default=("all",), show_default=True,
+              help="Lane to serve (orchestration, llm, tools, memory, all); repeatable.")  # fmt: skip
+def worker(lanes: Sequence[str]) -> None:
+    """Run a worker process for one or more lanes (add replicas by running more)."""
+    from workers import main as worker_main
+
+    argv: list[str] = []
+    for lane in lanes:
+        argv += ["--lane", lane]
+    try:
+        worker_main.main(argv)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (default COLONY_API_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default COLONY_API_PORT or 8000).")
+def api(host: str | None, port: int | None) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(
+        "api.main:create_app", factory=True,
+        host=host or settings.api_host, port=port or settings.api_port, access_log=False,
+    )  # fmt: skip
+
+
+@cli.command()
+@click.option("--keep-running", is_flag=True, help="Keep the stack this command started running afterwards.")
+def demo(keep_running: bool) -> None:
+    """The main job end to end on the embedded default (starts the stack when needed)."""
+    _setup_logging()
+    settings = Settings()
+    try:
+        ok = asyncio.run(_demo(settings, keep_running))
+    except ColonyError as exc:
+        _fail(exc.message)
+    if not ok:
+        _fail("the demo did not succeed; see the lane reports above")
+
+
+async def _demo(settings: Settings, keep_running: bool) -> bool:
+    if await _api_is_up(settings):
+        console.print(f"Using the running stack at {settings.effective_api_url}")
+        return await asyncio.to_thread(_run_stack_check, settings)
+
+    from workers.stack import StackOptions, serve
+
+    console.print("Starting the embedded stack (Temporal, Postgres, workers, API)...")
+    ready, stop = asyncio.Event(), asyncio.Event()
+    stack = asyncio.ensure_future(serve(settings, StackOptions(), ready, stop))
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({stack, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        waiter.cancel()
+        await stack  # raises the start-up error
+        return False
+    try:
+        ok = await asyncio.to_thread(_run_stack_check, settings)
+        if keep_running:
+            console.print("Stack keeps running; Ctrl-C stops it.")
+            await stack
+        return ok
+    finally:
+        if not stack.done():
+            stop.set()
+            await stack
+        console.print(f"Stack stopped. `colony up` brings it (and the Temporal UI at {settings.effective_temporal_ui_url}) back.")
+
+
+async def _api_is_up(settings: Settings) -> bool:
+    async with httpx.AsyncClient(timeout=2) as http:
+        try:
+            await http.get(settings.effective_api_url + "/healthz")
+        except httpx.HTTPError:
+            return False
+    return True
+
+
+def _run_stack_check(settings: Settings) -> bool:
+    from api.client import ColonyClient
+
+    with ColonyClient(settings, timeout=90) as api_client:
+        check = api_client.post("/v1/stack-checks", params={"wait": 60})
+    table = Table(title=f"Stack check {check['id']}: {check['status']}", title_justify="left")
+    for column in ("lane", "ok", "detail", "worker", "ms"):
+        table.add_column(column, overflow="fold")
+    for lane in check["lanes"]:
+        table.add_row(lane["lane"], "yes" if lane["ok"] else "[red]no[/]", lane["detail"], lane["worker"], f"{lane['duration_ms']:.1f}")
+    console.print(table)
+    if check.get("temporal_ui"):
+        console.print(f"Temporal UI: {check['temporal_ui']}")
+    return bool(check["status"] == "succeeded" and all(lane["ok"] for lane in check["lanes"]))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""A small synchronous client of the Colony HTTP API, used by the CLI."""
+
+from typing import Any
+
+import httpx
+
+from core import tenants
+from core.errors import AuthError, ColonyError
+from core.settings import Settings
+
+
+class ApiError(ColonyError):
+    """The API answered with an error body."""
+
+    def __init__(self, status: int, type_: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{message} (HTTP {status}, {type_})", details=details if isinstance(details, dict) else {})
+        self.status = status
+        self.type = type_
+
+
+def resolve_api_key(settings: Settings) -> str:
+    """`COLONY_API_KEY`, else the admin key `colony up` stored in the data dir."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    key = tenants.read_key_file(settings.data_path)
+    if key is None:
+        raise AuthError(
+            f"no API key: set COLONY_API_KEY, or start the stack once (`colony up`) to create "
+            f"{settings.data_path / tenants.ADMIN_KEY_FILE}"
+        )
+    return key
+
+
+class ColonyClient:
+    """`with ColonyClient(settings) as api: api.post("/v1/stack-checks")`."""
+
+    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+        self._http = httpx.Client(
+            base_url=settings.effective_api_url,
+            headers={"Authorization": f"Bearer {resolve_api_key(settings)}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> "ColonyClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; returns the decoded JSON body or raises ApiError."""
+        response = self._http.request(method, path, **kwargs)
+        if response.is_success:
+            return response.json() if response.content else None
+        try:
+            error = response.json()["error"]
+            raise ApiError(response.status_code, error["type"], error["message"], error.get("details"))
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(response.status_code, "http_error", response.text[:200]) from None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        """GET `path`."""
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        """POST `path`."""
+        return self.request("POST", path, **kwargs)

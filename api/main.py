@@ -1,0 +1,56 @@
+"""The FastAPI application. Thin: it authenticates, validates, starts and queries
+workflows and reads Postgres; agent logic never runs here.
+
+Run with `colony api` (uvicorn, factory `api.main:create_app`).
+"""
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI, Request, Response
+
+from api import errors
+from api.deps import TemporalHandle
+from api.routes import health, keys, stack_checks
+from core import db, metrics, telemetry
+from core.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; `settings` defaults to the environment."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        telemetry.setup_tracing(settings, "colony-api")
+        # min_size=0: the API starts even while Postgres is down; /healthz says so.
+        async with db.open_pool(settings.effective_database_url, min_size=0, max_size=20) as pool:
+            app.state.pool = pool
+            yield
+
+    app = FastAPI(
+        title="Colony",
+        version=version("colony"),
+        description="Durable orchestration for AI agents on Temporal.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.temporal = TemporalHandle(settings)
+    errors.install(app)
+
+    @app.middleware("http")
+    async def record_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    app.include_router(health.router)
+    app.include_router(keys.router)
+    app.include_router(stack_checks.router)
+    return app

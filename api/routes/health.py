@@ -1,0 +1,45 @@
+"""`/healthz` (no auth) and `/metrics` (Prometheus text, auth like every other route)."""
+
+import asyncio
+from importlib.metadata import version
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import PrincipalDep, SettingsDep, TemporalHandle
+from api.schemas import ComponentPublic, HealthPublic
+from core import health, metrics
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=HealthPublic, responses={503: {"model": HealthPublic}})
+async def healthz(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Each dependency's status; 200 when all are ready, 503 otherwise."""
+    handle: TemporalHandle = request.app.state.temporal
+
+    async def temporal() -> health.ComponentStatus:
+        try:
+            client = await handle.get()
+        except Exception as exc:
+            return health.ComponentStatus("temporal", False, str(exc))
+        return await health.check_temporal(settings, client)
+
+    results = await asyncio.gather(
+        health.timed("postgres", lambda: health.check_postgres(settings)),
+        health.timed("temporal", temporal),
+        health.timed("qdrant", lambda: health.check_qdrant(settings)),
+    )
+    body = HealthPublic(
+        status="ok" if all(r.ok for r in results) else "degraded",
+        version=version("colony"),
+        components={r.name: ComponentPublic(ok=r.ok, detail=r.detail, latency_ms=round(r.latency_ms, 1)) for r in results},
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(_: PrincipalDep) -> Response:
+    """Prometheus text exposition of the API's metrics."""
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

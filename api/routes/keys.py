@@ -1,0 +1,39 @@
+"""Identity and API keys of the caller's tenant."""
+
+from fastapi import APIRouter, status
+
+from api.deps import AdminDep, PoolDep, PrincipalDep
+from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, WhoAmIPublic
+from core import tenants
+
+router = APIRouter(prefix="/v1", tags=["keys"])
+
+
+@router.get("/whoami", response_model=WhoAmIPublic)
+async def whoami(principal: PrincipalDep) -> WhoAmIPublic:
+    """The tenant and key this request authenticated as."""
+    return WhoAmIPublic(**principal.model_dump())
+
+
+@router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+async def create_key(body: ApiKeyCreate, principal: AdminDep, pool: PoolDep) -> ApiKeyCreated:
+    """Create a key for the caller's tenant (admin only). The secret is shown once."""
+    async with pool.connection() as conn:
+        record, key = await tenants.create_api_key(conn, principal.tenant_id, body.name, body.role)
+    return ApiKeyCreated(**record.model_dump(exclude={"tenant_id"}), key=key)
+
+
+@router.get("/api-keys", response_model=list[ApiKeyPublic])
+async def list_keys(principal: AdminDep, pool: PoolDep) -> list[ApiKeyPublic]:
+    """Every key of the caller's tenant (admin only)."""
+    async with pool.connection() as conn:
+        records = await tenants.list_api_keys(conn, principal.tenant_id)
+    return [ApiKeyPublic(**r.model_dump(exclude={"tenant_id"})) for r in records]
+
+
+@router.delete("/api-keys/{key_id}", response_model=ApiKeyPublic)
+async def revoke_key(key_id: str, principal: AdminDep, pool: PoolDep) -> ApiKeyPublic:
+    """Revoke a key of the caller's tenant (admin only); it stops working at once."""
+    async with pool.connection() as conn:
+        record = await tenants.revoke_api_key(conn, principal.tenant_id, key_id)
+    return ApiKeyPublic(**record.model_dump(exclude={"tenant_id"}))

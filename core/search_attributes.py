@@ -1,0 +1,21 @@
+"""Custom search attributes Colony registers in Temporal and sets on every workflow.
+
+They make runs filterable in the Temporal UI (`ColonyTenant = "local" AND ColonyKind = "run"`).
+"""
+
+from temporalio.common import SearchAttributeKey
+
+TENANT = SearchAttributeKey.for_keyword("ColonyTenant")
+AGENT = SearchAttributeKey.for_keyword("ColonyAgent")
+AGENT_VERSION = SearchAttributeKey.for_int("ColonyAgentVersion")
+KIND = SearchAttributeKey.for_keyword("ColonyKind")
+STATUS = SearchAttributeKey.for_keyword("ColonyStatus")
+
+ALL = (TENANT, AGENT, AGENT_VERSION, KIND, STATUS)
+
+_CLI_TYPE_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool"}
+
+
+def cli_definitions() -> list[str]:
+    """`NAME=Type` pairs for `temporal server start-dev --search-attribute`."""
+    return [f"{key.name}={_CLI_TYPE_NAMES[key.indexed_value_type.name]}" for key in ALL]

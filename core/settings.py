@@ -1,0 +1,90 @@
+"""Settings for every Colony process, read from the environment (and `.env`).
+
+The environment variable names are part of the public interface (see README).
+Unset external addresses mean "use the embedded default" started by `colony up`.
+"""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_HOST = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    """Process settings. Construct with `Settings()`; tests pass overrides as keywords."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path(".colony"), validation_alias="COLONY_DATA_DIR")
+
+    # External services; None means the embedded default.
+    temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    qdrant_url: str | None = Field(default=None, validation_alias="QDRANT_URL")
+
+    # Model providers.
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    default_model: str | None = Field(default=None, validation_alias="COLONY_DEFAULT_MODEL")
+    e2b_api_key: SecretStr | None = Field(default=None, validation_alias="E2B_API_KEY")
+    otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.
+    temporal_port: int = Field(default=7233, validation_alias="COLONY_TEMPORAL_PORT")
+    temporal_ui_port: int = Field(default=8233, validation_alias="COLONY_TEMPORAL_UI_PORT")
+    postgres_port: int = Field(default=5433, validation_alias="COLONY_POSTGRES_PORT")
+    api_host: str = Field(default=LOCAL_HOST, validation_alias="COLONY_API_HOST")
+    api_port: int = Field(default=8000, validation_alias="COLONY_API_PORT")
+
+    # Clients of the API (the CLI).
+    api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")
+    api_key: SecretStr | None = Field(default=None, validation_alias="COLONY_API_KEY")
+
+    # Public link base for the Temporal UI, when it is not the embedded one.
+    temporal_ui_url: str | None = Field(default=None, validation_alias="COLONY_TEMPORAL_UI_URL")
+
+    @cached_property
+    def data_path(self) -> Path:
+        """Absolute data directory."""
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_temporal_address(self) -> str:
+        """The Temporal frontend address clients connect to."""
+        return self.temporal_address or f"{LOCAL_HOST}:{self.temporal_port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The Postgres URL clients connect to (embedded: database `colony` on our port)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"postgresql://postgres@{LOCAL_HOST}:{self.postgres_port}/colony"
+
+    @property
+    def effective_api_url(self) -> str:
+        """Base URL of the Colony API for clients."""
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        host = LOCAL_HOST if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def effective_temporal_ui_url(self) -> str | None:
+        """Base URL of the Temporal UI, or None when unknown (external Temporal, no UI URL set)."""
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        if self.temporal_address is None:
+            return f"http://localhost:{self.temporal_ui_port}"
+        return None
+
+    def workflow_ui_link(self, workflow_id: str) -> str | None:
+        """Temporal UI link to a workflow execution, or None without a UI."""
+        base = self.effective_temporal_ui_url
+        if base is None:
+            return None
+        return f"{base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"

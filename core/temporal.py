@@ -1,0 +1,40 @@
+"""The Temporal plugin and client factory every Colony process uses.
+
+One plugin carries the pydantic data converter (frozen pydantic payloads in and out of
+every workflow, activity, signal and update) and the OpenTelemetry tracing interceptor,
+so client, workers and replayers agree on both.
+"""
+
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.plugin import SimplePlugin
+
+from core.settings import Settings
+
+PLUGIN_NAME = "colony.ColonyPlugin"
+
+
+class ColonyPlugin(SimplePlugin):
+    """Data converter + tracing, for `Client.connect`, workers and `Replayer`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            PLUGIN_NAME,
+            data_converter=pydantic_data_converter,
+            interceptors=[TracingInterceptor()],
+        )
+
+
+async def connect(settings: Settings, *, address: str | None = None) -> Client:
+    """Connect a Temporal client with the Colony plugin.
+
+    Args:
+        settings: Process settings (address and namespace).
+        address: Override of the frontend address (tests).
+    """
+    return await Client.connect(
+        address or settings.effective_temporal_address,
+        namespace=settings.temporal_namespace,
+        plugins=[ColonyPlugin()],
+    )

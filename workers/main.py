@@ -1,0 +1,90 @@
+"""A worker process: serves one or more lanes until SIGINT/SIGTERM.
+
+`colony worker --lane llm` (or `python -m workers.main --lane llm`) adds a replica by
+hand; `colony up` starts one process for all lanes, or one per lane with --split-lanes.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from core import db, telemetry
+from core import temporal as temporal_support
+from core.queues import TaskQueue
+from core.settings import Settings
+from workers.registry import LANES, Resources, parse_lanes
+
+log = logging.getLogger("colony.worker")
+
+
+def build_workers(
+    client: Client,
+    queues: Sequence[TaskQueue],
+    resources: Resources,
+    *,
+    executor: ThreadPoolExecutor,
+    task_queue_suffix: str = "",
+    max_cached_workflows: int | None = None,
+) -> list[Worker]:
+    """One Temporal `Worker` per lane. `task_queue_suffix` isolates tests."""
+    workers: list[Worker] = []
+    for queue in queues:
+        lane = LANES[queue]
+        extra: dict[str, object] = {}
+        if max_cached_workflows is not None:
+            extra["max_cached_workflows"] = max_cached_workflows
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue.value + task_queue_suffix,
+                workflows=list(lane.workflows),
+                activities=list(lane.activities(resources)),
+                activity_executor=executor,
+                **extra,  # type: ignore[arg-type]
+            )
+        )
+    return workers
+
+
+async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Event) -> None:
+    """Serve `queues` until `stop` is set, then shut down gracefully."""
+    telemetry.setup_tracing(settings, "colony-worker")
+    client = await temporal_support.connect(settings)
+    async with db.open_pool(settings.effective_database_url, min_size=1, max_size=10) as pool:
+        with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
+            workers = build_workers(client, queues, Resources(settings, pool), executor=executor)
+            async with contextlib.AsyncExitStack() as stack:
+                for worker in workers:
+                    await stack.enter_async_context(worker)
+                log.info("worker serving lanes: %s", ", ".join(q.lane for q in queues))
+                await stop.wait()
+                log.info("worker stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `python -m workers.main`."""
+    parser = argparse.ArgumentParser(prog="colony worker")
+    parser.add_argument("--lane", action="append", default=[], help="lane(s) to serve; 'all' for every lane")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    queues = parse_lanes(args.lane or ["all"])
+    asyncio.run(_main(queues))
+
+
+async def _main(queues: Sequence[TaskQueue]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(queues, Settings(), stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""`colony up`: the embedded stack supervisor.
+
+Starts, health-checks and supervises, in this order: Postgres (unless DATABASE_URL is
+set), migrations and the local admin key, Temporal + UI (unless TEMPORAL_ADDRESS is
+set), the workers, the API. A child that dies is restarted with exponential backoff
+and the reason is logged. SIGINT/SIGTERM stop everything in reverse order; children
+also get SIGTERM if the supervisor itself is killed (see workers.process), so nothing
+is left behind. An exclusive lock on the data dir makes a second `colony up` report
+the running stack instead of starting a second one on the same files.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+from temporalio.client import Client
+
+from core import db, health, tenants
+from core.errors import ColonyError, StackError
+from core.queues import TaskQueue
+from core.settings import LOCAL_HOST, Settings
+from workers import postgres_server, temporal_server
+from workers.process import ManagedProcess, ProcessSpec, check_port_free, describe_exit
+
+log = logging.getLogger("colony.stack")
+
+LOCK_FILE = "colony-up.lock"
+STATE_FILE = "stack.json"
+_BACKOFF_START = 1.0
+_BACKOFF_MAX = 30.0
+_STABLE_AFTER = 60.0  # a child that ran this long gets its backoff reset
+
+
+class AlreadyRunning(ColonyError):
+    """Another `colony up` holds the data dir."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__("Colony is already running on this data dir", details=state)
+        self.state = state
+
+
+@dataclass
+class _Child:
+    process: ManagedProcess
+    backoff: float = _BACKOFF_START
+    restarts: int = 0
+    restart_at: float | None = None
+
+
+@dataclass
+class StackOptions:
+    """How `colony up` runs (CLI flags)."""
+
+    split_lanes: bool = False
+    start_api: bool = True
+    fsync: bool = True
+    ready_timeout: float = 120.0
+
+
+@dataclass
+class StackState:
+    """What a running stack publishes in `stack.json`."""
+
+    pid: int
+    api_url: str
+    temporal_address: str
+    temporal_ui_url: str | None
+    database: str
+    namespace: str
+    started_at: float
+    children: dict[str, int] = field(default_factory=dict)
+
+
+class Stack:
+    """The supervisor. `await Stack(settings).run(stop_event)` runs until the event is set."""
+
+    def __init__(self, settings: Settings, options: StackOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or StackOptions()
+        self.data = settings.data_path
+        self.logs = self.data / "logs"
+        self._children: list[_Child] = []
+        self._lock_handle: TextIO | None = None
+        self.state: StackState | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Start everything, supervise until `stop` is set, then stop everything."""
+        self._acquire_lock()
+        try:
+            # Ctrl-C during start-up must not wait for every component to come up.
+            starting = asyncio.ensure_future(self._start_all())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()  # re-raise a start-up failure
+            self._write_state()
+            if ready is not None:
+                ready.set()
+            await self._supervise(stop)
+        finally:
+            await self._stop_all()
+            self._release_lock()
+
+    def _acquire_lock(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        # The data dir holds the admin key: not readable by others, but traversable
+        # (the embedded Postgres runs unprivileged below it when we are root).
+        self.data.chmod(0o711)
+        handle = (self.data / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AlreadyRunning(read_state(self.data) or {}) from None
+        self._lock_handle = handle
+
+    def _release_lock(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.data / STATE_FILE).unlink()
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    async def _start_all(self) -> None:
+        s = self.settings
+        embedded_pg = s.database_url is None
+        embedded_temporal = s.temporal_address is None
+        # Check every port first: fail before starting anything, with the setting to change.
+        if embedded_pg:
+            check_port_free(LOCAL_HOST, s.postgres_port, "embedded Postgres", "COLONY_POSTGRES_PORT")
+        if embedded_temporal:
+            check_port_free(LOCAL_HOST, s.temporal_port, "Temporal gRPC", "COLONY_TEMPORAL_PORT")
+            check_port_free(LOCAL_HOST, s.temporal_ui_port, "Temporal UI", "COLONY_TEMPORAL_UI_PORT")
+        if self.options.start_api:
+            check_port_free(s.api_host, s.api_port, "Colony API", "COLONY_API_PORT")
+
+        if embedded_pg:
+            pgdata = self.data / "postgres"
+            if postgres_server.init_cluster(pgdata):
+                log.info("created Postgres cluster in %s", pgdata)
+            await self._start(postgres_server.server_spec(pgdata, s.postgres_port, self.logs / "postgres.log", fsync=self.options.fsync))
+            await db.ensure_database(s.effective_database_url)
+        applied = await db.migrate(s.effective_database_url)
+        log.info("Postgres ready (%s migration(s) applied now)", len(applied))
+        async with await db.connect(s.effective_database_url, autocommit=True) as conn:
+            key_path = await tenants.ensure_admin_key_file(conn, self.data)
+        log.info("admin API key for tenant %r in %s", tenants.LOCAL_TENANT, key_path)
+
+        if embedded_temporal:
+            (self.data / "temporal").mkdir(exist_ok=True)
+            spec = temporal_server.server_spec(
+                port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
+                db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
+            )  # fmt: skip
+            await self._start(spec)
+            log.info("Temporal ready at %s, UI at %s", s.effective_temporal_address, s.effective_temporal_ui_url)
+        else:
+            status = await health.timed("temporal", lambda: health.check_temporal(s), timeout=15)
+            if not status.ok:
+                raise StackError(f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}")
+
+        client = await Client.connect(s.effective_temporal_address, namespace=s.temporal_namespace)
+        lane_groups = [[q] for q in TaskQueue] if self.options.split_lanes else [list(TaskQueue)]
+        for lanes in lane_groups:
+            name = "worker-" + ("-".join(q.lane for q in lanes) if len(lanes) == 1 else "all")
+            await self._start(self._worker_spec(name, lanes, client))
+        log.info("workers ready (%s)", "one process per lane" if self.options.split_lanes else "one process, all lanes")
+
+        if self.options.start_api:
+            await self._start(self._api_spec())
+            log.info("API ready at %s", s.effective_api_url)
+
+    def _child_env(self) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            COLONY_DATA_DIR=str(self.data),
+            TEMPORAL_ADDRESS=s.effective_temporal_address,
+            TEMPORAL_NAMESPACE=s.temporal_namespace,
+            DATABASE_URL=s.effective_database_url,
+            PYTHONUNBUFFERED="1",
+        )
+        if s.temporal_address is None and s.effective_temporal_ui_url:
+            # Children see an external-looking address; keep the UI links pointing home.
+            env["COLONY_TEMPORAL_UI_URL"] = s.effective_temporal_ui_url
+        return env
+
+    def _worker_spec(self, name: str, lanes: list[TaskQueue], client: Client) -> ProcessSpec:
+        argv = [sys.executable, "-m", "workers.main"]
+        for q in lanes:
+            argv += ["--lane", q.lane]
+
+        async def ready() -> bool:
+            statuses = await health.check_workers(self.settings, client)
+            wanted = {f"worker:{q.lane}" for q in lanes}
+            return all(st.ok for st in statuses if st.name in wanted)
+
+        return ProcessSpec(name=name, argv=argv, env=self._child_env(), log_path=self.logs / f"{name}.log",
+                           ready=ready, ready_timeout=self.options.ready_timeout)  # fmt: skip
+
+    def _api_spec(self) -> ProcessSpec:
+        s = self.settings
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
+                "--host", s.api_host, "--port", str(s.api_port), "--no-access-log"]  # fmt: skip
+        url = s.effective_api_url + "/healthz"
+
+        async def ready() -> bool:
+            async with httpx.AsyncClient(timeout=2) as http:
+                response = await http.get(url)
+            return response.status_code in (200, 503)
+
+        return ProcessSpec(name="api", argv=argv, env=self._child_env(), log_path=self.logs / "api.log",
+                           ready=ready, ready_timeout=self.options.ready_timeout)  # fmt: skip
+
+    async def _start(self, spec: ProcessSpec) -> None:
+        process = ManagedProcess(spec)
+        log.info("starting %s", spec.name)
+        # Tracked before it starts, so a failed or cancelled start-up still stops it.
+        self._children.append(_Child(process))
+        await process.start()
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = time.monotonic()
+            for child in self._children:
+                proc = child.process
+                if proc.running():
+                    if now - proc.started_at > _STABLE_AFTER:
+                        child.backoff = _BACKOFF_START
+                    continue
+                if child.restart_at is None:
+                    child.restart_at = now + child.backoff
+                    log.warning(
+                        "%s died (%s); restarting in %.0fs. Last lines of %s:\n%s",
+                        proc.spec.name, describe_exit(proc.returncode), child.backoff,
+                        proc.spec.log_path, proc.log_tail(10),
+                    )  # fmt: skip
+                elif now >= child.restart_at:
+                    child.restart_at = None
+                    child.restarts += 1
+                    child.backoff = min(child.backoff * 2, _BACKOFF_MAX)
+                    try:
+                        await proc.start()
+                        log.info("%s restarted (restart #%d)", proc.spec.name, child.restarts)
+                        self._write_state()
+                    except StackError as exc:
+                        log.error("%s failed to restart: %s", proc.spec.name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    def kill_all(self) -> None:
+        """SIGKILL every child's process group at once (second Ctrl-C)."""
+        for child in self._children:
+            pid = child.process.pid
+            if pid is not None and child.process.running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    async def _stop_all(self) -> None:
+        for child in reversed(self._children):
+            if child.process.running():
+                log.info("stopping %s", child.process.spec.name)
+            await child.process.stop()
+        self._children.clear()
+
+    # -- state file --------------------------------------------------------------
+
+    def _write_state(self) -> None:
+        s = self.settings
+        self.state = StackState(
+            pid=os.getpid(),
+            api_url=s.effective_api_url,
+            temporal_address=s.effective_temporal_address,
+            temporal_ui_url=s.effective_temporal_ui_url,
+            database="embedded" if s.database_url is None else "external (DATABASE_URL)",
+            namespace=s.temporal_namespace,
+            started_at=time.time(),
+            children={c.process.spec.name: c.process.pid or 0 for c in self._children},
+        )
+        path = self.data / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state.__dict__, indent=2))
+        tmp.replace(path)
+
+
+def read_state(data_dir: Path) -> dict[str, Any] | None:
+    """The running stack's `stack.json`, if any."""
+    try:
+        state: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return state
+
+
+async def serve(
+    settings: Settings,
+    options: StackOptions,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the stack until SIGINT/SIGTERM or `stop` is set (a second signal kills at once)."""
+    stop = stop or asyncio.Event()
+    stack = Stack(settings, options)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: killing children now")
+            stack.kill_all()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    await stack.run(stop, ready)

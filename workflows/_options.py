@@ -1,0 +1,53 @@
+"""Activity presets: task queue, timeouts and retry policy for each kind of activity.
+
+Workflows pass `**PRESET.kwargs()` to `workflow.execute_activity`; no timeout or queue
+literal appears anywhere else in workflow code.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio.common import RetryPolicy
+
+from core.errors import NON_RETRYABLE_ERROR_TYPES
+from core.queues import TaskQueue
+
+
+@dataclass(frozen=True)
+class ActivityPreset:
+    """Options shared by every call of one kind of activity."""
+
+    task_queue: TaskQueue
+    start_to_close: timedelta
+    schedule_to_close: timedelta | None = None
+    heartbeat: timedelta | None = None
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=30),
+            non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+        )
+    )
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `workflow.execute_activity`."""
+        return {
+            "task_queue": self.task_queue.value,
+            "start_to_close_timeout": self.start_to_close,
+            "schedule_to_close_timeout": self.schedule_to_close,
+            "heartbeat_timeout": self.heartbeat,
+            "retry_policy": self.retry,
+        }
+
+
+LANE_PROBE = {
+    TaskQueue.LLM: ActivityPreset(TaskQueue.LLM, timedelta(seconds=30), timedelta(minutes=2)),
+    TaskQueue.TOOLS: ActivityPreset(TaskQueue.TOOLS, timedelta(seconds=30), timedelta(minutes=2)),
+    TaskQueue.MEMORY: ActivityPreset(TaskQueue.MEMORY, timedelta(seconds=30), timedelta(minutes=2)),
+}
+"""Probes used by the stack check: short, retried for two minutes (a lane may be starting)."""
+
+MEMORY_WRITE = ActivityPreset(TaskQueue.MEMORY, timedelta(seconds=30), timedelta(minutes=10))
+"""Postgres and Qdrant writes on the memory lane."""
