@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev
+EXTRAS ?= dev,local-llm
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo up test test-all lint typecheck bench clean

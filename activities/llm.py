@@ -6,7 +6,7 @@ from temporalio import activity
 
 from activities._common import worker_identity
 from core.models import LaneReport, ProbeInput
-from core.providers import describe_provider
+from core.providers import ping_provider
 from core.settings import Settings
 
 
@@ -18,13 +18,13 @@ class LlmActivities:
 
     @activity.defn(name="probe_llm_lane")
     async def probe_llm_lane(self, input: ProbeInput) -> LaneReport:
-        """Report which model provider this worker would use (no model call)."""
+        """Report the default model's provider and check its endpoint answers (no model call)."""
         started = time.perf_counter()
-        provider = describe_provider(self._settings)
+        provider = await ping_provider(self._settings)
         return LaneReport(
             lane="llm",
             ok=provider.configured,
-            detail=provider.detail,
+            detail=f"{provider.default_model}: {provider.detail}",
             worker=worker_identity(),
             duration_ms=(time.perf_counter() - started) * 1000,
         )

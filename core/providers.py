@@ -57,3 +57,34 @@ def describe_provider(settings: Settings) -> ProviderStatus:
             "OPENAI_API_KEY, or `make install EXTRAS=dev,local-llm`",
         )  # fmt: skip
     return ProviderStatus(model, True, f"provider {provider!r} via LiteLLM")
+
+
+def endpoint_of(settings: Settings, model: str) -> tuple[str, str | None] | None:
+    """(OpenAI-compatible base URL, API key) serving `model`, when it is one we can ping."""
+    provider = model.split("/", 1)[0]
+    if provider == "local":
+        return settings.effective_local_model_url, None
+    if provider == "openai" and settings.openai_base_url:
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return settings.openai_base_url.rstrip("/"), key
+    return None
+
+
+async def ping_provider(settings: Settings, timeout: float = 5.0) -> ProviderStatus:
+    """`describe_provider`, plus a real `GET /models` when the endpoint is ours to reach."""
+    import httpx
+
+    status = describe_provider(settings)
+    endpoint = endpoint_of(settings, status.default_model)
+    if not status.configured or endpoint is None:
+        return status
+    base, key = endpoint
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            response = await http.get(f"{base}/models", headers=headers)
+    except httpx.HTTPError as exc:
+        return ProviderStatus(status.default_model, False, f"{base} unreachable: {exc!r}")
+    if not response.is_success:
+        return ProviderStatus(status.default_model, False, f"{base}/models answered HTTP {response.status_code}")
+    return ProviderStatus(status.default_model, True, f"{status.detail}; {base} answers")

@@ -38,12 +38,16 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=7233, validation_alias="COLONY_TEMPORAL_PORT")
     temporal_ui_port: int = Field(default=8233, validation_alias="COLONY_TEMPORAL_UI_PORT")
     postgres_port: int = Field(default=5433, validation_alias="COLONY_POSTGRES_PORT")
+    local_model_port: int = Field(default=8081, validation_alias="COLONY_LOCAL_MODEL_PORT")
     api_host: str = Field(default=LOCAL_HOST, validation_alias="COLONY_API_HOST")
     api_port: int = Field(default=8000, validation_alias="COLONY_API_PORT")
 
     # Clients of the API (the CLI).
     api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")
     api_key: SecretStr | None = Field(default=None, validation_alias="COLONY_API_KEY")
+
+    # Where the local model server answers (set by `colony up` for its children).
+    local_model_url: str | None = Field(default=None, validation_alias="COLONY_LOCAL_MODEL_URL")
 
     # Public link base for the Temporal UI, when it is not the embedded one.
     temporal_ui_url: str | None = Field(default=None, validation_alias="COLONY_TEMPORAL_UI_URL")
@@ -64,6 +68,11 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"postgresql://postgres@{LOCAL_HOST}:{self.postgres_port}/colony"
+
+    @property
+    def effective_local_model_url(self) -> str:
+        """OpenAI-compatible base URL of the local model server."""
+        return (self.local_model_url or f"http://{LOCAL_HOST}:{self.local_model_port}/v1").rstrip("/")
 
     @property
     def effective_api_url(self) -> str:

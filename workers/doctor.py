@@ -7,14 +7,14 @@ from temporalio.client import Client
 
 from activities import embeddings, sandbox
 from core import health
-from core.providers import describe_provider
+from core.providers import ping_provider
 from core.settings import Settings
 
 ComponentStatus = health.ComponentStatus
 
 
 async def _model_provider(settings: Settings) -> ComponentStatus:
-    status = describe_provider(settings)
+    status = await ping_provider(settings)
     fix = "" if status.configured else status.detail
     return ComponentStatus("model provider", status.configured, f"{status.default_model}: {status.detail}", fix)
 

@@ -29,7 +29,8 @@ from core import db, health, tenants
 from core.errors import ColonyError, StackError
 from core.queues import TaskQueue
 from core.settings import LOCAL_HOST, Settings
-from workers import postgres_server, temporal_server
+from core.providers import LOCAL_MODEL, describe_provider, local_model_installed
+from workers import model_server, postgres_server, temporal_server
 from workers.process import ManagedProcess, ProcessSpec, check_port_free, describe_exit
 
 log = logging.getLogger("colony.stack")
@@ -151,6 +152,10 @@ class Stack:
             check_port_free(LOCAL_HOST, s.temporal_ui_port, "Temporal UI", "COLONY_TEMPORAL_UI_PORT")
         if self.options.start_api:
             check_port_free(s.api_host, s.api_port, "Colony API", "COLONY_API_PORT")
+        provider = describe_provider(s)
+        local_model = provider.default_model.startswith("local/") and local_model_installed()
+        if local_model:
+            check_port_free(LOCAL_HOST, s.local_model_port, "local model server", "COLONY_LOCAL_MODEL_PORT")
 
         if embedded_pg:
             pgdata = self.data / "postgres"
@@ -177,6 +182,13 @@ class Stack:
             if not status.ok:
                 raise StackError(f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}")
 
+        if local_model:
+            await self._start_local_model()
+        elif provider.configured:
+            log.info("model provider: %s (%s)", provider.default_model, provider.detail)
+        else:
+            log.warning("no model provider: %s", provider.detail)
+
         client = await Client.connect(s.effective_temporal_address, namespace=s.temporal_namespace)
         lane_groups = [[q] for q in TaskQueue] if self.options.split_lanes else [list(TaskQueue)]
         for lanes in lane_groups:
@@ -188,6 +200,15 @@ class Stack:
             await self._start(self._api_spec())
             log.info("API ready at %s", s.effective_api_url)
 
+    async def _start_local_model(self) -> None:
+        s = self.settings
+        await self._start(model_server.server_spec(s.local_model_port, self.logs / "local-model.log"))
+        log.info(
+            "local model %s ready at %s. It is tiny (135M parameters): set ANTHROPIC_API_KEY or "
+            "OPENAI_API_KEY (or COLONY_DEFAULT_MODEL) for real work",
+            LOCAL_MODEL, s.effective_local_model_url,
+        )  # fmt: skip
+
     def _child_env(self) -> dict[str, str]:
         s = self.settings
         env = dict(os.environ)
@@ -196,6 +217,7 @@ class Stack:
             TEMPORAL_ADDRESS=s.effective_temporal_address,
             TEMPORAL_NAMESPACE=s.temporal_namespace,
             DATABASE_URL=s.effective_database_url,
+            COLONY_LOCAL_MODEL_URL=s.effective_local_model_url,
             PYTHONUNBUFFERED="1",
         )
         if s.temporal_address is None and s.effective_temporal_ui_url:

@@ -2,12 +2,17 @@
 
 Workflows pass `**PRESET.kwargs()` to `workflow.execute_activity`; no timeout or queue
 literal appears anywhere else in workflow code.
+
+Lane queues follow the workflow's own queue: a workflow running on
+`colony-orchestration<suffix>` sends activities to `colony-llm<suffix>` and so on. The
+suffix is empty in deployments; tests use it to get task queues of their own.
 """
 
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from core.errors import NON_RETRYABLE_ERROR_TYPES
@@ -32,9 +37,9 @@ class ActivityPreset:
     )
 
     def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `workflow.execute_activity`."""
+        """Keyword arguments for `workflow.execute_activity` (call inside a workflow)."""
         return {
-            "task_queue": self.task_queue.value,
+            "task_queue": self.task_queue.value + queue_suffix(),
             "start_to_close_timeout": self.start_to_close,
             "schedule_to_close_timeout": self.schedule_to_close,
             "heartbeat_timeout": self.heartbeat,
@@ -51,3 +56,12 @@ LANE_PROBE = {
 
 MEMORY_WRITE = ActivityPreset(TaskQueue.MEMORY, timedelta(seconds=30), timedelta(minutes=10))
 """Postgres and Qdrant writes on the memory lane."""
+
+
+def queue_suffix() -> str:
+    """The suffix of the current workflow's task queue after its lane's name."""
+    queue = workflow.info().task_queue
+    for lane in TaskQueue:
+        if queue.startswith(lane.value):
+            return queue.removeprefix(lane.value)
+    return ""

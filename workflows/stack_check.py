@@ -29,10 +29,11 @@ class StackCheckWorkflow:
         info = workflow.info()
         probe = ProbeInput(tenant_id=input.tenant_id, workflow_id=info.workflow_id)
         started = workflow.now()
-        llm = workflow.execute_activity_method(
+        # Started together: the two probes run in parallel on their lanes.
+        llm = workflow.start_activity_method(
             LlmActivities.probe_llm_lane, probe, **LANE_PROBE[TaskQueue.LLM].kwargs()
         )
-        tools = workflow.execute_activity_method(
+        tools = workflow.start_activity_method(
             ToolActivities.probe_tools_lane, probe, **LANE_PROBE[TaskQueue.TOOLS].kwargs()
         )
         reports = [await llm, await tools]

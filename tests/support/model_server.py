@@ -1073,7 +1073,7 @@ class ScriptedModelServer:
         httpd.shutdown()
         if thread is not None:
             thread.join(timeout)
-        pass
+        httpd.cut_connections()
         httpd.join_handlers(timeout)
         httpd.server_close()
         self._httpd = self._thread = None

@@ -1,0 +1,63 @@
+"""Session-wide real services: one Temporal dev server and one Postgres per test session;
+a fresh database per test module."""
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from core import db
+from core.settings import Settings
+from tests.support.model_server import ScriptedModelServer
+from tests.support.services import (
+    PostgresServer,
+    TemporalServer,
+    fresh_database,
+    postgres,
+    temporal_dev_server,
+    world_traversable_tempdir,
+)
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    path = world_traversable_tempdir("colony-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def temporal(services_dir: Path) -> AsyncIterator[TemporalServer]:
+    async with temporal_dev_server(services_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def pg(services_dir: Path) -> AsyncIterator[PostgresServer]:
+    async with postgres(services_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def database_url(pg: PostgresServer, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    async with fresh_database(pg, request.module.__name__.rsplit(".", 1)[-1]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    async with db.open_pool(database_url, min_size=1, max_size=5) as p:
+        yield p
+
+
+@pytest.fixture
+def model_server() -> Iterator[ScriptedModelServer]:
+    with ScriptedModelServer() as server:
+        yield server
+
+
+def make_settings(**values: object) -> Settings:
+    """Settings from keywords named like the environment variables (no `.env` file)."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,0 +1,34 @@
+"""Run Colony's real workers inside the test process."""
+
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
+
+from core.queues import TaskQueue
+from core.settings import Settings
+from workers.main import build_workers
+from workers.registry import Resources
+
+
+@asynccontextmanager
+async def running_workers(
+    client: Client,
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    *,
+    suffix: str = "",
+    queues: Sequence[TaskQueue] = tuple(TaskQueue),
+) -> AsyncIterator[None]:
+    """Workers for `queues` (+ `suffix`) with workflow caching off, so every task replays."""
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        workers = build_workers(
+            client, queues, Resources(settings, pool), executor=executor,
+            task_queue_suffix=suffix, max_cached_workflows=0,
+        )  # fmt: skip
+        async with AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            yield
