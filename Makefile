@@ -35,10 +35,10 @@ demo: install
 up: install
 	$(BIN)/colony up
 
-test: install
+test: install lint typecheck
 	$(BIN)/pytest -m "not slow and not chaos and not live_llm and not docker" $(PYTEST_ARGS)
 
-test-all: install
+test-all: install lint typecheck
 	$(BIN)/pytest -m "not live_llm" $(PYTEST_ARGS)
 
 lint: install

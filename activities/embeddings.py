@@ -37,7 +37,9 @@ def model_files() -> tuple[Path, Path]:
     tokenizer = Path(tok_spec.origin).parent / "model" / "tokenizer.json"
     for path in (onnx, tokenizer):
         if not path.exists():
-            raise ConfigError(f"embedding model file missing: {path}; reinstall with `make install`")
+            raise ConfigError(
+                f"embedding model file missing: {path}; reinstall with `make install`"
+            )
     return onnx, tokenizer
 
 
@@ -51,7 +53,9 @@ class MiniLmEmbedder:
         onnx, tokenizer_path = model_files()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            str(onnx), options, providers=["CPUExecutionProvider"]
+        )
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
@@ -67,9 +71,11 @@ class MiniLmEmbedder:
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.zeros_like(ids)
         (hidden,) = self._session.run(
-            ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            ["last_hidden_state"],
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
         )
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        vectors: np.ndarray = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return vectors

@@ -3,11 +3,11 @@
 import time
 
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._common import worker_identity
+from core.db import Pool
 from core.errors import ErrorType
 from core.models import LaneReport, StackCheckRecord
 
@@ -15,7 +15,7 @@ from core.models import LaneReport, StackCheckRecord
 class MemoryActivities:
     """Activities served by the `memory` lane."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     @activity.defn(name="record_stack_check")
@@ -34,7 +34,12 @@ class MemoryActivities:
                 await conn.execute(
                     "INSERT INTO stack_checks (tenant_id, workflow_id, step, detail)"
                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (input.tenant_id, input.workflow_id, report.lane, Jsonb(report.model_dump(mode="json"))),
+                    (
+                        input.tenant_id,
+                        input.workflow_id,
+                        report.lane,
+                        Jsonb(report.model_dump(mode="json")),
+                    ),
                 )
             cur = await conn.execute(
                 "SELECT count(*) AS n FROM stack_checks WHERE tenant_id = %s AND workflow_id = %s",

@@ -21,7 +21,7 @@ class SandboxStatus:
 
 
 def bwrap_base_argv() -> list[str]:
-    """bwrap arguments for an isolated process: read-only root, no network, own namespaces."""
+    """Bwrap arguments for an isolated process: read-only root, no network, own namespaces."""
     return [
         "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
         "--unshare-all", "--die-with-parent", "--new-session",
@@ -44,6 +44,8 @@ def probe(settings: Settings) -> SandboxStatus:
         return SandboxStatus("bubblewrap", False, "bwrap did not finish within 10s")
     if result.returncode != 0 or result.stdout.strip() != "sandboxed":
         return SandboxStatus(
-            "bubblewrap", False, f"bwrap failed (exit {result.returncode}): {result.stderr.strip()[:200]}"
+            "bubblewrap",
+            False,
+            f"bwrap failed (exit {result.returncode}): {result.stderr.strip()[:200]}",
         )
     return SandboxStatus("bubblewrap", True, "bubblewrap runs isolated processes")

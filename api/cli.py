@@ -41,7 +41,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--split-lanes", is_flag=True, help="One worker process per lane instead of one for all.")
+@click.option(
+    "--split-lanes", is_flag=True, help="One worker process per lane instead of one for all."
+)
 @click.option("--no-api", is_flag=True, help="Do not start the HTTP API.")
 @click.option("-v", "--verbose", is_flag=True)
 def up(split_lanes: bool, no_api: bool, verbose: bool) -> None:
@@ -77,14 +79,19 @@ def _print_ready(settings: Settings, options: Any) -> None:
     from core.tenants import ADMIN_KEY_FILE
 
     table = Table(title="Colony is up", show_header=False, title_justify="left")
-    table.add_row("API", f"{settings.effective_api_url}  (OpenAPI: /docs)" if options.start_api else "not started")
+    table.add_row(
+        "API",
+        f"{settings.effective_api_url}  (OpenAPI: /docs)" if options.start_api else "not started",
+    )
     table.add_row("Temporal", settings.effective_temporal_address)
     table.add_row("Temporal UI", settings.effective_temporal_ui_url or "-")
     table.add_row("Postgres", "embedded" if settings.database_url is None else "DATABASE_URL")
     table.add_row("Admin key", str(settings.data_path / ADMIN_KEY_FILE))
     table.add_row("Logs", str(settings.data_path / "logs"))
     console.print(table)
-    console.print("Ctrl-C stops everything. In another terminal: [bold]colony demo[/] or [bold]colony doctor[/].")
+    console.print(
+        "Ctrl-C stops everything. In another terminal: [bold]colony demo[/] or [bold]colony doctor[/]."
+    )
 
 
 def _print_already_running(state: dict[str, Any], settings: Settings) -> None:
@@ -172,7 +179,9 @@ def api(host: str | None, port: int | None) -> None:
 
 
 @cli.command()
-@click.option("--keep-running", is_flag=True, help="Keep the stack this command started running afterwards.")
+@click.option(
+    "--keep-running", is_flag=True, help="Keep the stack this command started running afterwards."
+)
 def demo(keep_running: bool) -> None:
     """The main job end to end on the embedded default (starts the stack when needed)."""
     _setup_logging()
@@ -211,7 +220,9 @@ async def _demo(settings: Settings, keep_running: bool) -> bool:
         if not stack.done():
             stop.set()
             await stack
-        console.print(f"Stack stopped. `colony up` brings it (and the Temporal UI at {settings.effective_temporal_ui_url}) back.")
+        console.print(
+            f"Stack stopped. `colony up` brings it (and the Temporal UI at {settings.effective_temporal_ui_url}) back."
+        )
 
 
 async def _api_is_up(settings: Settings) -> bool:
@@ -232,7 +243,13 @@ def _run_stack_check(settings: Settings) -> bool:
     for column in ("lane", "ok", "detail", "worker", "ms"):
         table.add_column(column, overflow="fold")
     for lane in check["lanes"]:
-        table.add_row(lane["lane"], "yes" if lane["ok"] else "[red]no[/]", lane["detail"], lane["worker"], f"{lane['duration_ms']:.1f}")
+        table.add_row(
+            lane["lane"],
+            "yes" if lane["ok"] else "[red]no[/]",
+            lane["detail"],
+            lane["worker"],
+            f"{lane['duration_ms']:.1f}",
+        )
     console.print(table)
     if check.get("temporal_ui"):
         console.print(f"Temporal UI: {check['temporal_ui']}")

@@ -13,7 +13,10 @@ class ApiError(ColonyError):
     """The API answered with an error body."""
 
     def __init__(self, status: int, type_: str, message: str, details: Any = None) -> None:
-        super().__init__(f"{message} (HTTP {status}, {type_})", details=details if isinstance(details, dict) else {})
+        super().__init__(
+            f"{message} (HTTP {status}, {type_})",
+            details=details if isinstance(details, dict) else {},
+        )
         self.status = status
         self.type = type_
 
@@ -54,7 +57,9 @@ class ColonyClient:
             return response.json() if response.content else None
         try:
             error = response.json()["error"]
-            raise ApiError(response.status_code, error["type"], error["message"], error.get("details"))
+            raise ApiError(
+                response.status_code, error["type"], error["message"], error.get("details")
+            )
         except (ValueError, KeyError, TypeError):
             raise ApiError(response.status_code, "http_error", response.text[:200]) from None
 

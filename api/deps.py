@@ -4,11 +4,11 @@ import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
-from core import tenants
 from core import temporal as temporal_support
+from core import tenants
+from core.db import Pool
 from core.errors import AuthError, PermissionDenied, StackError
 from core.settings import Settings
 
@@ -32,7 +32,9 @@ class TemporalHandle:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await asyncio.wait_for(temporal_support.connect(self._settings), 10)
+                    self._client = await asyncio.wait_for(
+                        temporal_support.connect(self._settings), 10
+                    )
                 except Exception as exc:
                     raise StackError(
                         f"Temporal at {self._settings.effective_temporal_address} is unreachable: {exc}"
@@ -46,9 +48,9 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+def get_pool(request: Request) -> Pool:
     """The app's Postgres pool."""
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: Pool = request.app.state.pool
     return pool
 
 
@@ -58,7 +60,9 @@ async def get_temporal(request: Request) -> Client:
     return await handle.get()
 
 
-async def get_principal(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> tenants.Principal:
+async def get_principal(
+    request: Request, pool: Annotated[Pool, Depends(get_pool)]
+) -> tenants.Principal:
     """Authenticate the bearer API key."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -70,7 +74,9 @@ async def get_principal(request: Request, pool: Annotated[AsyncConnectionPool, D
         return await tenants.authenticate(conn, key.strip())
 
 
-async def require_admin(principal: Annotated[tenants.Principal, Depends(get_principal)]) -> tenants.Principal:
+async def require_admin(
+    principal: Annotated[tenants.Principal, Depends(get_principal)],
+) -> tenants.Principal:
     """Only admin keys pass."""
     if principal.role != "admin":
         raise PermissionDenied("this action needs an admin API key")
@@ -78,7 +84,7 @@ async def require_admin(principal: Annotated[tenants.Principal, Depends(get_prin
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+PoolDep = Annotated[Pool, Depends(get_pool)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 PrincipalDep = Annotated[tenants.Principal, Depends(get_principal)]
 AdminDep = Annotated[tenants.Principal, Depends(require_admin)]

@@ -1,6 +1,7 @@
 """One JSON error shape for every failure: `{"error": {"type", "message", "details"}}`."""
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,10 +31,16 @@ _HTTP_TYPES = {
 
 
 def error_response(
-    status: int, type_: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    type_: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The standard error body."""
-    body = {"error": {"type": type_, "message": message, "details": jsonable_encoder(details or {})}}
+    body = {
+        "error": {"type": type_, "message": message, "details": jsonable_encoder(details or {})}
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -52,22 +59,33 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         if any(e["type"] == "json_invalid" for e in errors):
-            return error_response(400, "invalid_json", "request body is not valid JSON", {"errors": errors})
-        return error_response(422, "invalid_request", "request validation failed", {"errors": errors})
+            return error_response(
+                400, "invalid_json", "request body is not valid JSON", {"errors": errors}
+            )
+        return error_response(
+            422, "invalid_request", "request validation failed", {"errors": errors}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return error_response(
-            exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), message, headers=exc.headers
+            exc.status_code,
+            _HTTP_TYPES.get(exc.status_code, "http_error"),
+            message,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RPCError)
     async def temporal_error(_: Request, exc: RPCError) -> JSONResponse:
         if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-            return error_response(503, "dependency_unavailable", "Temporal is unavailable; retry shortly")
+            return error_response(
+                503, "dependency_unavailable", "Temporal is unavailable; retry shortly"
+            )
         log.error("Temporal RPC error: %s", exc)
-        return error_response(502, "temporal_error", f"Temporal rejected the request: {exc.message}")
+        return error_response(
+            502, "temporal_error", f"Temporal rejected the request: {exc.message}"
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

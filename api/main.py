@@ -1,5 +1,7 @@
-"""The FastAPI application. Thin: it authenticates, validates, starts and queries
-workflows and reads Postgres; agent logic never runs here.
+"""The FastAPI application.
+
+Thin: it authenticates, validates, starts and queries workflows and reads Postgres;
+agent logic never runs here.
 
 Run with `colony api` (uvicorn, factory `api.main:create_app`).
 """
@@ -41,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
 
     @app.middleware("http")
-    async def record_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def record_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import MigrationError
@@ -60,16 +60,27 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 LATEST_SCHEMA_VERSION = max((m.version for m in load_migrations()), default=0)
 
 
-async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[dict[str, object]]:
+async def connect(
+    url: str, *, autocommit: bool = False
+) -> psycopg.AsyncConnection[dict[str, object]]:
     """Open one async connection returning dict rows."""
     return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, row_factory=dict_row)
 
 
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+"""A connection pool whose connections return dict rows."""
+
+
 @asynccontextmanager
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[AsyncConnectionPool]:
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Pool]:
     """An open connection pool (dict rows) for the duration of the block."""
-    pool = AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, open=False, kwargs={"row_factory": dict_row}
+    pool = Pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        connection_class=psycopg.AsyncConnection[DictRow],
+        kwargs={"row_factory": dict_row},
     )
     await pool.open(wait=True, timeout=30)
     try:
@@ -82,7 +93,7 @@ def with_database(url: str, dbname: str) -> str:
     """The same server URL pointing at another database."""
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 async def ensure_database(url: str) -> bool:

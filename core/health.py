@@ -32,13 +32,15 @@ class ComponentStatus:
     latency_ms: float = 0.0
 
 
-async def timed(name: str, check: Callable[[], Awaitable[ComponentStatus]], timeout: float = 5.0) -> ComponentStatus:
+async def timed(
+    name: str, check: Callable[[], Awaitable[ComponentStatus]], limit: float = 5.0
+) -> ComponentStatus:
     """Run a check with a timeout, turning exceptions into a failed status."""
     started = time.perf_counter()
     try:
-        status = await asyncio.wait_for(check(), timeout)
+        status = await asyncio.wait_for(check(), limit)
     except TimeoutError:
-        status = ComponentStatus(name, False, f"no answer within {timeout:.0f}s")
+        status = ComponentStatus(name, False, f"no answer within {limit:.0f}s")
     except Exception as exc:
         status = ComponentStatus(name, False, f"{type(exc).__name__}: {exc}".strip())
     return ComponentStatus(
@@ -73,7 +75,9 @@ async def check_temporal(settings: Settings, client: Client | None = None) -> Co
     except Exception as exc:
         return ComponentStatus("temporal", False, f"{address}: {exc}", fix)
     return ComponentStatus(
-        "temporal", True, f"{address}, namespace {settings.temporal_namespace}, server {info.server_version}"
+        "temporal",
+        True,
+        f"{address}, namespace {settings.temporal_namespace}, server {info.server_version}",
     )
 
 
@@ -81,12 +85,16 @@ async def check_temporal_ui(settings: Settings) -> ComponentStatus:
     """The Temporal UI answers over HTTP (embedded stack or COLONY_TEMPORAL_UI_URL)."""
     url = settings.effective_temporal_ui_url
     if url is None:
-        return ComponentStatus("temporal-ui", True, "external Temporal; set COLONY_TEMPORAL_UI_URL for links")
+        return ComponentStatus(
+            "temporal-ui", True, "external Temporal; set COLONY_TEMPORAL_UI_URL for links"
+        )
     async with httpx.AsyncClient(timeout=3) as http:
         try:
             response = await http.get(url)
         except httpx.HTTPError as exc:
-            return ComponentStatus("temporal-ui", False, f"{url}: {exc!r}", "start the stack (`colony up`)")
+            return ComponentStatus(
+                "temporal-ui", False, f"{url}: {exc!r}", "start the stack (`colony up`)"
+            )
     ok = response.status_code < 400
     return ComponentStatus("temporal-ui", ok, f"{url} (HTTP {response.status_code})")
 
@@ -98,14 +106,20 @@ async def check_qdrant(settings: Settings) -> ComponentStatus:
             try:
                 response = await http.get(settings.qdrant_url.rstrip("/") + "/readyz")
             except httpx.HTTPError as exc:
-                return ComponentStatus("qdrant", False, f"{settings.qdrant_url}: {exc!r}", "check QDRANT_URL")
-        return ComponentStatus("qdrant", response.is_success, f"{settings.qdrant_url} (HTTP {response.status_code})")
+                return ComponentStatus(
+                    "qdrant", False, f"{settings.qdrant_url}: {exc!r}", "check QDRANT_URL"
+                )
+        return ComponentStatus(
+            "qdrant", response.is_success, f"{settings.qdrant_url} (HTTP {response.status_code})"
+        )
     try:
         import qdrant_client  # noqa: F401
     except ImportError:
         return ComponentStatus("qdrant", False, "qdrant-client is not installed", "make install")
     path = settings.data_path / "qdrant"
-    return ComponentStatus("qdrant", True, f"embedded local mode in {path} (owned by the memory worker)")
+    return ComponentStatus(
+        "qdrant", True, f"embedded local mode in {path} (owned by the memory worker)"
+    )
 
 
 async def check_workers(settings: Settings, client: Client) -> list[ComponentStatus]:
@@ -126,8 +140,15 @@ async def check_workers(settings: Settings, client: Client) -> list[ComponentSta
         )
         pollers = {p.identity for p in response.pollers}
         ok = bool(pollers)
-        detail = f"{len(pollers)} poller(s) on {queue.value}" if ok else f"no worker polls {queue.value}"
+        detail = (
+            f"{len(pollers)} poller(s) on {queue.value}" if ok else f"no worker polls {queue.value}"
+        )
         statuses.append(
-            ComponentStatus(f"worker:{queue.lane}", ok, detail, "" if ok else f"`colony worker --lane {queue.lane}` or `colony up`")
+            ComponentStatus(
+                f"worker:{queue.lane}",
+                ok,
+                detail,
+                "" if ok else f"`colony worker --lane {queue.lane}` or `colony up`",
+            )
         )
     return statuses

@@ -41,16 +41,26 @@ def describe_provider(settings: Settings) -> ProviderStatus:
     provider = model.split("/", 1)[0]
     if provider == "anthropic":
         ok = settings.anthropic_api_key is not None
-        return ProviderStatus(model, ok, "ANTHROPIC_API_KEY is set" if ok else "set ANTHROPIC_API_KEY")
+        return ProviderStatus(
+            model, ok, "ANTHROPIC_API_KEY is set" if ok else "set ANTHROPIC_API_KEY"
+        )
     if provider == "openai":
         ok = settings.openai_api_key is not None or settings.openai_base_url is not None
-        detail = "OPENAI_API_KEY / OPENAI_BASE_URL set" if ok else "set OPENAI_API_KEY or OPENAI_BASE_URL"
+        detail = (
+            "OPENAI_API_KEY / OPENAI_BASE_URL set"
+            if ok
+            else "set OPENAI_API_KEY or OPENAI_BASE_URL"
+        )
         return ProviderStatus(model, ok, detail)
     if provider == "ollama":
         return ProviderStatus(model, True, "Ollama model (server must be running)")
     if provider == "local":
         if local_model_installed():
-            return ProviderStatus(model, True, "local SmolLM2-135M via llama.cpp (tiny; set a provider key for real work)")
+            return ProviderStatus(
+                model,
+                True,
+                "local SmolLM2-135M via llama.cpp (tiny; set a provider key for real work)",
+            )
         return ProviderStatus(
             model, False,
             "no provider key and the local model is not installed: set ANTHROPIC_API_KEY or "
@@ -70,7 +80,7 @@ def endpoint_of(settings: Settings, model: str) -> tuple[str, str | None] | None
     return None
 
 
-async def ping_provider(settings: Settings, timeout: float = 5.0) -> ProviderStatus:
+async def ping_provider(settings: Settings, http_timeout: float = 5.0) -> ProviderStatus:
     """`describe_provider`, plus a real `GET /models` when the endpoint is ours to reach."""
     import httpx
 
@@ -81,10 +91,12 @@ async def ping_provider(settings: Settings, timeout: float = 5.0) -> ProviderSta
     base, key = endpoint
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        async with httpx.AsyncClient(timeout=http_timeout) as http:
             response = await http.get(f"{base}/models", headers=headers)
     except httpx.HTTPError as exc:
         return ProviderStatus(status.default_model, False, f"{base} unreachable: {exc!r}")
     if not response.is_success:
-        return ProviderStatus(status.default_model, False, f"{base}/models answered HTTP {response.status_code}")
+        return ProviderStatus(
+            status.default_model, False, f"{base}/models answered HTTP {response.status_code}"
+        )
     return ProviderStatus(status.default_model, True, f"{status.detail}; {base} answers")

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     @property
     def effective_local_model_url(self) -> str:
         """OpenAI-compatible base URL of the local model server."""
-        return (self.local_model_url or f"http://{LOCAL_HOST}:{self.local_model_port}/v1").rstrip("/")
+        return (self.local_model_url or f"http://{LOCAL_HOST}:{self.local_model_port}/v1").rstrip(
+            "/"
+        )
 
     @property
     def effective_api_url(self) -> str:

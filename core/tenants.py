@@ -111,7 +111,9 @@ async def authenticate(conn: psycopg.AsyncConnection[Any], key: str) -> Principa
     now = datetime.now(UTC)
     last = record["last_used_at"]
     if last is None or now - last > _TOUCH_INTERVAL:
-        await conn.execute("UPDATE api_keys SET last_used_at = %s WHERE id = %s", (now, record["id"]))
+        await conn.execute(
+            "UPDATE api_keys SET last_used_at = %s WHERE id = %s", (now, record["id"])
+        )
     return Principal(tenant_id=record["tenant_id"], key_id=record["id"], role=record["role"])
 
 
@@ -125,7 +127,9 @@ async def list_api_keys(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> l
     return [ApiKeyRecord.model_validate(_as_dict(r)) for r in await cur.fetchall()]
 
 
-async def revoke_api_key(conn: psycopg.AsyncConnection[Any], tenant_id: str, key_id: str) -> ApiKeyRecord:
+async def revoke_api_key(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, key_id: str
+) -> ApiKeyRecord:
     """Revoke a key of the tenant. Revoking twice is harmless.
 
     Raises:

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from core import db
+from core.db import Pool
 from core.settings import Settings
 from tests.support.model_server import ScriptedModelServer
 from tests.support.services import (
@@ -47,7 +47,7 @@ async def database_url(pg: PostgresServer, request: pytest.FixtureRequest) -> As
 
 
 @pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+async def pool(database_url: str) -> AsyncIterator[Pool]:
     async with db.open_pool(database_url, min_size=1, max_size=5) as p:
         yield p
 

@@ -16,7 +16,9 @@ ComponentStatus = health.ComponentStatus
 async def _model_provider(settings: Settings) -> ComponentStatus:
     status = await ping_provider(settings)
     fix = "" if status.configured else status.detail
-    return ComponentStatus("model provider", status.configured, f"{status.default_model}: {status.detail}", fix)
+    return ComponentStatus(
+        "model provider", status.configured, f"{status.default_model}: {status.detail}", fix
+    )
 
 
 async def _embedding_model() -> ComponentStatus:
@@ -45,18 +47,31 @@ async def _api(settings: Settings) -> ComponentStatus:
         try:
             response = await http.get(url)
         except httpx.HTTPError as exc:
-            return ComponentStatus("api", False, f"{url}: {exc!r}", "start the stack (`colony up`) or set COLONY_API_URL")
+            return ComponentStatus(
+                "api",
+                False,
+                f"{url}: {exc!r}",
+                "start the stack (`colony up`) or set COLONY_API_URL",
+            )
     ok = response.status_code == 200
     detail = f"{settings.effective_api_url} (healthz {response.json().get('status', response.status_code)})"
-    return ComponentStatus("api", ok, detail, "" if ok else "see `colony up` output / .colony/logs/api.log")
+    return ComponentStatus(
+        "api", ok, detail, "" if ok else "see `colony up` output / .colony/logs/api.log"
+    )
 
 
 async def _workers(settings: Settings) -> list[ComponentStatus]:
     try:
-        client = await Client.connect(settings.effective_temporal_address, namespace=settings.temporal_namespace)
+        client = await Client.connect(
+            settings.effective_temporal_address, namespace=settings.temporal_namespace
+        )
         return await health.check_workers(settings, client)
     except Exception as exc:
-        return [ComponentStatus("workers", False, f"cannot ask Temporal: {exc}", "start the stack (`colony up`)")]
+        return [
+            ComponentStatus(
+                "workers", False, f"cannot ask Temporal: {exc}", "start the stack (`colony up`)"
+            )
+        ]
 
 
 async def diagnose(settings: Settings) -> list[ComponentStatus]:
@@ -68,8 +83,8 @@ async def diagnose(settings: Settings) -> list[ComponentStatus]:
         timed("postgres", lambda: health.check_postgres(settings)),
         timed("qdrant", lambda: health.check_qdrant(settings)),
         timed("model provider", lambda: _model_provider(settings)),
-        timed("embedding model", _embedding_model, timeout=30),
-        timed("sandbox", lambda: _sandbox(settings), timeout=15),
+        timed("embedding model", _embedding_model, limit=30),
+        timed("sandbox", lambda: _sandbox(settings), limit=15),
         timed("api", lambda: _api(settings)),
     )
     lanes = await _workers(settings)

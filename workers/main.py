@@ -71,9 +71,13 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `python -m workers.main`."""
     parser = argparse.ArgumentParser(prog="colony worker")
-    parser.add_argument("--lane", action="append", default=[], help="lane(s) to serve; 'all' for every lane")
+    parser.add_argument(
+        "--lane", action="append", default=[], help="lane(s) to serve; 'all' for every lane"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     queues = parse_lanes(args.lane or ["all"])
     asyncio.run(_main(queues))

@@ -46,4 +46,6 @@ def server_spec(port: int, log_path: Path, *, threads: int = 2) -> ProcessSpec:
         async with httpx.AsyncClient(timeout=2) as http:
             return (await http.get(url)).is_success
 
-    return ProcessSpec(name="local-model", argv=argv, log_path=log_path, ready=ready, ready_timeout=120)
+    return ProcessSpec(
+        name="local-model", argv=argv, log_path=log_path, ready=ready, ready_timeout=120
+    )

@@ -55,13 +55,28 @@ def init_cluster(pgdata: Path) -> bool:
         return False
     pgdata.mkdir(parents=True, exist_ok=True)
     pgdata.chmod(0o700)
-    argv = [str(find_bin_dir() / "initdb"), "-D", str(pgdata), "-U", "postgres",
-            "--auth=trust", "--encoding=UTF8", "--no-instructions"]
+    argv = [
+        str(find_bin_dir() / "initdb"),
+        "-D",
+        str(pgdata),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--no-instructions",
+    ]
     if user is not None:
         _own(pgdata, user)
         _check_traversable(pgdata, user)
         pw = pwd.getpwnam(user)
-        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--", *argv]
+        argv = [
+            "setpriv",
+            f"--reuid={pw.pw_uid}",
+            f"--regid={pw.pw_gid}",
+            "--clear-groups",
+            "--",
+            *argv,
+        ]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     if result.returncode != 0:
         shutil.rmtree(pgdata, ignore_errors=True)

@@ -70,7 +70,9 @@ class ManagedProcess:
         """
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.spec.log_path.open("ab") as out:
-            out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.spec.name}\n".encode())
+            out.write(
+                f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.spec.name}\n".encode()
+            )
             out.flush()
             self._proc = await asyncio.create_subprocess_exec(
                 *_wrap(self.spec.argv, self.spec.run_as),
@@ -113,7 +115,9 @@ class ManagedProcess:
         try:
             await asyncio.wait_for(proc.wait(), self.spec.stop_timeout)
         except TimeoutError:
-            log.warning("%s did not stop within %.0fs; killing it", self.spec.name, self.spec.stop_timeout)
+            log.warning(
+                "%s did not stop within %.0fs; killing it", self.spec.name, self.spec.stop_timeout
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

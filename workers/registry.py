@@ -8,11 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from activities.llm import LlmActivities
 from activities.memory import MemoryActivities
 from activities.tools import ToolActivities
+from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
 from workflows.stack_check import StackCheckWorkflow
@@ -23,7 +22,7 @@ class Resources:
     """Process-wide clients handed to activity classes."""
 
     settings: Settings
-    pool: AsyncConnectionPool
+    pool: Pool
 
 
 ActivityFactory = Callable[[Resources], Sequence[Callable[..., Any]]]

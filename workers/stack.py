@@ -27,9 +27,9 @@ from temporalio.client import Client
 
 from core import db, health, tenants
 from core.errors import ColonyError, StackError
+from core.providers import LOCAL_MODEL, describe_provider, local_model_installed
 from core.queues import TaskQueue
 from core.settings import LOCAL_HOST, Settings
-from core.providers import LOCAL_MODEL, describe_provider, local_model_installed
 from workers import model_server, postgres_server, temporal_server
 from workers.process import ManagedProcess, ProcessSpec, check_port_free, describe_exit
 
@@ -146,22 +146,32 @@ class Stack:
         embedded_temporal = s.temporal_address is None
         # Check every port first: fail before starting anything, with the setting to change.
         if embedded_pg:
-            check_port_free(LOCAL_HOST, s.postgres_port, "embedded Postgres", "COLONY_POSTGRES_PORT")
+            check_port_free(
+                LOCAL_HOST, s.postgres_port, "embedded Postgres", "COLONY_POSTGRES_PORT"
+            )
         if embedded_temporal:
             check_port_free(LOCAL_HOST, s.temporal_port, "Temporal gRPC", "COLONY_TEMPORAL_PORT")
-            check_port_free(LOCAL_HOST, s.temporal_ui_port, "Temporal UI", "COLONY_TEMPORAL_UI_PORT")
+            check_port_free(
+                LOCAL_HOST, s.temporal_ui_port, "Temporal UI", "COLONY_TEMPORAL_UI_PORT"
+            )
         if self.options.start_api:
             check_port_free(s.api_host, s.api_port, "Colony API", "COLONY_API_PORT")
         provider = describe_provider(s)
         local_model = provider.default_model.startswith("local/") and local_model_installed()
         if local_model:
-            check_port_free(LOCAL_HOST, s.local_model_port, "local model server", "COLONY_LOCAL_MODEL_PORT")
+            check_port_free(
+                LOCAL_HOST, s.local_model_port, "local model server", "COLONY_LOCAL_MODEL_PORT"
+            )
 
         if embedded_pg:
             pgdata = self.data / "postgres"
             if postgres_server.init_cluster(pgdata):
                 log.info("created Postgres cluster in %s", pgdata)
-            await self._start(postgres_server.server_spec(pgdata, s.postgres_port, self.logs / "postgres.log", fsync=self.options.fsync))
+            await self._start(
+                postgres_server.server_spec(
+                    pgdata, s.postgres_port, self.logs / "postgres.log", fsync=self.options.fsync
+                )
+            )
             await db.ensure_database(s.effective_database_url)
         applied = await db.migrate(s.effective_database_url)
         log.info("Postgres ready (%s migration(s) applied now)", len(applied))
@@ -176,11 +186,17 @@ class Stack:
                 db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
             )  # fmt: skip
             await self._start(spec)
-            log.info("Temporal ready at %s, UI at %s", s.effective_temporal_address, s.effective_temporal_ui_url)
+            log.info(
+                "Temporal ready at %s, UI at %s",
+                s.effective_temporal_address,
+                s.effective_temporal_ui_url,
+            )
         else:
-            status = await health.timed("temporal", lambda: health.check_temporal(s), timeout=15)
+            status = await health.timed("temporal", lambda: health.check_temporal(s), limit=15)
             if not status.ok:
-                raise StackError(f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}")
+                raise StackError(
+                    f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}"
+                )
 
         if local_model:
             await self._start_local_model()
@@ -194,7 +210,10 @@ class Stack:
         for lanes in lane_groups:
             name = "worker-" + ("-".join(q.lane for q in lanes) if len(lanes) == 1 else "all")
             await self._start(self._worker_spec(name, lanes, client))
-        log.info("workers ready (%s)", "one process per lane" if self.options.split_lanes else "one process, all lanes")
+        log.info(
+            "workers ready (%s)",
+            "one process per lane" if self.options.split_lanes else "one process, all lanes",
+        )
 
         if self.options.start_api:
             await self._start(self._api_spec())
@@ -202,7 +221,9 @@ class Stack:
 
     async def _start_local_model(self) -> None:
         s = self.settings
-        await self._start(model_server.server_spec(s.local_model_port, self.logs / "local-model.log"))
+        await self._start(
+            model_server.server_spec(s.local_model_port, self.logs / "local-model.log")
+        )
         log.info(
             "local model %s ready at %s. It is tiny (135M parameters): set ANTHROPIC_API_KEY or "
             "OPENAI_API_KEY (or COLONY_DEFAULT_MODEL) for real work",

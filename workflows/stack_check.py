@@ -39,7 +39,9 @@ class StackCheckWorkflow:
         reports = [await llm, await tools]
         memory = await workflow.execute_activity_method(
             MemoryActivities.record_stack_check,
-            StackCheckRecord(tenant_id=input.tenant_id, workflow_id=info.workflow_id, lanes=reports),
+            StackCheckRecord(
+                tenant_id=input.tenant_id, workflow_id=info.workflow_id, lanes=reports
+            ),
             **MEMORY_WRITE.kwargs(),
         )
         orchestration = {

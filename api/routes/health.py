@@ -34,7 +34,10 @@ async def healthz(request: Request, settings: SettingsDep) -> JSONResponse:
     body = HealthPublic(
         status="ok" if all(r.ok for r in results) else "degraded",
         version=version("colony"),
-        components={r.name: ComponentPublic(ok=r.ok, detail=r.detail, latency_ms=round(r.latency_ms, 1)) for r in results},
+        components={
+            r.name: ComponentPublic(ok=r.ok, detail=r.detail, latency_ms=round(r.latency_ms, 1))
+            for r in results
+        },
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 

@@ -86,7 +86,9 @@ async def get_stack_check(
     return await _describe(client, settings, principal.tenant_id, check_id, wait)
 
 
-async def _describe(client: TemporalDep, settings: Settings, tenant_id: str, check_id: str, wait: float) -> StackCheckPublic:
+async def _describe(
+    client: TemporalDep, settings: Settings, tenant_id: str, check_id: str, wait: float
+) -> StackCheckPublic:
     workflow_id = _workflow_id(tenant_id, check_id)
     handle = client.get_workflow_handle_for(StackCheckWorkflow.run, workflow_id)
     link = settings.workflow_ui_link(workflow_id)
@@ -97,16 +99,20 @@ async def _describe(client: TemporalDep, settings: Settings, tenant_id: str, che
             except TimeoutError:
                 pass
             else:
-                return StackCheckPublic(id=check_id, status="succeeded", temporal_ui=link, lanes=output.lanes)
+                return StackCheckPublic(
+                    id=check_id, status="succeeded", temporal_ui=link, lanes=output.lanes
+                )
         description = await handle.describe()
     except WorkflowFailureError as exc:
-        return StackCheckPublic(id=check_id, status="failed", temporal_ui=link, error=str(exc.cause or exc))
+        return StackCheckPublic(
+            id=check_id, status="failed", temporal_ui=link, error=str(exc.cause or exc)
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise NotFound(f"stack check {check_id!r} not found") from exc
         raise
     state = _STATUS.get(description.status, "running") if description.status else "running"
     if state != "succeeded":
-        return StackCheckPublic(id=check_id, status=state, temporal_ui=link)  # type: ignore[arg-type]
+        return StackCheckPublic(id=check_id, status=state, temporal_ui=link)
     output = await handle.result()
     return StackCheckPublic(id=check_id, status="succeeded", temporal_ui=link, lanes=output.lanes)

@@ -4,11 +4,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from api.main import create_app
-from core import tenants
 from core import temporal as temporal_support
+from core import tenants
+from core.db import Pool
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer
 from tests.support.services import TemporalServer
@@ -16,7 +16,7 @@ from tests.support.workers import running_workers
 
 
 @pytest.fixture(scope="module")
-async def admin_key(pool: AsyncConnectionPool) -> str:
+async def admin_key(pool: Pool) -> str:
     async with pool.connection() as conn:
         await tenants.ensure_tenant(conn, "acme", "Acme")
         _, key = await tenants.create_api_key(conn, "acme", "admin", role="admin")
@@ -24,13 +24,17 @@ async def admin_key(pool: AsyncConnectionPool) -> str:
 
 
 @pytest.fixture
-async def api(database_url: str, temporal: TemporalServer, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    database_url: str, temporal: TemporalServer, admin_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(DATABASE_URL=database_url, TEMPORAL_ADDRESS=temporal.address)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://colony", headers={"Authorization": f"Bearer {admin_key}"}
+            transport=transport,
+            base_url="http://colony",
+            headers={"Authorization": f"Bearer {admin_key}"},
         ) as client:
             yield client
 
@@ -58,7 +62,9 @@ async def test_healthz_is_503_when_a_dependency_is_down(database_url: str) -> No
     settings = make_settings(DATABASE_URL=database_url, TEMPORAL_ADDRESS="127.0.0.1:1")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://c"
+        ) as client:
             response = await client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
@@ -96,7 +102,9 @@ async def test_whoami_and_metrics(api: httpx.AsyncClient) -> None:
     metrics = await api.get("/metrics")
     assert metrics.status_code == 200
     assert "text/plain" in metrics.headers["content-type"]
-    assert 'colony_http_requests_total{method="GET",route="/v1/whoami",status="200"}' in metrics.text
+    assert (
+        'colony_http_requests_total{method="GET",route="/v1/whoami",status="200"}' in metrics.text
+    )
 
 
 async def test_api_key_lifecycle_and_roles(api: httpx.AsyncClient) -> None:
@@ -119,15 +127,25 @@ async def test_api_key_lifecycle_and_roles(api: httpx.AsyncClient) -> None:
 
 
 async def test_bad_input_gets_4xx_in_the_error_shape(api: httpx.AsyncClient) -> None:
-    invalid_json = await api.post("/v1/api-keys", content=b"{not json", headers={"content-type": "application/json"})
+    invalid_json = await api.post(
+        "/v1/api-keys", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert_error(invalid_json, 400, "invalid_json")
     error = assert_error(await api.post("/v1/api-keys", json={"name": ""}), 422, "invalid_request")
     assert error["details"]["errors"][0]["loc"] == ["body", "name"]  # type: ignore[index]
-    assert_error(await api.post("/v1/api-keys", json={"name": "x", "bogus": 1}), 422, "invalid_request")
-    assert_error(await api.post("/v1/api-keys", json={"name": "x", "role": "root"}), 422, "invalid_request")
+    assert_error(
+        await api.post("/v1/api-keys", json={"name": "x", "bogus": 1}), 422, "invalid_request"
+    )
+    assert_error(
+        await api.post("/v1/api-keys", json={"name": "x", "role": "root"}), 422, "invalid_request"
+    )
     assert_error(await api.get("/v1/nothing-here"), 404, "not_found")
     assert_error(await api.put("/v1/whoami"), 405, "method_not_allowed")
-    assert_error(await api.post("/v1/stack-checks", headers={"Idempotency-Key": "bad key!"}), 422, "invalid_request")
+    assert_error(
+        await api.post("/v1/stack-checks", headers={"Idempotency-Key": "bad key!"}),
+        422,
+        "invalid_request",
+    )
     assert_error(await api.get("/v1/stack-checks/unknown"), 404, "not_found")
 
 
@@ -137,24 +155,38 @@ async def test_openapi_lists_the_routes(api: httpx.AsyncClient) -> None:
 
 
 async def test_stack_check_runs_every_lane_and_is_idempotent(
-    api: httpx.AsyncClient, temporal: TemporalServer, pool: AsyncConnectionPool, model_server: ScriptedModelServer
+    api: httpx.AsyncClient,
+    temporal: TemporalServer,
+    pool: Pool,
+    model_server: ScriptedModelServer,
 ) -> None:
     worker_settings = make_settings(
-        TEMPORAL_ADDRESS=temporal.address, OPENAI_BASE_URL=model_server.base_url, COLONY_DEFAULT_MODEL="openai/scripted"
+        TEMPORAL_ADDRESS=temporal.address,
+        OPENAI_BASE_URL=model_server.base_url,
+        COLONY_DEFAULT_MODEL="openai/scripted",
     )
     client = await temporal_support.connect(worker_settings)
     async with running_workers(client, worker_settings, pool):
-        first = await api.post("/v1/stack-checks", params={"wait": 30}, headers={"Idempotency-Key": "check-1"})
+        first = await api.post(
+            "/v1/stack-checks", params={"wait": 30}, headers={"Idempotency-Key": "check-1"}
+        )
         assert first.status_code == 202, first.text
         body = first.json()
         assert body["status"] == "succeeded", body
-        assert [lane["lane"] for lane in body["lanes"]] == ["orchestration", "llm", "tools", "memory"]
+        assert [lane["lane"] for lane in body["lanes"]] == [
+            "orchestration",
+            "llm",
+            "tools",
+            "memory",
+        ]
         assert all(lane["ok"] for lane in body["lanes"]), body["lanes"]
         assert body["temporal_ui"] is None  # external Temporal without a UI URL
         # The llm lane really reached the model server.
         assert [r.path for r in model_server.requests] == ["/v1/models"]
 
-        again = await api.post("/v1/stack-checks", params={"wait": 30}, headers={"Idempotency-Key": "check-1"})
+        again = await api.post(
+            "/v1/stack-checks", params={"wait": 30}, headers={"Idempotency-Key": "check-1"}
+        )
         assert again.json()["id"] == "check-1" and again.json()["status"] == "succeeded"
         assert len(model_server.requests) == 1  # same workflow, not a second run
         fetched = await api.get("/v1/stack-checks/check-1")
@@ -164,4 +196,7 @@ async def test_stack_check_runs_every_lane_and_is_idempotent(
         cur = await conn.execute(
             "SELECT tenant_id, step FROM stack_checks WHERE workflow_id = 'stack-check-acme-check-1' ORDER BY step"
         )
-        assert [(r["tenant_id"], r["step"]) for r in await cur.fetchall()] == [("acme", "llm"), ("acme", "tools")]
+        assert [(r["tenant_id"], r["step"]) for r in await cur.fetchall()] == [
+            ("acme", "llm"),
+            ("acme", "tools"),
+        ]

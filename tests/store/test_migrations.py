@@ -38,9 +38,13 @@ async def test_every_table_carries_its_tenant(database_url: str) -> None:
         assert await cur.fetchall() == []
 
 
-async def test_a_failed_migration_leaves_the_schema_as_it_was(pg: PostgresServer, tmp_path: Path) -> None:
+async def test_a_failed_migration_leaves_the_schema_as_it_was(
+    pg: PostgresServer, tmp_path: Path
+) -> None:
     (tmp_path / "0001_good.sql").write_text("CREATE TABLE good (id int);")
-    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE also_good (id int);\nCREATE TABLE broken (id nonsense_type);")
+    (tmp_path / "0002_bad.sql").write_text(
+        "CREATE TABLE also_good (id int);\nCREATE TABLE broken (id nonsense_type);"
+    )
     async with fresh_database(pg, "failed", migrate=False) as url:
         with pytest.raises(MigrationError, match="0002_bad failed"):
             await db.migrate(url, db.load_migrations(tmp_path))
@@ -73,7 +77,7 @@ async def test_concurrent_migrators_apply_each_migration_once(pg: PostgresServer
 
 def test_badly_named_migration_files_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "1_first.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         db.load_migrations(tmp_path)
 
 

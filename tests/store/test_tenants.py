@@ -4,19 +4,23 @@ import stat
 from pathlib import Path
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from core import tenants
+from core.db import Pool
 from core.errors import AuthError, NotFound
 
 
-async def test_key_round_trip_and_revocation(pool: AsyncConnectionPool) -> None:
+async def test_key_round_trip_and_revocation(pool: Pool) -> None:
     async with pool.connection() as conn:
         await tenants.ensure_tenant(conn, "acme", "Acme")
         record, key = await tenants.create_api_key(conn, "acme", "ci", role="member")
         assert key.startswith(tenants.KEY_PREFIX) and record.prefix == key[: len(record.prefix)]
         principal = await tenants.authenticate(conn, key)
-        assert (principal.tenant_id, principal.key_id, principal.role) == ("acme", record.id, "member")
+        assert (principal.tenant_id, principal.key_id, principal.role) == (
+            "acme",
+            record.id,
+            "member",
+        )
         # Only the hash is stored.
         cur = await conn.execute("SELECT * FROM api_keys WHERE id = %s", (record.id,))
         row = await cur.fetchone()
@@ -27,7 +31,7 @@ async def test_key_round_trip_and_revocation(pool: AsyncConnectionPool) -> None:
             await tenants.authenticate(conn, key)
 
 
-async def test_bad_keys_are_refused(pool: AsyncConnectionPool) -> None:
+async def test_bad_keys_are_refused(pool: Pool) -> None:
     async with pool.connection() as conn:
         with pytest.raises(AuthError, match="malformed"):
             await tenants.authenticate(conn, "sk-not-ours")
@@ -35,7 +39,7 @@ async def test_bad_keys_are_refused(pool: AsyncConnectionPool) -> None:
             await tenants.authenticate(conn, tenants.new_key())
 
 
-async def test_tenants_cannot_touch_each_others_keys(pool: AsyncConnectionPool) -> None:
+async def test_tenants_cannot_touch_each_others_keys(pool: Pool) -> None:
     async with pool.connection() as conn:
         await tenants.ensure_tenant(conn, "t-one", "One")
         await tenants.ensure_tenant(conn, "t-two", "Two")
@@ -47,7 +51,7 @@ async def test_tenants_cannot_touch_each_others_keys(pool: AsyncConnectionPool) 
             await tenants.create_api_key(conn, "nobody-here", "k")
 
 
-async def test_admin_key_file_is_private_and_self_healing(pool: AsyncConnectionPool, tmp_path: Path) -> None:
+async def test_admin_key_file_is_private_and_self_healing(pool: Pool, tmp_path: Path) -> None:
     async with pool.connection() as conn:
         path = await tenants.ensure_admin_key_file(conn, tmp_path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -49,7 +49,11 @@ async def temporal_dev_server(workdir: Path) -> AsyncIterator[TemporalServer]:
     """An in-memory, headless dev server with Colony's search attributes."""
     port = free_port()
     spec = temporal_server.server_spec(
-        port=port, ui_port=None, namespace="default", db_file=None, log_path=workdir / "temporal.log"
+        port=port,
+        ui_port=None,
+        namespace="default",
+        db_file=None,
+        log_path=workdir / "temporal.log",
     )
     process = ManagedProcess(spec)
     await process.start()
@@ -65,7 +69,9 @@ async def postgres(workdir: Path) -> AsyncIterator[PostgresServer]:
     pgdata = workdir / "pgdata"
     await asyncio.to_thread(postgres_server.init_cluster, pgdata)
     port = free_port()
-    process = ManagedProcess(postgres_server.server_spec(pgdata, port, workdir / "postgres.log", fsync=False))
+    process = ManagedProcess(
+        postgres_server.server_spec(pgdata, port, workdir / "postgres.log", fsync=False)
+    )
     await process.start()
     try:
         yield PostgresServer(port=port)
@@ -74,7 +80,9 @@ async def postgres(workdir: Path) -> AsyncIterator[PostgresServer]:
 
 
 @asynccontextmanager
-async def fresh_database(server: PostgresServer, label: str, *, migrate: bool = True) -> AsyncIterator[str]:
+async def fresh_database(
+    server: PostgresServer, label: str, *, migrate: bool = True
+) -> AsyncIterator[str]:
     """A new database (migrated unless told otherwise), dropped afterwards."""
     safe = "".join(c if c.isalnum() else "_" for c in label.lower())[:40]
     name = f"t_{safe}_{secrets.token_hex(3)}"
@@ -91,7 +99,16 @@ async def fresh_database(server: PostgresServer, label: str, *, migrate: bool = 
 
 def child_env(**overrides: str) -> dict[str, str]:
     """The current environment without Colony/provider settings, plus `overrides`."""
-    prefixes = ("COLONY_", "TEMPORAL_", "DATABASE_URL", "QDRANT_URL", "OPENAI_", "ANTHROPIC_", "E2B_", "OTEL_")
+    prefixes = (
+        "COLONY_",
+        "TEMPORAL_",
+        "DATABASE_URL",
+        "QDRANT_URL",
+        "OPENAI_",
+        "ANTHROPIC_",
+        "E2B_",
+        "OTEL_",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(overrides)
     return env

@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
+from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
 from workers.main import build_workers
@@ -17,7 +17,7 @@ from workers.registry import Resources
 async def running_workers(
     client: Client,
     settings: Settings,
-    pool: AsyncConnectionPool,
+    pool: Pool,
     *,
     suffix: str = "",
     queues: Sequence[TaskQueue] = tuple(TaskQueue),

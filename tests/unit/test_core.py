@@ -75,7 +75,9 @@ def test_search_attribute_definitions_for_the_dev_server() -> None:
 def test_default_model_resolution() -> None:
     assert default_model(make_settings()) == LOCAL_MODEL
     assert default_model(make_settings(OPENAI_API_KEY="k")).startswith("openai/")
-    assert default_model(make_settings(ANTHROPIC_API_KEY="k", OPENAI_API_KEY="k")).startswith("anthropic/")
+    assert default_model(make_settings(ANTHROPIC_API_KEY="k", OPENAI_API_KEY="k")).startswith(
+        "anthropic/"
+    )
     assert default_model(make_settings(COLONY_DEFAULT_MODEL="ollama/llama3")) == "ollama/llama3"
     status = describe_provider(make_settings(COLONY_DEFAULT_MODEL="anthropic/claude"))
     assert not status.configured and "ANTHROPIC_API_KEY" in status.detail

@@ -2,10 +2,9 @@
 
 import uuid
 
-from psycopg_pool import AsyncConnectionPool
-
 from core import search_attributes
 from core import temporal as temporal_support
+from core.db import Pool
 from core.models import StackCheckInput
 from core.queues import TaskQueue
 from tests.conftest import make_settings
@@ -17,12 +16,16 @@ from workflows.stack_check import StackCheckWorkflow
 
 
 async def test_touches_every_lane_and_replays(
-    temporal: TemporalServer, pool: AsyncConnectionPool, model_server: ScriptedModelServer
+    temporal: TemporalServer, pool: Pool, model_server: ScriptedModelServer
 ) -> None:
     async with pool.connection() as conn:
-        await conn.execute("INSERT INTO tenants (id, name) VALUES ('wf', 'WF') ON CONFLICT DO NOTHING")
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES ('wf', 'WF') ON CONFLICT DO NOTHING"
+        )
     settings = make_settings(
-        TEMPORAL_ADDRESS=temporal.address, OPENAI_BASE_URL=model_server.base_url, COLONY_DEFAULT_MODEL="openai/m"
+        TEMPORAL_ADDRESS=temporal.address,
+        OPENAI_BASE_URL=model_server.base_url,
+        COLONY_DEFAULT_MODEL="openai/m",
     )
     client = await temporal_support.connect(settings)
     suffix = "-" + uuid.uuid4().hex[:8]
@@ -56,13 +59,17 @@ async def test_touches_every_lane_and_replays(
 
 
 async def test_a_lane_failure_is_reported_not_hidden(
-    temporal: TemporalServer, pool: AsyncConnectionPool, model_server: ScriptedModelServer
+    temporal: TemporalServer, pool: Pool, model_server: ScriptedModelServer
 ) -> None:
     async with pool.connection() as conn:
-        await conn.execute("INSERT INTO tenants (id, name) VALUES ('wf', 'WF') ON CONFLICT DO NOTHING")
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES ('wf', 'WF') ON CONFLICT DO NOTHING"
+        )
     # The model endpoint is down: the llm lane must say so, and the check must not pass.
     settings = make_settings(
-        TEMPORAL_ADDRESS=temporal.address, OPENAI_BASE_URL="http://127.0.0.1:9/v1", COLONY_DEFAULT_MODEL="openai/m"
+        TEMPORAL_ADDRESS=temporal.address,
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        COLONY_DEFAULT_MODEL="openai/m",
     )
     client = await temporal_support.connect(settings)
     suffix = "-" + uuid.uuid4().hex[:8]

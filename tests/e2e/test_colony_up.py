@@ -1,0 +1,247 @@
+"""`colony up`, `doctor`, `demo`, `migrate` as a user runs them: real subprocesses."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from tests.support.model_server import ScriptedModelServer
+from tests.support.services import (
+    PostgresServer,
+    child_env,
+    fresh_database,
+    world_traversable_tempdir,
+)
+from workers.process import free_port
+
+CLI = [sys.executable, "-m", "api.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    data: Path
+    process: asyncio.subprocess.Process | None = None
+    output: bytearray | None = None
+
+    async def cli(self, *args: str, timeout: float = 120) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, *args, env=self.env, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    async def up(self, *args: str) -> None:
+        self.output = bytearray()
+        self.process = await asyncio.create_subprocess_exec(
+            *CLI, "up", *args, env=self.env, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        self._reader = asyncio.ensure_future(self._read())
+        await self.wait_for_output("Colony is up", timeout=180)
+
+    async def _read(self) -> None:
+        assert (
+            self.process is not None and self.process.stdout is not None and self.output is not None
+        )
+        while chunk := await self.process.stdout.read(4096):
+            self.output.extend(chunk)
+
+    @property
+    def text(self) -> str:
+        return (self.output or b"").decode(errors="replace")
+
+    async def wait_for_output(self, needle: str, timeout: float = 60) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while needle not in self.text:
+            if self.process is not None and self.process.returncode is not None:
+                raise AssertionError(f"colony up exited ({self.process.returncode}):\n{self.text}")
+            if loop.time() > deadline:
+                raise AssertionError(f"{needle!r} not seen within {timeout}s:\n{self.text}")
+            await asyncio.sleep(0.1)
+
+    def state(self) -> dict[str, object]:
+        state: dict[str, object] = json.loads((self.data / "stack.json").read_text())
+        return state
+
+    async def signal_and_wait(self, sig: int, timeout: float = 60) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        await self._reader
+        return code
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # zombies are gone, just unreaped
+    except FileNotFoundError:
+        return False
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline and alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+async def wait_until_gone(pids: list[int], timeout: float = 20) -> list[int]:
+    for _ in range(int(timeout * 10)):
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        await asyncio.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+@pytest.fixture
+async def stack(model_server: ScriptedModelServer) -> AsyncIterator[Stack]:
+    data = world_traversable_tempdir("colony-up-") / "data"
+    env = child_env(
+        COLONY_DATA_DIR=str(data),
+        COLONY_TEMPORAL_PORT=str(free_port()),
+        COLONY_TEMPORAL_UI_PORT=str(free_port()),
+        COLONY_POSTGRES_PORT=str(free_port()),
+        COLONY_API_PORT=str(free_port()),
+        COLONY_LOCAL_MODEL_PORT=str(free_port()),
+        # The scripted server stands in for a provider; the probe really calls it.
+        OPENAI_BASE_URL=model_server.base_url,
+        COLONY_DEFAULT_MODEL="openai/scripted-model",
+    )
+    s = Stack(env=env, data=data)
+    yield s
+    if s.process is not None and s.process.returncode is None:
+        s.process.kill()
+        await s.process.wait()
+    for pid in processes_mentioning(str(data)):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(300)
+async def test_up_doctor_demo_restart_and_clean_stop(stack: Stack) -> None:
+    await stack.up()
+    state = stack.state()
+    children = state["children"]
+    assert isinstance(children, dict)
+    assert set(children) == {"postgres", "temporal", "worker-all", "api"}
+    key = (stack.data / "admin-key").read_text().strip()
+    assert key.startswith("colony_sk_") and "colony_sk_" not in stack.text  # never logged
+    assert oct((stack.data / "admin-key").stat().st_mode & 0o777) == "0o600"
+
+    code, out = await stack.cli("doctor")
+    assert code == 0, out
+    assert "NOT READY" not in out and "all components ready" in out
+
+    code, out = await stack.cli("demo")
+    assert code == 0, out
+    assert "Using the running stack" in out and "succeeded" in out
+    workflow_url = next(
+        line
+        for line in out.splitlines()
+        if "/workflows/stack-check-" in line or "stack-check-local" in line
+    )
+    assert workflow_url
+
+    # A second `colony up` reuses the running stack instead of starting another.
+    code, out = await stack.cli("up", timeout=30)
+    assert code == 0 and "already running" in out and str(state["pid"]) in out
+
+    # A worker that dies is restarted, and the reason is logged.
+    os.kill(int(children["worker-all"]), signal.SIGKILL)
+    await stack.wait_for_output("worker-all died (killed by SIGKILL)")
+    await stack.wait_for_output("worker-all restarted", timeout=60)
+    code, out = await stack.cli("demo")
+    assert code == 0, out
+
+    pids = [int(p) for p in stack.state()["children"].values()]  # type: ignore[union-attr]
+    pids += processes_mentioning(str(stack.data))
+    assert await stack.signal_and_wait(signal.SIGTERM) == 0
+    assert await wait_until_gone(pids) == []
+    assert processes_mentioning(str(stack.data)) == []
+    assert not (stack.data / "stack.json").exists()
+    for log in (stack.data / "logs").iterdir():
+        assert key not in log.read_text(errors="replace"), f"admin key leaked into {log}"
+
+
+@pytest.mark.timeout(300)
+async def test_state_survives_a_restart(stack: Stack) -> None:
+    await stack.up()
+    code, out = await stack.cli("demo")
+    assert code == 0, out
+    key = (stack.data / "admin-key").read_text()
+    assert await stack.signal_and_wait(signal.SIGINT) == 0
+
+    await stack.up()
+    assert (stack.data / "admin-key").read_text() == key  # same tenant, same key
+    client = await Client.connect(f"127.0.0.1:{stack.env['COLONY_TEMPORAL_PORT']}")
+    found = [w.id async for w in client.list_workflows("WorkflowType = 'StackCheckWorkflow'")]
+    assert len(found) == 1 and found[0].startswith("stack-check-local-")
+    code, out = await stack.cli("migrate")
+    assert code == 0 and "schema is up to date" in out
+    assert await stack.signal_and_wait(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(120)
+async def test_killing_the_supervisor_leaves_no_orphans(stack: Stack) -> None:
+    await stack.up()
+    pids = [int(p) for p in stack.state()["children"].values()]  # type: ignore[union-attr]
+    pids += processes_mentioning(str(stack.data))
+    assert await stack.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
+    assert await wait_until_gone(pids) == []
+
+
+@pytest.mark.timeout(60)
+async def test_a_port_in_use_is_named_with_the_setting_to_change(stack: Stack) -> None:
+    port = int(stack.env["COLONY_API_PORT"])
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        code, out = await stack.cli("up", timeout=30)
+    assert code == 1
+    assert f"port {port} (Colony API) is already in use" in out and "COLONY_API_PORT" in out
+    # It failed before starting anything.
+    assert processes_mentioning(str(stack.data)) == []
+
+
+@pytest.mark.timeout(60)
+async def test_doctor_names_the_fix_when_nothing_runs(stack: Stack) -> None:
+    code, out = await stack.cli("doctor")
+    assert code == 1
+    assert "NOT READY" in out and "colony up" in out
+    assert "not ready:" in out
+
+
+@pytest.mark.timeout(60)
+async def test_migrate_against_database_url(pg: PostgresServer, stack: Stack) -> None:
+    async with fresh_database(pg, "cli_migrate", migrate=False) as url:
+        env = {**stack.env, "DATABASE_URL": url}
+        cli = Stack(env=env, data=stack.data)
+        code, out = await cli.cli("migrate")
+        assert code == 0 and "applied 0001_tenancy" in out
+        code, out = await cli.cli("migrate")
+        assert code == 0 and "schema is up to date (version 1)" in out
+    bad = Stack(
+        env={**stack.env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"}, data=stack.data
+    )
+    code, out = await bad.cli("migrate")
+    assert code == 1 and "cannot reach Postgres" in out
