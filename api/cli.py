@@ -128,6 +128,72 @@ async def _migrate(settings: Settings) -> list[Any]:
     return await db.migrate(settings.effective_database_url)
 
 
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys directly in Postgres (bootstraps deployments)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant id; created when missing.")
+@click.option("--name", default="cli", show_default=True, help="A label for the key.")
+@click.option("--role", type=click.Choice(["admin", "member"]), default="member", show_default=True)
+def keys_create(tenant: str, name: str, role: str) -> None:
+    """Create a key and print it once (the database keeps only its hash)."""
+    from core import db, tenants
+
+    async def create() -> str:
+        async with await db.connect(Settings().effective_database_url, autocommit=True) as conn:
+            await tenants.ensure_tenant(conn, tenant, tenant)
+            _, key = await tenants.create_api_key(conn, tenant, name, role)  # type: ignore[arg-type]
+            return key
+
+    try:
+        key = asyncio.run(create())
+    except Exception as exc:
+        _fail(f"could not create the key: {exc}")
+    errors.print(f"{role} key for tenant {tenant!r} (shown once; store it now):")
+    console.print(key, highlight=False)
+
+
+@keys.command("list")
+@click.option("--tenant", required=True)
+def keys_list(tenant: str) -> None:
+    """List a tenant's keys (prefixes only)."""
+    from core import db, tenants
+
+    async def listing() -> list[tenants.ApiKeyRecord]:
+        async with await db.connect(Settings().effective_database_url) as conn:
+            return await tenants.list_api_keys(conn, tenant)
+
+    table = Table(title=f"API keys of {tenant}", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    for column in ("name", "prefix", "role", "created", "last used", "revoked"):
+        table.add_column(column)
+    for k in asyncio.run(listing()):
+        table.add_row(k.id, k.name, k.prefix + "...", k.role, f"{k.created_at:%Y-%m-%d %H:%M}",
+                      f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
+                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-")  # fmt: skip
+    console.print(table)
+
+
+@keys.command("revoke")
+@click.option("--tenant", required=True)
+@click.argument("key_id")
+def keys_revoke(tenant: str, key_id: str) -> None:
+    """Revoke a key; it stops working at once."""
+    from core import db, tenants
+
+    async def revoke() -> None:
+        async with await db.connect(Settings().effective_database_url, autocommit=True) as conn:
+            await tenants.revoke_api_key(conn, tenant, key_id)
+
+    try:
+        asyncio.run(revoke())
+    except ColonyError as exc:
+        _fail(exc.message)
+    console.print(f"revoked {key_id}")
+
+
 @cli.command()
 def doctor() -> None:
     """Check every component; exit code 0 only when all are ready."""

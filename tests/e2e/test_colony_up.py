@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from core import db, tenants
 from tests.support.model_server import ScriptedModelServer
 from tests.support.services import (
     PostgresServer,
@@ -119,6 +120,7 @@ async def stack(model_server: ScriptedModelServer) -> AsyncIterator[Stack]:
     data = world_traversable_tempdir("colony-up-") / "data"
     env = child_env(
         COLONY_DATA_DIR=str(data),
+        COLUMNS="200",  # a realistic terminal width for rich's tables
         COLONY_TEMPORAL_PORT=str(free_port()),
         COLONY_TEMPORAL_UI_PORT=str(free_port()),
         COLONY_POSTGRES_PORT=str(free_port()),
@@ -240,6 +242,19 @@ async def test_migrate_against_database_url(pg: PostgresServer, stack: Stack) ->
         assert code == 0 and "applied 0001_tenancy" in out
         code, out = await cli.cli("migrate")
         assert code == 0 and "schema is up to date (version 1)" in out
+        # Deployments bootstrap their first admin key from the CLI.
+        code, out = await cli.cli("keys", "create", "--tenant", "acme", "--role", "admin")
+        assert code == 0, out
+        key = next(line for line in out.splitlines() if line.startswith("colony_sk_"))
+        async with await db.connect(url) as conn:
+            principal = await tenants.authenticate(conn, key)
+        assert (principal.tenant_id, principal.role) == ("acme", "admin")
+        code, out = await cli.cli("keys", "list", "--tenant", "acme")
+        assert code == 0 and principal.key_id in out and key not in out
+        code, out = await cli.cli("keys", "revoke", "--tenant", "acme", principal.key_id)
+        assert code == 0 and "revoked" in out
+        code, out = await cli.cli("keys", "revoke", "--tenant", "other", principal.key_id)
+        assert code == 1 and "not found" in out
     bad = Stack(
         env={**stack.env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"}, data=stack.data
     )

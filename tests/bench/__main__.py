@@ -1,0 +1,146 @@
+"""Benchmarks of the embedded stack: `make bench` (or `python -m tests.bench`).
+
+Prints a Markdown report; docs/benchmarks.md records one run with its command.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from tests.bench._workflows import SequentialActivities, noop
+from tests.support.services import child_env, world_traversable_tempdir
+from workers import temporal_server
+from workers.process import ManagedProcess, free_port
+
+
+async def activity_round_trip(journal: str, steps: int, runs: int, concurrency: int) -> dict[str, float]:
+    """Per-step time of sequential no-op activities (and local activities) on a dev server."""
+    workdir = Path(tempfile.mkdtemp(prefix="colony-bench-"))
+    port = free_port()
+    argv = temporal_server.server_argv(port=port, ui_port=None, namespace="default", db_file=workdir / "t.db")
+    if journal == "default":
+        # Same server without our pragmas: the SQLite defaults (rollback journal, full sync).
+        argv = [a for a in argv if a not in ("--sqlite-pragma", "journal_mode=wal", "synchronous=normal")]
+    spec = temporal_server.server_spec(port=port, ui_port=None, namespace="default", db_file=None, log_path=workdir / "log")
+    spec.argv = argv
+    process = ManagedProcess(spec)
+    await process.start()
+    try:
+        client = await Client.connect(f"127.0.0.1:{port}")
+        queue = f"bench-{uuid.uuid4().hex[:6]}"
+        results: dict[str, float] = {}
+        async with Worker(client, task_queue=queue, workflows=[SequentialActivities], activities=[noop]):
+            for local in (False, True):
+                per_step: list[float] = []
+                for _ in range(runs):
+                    started = time.perf_counter()
+                    await client.execute_workflow(
+                        SequentialActivities.run, args=[steps, local], id=f"bench-{uuid.uuid4()}", task_queue=queue
+                    )
+                    per_step.append((time.perf_counter() - started) / steps * 1000)
+                key = "local" if local else "activity"
+                results[f"{key}_ms_median"] = statistics.median(per_step)
+                results[f"{key}_ms_min"] = min(per_step)
+            # Throughput: many workflows at once, so the store's write path is the limit.
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    client.execute_workflow(
+                        SequentialActivities.run, args=[20, False], id=f"bench-{uuid.uuid4()}", task_queue=queue
+                    )
+                    for _ in range(concurrency)
+                )
+            )
+            results["activities_per_s"] = concurrency * 20 / (time.perf_counter() - started)
+        return results
+    finally:
+        await process.stop()
+
+
+async def stack_start(repeats: int) -> dict[str, float]:
+    """Seconds from `colony up` to "Colony is up": first start (initdb) and warm restarts."""
+    data = world_traversable_tempdir("colony-bench-up-") / "data"
+    env = child_env(
+        COLONY_DATA_DIR=str(data),
+        COLONY_TEMPORAL_PORT=str(free_port()),
+        COLONY_TEMPORAL_UI_PORT=str(free_port()),
+        COLONY_POSTGRES_PORT=str(free_port()),
+        COLONY_API_PORT=str(free_port()),
+        COLONY_LOCAL_MODEL_PORT=str(free_port()),
+    )
+    times: list[float] = []
+    check_ms: list[float] = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Colony is up" in line:
+                break
+        else:
+            raise RuntimeError("colony up exited before it was ready")
+        times.append(time.perf_counter() - started)
+        key = (data / "admin-key").read_text().strip()
+        url = f"http://127.0.0.1:{env['COLONY_API_PORT']}/v1/stack-checks"
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            for _ in range(5):
+                t = time.perf_counter()
+                body = http.post(url, params={"wait": 30}).json()
+                assert body["status"] == "succeeded", body
+                check_ms.append((time.perf_counter() - t) * 1000)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return {
+        "first_start_s": times[0],
+        "warm_start_s_median": statistics.median(times[1:]),
+        "stack_check_ms_median": statistics.median(check_ms),
+    }
+
+
+def main() -> None:
+    """Run the benchmarks and print a Markdown report."""
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--steps", type=int, default=100, help="activities per workflow")
+    parser.add_argument("--runs", type=int, default=3, help="workflows per configuration")
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent workflows for throughput")
+    args = parser.parse_args()
+    wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
+    default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
+    start = asyncio.run(stack_start(repeats=2))
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}'",
+        "",
+        "| measurement | value |",
+        "|---|---|",
+        f"| activity round trip, SQLite WAL + synchronous=normal (median of {args.runs} x {args.steps}) | {wal['activity_ms_median']:.1f} ms |",
+        f"| activity round trip, SQLite default journal | {default['activity_ms_median']:.1f} ms |",
+        f"| ratio default / WAL, sequential latency | {default['activity_ms_median'] / wal['activity_ms_median']:.1f}x |",
+        f"| throughput, {args.concurrency} concurrent workflows x 20 activities, WAL | {wal['activities_per_s']:.0f} activities/s |",
+        f"| same, SQLite default journal | {default['activities_per_s']:.0f} activities/s |",
+        f"| throughput ratio WAL / default | {wal['activities_per_s'] / default['activities_per_s']:.1f}x |",
+        f"| local activity step, WAL | {wal['local_ms_median']:.1f} ms |",
+        f"| `colony up` to ready, first start (initdb, migrations) | {start['first_start_s']:.1f} s |",
+        f"| `colony up` to ready, warm restart (median of 2) | {start['warm_start_s_median']:.1f} s |",
+        f"| stack check over the API (all four lanes, median of 15) | {start['stack_check_ms_median']:.0f} ms |",
+    ]
+    print("\n".join(lines))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
