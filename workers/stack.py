@@ -142,82 +142,92 @@ class Stack:
 
     async def _start_all(self) -> None:
         s = self.settings
-        embedded_pg = s.database_url is None
-        embedded_temporal = s.temporal_address is None
-        # Check every port first: fail before starting anything, with the setting to change.
-        if embedded_pg:
-            check_port_free(
-                LOCAL_HOST, s.postgres_port, "embedded Postgres", "COLONY_POSTGRES_PORT"
-            )
-        if embedded_temporal:
-            check_port_free(LOCAL_HOST, s.temporal_port, "Temporal gRPC", "COLONY_TEMPORAL_PORT")
-            check_port_free(
-                LOCAL_HOST, s.temporal_ui_port, "Temporal UI", "COLONY_TEMPORAL_UI_PORT"
-            )
-        if self.options.start_api:
-            check_port_free(s.api_host, s.api_port, "Colony API", "COLONY_API_PORT")
         provider = describe_provider(s)
         local_model = provider.default_model.startswith("local/") and local_model_installed()
-        if local_model:
-            check_port_free(
-                LOCAL_HOST, s.local_model_port, "local model server", "COLONY_LOCAL_MODEL_PORT"
-            )
-
-        if embedded_pg:
-            pgdata = self.data / "postgres"
-            if postgres_server.init_cluster(pgdata):
-                log.info("created Postgres cluster in %s", pgdata)
-            await self._start(
-                postgres_server.server_spec(
-                    pgdata, s.postgres_port, self.logs / "postgres.log", fsync=self.options.fsync
-                )
-            )
-            await db.ensure_database(s.effective_database_url)
+        self._check_ports(local_model)
+        if s.database_url is None:
+            await self._start_postgres()
         applied = await db.migrate(s.effective_database_url)
         log.info("Postgres ready (%s migration(s) applied now)", len(applied))
         async with await db.connect(s.effective_database_url, autocommit=True) as conn:
             key_path = await tenants.ensure_admin_key_file(conn, self.data)
         log.info("admin API key for tenant %r in %s", tenants.LOCAL_TENANT, key_path)
-
-        if embedded_temporal:
-            (self.data / "temporal").mkdir(exist_ok=True)
-            spec = temporal_server.server_spec(
-                port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
-                db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
-            )  # fmt: skip
-            await self._start(spec)
-            log.info(
-                "Temporal ready at %s, UI at %s",
-                s.effective_temporal_address,
-                s.effective_temporal_ui_url,
-            )
-        else:
-            status = await health.timed("temporal", lambda: health.check_temporal(s), limit=15)
-            if not status.ok:
-                raise StackError(
-                    f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}"
-                )
-
+        await self._start_temporal()
         if local_model:
             await self._start_local_model()
         elif provider.configured:
             log.info("model provider: %s (%s)", provider.default_model, provider.detail)
         else:
             log.warning("no model provider: %s", provider.detail)
-
-        client = await Client.connect(s.effective_temporal_address, namespace=s.temporal_namespace)
-        lane_groups = [[q] for q in TaskQueue] if self.options.split_lanes else [list(TaskQueue)]
-        for lanes in lane_groups:
-            name = "worker-" + ("-".join(q.lane for q in lanes) if len(lanes) == 1 else "all")
-            await self._start(self._worker_spec(name, lanes, client))
-        log.info(
-            "workers ready (%s)",
-            "one process per lane" if self.options.split_lanes else "one process, all lanes",
-        )
-
+        await self._start_workers()
         if self.options.start_api:
             await self._start(self._api_spec())
             log.info("API ready at %s", s.effective_api_url)
+
+    def _check_ports(self, local_model: bool) -> None:
+        """Fail before starting anything, naming the port and the setting to change."""
+        s = self.settings
+        wanted: list[tuple[str, int, str, str]] = []
+        if s.database_url is None:
+            wanted.append(
+                (LOCAL_HOST, s.postgres_port, "embedded Postgres", "COLONY_POSTGRES_PORT")
+            )
+        if s.temporal_address is None:
+            wanted.append((LOCAL_HOST, s.temporal_port, "Temporal gRPC", "COLONY_TEMPORAL_PORT"))
+            wanted.append(
+                (LOCAL_HOST, s.temporal_ui_port, "Temporal UI", "COLONY_TEMPORAL_UI_PORT")
+            )
+        if self.options.start_api:
+            wanted.append((s.api_host, s.api_port, "Colony API", "COLONY_API_PORT"))
+        if local_model:
+            wanted.append(
+                (LOCAL_HOST, s.local_model_port, "local model server", "COLONY_LOCAL_MODEL_PORT")
+            )
+        for host, port, what, setting in wanted:
+            check_port_free(host, port, what, setting)
+
+    async def _start_postgres(self) -> None:
+        s = self.settings
+        pgdata = self.data / "postgres"
+        if postgres_server.init_cluster(pgdata):
+            log.info("created Postgres cluster in %s", pgdata)
+        log_path = self.logs / "postgres.log"
+        await self._start(
+            postgres_server.server_spec(pgdata, s.postgres_port, log_path, fsync=self.options.fsync)
+        )
+        await db.ensure_database(s.effective_database_url)
+
+    async def _start_temporal(self) -> None:
+        s = self.settings
+        if s.temporal_address is not None:
+            status = await health.timed("temporal", lambda: health.check_temporal(s), limit=15)
+            if not status.ok:
+                raise StackError(
+                    f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}"
+                )
+            return
+        (self.data / "temporal").mkdir(exist_ok=True)
+        spec = temporal_server.server_spec(
+            port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
+            db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
+        )  # fmt: skip
+        await self._start(spec)
+        log.info(
+            "Temporal ready at %s, UI at %s",
+            s.effective_temporal_address,
+            s.effective_temporal_ui_url,
+        )
+
+    async def _start_workers(self) -> None:
+        s = self.settings
+        client = await Client.connect(s.effective_temporal_address, namespace=s.temporal_namespace)
+        split = self.options.split_lanes
+        for lanes in [[q] for q in TaskQueue] if split else [list(TaskQueue)]:
+            name = "worker-" + (lanes[0].lane if split else "all")
+            await self._start(self._worker_spec(name, lanes, client))
+        log.info(
+            "workers ready (%s)", "one process per lane" if split else "one process, all lanes"
+        )
 
     async def _start_local_model(self) -> None:
         s = self.settings

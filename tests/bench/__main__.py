@@ -26,15 +26,25 @@ from workers import temporal_server
 from workers.process import ManagedProcess, free_port
 
 
-async def activity_round_trip(journal: str, steps: int, runs: int, concurrency: int) -> dict[str, float]:
+async def activity_round_trip(
+    journal: str, steps: int, runs: int, concurrency: int
+) -> dict[str, float]:
     """Per-step time of sequential no-op activities (and local activities) on a dev server."""
     workdir = Path(tempfile.mkdtemp(prefix="colony-bench-"))
     port = free_port()
-    argv = temporal_server.server_argv(port=port, ui_port=None, namespace="default", db_file=workdir / "t.db")
+    argv = temporal_server.server_argv(
+        port=port, ui_port=None, namespace="default", db_file=workdir / "t.db"
+    )
     if journal == "default":
         # Same server without our pragmas: the SQLite defaults (rollback journal, full sync).
-        argv = [a for a in argv if a not in ("--sqlite-pragma", "journal_mode=wal", "synchronous=normal")]
-    spec = temporal_server.server_spec(port=port, ui_port=None, namespace="default", db_file=None, log_path=workdir / "log")
+        argv = [
+            a
+            for a in argv
+            if a not in ("--sqlite-pragma", "journal_mode=wal", "synchronous=normal")
+        ]
+    spec = temporal_server.server_spec(
+        port=port, ui_port=None, namespace="default", db_file=None, log_path=workdir / "log"
+    )
     spec.argv = argv
     process = ManagedProcess(spec)
     await process.start()
@@ -42,13 +52,18 @@ async def activity_round_trip(journal: str, steps: int, runs: int, concurrency: 
         client = await Client.connect(f"127.0.0.1:{port}")
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         results: dict[str, float] = {}
-        async with Worker(client, task_queue=queue, workflows=[SequentialActivities], activities=[noop]):
+        async with Worker(
+            client, task_queue=queue, workflows=[SequentialActivities], activities=[noop]
+        ):
             for local in (False, True):
                 per_step: list[float] = []
                 for _ in range(runs):
                     started = time.perf_counter()
                     await client.execute_workflow(
-                        SequentialActivities.run, args=[steps, local], id=f"bench-{uuid.uuid4()}", task_queue=queue
+                        SequentialActivities.run,
+                        args=[steps, local],
+                        id=f"bench-{uuid.uuid4()}",
+                        task_queue=queue,
                     )
                     per_step.append((time.perf_counter() - started) / steps * 1000)
                 key = "local" if local else "activity"
@@ -59,7 +74,10 @@ async def activity_round_trip(journal: str, steps: int, runs: int, concurrency: 
             await asyncio.gather(
                 *(
                     client.execute_workflow(
-                        SequentialActivities.run, args=[20, False], id=f"bench-{uuid.uuid4()}", task_queue=queue
+                        SequentialActivities.run,
+                        args=[20, False],
+                        id=f"bench-{uuid.uuid4()}",
+                        task_queue=queue,
                     )
                     for _ in range(concurrency)
                 )
@@ -70,7 +88,7 @@ async def activity_round_trip(journal: str, steps: int, runs: int, concurrency: 
         await process.stop()
 
 
-async def stack_start(repeats: int) -> dict[str, float]:
+def stack_start(repeats: int) -> dict[str, float]:
     """Seconds from `colony up` to "Colony is up": first start (initdb) and warm restarts."""
     data = world_traversable_tempdir("colony-bench-up-") / "data"
     env = child_env(
@@ -86,7 +104,11 @@ async def stack_start(repeats: int) -> dict[str, float]:
     for _ in range(repeats + 1):
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-m", "api.cli", "up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -117,11 +139,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--steps", type=int, default=100, help="activities per workflow")
     parser.add_argument("--runs", type=int, default=3, help="workflows per configuration")
-    parser.add_argument("--concurrency", type=int, default=50, help="concurrent workflows for throughput")
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="concurrent workflows for throughput"
+    )
     args = parser.parse_args()
     wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
     default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
-    start = asyncio.run(stack_start(repeats=2))
+    start = stack_start(repeats=2)
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}'",
@@ -139,7 +163,7 @@ def main() -> None:
         f"| `colony up` to ready, warm restart (median of 2) | {start['warm_start_s_median']:.1f} s |",
         f"| stack check over the API (all four lanes, median of 15) | {start['stack_check_ms_median']:.0f} ms |",
     ]
-    print("\n".join(lines))  # noqa: T201
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ class SequentialActivities:
         """Run the loop."""
         for i in range(n):
             if local:
-                await workflow.execute_local_activity(noop, i, start_to_close_timeout=timedelta(seconds=10))
+                await workflow.execute_local_activity(
+                    noop, i, start_to_close_timeout=timedelta(seconds=10)
+                )
             else:
-                await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=10))
+                await workflow.execute_activity(
+                    noop, i, start_to_close_timeout=timedelta(seconds=10)
+                )

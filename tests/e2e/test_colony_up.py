@@ -193,11 +193,23 @@ async def test_state_survives_a_restart(stack: Stack) -> None:
     key = (stack.data / "admin-key").read_text()
     assert await stack.signal_and_wait(signal.SIGINT) == 0
 
-    await stack.up()
+    await stack.up("--split-lanes")
     assert (stack.data / "admin-key").read_text() == key  # same tenant, same key
+    assert set(stack.state()["children"]) == {  # type: ignore[arg-type]
+        "postgres", "temporal", "worker-orchestration", "worker-llm", "worker-tools", "worker-memory", "api",
+    }  # fmt: skip
+    code, out = await stack.cli("demo")
+    assert code == 0, out
     client = await Client.connect(f"127.0.0.1:{stack.env['COLONY_TEMPORAL_PORT']}")
     found = [w.id async for w in client.list_workflows("WorkflowType = 'StackCheckWorkflow'")]
-    assert len(found) == 1 and found[0].startswith("stack-check-local-")
+    assert len(found) == 2 and all(f.startswith("stack-check-local-") for f in found)
+    tagged = [
+        w.id
+        async for w in client.list_workflows(
+            "ColonyTenant = 'local' AND ColonyStatus = 'succeeded'"
+        )
+    ]
+    assert sorted(tagged) == sorted(found)
     code, out = await stack.cli("migrate")
     assert code == 0 and "schema is up to date" in out
     assert await stack.signal_and_wait(signal.SIGTERM) == 0
