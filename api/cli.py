@@ -246,12 +246,17 @@ def api(host: str | None, port: int | None) -> None:
 
 @cli.command()
 @click.option(
-    "--keep-running", is_flag=True, help="Keep the stack this command started running afterwards."
+    "--keep-running/--no-keep-running",
+    default=None,
+    help="Keep a stack this command started running until Ctrl-C, so the Temporal UI link "
+    "works (default: yes in a terminal, no otherwise).",
 )
-def demo(keep_running: bool) -> None:
+def demo(keep_running: bool | None) -> None:
     """The main job end to end on the embedded default (starts the stack when needed)."""
     _setup_logging()
     settings = Settings()
+    if keep_running is None:
+        keep_running = sys.stdin.isatty() and sys.stdout.isatty()
     try:
         ok = asyncio.run(_demo(settings, keep_running))
     except ColonyError as exc:
@@ -279,7 +284,7 @@ async def _demo(settings: Settings, keep_running: bool) -> bool:
     try:
         ok = await asyncio.to_thread(_run_stack_check, settings)
         if keep_running:
-            console.print("Stack keeps running; Ctrl-C stops it.")
+            console.print("The stack keeps running so the Temporal UI link works; Ctrl-C stops it.")
             await stack
         return ok
     finally:

@@ -17,6 +17,7 @@ from core import db, tenants
 from tests.support.model_server import ScriptedModelServer
 from tests.support.services import (
     PostgresServer,
+    TemporalServer,
     child_env,
     fresh_database,
     world_traversable_tempdir,
@@ -272,3 +273,17 @@ async def test_migrate_against_database_url(pg: PostgresServer, stack: Stack) ->
     )
     code, out = await bad.cli("migrate")
     assert code == 1 and "cannot reach Postgres" in out
+
+
+@pytest.mark.timeout(120)
+async def test_external_temporal_and_postgres_are_used_not_started(
+    stack: Stack, pg: PostgresServer, temporal: TemporalServer
+) -> None:
+    async with fresh_database(pg, "external", migrate=False) as url:
+        stack.env.update(DATABASE_URL=url, TEMPORAL_ADDRESS=temporal.address)
+        await stack.up()
+        assert set(stack.state()["children"]) == {"worker-all", "api"}  # type: ignore[arg-type]
+        assert await db.schema_version(url) == db.LATEST_SCHEMA_VERSION  # migrated by `up`
+        code, out = await stack.cli("demo")
+        assert code == 0, out
+        assert await stack.signal_and_wait(signal.SIGTERM) == 0
