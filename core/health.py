@@ -113,12 +113,16 @@ async def check_qdrant(settings: Settings) -> ComponentStatus:
             "qdrant", response.is_success, f"{settings.qdrant_url} (HTTP {response.status_code})"
         )
     try:
-        import qdrant_client  # noqa: F401
+        from importlib.metadata import version
+
+        client_version = version("qdrant-client")
     except ImportError:
         return ComponentStatus("qdrant", False, "qdrant-client is not installed", "make install")
     path = settings.data_path / "qdrant"
     return ComponentStatus(
-        "qdrant", True, f"embedded local mode in {path} (owned by the memory worker)"
+        "qdrant",
+        True,
+        f"local mode (qdrant-client {client_version}), data in {path}; set QDRANT_URL for a server",
     )
 
 

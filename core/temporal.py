@@ -5,6 +5,7 @@ every workflow, activity, signal and update) and the OpenTelemetry tracing inter
 so client, workers and replayers agree on both.
 """
 
+from opentelemetry.trace import Tracer
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -18,11 +19,12 @@ PLUGIN_NAME = "colony.ColonyPlugin"
 class ColonyPlugin(SimplePlugin):
     """Data converter + tracing, for `Client.connect`, workers and `Replayer`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracer: Tracer | None = None) -> None:
+        """Build the plugin; `tracer` defaults to the global provider's (tests pass their own)."""
         super().__init__(
             PLUGIN_NAME,
             data_converter=pydantic_data_converter,
-            interceptors=[TracingInterceptor()],
+            interceptors=[TracingInterceptor(tracer)],
         )
 
 
