@@ -1,20 +1,51 @@
-"""The LLM lane's activities (model calls arrive with issue #3)."""
+"""The LLM lane's activities: `call_llm` (one step of the agent loop) and the lane probe."""
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities import model_client
 from activities._common import worker_identity
-from core.models import LaneReport, ProbeInput
+from activities.builtin_tools import BUILTIN, ToolRegistry
+from core import agents, runs
+from core.db import Pool
+from core.errors import ErrorType
+from core.models import (
+    ChatMessage,
+    LaneReport,
+    LlmCallInput,
+    LlmCallOutput,
+    ModelRequest,
+    ModelResult,
+    ModelUsage,
+    ProbeInput,
+    RunEvent,
+    ToolCallRef,
+    ToolCallRequest,
+)
 from core.providers import ping_provider
 from core.settings import Settings
+
+ATTEMPTS_PER_MODEL = 3
+"""Retryable failures of one model before the fallback chain moves on (Temporal retries)."""
+
+_DELTA_FLUSH_SECONDS = 0.25
+_DELTA_FLUSH_CHARS = 400
+_HEARTBEAT_SECONDS = 5.0
 
 
 class LlmActivities:
     """Activities served by the `llm` lane."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool: Pool, tools: ToolRegistry = BUILTIN) -> None:
         self._settings = settings
+        self._pool = pool
+        self._tools = tools
 
     @activity.defn(name="probe_llm_lane")
     async def probe_llm_lane(self, input: ProbeInput) -> LaneReport:
@@ -28,3 +59,241 @@ class LlmActivities:
             worker=worker_identity(),
             duration_ms=(time.perf_counter() - started) * 1000,
         )
+
+    @activity.defn(name="call_llm")
+    async def call_llm(self, input: LlmCallInput) -> LlmCallOutput:
+        """Call the model for one step: fallback chain, streaming, cost ledger, events.
+
+        Idempotent: if this step's answer is already stored (a worker died after writing
+        it), it is returned without calling the model again.
+        """
+        async with self._pool.connection() as conn:
+            stored = await runs.find_message(conn, input.run_id, input.write_seq)
+            if stored is not None:
+                return await self._stored_output(conn, input, stored)
+            version = await agents.get_version(
+                conn, input.tenant_id, input.agent_name, input.agent_version
+            )
+            history = await runs.load_messages(conn, input.run_id, input.upto_seq)
+        spec = version.spec
+        known = [name for name in input.tools if self._tools.has(name)]
+        request = ModelRequest(
+            model=input.models[0],
+            messages=[ChatMessage(role="system", content=spec.instructions), *history],
+            tools=self._tools.schemas(known),
+            max_tokens=spec.max_output_tokens,
+            temperature=spec.temperature,
+        )
+        result = await self._with_fallbacks(input, request)
+        message = _with_unique_call_ids(result.message, input.step)
+        resolved = model_client.resolve(result.model, self._settings)
+        async with self._pool.connection() as conn:
+            await runs.write_message(conn, input.tenant_id, input.run_id, input.write_seq, message)
+            await runs.record_llm_call(
+                conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
+                model=result.model, provider=resolved.provider, usage=result.usage,
+                cost_usd=result.cost_usd, latency_ms=result.latency_ms,
+            )  # fmt: skip
+            await runs.append_events(
+                conn, input.tenant_id, input.run_id, _result_events(input.step, result, message)
+            )
+        return _output(
+            input.write_seq,
+            message,
+            result.model,
+            result.usage,
+            result.cost_usd,
+            result.finish_reason,
+        )
+
+    async def _with_fallbacks(self, input: LlmCallInput, request: ModelRequest) -> ModelResult:
+        """Primary first, then each fallback; see ATTEMPTS_PER_MODEL."""
+        info = activity.info()
+        # Models that failed for good in an earlier attempt are remembered in heartbeats.
+        dead: list[str] = list(info.heartbeat_details[0]) if info.heartbeat_details else []
+        start = min((info.attempt - 1) // ATTEMPTS_PER_MODEL, len(input.models) - 1)
+        candidates = [m for m in input.models[start:] if m not in dead] or input.models[-1:]
+        last_error: ApplicationError | None = None
+        for model in candidates:
+            self._check_budget(input, request, model)
+            publisher = _DeltaPublisher(self._pool, input, model, dead)
+            try:
+                async with publisher:
+                    return await model_client.complete_with_breaker(
+                        request.model_copy(update={"model": model}),
+                        self._settings,
+                        on_delta=publisher.add,
+                    )
+            except ApplicationError as exc:
+                last_error = exc
+                if not exc.non_retryable:
+                    raise  # Temporal retries this model (after Retry-After, if the provider sent one)
+                dead.append(model)
+                activity.heartbeat(dead)
+                await self._event(input, "model.fallback", f"fallback-{input.step}-{model}",
+                                  {"step": input.step, "model": model, "error": exc.type, "message": exc.message})  # fmt: skip
+        assert last_error is not None
+        raise ApplicationError(
+            f"every model failed: {', '.join(dead)}; last error: {last_error.message}",
+            type=last_error.type,
+            non_retryable=True,
+        )
+
+    def _check_budget(self, input: LlmCallInput, request: ModelRequest, model: str) -> None:
+        if input.budget_remaining_usd is None:
+            return
+        estimate = model_client.estimate_prompt_cost(
+            request.model_copy(update={"model": model}), self._settings
+        )
+        if estimate is not None and estimate > input.budget_remaining_usd:
+            raise ApplicationError(
+                f"the next call to {model} would cost about ${estimate:.6f} for the prompt alone; "
+                f"${input.budget_remaining_usd:.6f} of max_cost_usd remains",
+                type=ErrorType.BUDGET_EXCEEDED.value,
+                non_retryable=True,
+            )
+
+    async def _event(self, input: LlmCallInput, type_: str, key: str, data: dict[str, Any]) -> None:
+        async with self._pool.connection() as conn:
+            await runs.append_event(
+                conn, input.tenant_id, input.run_id, RunEvent(key=key, type=type_, data=data)
+            )
+
+    async def _stored_output(
+        self, conn: runs.Conn, input: LlmCallInput, message: ChatMessage
+    ) -> LlmCallOutput:
+        call = await runs.get_llm_call(conn, input.run_id, input.step)
+        model = call["model"] if call else input.models[0]
+        usage = (
+            ModelUsage(
+                prompt_tokens=call["prompt_tokens"], completion_tokens=call["completion_tokens"]
+            )
+            if call
+            else ModelUsage()
+        )
+        cost = float(call["cost_usd"]) if call and call["cost_usd"] is not None else None
+        return _output(input.write_seq, message, model, usage, cost, None)
+
+
+def _output(
+    seq: int,
+    message: ChatMessage,
+    model: str,
+    usage: ModelUsage,
+    cost: float | None,
+    finish_reason: str | None,
+) -> LlmCallOutput:
+    return LlmCallOutput(
+        message_seq=seq,
+        tool_calls=[
+            ToolCallRef(id=c.id, name=c.name, index=i) for i, c in enumerate(message.tool_calls)
+        ],
+        text=runs.preview(message.content),
+        finish_reason=finish_reason,
+        model=model,
+        usage=usage,
+        cost_usd=cost,
+    )
+
+
+def _with_unique_call_ids(message: ChatMessage, step: int) -> ChatMessage:
+    """Small models repeat or omit call ids; results must map back to exactly one call."""
+    seen: set[str] = set()
+    calls = []
+    for i, call in enumerate(message.tool_calls):
+        call_id = call.id if call.id and call.id not in seen else f"call_{step}_{i}"
+        seen.add(call_id)
+        calls.append(ToolCallRequest(id=call_id, name=call.name, arguments=call.arguments))
+    return message.model_copy(update={"tool_calls": calls})
+
+
+def _result_events(step: int, result: ModelResult, message: ChatMessage) -> list[RunEvent]:
+    calls = [
+        {"id": c.id, "name": c.name, "arguments": runs.preview(c.arguments, 500)}
+        for c in message.tool_calls
+    ]
+    return [
+        RunEvent(
+            key=f"model-message-{step}",
+            type="model.message",
+            data={
+                "step": step,
+                "model": result.model,
+                "content": runs.preview(message.content),
+                "tool_calls": calls,
+            },
+        ),
+        RunEvent(
+            key=f"cost-{step}",
+            type="cost",
+            data={
+                "step": step,
+                "model": result.model,
+                "prompt_tokens": result.usage.prompt_tokens,
+                "completion_tokens": result.usage.completion_tokens,
+                "cost_usd": result.cost_usd,
+                "latency_ms": round(result.latency_ms, 1),
+            },
+        ),
+    ]
+
+
+class _DeltaPublisher:
+    """Batches streamed text into `model.delta` events and heartbeats while the call runs."""
+
+    def __init__(self, pool: Pool, input: LlmCallInput, model: str, dead: list[str]) -> None:
+        self._pool = pool
+        self._input = input
+        self._model = model
+        self._dead = dead
+        self._buffer: list[str] = []
+        self._chars = 0
+        self._count = 0
+        self._last_flush = time.monotonic()
+        self._beat: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "_DeltaPublisher":
+        self._beat = asyncio.create_task(self._heartbeat())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        if exc[0] is None:
+            await self._flush()
+
+    async def _heartbeat(self) -> None:
+        # The first token may take long; heartbeats prove the worker is alive meanwhile.
+        while True:
+            activity.heartbeat(self._dead)
+            await asyncio.sleep(_HEARTBEAT_SECONDS)
+
+    async def add(self, text: str) -> None:
+        self._buffer.append(text)
+        self._chars += len(text)
+        if (
+            self._chars >= _DELTA_FLUSH_CHARS
+            or time.monotonic() - self._last_flush >= _DELTA_FLUSH_SECONDS
+        ):
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._buffer:
+            return
+        text, self._buffer, self._chars = "".join(self._buffer), [], 0
+        self._count += 1
+        self._last_flush = time.monotonic()
+        attempt = activity.info().attempt
+        event = RunEvent(
+            key=f"delta-{self._input.step}-{attempt}-{self._model}-{self._count}",
+            type="model.delta",
+            data={"step": self._input.step, "attempt": attempt, "model": self._model, "text": text},
+        )
+        async with self._pool.connection() as conn:
+            await runs.append_event(conn, self._input.tenant_id, self._input.run_id, event)
+        activity.heartbeat(self._dead)
+
+
+OnDelta = Callable[[str], Awaitable[None]]

@@ -1,20 +1,30 @@
-"""The tools lane's activities (the tool system arrives with issue #4)."""
+"""The tools lane's activities: `execute_tool` (one tool call of the agent loop) and the probe."""
 
 import time
+from datetime import UTC, datetime
 
 from temporalio import activity
 
 from activities import sandbox
 from activities._common import worker_identity
-from core.models import LaneReport, ProbeInput
+from activities.builtin_tools import BUILTIN, ToolContext, ToolError, ToolRegistry, run_tool
+from core import runs
+from core.db import Pool
+from core.errors import ErrorType
+from core.models import ChatMessage, LaneReport, ProbeInput, RunEvent, ToolCallInput, ToolCallOutput
 from core.settings import Settings
+
+MAX_RESULT_CHARS = 100_000
+"""Tool output beyond this is cut before it reaches the conversation."""
 
 
 class ToolActivities:
     """Activities served by the `tools` lane."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool: Pool, tools: ToolRegistry = BUILTIN) -> None:
         self._settings = settings
+        self._pool = pool
+        self._tools = tools
 
     @activity.defn(name="probe_tools_lane")
     def probe_tools_lane(self, input: ProbeInput) -> LaneReport:
@@ -28,3 +38,67 @@ class ToolActivities:
             worker=worker_identity(),
             duration_ms=(time.perf_counter() - started) * 1000,
         )
+
+    @activity.defn(name="execute_tool")
+    async def execute_tool(self, input: ToolCallInput) -> ToolCallOutput:
+        """Run one tool call and store its result as message `result_seq`.
+
+        Tool errors (unknown tool, bad arguments, a failing tool, a denial) are results
+        the model sees, not activity failures. Idempotent: a stored result is returned as is.
+        """
+        async with self._pool.connection() as conn:
+            stored = await runs.find_message(conn, input.run_id, input.result_seq)
+            if stored is not None:
+                return ToolCallOutput(
+                    result_seq=input.result_seq,
+                    ok=True,
+                    preview=runs.preview(stored.content, 500) or "",
+                )
+            assistant = await runs.get_message(conn, input.run_id, input.message_seq)
+        call = assistant.tool_calls[input.call_index]
+        await self._event(input, "tool.call", f"tool-call-{call.id}",
+                          {"call_id": call.id, "tool": call.name, "arguments": runs.preview(call.arguments, 500)})  # fmt: skip
+        started = time.perf_counter()
+        ok, error_type = True, None
+        if input.denied_reason is not None:
+            ok, error_type = False, ErrorType.POLICY_DENIED.value
+            content = f"Tool call denied: {input.denied_reason}"
+        else:
+            context = ToolContext(
+                tenant_id=input.tenant_id,
+                run_id=input.run_id,
+                step=input.step,
+                now=datetime.now(UTC),
+            )
+            try:
+                content = await run_tool(self._tools, call, context)
+            except ToolError as exc:
+                ok, error_type = False, exc.error_type.value
+                content = f"Error: {exc}"
+        if len(content) > MAX_RESULT_CHARS:
+            content = (
+                content[:MAX_RESULT_CHARS]
+                + f"\n[truncated: {len(content) - MAX_RESULT_CHARS} more characters]"
+            )
+        message = ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name)
+        async with self._pool.connection() as conn:
+            await runs.write_message(conn, input.tenant_id, input.run_id, input.result_seq, message)
+        await self._event(
+            input, "tool.result", f"tool-result-{call.id}",
+            {"call_id": call.id, "tool": call.name, "ok": ok, "error_type": error_type,
+             "result": runs.preview(content, 1000), "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
+        )  # fmt: skip
+        return ToolCallOutput(
+            result_seq=input.result_seq,
+            ok=ok,
+            error_type=error_type,
+            preview=runs.preview(content, 500) or "",
+        )
+
+    async def _event(
+        self, input: ToolCallInput, type_: str, key: str, data: dict[str, object]
+    ) -> None:
+        async with self._pool.connection() as conn:
+            await runs.append_event(
+                conn, input.tenant_id, input.run_id, RunEvent(key=key, type=type_, data=data)
+            )

@@ -1,11 +1,11 @@
 """HTTP request and response bodies (`XxxCreate` in, `XxxPublic` out)."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.models import LaneReport
+from core.models import AGENT_NAME_PATTERN, AgentSpec, LaneReport, PendingApproval, RunMode
 
 
 class Body(BaseModel):
@@ -71,3 +71,108 @@ class StackCheckPublic(BaseModel):
     temporal_ui: str | None
     lanes: list[LaneReport] = []
     error: str | None = None
+
+
+class AgentCreate(AgentSpec):
+    """An agent: a name plus the spec of its next version."""
+
+    name: str = Field(pattern=AGENT_NAME_PATTERN)
+
+
+class AgentPublic(AgentSpec):
+    """An agent version."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    version: int
+    created_at: datetime
+
+
+class AgentRollback(Body):
+    """Which version to make the latest again."""
+
+    version: int = Field(gt=0)
+
+
+class UserMessage(Body):
+    """A user message in a run request."""
+
+    role: Literal["user"] = "user"
+    content: str = Field(min_length=1, max_length=1_000_000)
+
+
+class RunCreate(Body):
+    """Start a run: an agent (by name, or an inline spec) and an objective or messages."""
+
+    agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
+    agent_version: int | None = Field(
+        default=None, gt=0, description="pin a version (default: latest)"
+    )
+    agent_spec: AgentSpec | None = Field(
+        default=None, description="an inline agent instead of a name"
+    )
+    objective: str | None = Field(default=None, min_length=1, max_length=1_000_000)
+    messages: list[UserMessage] | None = Field(default=None, min_length=1, max_length=100)
+    conversation: bool = Field(
+        default=False, description="stay open for more messages until ended or idle"
+    )
+    mode: RunMode = "normal"
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class RunPublic(BaseModel):
+    """A run."""
+
+    id: str
+    status: Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+    outcome: Literal["succeeded", "failed", "cancelled", "limit_reached"] | None
+    reason: str | None
+    result: str | None
+    agent: str
+    agent_version: int
+    mode: RunMode
+    conversation: bool
+    objective: str
+    phase: str | None = None
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: int
+    cost_usd: float
+    cost_complete: bool = Field(description="false when a model call had an unknown price")
+    pending_approvals: list[PendingApproval] = []
+    temporal_ui: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class MessageCreate(Body):
+    """A further user message for a conversation run."""
+
+    content: str = Field(min_length=1, max_length=1_000_000)
+    end_conversation: bool = False
+
+
+class MessageAccepted(BaseModel):
+    """The message was stored and handed to the run."""
+
+    run_id: str
+    inbox_id: int
+
+
+class ApprovalCreate(Body):
+    """Approve or deny a tool call waiting for a human."""
+
+    call_id: str = Field(min_length=1)
+    approved: bool
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+class EventPublic(BaseModel):
+    """One run event."""
+
+    seq: int
+    type: str
+    data: dict[str, Any]
+    created_at: datetime

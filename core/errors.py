@@ -107,6 +107,7 @@ class ErrorType(StrEnum):
     CONTEXT_TOO_LONG = "ContextTooLong"
     BAD_TOOL_ARGUMENTS = "BadToolArguments"
     UNKNOWN_TOOL = "UnknownTool"
+    TOOL_FAILED = "ToolFailed"
     POLICY_DENIED = "PolicyDenied"
     SANDBOX_UNAVAILABLE = "SandboxUnavailable"
     BUDGET_EXCEEDED = "BudgetExceeded"

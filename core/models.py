@@ -3,10 +3,12 @@
 New fields always get defaults, so workers of two versions can run side by side.
 """
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Payload(BaseModel):
@@ -120,3 +122,281 @@ class ModelResult(Payload):
     model: str  # the model id that answered (as requested, e.g. "openai/gpt-4o-mini")
     cost_usd: float | None = None  # None when the price is unknown (never a made-up zero)
     latency_ms: float = 0.0
+
+
+# -- agents --------------------------------------------------------------------------
+
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class ToolPolicy(BaseModel):
+    """What happens when the agent calls a tool."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["allow", "deny", "requires_approval"] = "allow"
+    approval_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+
+
+class AgentLimits(BaseModel):
+    """Limits of one run of the agent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_steps: int = Field(default=25, ge=1, le=10_000)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
+    parallel_tool_calls: bool = True
+    conversation_idle_timeout_s: float = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
+
+
+class MemorySettings(BaseModel):
+    """Long-term memory settings (used once memory lands)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    scope: Literal["private", "shared"] = "private"
+
+
+class AgentSpec(BaseModel):
+    """Everything a version fixes about an agent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instructions: str = Field(min_length=1, max_length=200_000)
+    model: str = Field(min_length=3, max_length=200, pattern=r"^[a-z0-9_-]+/.+$")
+    fallback_models: list[str] = Field(default_factory=list, max_length=5)
+    tools: list[str] = Field(default_factory=list, max_length=512)
+    tool_policies: dict[str, ToolPolicy] = Field(default_factory=dict)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_output_tokens: int | None = Field(default=None, gt=0, le=200_000)
+    limits: AgentLimits = AgentLimits()
+    memory: MemorySettings = MemorySettings()
+
+    @field_validator("fallback_models")
+    @classmethod
+    def _model_ids(cls, value: list[str]) -> list[str]:
+        for model in value:
+            if "/" not in model:
+                raise ValueError(f"model id {model!r} must look like provider/model")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("tools must not repeat")
+        return value
+
+    def policy(self, tool: str) -> ToolPolicy:
+        """The policy of `tool` (default: allow)."""
+        return self.tool_policies.get(tool, ToolPolicy())
+
+    def spec_hash(self) -> str:
+        """Stable hash of the spec, to detect an unchanged re-submission."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- agent runs ----------------------------------------------------------------------
+
+RunOutcome = Literal["succeeded", "failed", "cancelled", "limit_reached"]
+RunMode = Literal["normal", "evaluation"]
+
+
+class RunProgress(Payload):
+    """Counters a run carries across steps (and across continue-as-new)."""
+
+    seq: int = 0  # highest message seq in the conversation
+    step: int = 0  # model calls made
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_complete: bool = True  # False once any call had an unknown price
+    started_at: datetime | None = None
+
+
+class AgentRunInput(Payload):
+    """Input of `AgentRunWorkflow` (references only: texts live in Postgres)."""
+
+    tenant_id: str
+    run_id: str
+    agent_name: str
+    agent_version: int
+    mode: RunMode = "normal"
+    conversation: bool = False
+    inbox_ids: list[int] = []  # user messages to adopt before the first step
+    progress: RunProgress | None = None  # set when continuing as new
+    plan: "RunPlan | None" = None  # set when continuing as new
+
+
+class RunPlan(Payload):
+    """What the loop needs from the pinned agent version (small; loaded once per run)."""
+
+    models: list[str]  # primary first, then fallbacks
+    tools: list[str]
+    policies: dict[str, "ToolPolicy"] = {}
+    limits: "AgentLimits"
+
+
+class AgentRunOutput(Payload):
+    """How a run ended."""
+
+    run_id: str
+    outcome: RunOutcome
+    reason: str | None = None
+    result: str | None = None  # the final answer, truncated; the full text is in Postgres
+    progress: RunProgress
+
+
+class StartRunInput(Payload):
+    """Input of `start_run`: load the plan, adopt the first messages, mark the run running."""
+
+    tenant_id: str
+    run_id: str
+    agent_name: str
+    agent_version: int
+    inbox_ids: list[int]
+    first_seq: int
+
+
+class AdoptMessagesInput(Payload):
+    """Input of `adopt_messages`: move inbox rows into the conversation at given seqs."""
+
+    tenant_id: str
+    run_id: str
+    inbox_ids: list[int]
+    first_seq: int
+
+
+class RunEvent(Payload):
+    """One event for the run's event log; `key` makes the append idempotent."""
+
+    key: str
+    type: str
+    data: dict[str, Any] = {}
+
+
+class RecordEventsInput(Payload):
+    """Input of `record_events` (events the workflow itself originates)."""
+
+    tenant_id: str
+    run_id: str
+    events: list[RunEvent]
+    status: Literal["running", "waiting"] | None = None
+
+
+class FinishRunInput(Payload):
+    """Input of `finish_run`."""
+
+    tenant_id: str
+    run_id: str
+    outcome: RunOutcome
+    reason: str | None = None
+    result_seq: int | None = None  # the message holding the final answer
+    progress: RunProgress
+
+
+class ToolCallRef(Payload):
+    """A tool call the model asked for, by reference (its arguments stay in Postgres)."""
+
+    id: str
+    name: str
+    index: int
+
+
+class LlmCallInput(Payload):
+    """Input of `call_llm`: the conversation is messages 1..upto_seq of the run."""
+
+    tenant_id: str
+    run_id: str
+    agent_name: str
+    agent_version: int
+    step: int
+    upto_seq: int
+    write_seq: int  # where the assistant message goes
+    models: list[str]
+    tools: list[str]
+    budget_remaining_usd: float | None = None
+
+
+class LlmCallOutput(Payload):
+    """What `call_llm` stored and what the loop needs to go on."""
+
+    message_seq: int
+    tool_calls: list[ToolCallRef] = []
+    text: str | None = None  # truncated preview of the answer
+    finish_reason: str | None = None
+    model: str
+    usage: ModelUsage = ModelUsage()
+    cost_usd: float | None = None
+
+
+class ToolCallInput(Payload):
+    """Input of `execute_tool`: run call `call_index` of message `message_seq`."""
+
+    tenant_id: str
+    run_id: str
+    step: int
+    message_seq: int
+    call_index: int
+    result_seq: int
+    mode: RunMode = "normal"
+    denied_reason: str | None = None  # policy/approval said no: record that, do not run
+
+
+class ToolCallOutput(Payload):
+    """Outcome of one tool call (the full result is message `result_seq`)."""
+
+    result_seq: int
+    ok: bool
+    error_type: str | None = None
+    preview: str = ""
+
+
+class SubmitMessage(Payload):
+    """Signal `submit_message`: a user message stored in the run's inbox."""
+
+    inbox_id: int
+    end_conversation: bool = False
+
+
+class ApprovalDecision(Payload):
+    """Update `approve_tool_call`."""
+
+    call_id: str
+    approved: bool
+    reason: str | None = None
+
+
+class PendingApproval(Payload):
+    """A tool call waiting for a human."""
+
+    call_id: str
+    tool: str
+    deadline: datetime
+
+
+RunPhase = Literal[
+    "starting",
+    "calling_model",
+    "running_tools",
+    "waiting_for_approval",
+    "waiting_for_message",
+    "finished",
+]
+
+
+class RunStatus(Payload):
+    """Query `status`: live state without reading Postgres."""
+
+    phase: RunPhase
+    progress: RunProgress
+    pending_approvals: list[PendingApproval] = []
+    outcome: RunOutcome | None = None
+
+
+AgentRunInput.model_rebuild()
+RunPlan.model_rebuild()

@@ -10,10 +10,12 @@ from typing import Any
 
 from activities.llm import LlmActivities
 from activities.memory import MemoryActivities
+from activities.store import StoreActivities
 from activities.tools import ToolActivities
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
+from workflows.agent_run import AgentRunWorkflow
 from workflows.stack_check import StackCheckWorkflow
 
 
@@ -38,19 +40,30 @@ class Lane:
 
 
 def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
-    return [LlmActivities(res.settings).probe_llm_lane]
+    llm = LlmActivities(res.settings, res.pool)
+    return [llm.probe_llm_lane, llm.call_llm]
 
 
 def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
-    return [ToolActivities(res.settings).probe_tools_lane]
+    tools = ToolActivities(res.settings, res.pool)
+    return [tools.probe_tools_lane, tools.execute_tool]
 
 
 def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
-    return [MemoryActivities(res.pool).record_stack_check]
+    store = StoreActivities(res.pool)
+    return [
+        MemoryActivities(res.pool).record_stack_check,
+        store.start_run,
+        store.adopt_messages,
+        store.record_events,
+        store.finish_run,
+    ]
 
 
 LANES: dict[TaskQueue, Lane] = {
-    TaskQueue.ORCHESTRATION: Lane(TaskQueue.ORCHESTRATION, workflows=[StackCheckWorkflow]),
+    TaskQueue.ORCHESTRATION: Lane(
+        TaskQueue.ORCHESTRATION, workflows=[StackCheckWorkflow, AgentRunWorkflow]
+    ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),
     TaskQueue.TOOLS: Lane(TaskQueue.TOOLS, activities=_tools),
     TaskQueue.MEMORY: Lane(TaskQueue.MEMORY, activities=_memory),

@@ -65,3 +65,23 @@ def queue_suffix() -> str:
         if queue.startswith(lane.value):
             return queue.removeprefix(lane.value)
     return ""
+
+
+RUN_STORE = ActivityPreset(TaskQueue.MEMORY, timedelta(seconds=30), timedelta(minutes=30))
+"""Run bookkeeping in Postgres (start, messages, events, finish)."""
+
+LLM_CALL = ActivityPreset(
+    TaskQueue.LLM,
+    start_to_close=timedelta(minutes=10),
+    schedule_to_close=timedelta(minutes=30),
+    heartbeat=timedelta(seconds=30),
+)
+"""One model call (streamed, heartbeating); the fallback chain is inside the activity."""
+
+TOOL_CALL = ActivityPreset(
+    TaskQueue.TOOLS,
+    start_to_close=timedelta(minutes=10),
+    schedule_to_close=timedelta(minutes=30),
+    heartbeat=timedelta(seconds=60),
+)
+"""One tool call."""

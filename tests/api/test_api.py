@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from api.main import create_app
+from core import db, tenants
 from core import temporal as temporal_support
-from core import tenants
 from core.db import Pool
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer
@@ -55,7 +55,7 @@ async def test_healthz_reports_each_dependency_without_auth(api: httpx.AsyncClie
     body = response.json()
     assert body["status"] == "ok"
     assert set(body["components"]) == {"postgres", "temporal", "qdrant"}
-    assert body["components"]["postgres"]["detail"] == "schema version 1"
+    assert body["components"]["postgres"]["detail"] == f"schema version {db.LATEST_SCHEMA_VERSION}"
 
 
 async def test_healthz_is_503_when_a_dependency_is_down(database_url: str) -> None:

@@ -1,0 +1,68 @@
+"""Agents and their versions."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from api.deps import PoolDep, PrincipalDep
+from api.schemas import AgentCreate, AgentPublic, AgentRollback
+from core import agents
+from core.models import AGENT_NAME_PATTERN, AgentSpec
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]
+
+
+def _public(version: agents.AgentVersion) -> AgentPublic:
+    return AgentPublic(
+        name=version.name,
+        version=version.version,
+        created_at=version.created_at,
+        **version.spec.model_dump(),
+    )
+
+
+@router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": AgentPublic, "description": "identical to the latest version"}})  # fmt: skip
+async def create_agent(
+    body: AgentCreate, principal: PrincipalDep, pool: PoolDep, response: Response
+) -> AgentPublic:
+    """Create an agent, or add a version when the name exists and the spec changed."""
+    spec = AgentSpec.model_validate(body.model_dump(exclude={"name"}))
+    async with pool.connection() as conn:
+        version, created = await agents.create_version(conn, principal.tenant_id, body.name, spec)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _public(version)
+
+
+@router.get("", response_model=list[AgentPublic])
+async def list_agents(principal: PrincipalDep, pool: PoolDep) -> list[AgentPublic]:
+    """The tenant's agents at their latest versions."""
+    async with pool.connection() as conn:
+        return [_public(v) for v in await agents.list_agents(conn, principal.tenant_id)]
+
+
+@router.get("/{name}", response_model=AgentPublic)
+async def get_agent(name: AgentName, principal: PrincipalDep, pool: PoolDep) -> AgentPublic:
+    """An agent at its latest version."""
+    async with pool.connection() as conn:
+        return _public(await agents.get_version(conn, principal.tenant_id, name))
+
+
+@router.get("/{name}/versions", response_model=list[AgentPublic])
+async def list_versions(
+    name: AgentName, principal: PrincipalDep, pool: PoolDep
+) -> list[AgentPublic]:
+    """Every version of an agent, newest first."""
+    async with pool.connection() as conn:
+        return [_public(v) for v in await agents.list_versions(conn, principal.tenant_id, name)]
+
+
+@router.post("/{name}/rollback", response_model=AgentPublic, status_code=status.HTTP_201_CREATED)
+async def rollback(
+    name: AgentName, body: AgentRollback, principal: PrincipalDep, pool: PoolDep
+) -> AgentPublic:
+    """Make an earlier version's spec the latest again (as a new version)."""
+    async with pool.connection() as conn:
+        return _public(await agents.rollback(conn, principal.tenant_id, name, body.version))

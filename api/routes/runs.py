@@ -1,0 +1,298 @@
+"""Agent runs: start, inspect, stream events, talk to, approve, cancel."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.schemas import (
+    ApprovalCreate,
+    EventPublic,
+    MessageAccepted,
+    MessageCreate,
+    RunCreate,
+    RunPublic,
+)
+from core import agents, metrics, runs, search_attributes
+from core.db import Pool
+from core.errors import Conflict, InvalidInput
+from core.models import AgentRunInput, ApprovalDecision, RunStatus, SubmitMessage
+from core.queues import TaskQueue
+from core.settings import Settings
+from workflows.agent_run import AgentRunWorkflow
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+_POLL_SECONDS = 0.2
+_QUERY_TIMEOUT = 2.0
+
+
+@router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": RunPublic, "description": "the run this idempotency key started"}})  # fmt: skip
+async def create_run(
+    body: RunCreate,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RunPublic:
+    """Start a run; with an idempotency key a repeated POST returns the same run."""
+    objective, extra = _objective(body)
+    tenant = principal.tenant_id
+    async with pool.connection() as conn:
+        if body.agent_spec is not None:
+            if body.agent is not None:
+                raise InvalidInput("give either `agent` or `agent_spec`, not both")
+            name = "inline-" + body.agent_spec.spec_hash()[:12]
+            version, _ = await agents.create_version(conn, tenant, name, body.agent_spec)
+        elif body.agent is not None:
+            version = await agents.get_version(conn, tenant, body.agent, body.agent_version)
+        else:
+            raise InvalidInput("a run needs `agent` (a name) or `agent_spec` (an inline agent)")
+        record, inbox_id, created = await runs.create_run(
+            conn, tenant_id=tenant, agent_name=version.name, agent_version=version.version,
+            objective=objective, mode=body.mode, conversation=body.conversation,
+            idempotency_key=idempotency_key or body.idempotency_key,
+        )  # fmt: skip
+        inbox_ids = [inbox_id]
+        if created:
+            inbox_ids += [await runs.add_inbox(conn, tenant, record.id, text) for text in extra]
+    # The row is committed before the workflow starts: if Temporal is down the request
+    # fails with 503 and a retry with the same idempotency key starts the same run.
+    if created or record.status == "queued":
+        await _start(client, record, inbox_ids)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return await _public(client, settings, record)
+
+
+def _objective(body: RunCreate) -> tuple[str, list[str]]:
+    if body.objective is not None and body.messages is not None:
+        raise InvalidInput("give either `objective` or `messages`, not both")
+    if body.objective is not None:
+        return body.objective, []
+    if body.messages:
+        return body.messages[0].content, [m.content for m in body.messages[1:]]
+    raise InvalidInput("a run needs an `objective` or `messages`")
+
+
+async def _start(client: Client, record: runs.RunRecord, inbox_ids: list[int]) -> None:
+    try:
+        await client.start_workflow(
+            AgentRunWorkflow.run,
+            AgentRunInput(
+                tenant_id=record.tenant_id, run_id=record.id, agent_name=record.agent_name,
+                agent_version=record.agent_version, mode=record.mode,
+                conversation=record.conversation, inbox_ids=inbox_ids,
+            ),
+            id=record.workflow_id,
+            task_queue=TaskQueue.ORCHESTRATION.value,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(search_attributes.TENANT, record.tenant_id),
+                SearchAttributePair(search_attributes.AGENT, record.agent_name),
+                SearchAttributePair(search_attributes.AGENT_VERSION, record.agent_version),
+                SearchAttributePair(search_attributes.KIND, "run"),
+                SearchAttributePair(search_attributes.STATUS, "running"),
+            ]),
+        )  # fmt: skip
+        metrics.WORKFLOWS_STARTED.labels(kind="run").inc()
+    except WorkflowAlreadyStartedError:
+        pass
+
+
+@router.get("", response_model=list[RunPublic])
+async def list_runs(
+    principal: PrincipalDep, pool: PoolDep, client: TemporalDep, settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[RunPublic]:  # fmt: skip
+    """The tenant's most recent runs (from Postgres; no live status)."""
+    async with pool.connection() as conn:
+        records = await runs.list_runs(conn, principal.tenant_id, limit=limit)
+    return [await _public(client, settings, r, live=False) for r in records]
+
+
+@router.get("/{run_id}", response_model=RunPublic)
+async def get_run(
+    run_id: str, principal: PrincipalDep, pool: PoolDep, client: TemporalDep, settings: SettingsDep
+) -> RunPublic:
+    """A run: status, outcome, result, cost, tokens and its Temporal UI link."""
+    async with pool.connection() as conn:
+        record = await runs.get_run(conn, principal.tenant_id, run_id)
+    return await _public(client, settings, record)
+
+
+async def _public(
+    client: Client, settings: Settings, record: runs.RunRecord, *, live: bool = True
+) -> RunPublic:
+    live_status: RunStatus | None = None
+    if live and record.status not in runs.TERMINAL and record.status != "queued":
+        live_status = await _query_status(client, record.workflow_id)
+    progress = live_status.progress if live_status else None
+    state = record.status
+    if live_status is not None and live_status.phase != "finished":
+        # The workflow knows first: Postgres follows one activity later.
+        state = "waiting" if live_status.phase.startswith("waiting") else "running"
+    return RunPublic(
+        id=record.id,
+        status=state,
+        outcome=record.outcome,
+        reason=record.reason,
+        result=record.result,
+        agent=record.agent_name,
+        agent_version=record.agent_version,
+        mode=record.mode,
+        conversation=record.conversation,
+        objective=record.objective,
+        phase=live_status.phase if live_status else None,
+        steps=progress.step if progress else record.steps,
+        prompt_tokens=progress.prompt_tokens if progress else record.prompt_tokens,
+        completion_tokens=progress.completion_tokens if progress else record.completion_tokens,
+        tokens=(progress.prompt_tokens + progress.completion_tokens) if progress
+        else record.prompt_tokens + record.completion_tokens,
+        cost_usd=progress.cost_usd if progress else record.cost_usd,
+        cost_complete=progress.cost_complete if progress else record.cost_complete,
+        pending_approvals=live_status.pending_approvals if live_status else [],
+        temporal_ui=settings.workflow_ui_link(record.workflow_id),
+        created_at=record.created_at,
+        finished_at=record.finished_at,
+    )  # fmt: skip
+
+
+async def _query_status(client: Client, workflow_id: str) -> RunStatus | None:
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, workflow_id)
+    try:
+        return await asyncio.wait_for(handle.query(AgentRunWorkflow.status), _QUERY_TIMEOUT)
+    except (RPCError, TimeoutError):
+        return None  # no worker answered in time: the Postgres row still tells the status
+
+
+@router.get("/{run_id}/events", response_model=list[EventPublic],
+            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}})  # fmt: skip
+async def run_events(
+    run_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="resume after this event seq")] = None,
+    format: Annotated[str, Query(pattern="^(sse|json)$")] = "sse",
+) -> Response:
+    """The run's events as Server-Sent Events (resumable with `Last-Event-ID`), or JSON."""
+    async with pool.connection() as conn:
+        await runs.get_run(conn, principal.tenant_id, run_id)  # 404 for other tenants' runs
+    start = after if after is not None else _parse_last_event_id(last_event_id)
+    if format == "json":
+        async with pool.connection() as conn:
+            events = await runs.list_events(conn, principal.tenant_id, run_id, after=start)
+        body = [EventPublic(**e.model_dump()).model_dump(mode="json") for e in events]
+        return Response(json.dumps(body), media_type="application/json")
+    return EventSourceResponse(_stream(request, pool, principal.tenant_id, run_id, start), ping=15)
+
+
+def _parse_last_event_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        parsed = int(value)
+    except ValueError:
+        raise InvalidInput(
+            f"Last-Event-ID must be an event sequence number, got {value!r}"
+        ) from None
+    if parsed < 0:
+        raise InvalidInput("Last-Event-ID must not be negative")
+    return parsed
+
+
+async def _stream(
+    request: Request, pool: Pool, tenant_id: str, run_id: str, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    """Events after `after` until `run.finished` has been sent or the client leaves."""
+    while not await request.is_disconnected():
+        async with pool.connection() as conn:
+            events = await runs.list_events(conn, tenant_id, run_id, after=after)
+        for event in events:
+            after = event.seq
+            yield ServerSentEvent(
+                id=str(event.seq),
+                event=event.type,
+                data=json.dumps({"seq": event.seq, "type": event.type, "data": event.data,
+                                 "created_at": event.created_at.isoformat()}),
+            )  # fmt: skip
+            if event.type == "run.finished":
+                return
+        if not events:
+            await asyncio.sleep(_POLL_SECONDS)
+
+
+@router.post(
+    "/{run_id}/messages", response_model=MessageAccepted, status_code=status.HTTP_202_ACCEPTED
+)
+async def submit_message(
+    run_id: str, body: MessageCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
+) -> MessageAccepted:
+    """Send a further user message to a conversation run."""
+    async with pool.connection() as conn:
+        record = await runs.get_run(conn, principal.tenant_id, run_id)
+        if not record.conversation:
+            raise Conflict(
+                f'run {run_id!r} is not a conversation; start it with "conversation": true'
+            )
+        if record.status in runs.TERMINAL:
+            raise Conflict(f"run {run_id!r} has finished ({record.status})")
+        inbox_id = await runs.add_inbox(conn, principal.tenant_id, run_id, body.content)
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, record.workflow_id)
+    await handle.signal(
+        AgentRunWorkflow.submit_message,
+        SubmitMessage(inbox_id=inbox_id, end_conversation=body.end_conversation),
+    )
+    return MessageAccepted(run_id=run_id, inbox_id=inbox_id)
+
+
+@router.post("/{run_id}/approvals", response_model=RunStatus)
+async def approve(
+    run_id: str, body: ApprovalCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
+) -> RunStatus:
+    """Approve or deny a tool call that waits for a human."""
+    async with pool.connection() as conn:
+        record = await runs.get_run(conn, principal.tenant_id, run_id)
+    if record.status in runs.TERMINAL:
+        raise Conflict(f"run {run_id!r} has finished ({record.status})")
+    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, record.workflow_id)
+    try:
+        result: RunStatus = await handle.execute_update(
+            AgentRunWorkflow.approve_tool_call,
+            ApprovalDecision(call_id=body.call_id, approved=body.approved, reason=body.reason),
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise Conflict(
+            str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
+        ) from exc
+    return result
+
+
+@router.post("/{run_id}/cancel", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)
+async def cancel(
+    run_id: str, principal: PrincipalDep, pool: PoolDep, client: TemporalDep, settings: SettingsDep
+) -> RunPublic:
+    """Request cancellation: in-flight activities are cancelled and the outcome recorded."""
+    async with pool.connection() as conn:
+        record = await runs.get_run(conn, principal.tenant_id, run_id)
+    if record.status in runs.TERMINAL:
+        raise Conflict(f"run {run_id!r} has finished ({record.status})")
+    try:
+        await client.get_workflow_handle(record.workflow_id).cancel()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    return await _public(client, settings, record)

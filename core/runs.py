@@ -1,0 +1,392 @@
+"""Runs in Postgres: the run row, its conversation, inbox, event log and cost ledger.
+
+Every write that an activity makes is keyed so that a retried activity writes once:
+messages by (run, seq) with seqs assigned by the workflow, events by (run, key), ledger
+rows by (run, step).
+"""
+
+import json
+import secrets
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict
+
+from core.errors import NotFound
+from core.models import (
+    ChatMessage,
+    ModelUsage,
+    RunEvent,
+    RunMode,
+    RunOutcome,
+    RunProgress,
+    ToolCallRequest,
+)
+
+RunStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+_RUN_COLUMNS = (
+    "id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation, status, outcome,"
+    " reason, objective, result, steps, prompt_tokens, completion_tokens, cost_usd, cost_complete,"
+    " created_at, updated_at, finished_at"
+)
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class RunRecord(BaseModel):
+    """A run row."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant_id: str
+    agent_name: str
+    agent_version: int
+    workflow_id: str
+    mode: RunMode
+    conversation: bool
+    status: RunStatusName
+    outcome: RunOutcome | None
+    reason: str | None
+    objective: str
+    result: str | None
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    cost_complete: bool
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class EventRecord(BaseModel):
+    """One stored event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+def new_run_id() -> str:
+    """A fresh run id (`run_` + 24 hex chars)."""
+    return "run_" + secrets.token_hex(12)
+
+
+def workflow_id_for(run_id: str) -> str:
+    """The workflow id of a run: a business key, so a repeated start is harmless."""
+    return f"run-{run_id}"
+
+
+async def create_run(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    agent_name: str,
+    agent_version: int,
+    objective: str,
+    mode: RunMode = "normal",
+    conversation: bool = False,
+    idempotency_key: str | None = None,
+) -> tuple[RunRecord, int, bool]:
+    """Create a run and put its objective in the inbox.
+
+    Returns (run, inbox id of the objective, created). With an idempotency key that was
+    used before, returns the existing run and `created=False`.
+    """
+    run_id = new_run_id()
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO runs (id, tenant_id, agent_name, agent_version, workflow_id, mode,"
+            " conversation, objective, idempotency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_RUN_COLUMNS}",
+            (run_id, tenant_id, agent_name, agent_version, workflow_id_for(run_id), mode,
+             conversation, objective, idempotency_key),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        if row is None:
+            existing = await _by_idempotency_key(conn, tenant_id, idempotency_key)
+            cur = await conn.execute(
+                "SELECT min(id) AS id FROM run_inbox WHERE run_id = %s", (existing.id,)
+            )
+            first = await cur.fetchone()
+            return existing, int(first["id"]) if first and first["id"] else 0, False
+        inbox_id = await add_inbox(conn, tenant_id, run_id, objective)
+    return RunRecord.model_validate(_row(row)), inbox_id, True
+
+
+async def _by_idempotency_key(conn: Conn, tenant_id: str, key: str | None) -> RunRecord:
+    cur = await conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant_id = %s AND idempotency_key = %s",
+        (tenant_id, key),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return RunRecord.model_validate(_row(row))
+
+
+async def get_run(conn: Conn, tenant_id: str, run_id: str) -> RunRecord:
+    """A run of the tenant.
+
+    Raises:
+        NotFound: no such run for this tenant.
+    """
+    cur = await conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant_id = %s AND id = %s", (tenant_id, run_id)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return RunRecord.model_validate(_row(row))
+
+
+async def list_runs(conn: Conn, tenant_id: str, *, limit: int = 50) -> list[RunRecord]:
+    """The tenant's most recent runs."""
+    cur = await conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant_id = %s ORDER BY created_at DESC LIMIT %s",
+        (tenant_id, limit),
+    )
+    return [RunRecord.model_validate(_row(r)) for r in await cur.fetchall()]
+
+
+async def set_status(conn: Conn, run_id: str, status: RunStatusName) -> None:
+    """Move a live run between running and waiting (never out of a terminal state)."""
+    await conn.execute(
+        "UPDATE runs SET status = %s, updated_at = now() WHERE id = %s AND status NOT IN"
+        " ('succeeded', 'failed', 'cancelled')",
+        (status, run_id),
+    )
+
+
+async def finish(
+    conn: Conn,
+    run_id: str,
+    *,
+    outcome: RunOutcome,
+    reason: str | None,
+    result: str | None,
+    progress: RunProgress,
+) -> None:
+    """Record how a run ended (idempotent: the first finish wins)."""
+    status = {"succeeded": "succeeded", "cancelled": "cancelled"}.get(outcome, "failed")
+    await conn.execute(
+        "UPDATE runs SET status = %s, outcome = %s, reason = %s, result = %s, steps = %s,"
+        " prompt_tokens = %s, completion_tokens = %s, cost_usd = %s, cost_complete = %s,"
+        " finished_at = now(), updated_at = now()"
+        " WHERE id = %s AND finished_at IS NULL",
+        (status, outcome, reason, result, progress.step, progress.prompt_tokens,
+         progress.completion_tokens, progress.cost_usd, progress.cost_complete, run_id),
+    )  # fmt: skip
+
+
+# -- inbox and messages ---------------------------------------------------------------
+
+
+async def add_inbox(conn: Conn, tenant_id: str, run_id: str, content: str) -> int:
+    """Store a user message for the workflow to adopt; returns its inbox id."""
+    cur = await conn.execute(
+        "INSERT INTO run_inbox (tenant_id, run_id, content) VALUES (%s, %s, %s) RETURNING id",
+        (tenant_id, run_id, content),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+async def adopt_inbox(
+    conn: Conn, tenant_id: str, run_id: str, inbox_ids: list[int], first_seq: int
+) -> list[str]:
+    """Copy inbox rows into the conversation at seqs first_seq.. (idempotent). Returns texts."""
+    cur = await conn.execute(
+        "SELECT id, content FROM run_inbox WHERE run_id = %s AND tenant_id = %s AND id = ANY(%s)",
+        (run_id, tenant_id, inbox_ids),
+    )
+    by_id = {int(r["id"]): str(r["content"]) for r in await cur.fetchall()}
+    texts = []
+    for offset, inbox_id in enumerate(inbox_ids):
+        if inbox_id not in by_id:
+            raise NotFound(f"inbox message {inbox_id} of run {run_id!r} not found")
+        text = by_id[inbox_id]
+        await write_message(
+            conn, tenant_id, run_id, first_seq + offset, ChatMessage(role="user", content=text)
+        )
+        texts.append(text)
+    return texts
+
+
+async def write_message(
+    conn: Conn, tenant_id: str, run_id: str, seq: int, message: ChatMessage
+) -> None:
+    """Store message `seq` of the run; a second write of the same seq is ignored."""
+    if message.role == "system":
+        raise ValueError("system prompts are built from the agent version, not stored per run")
+    await conn.execute(
+        "INSERT INTO run_messages (tenant_id, run_id, seq, role, content, tool_calls, tool_call_id, name)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, seq) DO NOTHING",
+        (tenant_id, run_id, seq, message.role, message.content,
+         Jsonb([c.model_dump() for c in message.tool_calls]), message.tool_call_id, message.name),
+    )  # fmt: skip
+
+
+async def load_messages(conn: Conn, run_id: str, upto_seq: int) -> list[ChatMessage]:
+    """Messages 1..upto_seq of the run, in order."""
+    cur = await conn.execute(
+        "SELECT role, content, tool_calls, tool_call_id, name FROM run_messages"
+        " WHERE run_id = %s AND seq <= %s ORDER BY seq",
+        (run_id, upto_seq),
+    )
+    return [_message(r) for r in await cur.fetchall()]
+
+
+async def find_message(conn: Conn, run_id: str, seq: int) -> ChatMessage | None:
+    """Message `seq` of the run, or None if it is not stored (yet)."""
+    cur = await conn.execute(
+        "SELECT role, content, tool_calls, tool_call_id, name FROM run_messages WHERE run_id = %s AND seq = %s",
+        (run_id, seq),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _message(row)
+
+
+async def get_message(conn: Conn, run_id: str, seq: int) -> ChatMessage:
+    """Message `seq` of the run.
+
+    Raises:
+        NotFound: not stored (yet).
+    """
+    message = await find_message(conn, run_id, seq)
+    if message is None:
+        raise NotFound(f"message {seq} of run {run_id!r} not found")
+    return message
+
+
+def _message(row: dict[str, Any]) -> ChatMessage:
+    return ChatMessage(
+        role=row["role"],
+        content=row["content"],
+        tool_calls=[ToolCallRequest.model_validate(c) for c in row["tool_calls"] or []],
+        tool_call_id=row["tool_call_id"],
+        name=row["name"],
+    )
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+class _Duplicate(Exception):
+    """Raised inside the append transaction to roll back the sequence bump."""
+
+
+async def append_event(conn: Conn, tenant_id: str, run_id: str, event: RunEvent) -> int | None:
+    """Append an event with the run's next sequence number; None if `key` was seen before.
+
+    The sequence bump and the insert commit or roll back together, so a duplicate (a
+    retried activity) leaves no gap.
+    """
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "UPDATE runs SET last_event_seq = last_event_seq + 1 WHERE id = %s RETURNING last_event_seq",
+                (run_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            seq = int(row["last_event_seq"])
+            cur = await conn.execute(
+                "INSERT INTO run_events (tenant_id, run_id, seq, key, type, data)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, key) DO NOTHING RETURNING seq",
+                (tenant_id, run_id, seq, event.key, event.type, Jsonb(event.data)),
+            )
+            if await cur.fetchone() is None:
+                raise _Duplicate
+    except _Duplicate:
+        return None
+    return seq
+
+
+async def append_events(
+    conn: Conn, tenant_id: str, run_id: str, events: list[RunEvent]
+) -> list[int]:
+    """Append several events in order; returns the seqs of the ones that were new."""
+    seqs = []
+    for event in events:
+        seq = await append_event(conn, tenant_id, run_id, event)
+        if seq is not None:
+            seqs.append(seq)
+    return seqs
+
+
+async def list_events(
+    conn: Conn, tenant_id: str, run_id: str, *, after: int = 0, limit: int = 500
+) -> list[EventRecord]:
+    """Events with seq > `after`, in order."""
+    cur = await conn.execute(
+        "SELECT seq, type, data, created_at FROM run_events WHERE tenant_id = %s AND run_id = %s AND seq > %s"
+        " ORDER BY seq LIMIT %s",
+        (tenant_id, run_id, after, limit),
+    )
+    return [EventRecord.model_validate(r) for r in await cur.fetchall()]
+
+
+# -- cost ledger ----------------------------------------------------------------------
+
+
+async def record_llm_call(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    run_id: str,
+    step: int,
+    model: str,
+    provider: str,
+    usage: ModelUsage,
+    cost_usd: float | None,
+    latency_ms: float,
+) -> bool:
+    """Add the ledger row of step `step`; False if it was already recorded."""
+    cur = await conn.execute(
+        "INSERT INTO llm_calls (tenant_id, run_id, step, model, provider, prompt_tokens,"
+        " completion_tokens, cost_usd, latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (run_id, step) DO NOTHING RETURNING step",
+        (tenant_id, run_id, step, model, provider, usage.prompt_tokens, usage.completion_tokens,
+         None if cost_usd is None else Decimal(str(cost_usd)), latency_ms),
+    )  # fmt: skip
+    return await cur.fetchone() is not None
+
+
+async def get_llm_call(conn: Conn, run_id: str, step: int) -> dict[str, Any] | None:
+    """The ledger row of a step, if recorded."""
+    cur = await conn.execute(
+        "SELECT model, provider, prompt_tokens, completion_tokens, cost_usd, latency_ms FROM llm_calls"
+        " WHERE run_id = %s AND step = %s",
+        (run_id, step),
+    )
+    row = await cur.fetchone()
+    return None if row is None else dict(row)
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(out.get("cost_usd"), Decimal):
+        out["cost_usd"] = float(out["cost_usd"])
+    return out
+
+
+def preview(text: str | None, limit: int = 2000) -> str | None:
+    """A bounded preview of a text for payloads and events."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def json_preview(value: Any, limit: int = 500) -> str:
+    """Compact JSON preview of a value."""
+    return preview(json.dumps(value, separators=(",", ":"), default=str), limit) or ""

@@ -1,0 +1,388 @@
+"""AgentRunWorkflow: one agent's tool-calling loop for one objective (or conversation)."""
+
+import asyncio
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+from core import search_attributes
+from core.errors import ErrorType
+from core.models import (
+    AdoptMessagesInput,
+    AgentRunInput,
+    AgentRunOutput,
+    ApprovalDecision,
+    FinishRunInput,
+    LlmCallInput,
+    LlmCallOutput,
+    PendingApproval,
+    RecordEventsInput,
+    RunEvent,
+    RunOutcome,
+    RunPhase,
+    RunPlan,
+    RunProgress,
+    RunStatus,
+    StartRunInput,
+    SubmitMessage,
+    ToolCallInput,
+    ToolCallOutput,
+    ToolCallRef,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from activities.llm import LlmActivities
+    from activities.store import StoreActivities
+    from activities.tools import ToolActivities
+    from workflows._options import LLM_CALL, RUN_STORE, TOOL_CALL
+
+
+@workflow.defn(name="AgentRunWorkflow")
+class AgentRunWorkflow:
+    """The loop: call the model, run the tool calls it asks for, feed results back.
+
+    Messages, tool arguments and results live in Postgres; this workflow carries only
+    message sequence numbers and counters, and continues as new when Temporal suggests.
+
+    Signals:
+        submit_message(SubmitMessage): a user message (by inbox id) for a conversation run.
+    Updates:
+        approve_tool_call(ApprovalDecision) -> RunStatus: approve or deny a pending call;
+            rejected unless that call is waiting for approval.
+    Queries:
+        status() -> RunStatus: phase, step, tokens, cost and pending approvals.
+
+    Ends with an `AgentRunOutput` whose outcome is `succeeded` (a final answer; for a
+    conversation: ended or idle past its timeout), `limit_reached` (steps, cost, tokens
+    or wall clock), `failed` (a non-retryable model error, every fallback exhausted), or,
+    when cancelled, records `cancelled` in Postgres and ends as a cancelled workflow.
+    """
+
+    def __init__(self) -> None:
+        self._phase: RunPhase = "starting"
+        self._progress = RunProgress()
+        self._pending: dict[str, PendingApproval] = {}
+        self._decisions: dict[str, ApprovalDecision] = {}
+        self._inbox: list[int] = []
+        self._end_requested = False
+        self._outcome: RunOutcome | None = None
+
+    # -- interface ------------------------------------------------------------------
+
+    @workflow.signal
+    def submit_message(self, message: SubmitMessage) -> None:
+        """Queue a user message (stored in the run's inbox) for the next turn."""
+        if message.inbox_id not in self._inbox:
+            self._inbox.append(message.inbox_id)
+        self._end_requested = self._end_requested or message.end_conversation
+
+    @workflow.update
+    def approve_tool_call(self, decision: ApprovalDecision) -> RunStatus:
+        """Approve or deny a tool call that waits for a human."""
+        self._decisions[decision.call_id] = decision
+        return self.status()
+
+    @approve_tool_call.validator
+    def _check_approval(self, decision: ApprovalDecision) -> None:
+        if decision.call_id not in self._pending or decision.call_id in self._decisions:
+            waiting = ", ".join(sorted(set(self._pending) - set(self._decisions))) or "none"
+            raise ValueError(
+                f"tool call {decision.call_id!r} is not waiting for approval (waiting: {waiting})"
+            )
+
+    @workflow.query
+    def status(self) -> RunStatus:
+        """Live state of the run."""
+        pending = [p for call_id, p in self._pending.items() if call_id not in self._decisions]
+        return RunStatus(
+            phase=self._phase,
+            progress=self._progress,
+            pending_approvals=pending,
+            outcome=self._outcome,
+        )
+
+    # -- the loop -------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: AgentRunInput) -> AgentRunOutput:
+        """Run the loop to an outcome."""
+        self._input = input
+        self._inbox = list(input.inbox_ids) if input.plan is not None else []
+        self._progress = input.progress or RunProgress(started_at=workflow.now())
+        try:
+            plan = input.plan if input.plan is not None else await self._start()
+            return await self._loop(plan)
+        except BaseException as exc:
+            if not is_cancelled_exception(exc):
+                raise
+            # Cancellation reaches us once; activities started afterwards run normally.
+            await self._record_finish("cancelled", "cancelled by request", None)
+            raise
+
+    async def _start(self) -> RunPlan:
+        input = self._input
+        plan: RunPlan = await workflow.execute_activity_method(
+            StoreActivities.start_run,
+            StartRunInput(
+                tenant_id=input.tenant_id, run_id=input.run_id, agent_name=input.agent_name,
+                agent_version=input.agent_version, inbox_ids=input.inbox_ids,
+                first_seq=self._progress.seq + 1,
+            ),
+            **RUN_STORE.kwargs(),
+        )  # fmt: skip
+        self._advance(seq=self._progress.seq + len(input.inbox_ids))
+        return plan
+
+    async def _loop(self, plan: RunPlan) -> AgentRunOutput:
+        limits = plan.limits
+        while True:
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    self._input.model_copy(
+                        update={"progress": self._progress, "plan": plan, "inbox_ids": self._inbox}
+                    )
+                )
+            if self._inbox:
+                await self._adopt_inbox()
+            limit = self._limit_reason(plan)
+            if limit is not None:
+                return await self._finish("limit_reached", limit, None)
+
+            self._phase = "calling_model"
+            progress = self._progress
+            remaining = (
+                None if limits.max_cost_usd is None else limits.max_cost_usd - progress.cost_usd
+            )
+            try:
+                llm = await workflow.execute_activity_method(
+                    LlmActivities.call_llm,
+                    LlmCallInput(
+                        tenant_id=self._input.tenant_id, run_id=self._input.run_id,
+                        agent_name=self._input.agent_name, agent_version=self._input.agent_version,
+                        step=progress.step + 1, upto_seq=progress.seq, write_seq=progress.seq + 1,
+                        models=plan.models, tools=plan.tools, budget_remaining_usd=remaining,
+                    ),
+                    **LLM_CALL.kwargs(),
+                )  # fmt: skip
+            except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise
+                cause = exc.cause
+                if isinstance(cause, ApplicationError) and cause.type == ErrorType.BUDGET_EXCEEDED:
+                    return await self._finish("limit_reached", cause.message, None)
+                return await self._finish("failed", _reason(exc), None)
+            self._count_call(llm)
+
+            if llm.tool_calls:
+                self._phase = "running_tools"
+                await self._run_tools(plan, llm)
+                continue
+            if self._input.conversation and not (self._end_requested and not self._inbox):
+                if await self._wait_for_message(limits.conversation_idle_timeout_s):
+                    continue
+            return await self._finish("succeeded", None, llm)
+
+    def _limit_reason(self, plan: RunPlan) -> str | None:
+        limits, progress = plan.limits, self._progress
+        if progress.step >= limits.max_steps:
+            return f"max_steps ({limits.max_steps}) reached"
+        if limits.max_cost_usd is not None and progress.cost_usd >= limits.max_cost_usd:
+            return f"max_cost_usd ({limits.max_cost_usd}) reached: spent {progress.cost_usd:.6f}"
+        if limits.max_tokens is not None:
+            used = progress.prompt_tokens + progress.completion_tokens
+            if used >= limits.max_tokens:
+                return f"max_tokens ({limits.max_tokens}) reached: used {used}"
+        if progress.started_at is not None:
+            elapsed = (workflow.now() - progress.started_at).total_seconds()
+            if elapsed >= limits.timeout_s:
+                return f"timeout_s ({limits.timeout_s:.0f}) reached"
+        return None
+
+    def _advance(self, **changes: object) -> None:
+        self._progress = self._progress.model_copy(update=changes)
+
+    def _count_call(self, llm: LlmCallOutput) -> None:
+        p = self._progress
+        self._advance(
+            seq=llm.message_seq,
+            step=p.step + 1,
+            prompt_tokens=p.prompt_tokens + llm.usage.prompt_tokens,
+            completion_tokens=p.completion_tokens + llm.usage.completion_tokens,
+            cost_usd=p.cost_usd + (llm.cost_usd or 0.0),
+            cost_complete=p.cost_complete and llm.cost_usd is not None,
+        )
+
+    # -- tools ----------------------------------------------------------------------
+
+    async def _run_tools(self, plan: RunPlan, llm: LlmCallOutput) -> None:
+        calls = llm.tool_calls
+        first_result = llm.message_seq + 1
+        denied: dict[str, str] = {}
+        for call in calls:
+            if call.name not in plan.tools:
+                denied[call.id] = f"tool {call.name!r} is not available to this agent"
+            elif plan.policies.get(call.name) and plan.policies[call.name].mode == "deny":
+                denied[call.id] = f"policy denies tool {call.name!r}"
+        needs_approval = [
+            c for c in calls
+            if c.id not in denied and (p := plan.policies.get(c.name)) is not None and p.mode == "requires_approval"
+        ]  # fmt: skip
+        if needs_approval:
+            denied.update(await self._ask_for_approval(plan, needs_approval))
+
+        def execute(call: ToolCallRef) -> "asyncio.Future[ToolCallOutput]":
+            return workflow.start_activity_method(
+                ToolActivities.execute_tool,
+                ToolCallInput(
+                    tenant_id=self._input.tenant_id, run_id=self._input.run_id, step=self._progress.step,
+                    message_seq=llm.message_seq, call_index=call.index, result_seq=first_result + call.index,
+                    mode=self._input.mode, denied_reason=denied.get(call.id),
+                ),
+                **TOOL_CALL.kwargs(),
+            )  # fmt: skip
+
+        if plan.limits.parallel_tool_calls:
+            await asyncio.gather(*(execute(call) for call in calls))
+        else:
+            for call in calls:
+                await execute(call)
+        self._advance(seq=first_result + len(calls) - 1)
+
+    async def _ask_for_approval(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
+        """Wait for a decision on each call; a timeout counts as a denial. Returns denials."""
+        now = workflow.now()
+        for call in calls:
+            timeout = plan.policies[call.name].approval_timeout_s
+            self._pending[call.id] = PendingApproval(
+                call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeout)
+            )
+        self._phase = "waiting_for_approval"
+        await self._record(
+            [
+                RunEvent(
+                    key=f"approval-requested-{call.id}",
+                    type="approval.requested",
+                    data={
+                        "call_id": call.id,
+                        "tool": call.name,
+                        "deadline": self._pending[call.id].deadline.isoformat(),
+                    },
+                )
+                for call in calls
+            ],
+            status="waiting",
+        )
+
+        async def decide(call: ToolCallRef) -> ApprovalDecision:
+            timeout = plan.policies[call.name].approval_timeout_s
+            try:
+                await workflow.wait_condition(lambda: call.id in self._decisions, timeout=timeout)
+            except TimeoutError:
+                return ApprovalDecision(
+                    call_id=call.id,
+                    approved=False,
+                    reason=f"no decision within {timeout:.0f}s (timed out)",
+                )
+            return self._decisions[call.id]
+
+        decisions = await asyncio.gather(*(decide(call) for call in calls))
+        self._phase = "running_tools"
+        await self._record(
+            [
+                RunEvent(
+                    key=f"approval-resolved-{d.call_id}",
+                    type="approval.resolved",
+                    data={"call_id": d.call_id, "approved": d.approved, "reason": d.reason},
+                )
+                for d in decisions
+            ],
+            status="running",
+        )
+        for call in calls:
+            self._pending.pop(call.id, None)
+        return {
+            d.call_id: f"a human denied this call: {d.reason or 'no reason given'}"
+            for d in decisions
+            if not d.approved
+        }
+
+    # -- conversation ---------------------------------------------------------------
+
+    async def _wait_for_message(self, idle_timeout_s: float) -> bool:
+        """Wait for the next user message. False when the conversation ends instead."""
+        if not self._inbox and not self._end_requested:
+            self._phase = "waiting_for_message"
+            await self._record([], status="waiting")
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox) or self._end_requested, timeout=idle_timeout_s
+                )
+            except TimeoutError:
+                return False
+            await self._record([], status="running")
+        return bool(self._inbox)
+
+    async def _adopt_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        await workflow.execute_activity_method(
+            StoreActivities.adopt_messages,
+            AdoptMessagesInput(
+                tenant_id=self._input.tenant_id, run_id=self._input.run_id,
+                inbox_ids=inbox, first_seq=self._progress.seq + 1,
+            ),
+            **RUN_STORE.kwargs(),
+        )  # fmt: skip
+        self._advance(seq=self._progress.seq + len(inbox))
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    async def _record(
+        self, events: list[RunEvent], status: Literal["running", "waiting"] | None = None
+    ) -> None:
+        await workflow.execute_activity_method(
+            StoreActivities.record_events,
+            RecordEventsInput(
+                tenant_id=self._input.tenant_id,
+                run_id=self._input.run_id,
+                events=events,
+                status=status,
+            ),
+            **RUN_STORE.kwargs(),
+        )
+
+    async def _finish(
+        self, outcome: RunOutcome, reason: str | None, llm: LlmCallOutput | None
+    ) -> AgentRunOutput:
+        await self._record_finish(outcome, reason, llm.message_seq if llm else None)
+        return AgentRunOutput(
+            run_id=self._input.run_id,
+            outcome=outcome,
+            reason=reason,
+            result=llm.text if llm else None,
+            progress=self._progress,
+        )
+
+    async def _record_finish(
+        self, outcome: RunOutcome, reason: str | None, result_seq: int | None
+    ) -> None:
+        self._phase = "finished"
+        self._outcome = outcome
+        await workflow.execute_activity_method(
+            StoreActivities.finish_run,
+            FinishRunInput(
+                tenant_id=self._input.tenant_id, run_id=self._input.run_id, outcome=outcome,
+                reason=reason, result_seq=result_seq, progress=self._progress,
+            ),
+            **RUN_STORE.kwargs(),
+        )  # fmt: skip
+        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(outcome)])
+
+
+def _reason(exc: ActivityError) -> str:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type}: {cause.message}" if cause.type else cause.message
+    return str(cause or exc)
