@@ -268,7 +268,7 @@ def demo(keep_running: bool | None) -> None:
 async def _demo(settings: Settings, keep_running: bool) -> bool:
     if await _api_is_up(settings):
         console.print(f"Using the running stack at {settings.effective_api_url}")
-        return await asyncio.to_thread(_run_stack_check, settings)
+        return await asyncio.to_thread(_main_job, settings)
 
     from workers.stack import StackOptions, serve
 
@@ -282,7 +282,7 @@ async def _demo(settings: Settings, keep_running: bool) -> bool:
         await stack  # raises the start-up error
         return False
     try:
-        ok = await asyncio.to_thread(_run_stack_check, settings)
+        ok = await asyncio.to_thread(_main_job, settings)
         if keep_running:
             console.print("The stack keeps running so the Temporal UI link works; Ctrl-C stops it.")
             await stack
@@ -303,6 +303,11 @@ async def _api_is_up(settings: Settings) -> bool:
         except httpx.HTTPError:
             return False
     return True
+
+
+def _main_job(settings: Settings) -> bool:
+    """The demo: a stack check across every lane, then a real agent run."""
+    return _run_stack_check(settings) and _run_demo_agent(settings)
 
 
 def _run_stack_check(settings: Settings) -> bool:
@@ -327,10 +332,62 @@ def _run_stack_check(settings: Settings) -> bool:
     return bool(check["status"] == "succeeded" and all(lane["ok"] for lane in check["lanes"]))
 
 
+DEMO_AGENT = {
+    "name": "colony-demo",
+    "instructions": (
+        "You are a precise assistant. For arithmetic, call the calculator tool with the "
+        "expression, then answer with the result in one short sentence."
+    ),
+    "tools": ["calculator", "get_time"],
+    "temperature": 0,
+    "max_output_tokens": 256,
+    "limits": {"max_steps": 4},
+}
+DEMO_OBJECTIVE = "What is 17 * 23? Use the calculator tool."
+
+
+def _run_demo_agent(settings: Settings) -> bool:
+    """A real agent run with the default model; True when the run reached an outcome."""
+    from api.cli_runs import SMALL_MODEL_NOTE, render_events
+    from api.client import ColonyClient, EventStream
+    from core.providers import LOCAL_MODEL, default_model
+
+    model = default_model(settings)
+    with ColonyClient(settings, timeout=60) as api_client:
+        agent = api_client.post("/v1/agents", json={**DEMO_AGENT, "model": model})
+        console.print(
+            f"\nAgent run: {agent['name']} v{agent['version']} ({model}) · {DEMO_OBJECTIVE}",
+            highlight=False,
+        )
+        if model == LOCAL_MODEL:
+            errors.print(f"[yellow]{SMALL_MODEL_NOTE}[/]", highlight=False)
+        run = api_client.post(
+            "/v1/runs", json={"agent": agent["name"], "objective": DEMO_OBJECTIVE}
+        )
+        outcome = render_events(EventStream(api_client, run["id"]), run["id"])
+        if run.get("temporal_ui"):
+            console.print(f"Temporal UI: {run['temporal_ui']}", highlight=False)
+    return outcome is not None
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()
 
+
+def _register() -> None:
+    from api import cli_runs
+
+    for command in (
+        cli_runs.run_command,
+        cli_runs.approve_command,
+        cli_runs.cancel_command,
+        cli_runs.agents_group,
+    ):
+        cli.add_command(command)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,8 @@
 """A small synchronous client of the Colony HTTP API, used by the CLI."""
 
+import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -55,6 +58,10 @@ class ColonyClient:
         response = self._http.request(method, path, **kwargs)
         if response.is_success:
             return response.json() if response.content else None
+        self._raise(response)
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
         try:
             error = response.json()["error"]
             raise ApiError(
@@ -70,3 +77,55 @@ class ColonyClient:
     def post(self, path: str, **kwargs: Any) -> Any:
         """POST `path`."""
         return self.request("POST", path, **kwargs)
+
+    def stream(self, path: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Server-Sent Events of `path` after event `after`."""
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        with self._http.stream(
+            "GET", path, headers=headers, timeout=httpx.Timeout(30, read=None)
+        ) as response:
+            if not response.is_success:
+                response.read()
+                self._raise(response)
+            yield from parse_sse_lines(response.iter_lines())
+
+
+def parse_sse_lines(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Decode a Server-Sent Events line stream into the JSON `data` of each event."""
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield json.loads("\n".join(data))
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+    if data:
+        yield json.loads("\n".join(data))
+
+
+class EventStream:
+    """A run's events, resumed with Last-Event-ID when the connection drops."""
+
+    def __init__(self, client: "ColonyClient", run_id: str, *, max_reconnects: int = 20) -> None:
+        self._client = client
+        self._run_id = run_id
+        self._max_reconnects = max_reconnects
+        self.last_seq = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        reconnects = 0
+        while True:
+            try:
+                for event in self._client.stream(f"/v1/runs/{self._run_id}/events", self.last_seq):
+                    self.last_seq = int(event["seq"])
+                    reconnects = 0
+                    yield event
+                    if event["type"] == "run.finished":
+                        return
+                return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                reconnects += 1
+                if reconnects > self._max_reconnects:
+                    raise
+                time.sleep(min(0.2 * 2**reconnects, 5.0))

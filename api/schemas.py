@@ -105,7 +105,11 @@ class UserMessage(Body):
 class RunCreate(Body):
     """Start a run: an agent (by name, or an inline spec) and an objective or messages."""
 
-    agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
+    agent: str | None = Field(
+        default=None,
+        pattern=AGENT_NAME_PATTERN,
+        description="default: the tenant's `assistant` agent",
+    )
     agent_version: int | None = Field(
         default=None, gt=0, description="pin a version (default: latest)"
     )

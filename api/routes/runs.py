@@ -23,8 +23,9 @@ from api.schemas import (
 )
 from core import agents, metrics, runs, search_attributes
 from core.db import Pool
-from core.errors import Conflict, InvalidInput
-from core.models import AgentRunInput, ApprovalDecision, RunStatus, SubmitMessage
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import AgentRunInput, AgentSpec, ApprovalDecision, RunStatus, SubmitMessage
+from core.providers import default_model
 from core.queues import TaskQueue
 from core.settings import Settings
 from workflows.agent_run import AgentRunWorkflow
@@ -58,7 +59,7 @@ async def create_run(
         elif body.agent is not None:
             version = await agents.get_version(conn, tenant, body.agent, body.agent_version)
         else:
-            raise InvalidInput("a run needs `agent` (a name) or `agent_spec` (an inline agent)")
+            version = await _default_agent(conn, tenant, settings)
         record, inbox_id, created = await runs.create_run(
             conn, tenant_id=tenant, agent_name=version.name, agent_version=version.version,
             objective=objective, mode=body.mode, conversation=body.conversation,
@@ -74,6 +75,25 @@ async def create_run(
     if not created:
         response.status_code = status.HTTP_200_OK
     return await _public(client, settings, record)
+
+
+DEFAULT_AGENT = "assistant"
+
+
+async def _default_agent(
+    conn: runs.Conn, tenant_id: str, settings: Settings
+) -> agents.AgentVersion:
+    """The tenant's `assistant` agent, created on first use with the default model."""
+    try:
+        return await agents.get_version(conn, tenant_id, DEFAULT_AGENT)
+    except NotFound:
+        spec = AgentSpec(
+            instructions="You are a helpful assistant. Use the tools when they help; answer concisely.",
+            model=default_model(settings),
+            tools=["calculator", "get_time"],
+        )
+        version, _ = await agents.create_version(conn, tenant_id, DEFAULT_AGENT, spec)
+        return version
 
 
 def _objective(body: RunCreate) -> tuple[str, list[str]]:

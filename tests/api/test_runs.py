@@ -48,6 +48,7 @@ async def api(
         DATABASE_URL=database_url,
         TEMPORAL_ADDRESS=temporal.address,
         OPENAI_BASE_URL=model_server.base_url,
+        COLONY_DEFAULT_MODEL="openai/scripted-model",
     )
     app = create_app(settings)
     client = await temporal_support.connect(settings)
@@ -190,7 +191,6 @@ async def test_bad_runs_are_4xx(
         await api.post("/v1/runs", json={"agent": "nobody", "objective": "x"}), 404, "not_found"
     )
     assert_error(await api.post("/v1/runs", json={"agent": "calc"}), 422, "invalid_request")
-    assert_error(await api.post("/v1/runs", json={"objective": "x"}), 422, "invalid_request")
     assert_error(
         await api.post("/v1/runs", json={"agent": "calc", "objective": ""}), 422, "invalid_request"
     )
@@ -262,3 +262,16 @@ async def test_conversation_approval_and_cancel_over_http(
     assert cancelled.status_code == 202
     done = await wait_finished(api, stuck["id"])
     assert (done["status"], done["outcome"]) == ("cancelled", "cancelled")
+
+
+async def test_a_run_without_an_agent_uses_the_default_assistant(
+    api: httpx.AsyncClient, model_server: ScriptedModelServer
+) -> None:
+    model_server.default = reply("hi there")
+    run = (await api.post("/v1/runs", json={"objective": "say hi"})).json()
+    assert run["agent"] == "assistant"
+    done = await wait_finished(api, run["id"])
+    assert done["result"] == "hi there"
+    assistant = (await api.get("/v1/agents/assistant")).json()
+    assert assistant["tools"] == ["calculator", "get_time"]
+    assert assistant["model"] == "openai/scripted-model"  # COLONY_DEFAULT_MODEL

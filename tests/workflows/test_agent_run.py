@@ -30,7 +30,7 @@ from tests.support.model_server import (
     tool_call,
     tool_calls,
 )
-from tests.support.replay import assert_replays
+from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.support.workers import running_workers
 from workflows.agent_run import AgentRunWorkflow
@@ -149,6 +149,7 @@ async def test_tool_loop_to_an_answer(harness: Harness) -> None:
     seqs = [e.seq for e in await harness.events(run_id)]
     assert seqs == list(range(1, len(seqs) + 1))
     await assert_replays(handle)
+    record_history("agent_run_v1_tool_loop", await handle.fetch_history())
 
 
 async def test_parallel_tool_calls_keep_their_order(harness: Harness) -> None:
@@ -320,6 +321,7 @@ async def test_approval_granted_or_denied(harness: Harness, approved: bool) -> N
     resolved = next(e for e in events if e.type == "approval.resolved")
     assert resolved.data["approved"] is approved
     await assert_replays(handle)
+    record_history(f"agent_run_v1_approval_{approved}", await handle.fetch_history())
 
 
 async def test_approval_of_an_unknown_call_is_rejected(harness: Harness) -> None:
@@ -382,6 +384,7 @@ async def test_multi_turn_conversation(harness: Harness) -> None:
     # Each model call saw the whole conversation so far.
     assert [len(r.messages) for r in harness.server.chat_requests()] == [2, 4, 6]
     await assert_replays(handle)
+    record_history("agent_run_v1_conversation", await handle.fetch_history())
 
 
 async def test_cancel_mid_call_records_cancelled(harness: Harness) -> None:
@@ -396,6 +399,7 @@ async def test_cancel_mid_call_records_cancelled(harness: Harness) -> None:
     assert (row.status, row.outcome) == ("cancelled", "cancelled")
     assert (await harness.events(run_id))[-1].type == "run.finished"
     await assert_replays(handle)
+    record_history("agent_run_v1_cancelled", await handle.fetch_history())
 
 
 async def test_status_query_reports_progress(harness: Harness) -> None:

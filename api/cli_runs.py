@@ -1,0 +1,224 @@
+"""`colony run`, `colony agents`, `colony approve`, `colony cancel`: the CLI side of runs."""
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from api.client import ColonyClient, EventStream
+from core.errors import ColonyError
+from core.providers import LOCAL_MODEL
+from core.settings import Settings
+
+console = Console()
+errors = Console(stderr=True)
+
+SMALL_MODEL_NOTE = (
+    "note: this agent uses the local SmolLM2-135M model. It is tiny and often wrong; set "
+    "ANTHROPIC_API_KEY or OPENAI_API_KEY (or COLONY_DEFAULT_MODEL) before `colony up` for real work."
+)
+
+
+def _client() -> ColonyClient:
+    return ColonyClient(Settings())
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(1)
+
+
+@click.command("run")
+@click.argument("objective")
+@click.option("--agent", default=None, help="Agent name (default: the `assistant` agent).")
+@click.option(
+    "--follow/--no-follow", "-f", default=True, show_default=True, help="Stream the run's events."
+)
+@click.option("--conversation", is_flag=True, help="Keep the run open for more messages.")
+def run_command(objective: str, agent: str | None, follow: bool, conversation: bool) -> None:
+    """Start an agent run on OBJECTIVE and stream its events."""
+    body: dict[str, Any] = {"objective": objective, "conversation": conversation}
+    if agent:
+        body["agent"] = agent
+    try:
+        with _client() as api:
+            run = api.post("/v1/runs", json=body)
+            console.print(
+                f"run [bold]{run['id']}[/] · agent {run['agent']} v{run['agent_version']}",
+                highlight=False,
+            )
+            if run.get("temporal_ui"):
+                console.print(f"Temporal UI: {run['temporal_ui']}", highlight=False)
+            agent_spec = api.get(f"/v1/agents/{run['agent']}")
+            if agent_spec["model"] == LOCAL_MODEL:
+                errors.print(f"[yellow]{SMALL_MODEL_NOTE}[/]", highlight=False)
+            if not follow:
+                return
+            outcome = render_events(EventStream(api, run["id"]), run["id"])
+    except ColonyError as exc:
+        _fail(exc.message)
+    if outcome != "succeeded":
+        sys.exit(1)
+
+
+def render_events(events: EventStream, run_id: str) -> str | None:
+    """Print events as they come; returns the run's outcome."""
+    streaming_step: int | None = None
+    for event in events:
+        kind, data = event["type"], event["data"]
+        if kind == "model.delta":
+            if streaming_step != data["step"]:
+                console.print(
+                    f"[bold cyan]assistant[/] ({data['model']}): ", end="", highlight=False
+                )
+                streaming_step = data["step"]
+            console.print(data["text"], end="", markup=False, highlight=False)
+            continue
+        if streaming_step is not None:
+            console.print()
+        if kind == "run.started":
+            console.print(f"[dim]▶ started · model {data['model']}[/]", highlight=False)
+        elif kind == "message.received":
+            console.print(f"[bold]user[/]: {data['content']}", highlight=False)
+        elif kind == "model.message":
+            if data["content"] and streaming_step != data["step"]:
+                console.print(f"[bold cyan]assistant[/]: {data['content']}", highlight=False)
+            for call in data["tool_calls"]:
+                console.print(
+                    f"  [magenta]→ {call['name']}[/]({call['arguments']})", highlight=False
+                )
+        elif kind == "tool.result":
+            style = "green" if data["ok"] else "red"
+            console.print(f"  [{style}]← {data['tool']}[/]: {data['result']}", highlight=False)
+        elif kind == "model.fallback":
+            console.print(
+                f"[yellow]! {data['model']} failed ({data['error']}); trying the next model[/]",
+                highlight=False,
+            )
+        elif kind == "approval.requested":
+            console.print(
+                f"[yellow]⏸ {data['tool']} needs approval: `colony approve {run_id} {data['call_id']}` "
+                f"(or --deny)[/]",
+                highlight=False,
+            )
+        elif kind == "approval.resolved":
+            verdict = "approved" if data["approved"] else f"denied ({data['reason']})"
+            console.print(f"[yellow]  {data['call_id']} {verdict}[/]", highlight=False)
+        elif kind == "cost":
+            cost = "price unknown" if data["cost_usd"] is None else f"${data['cost_usd']:.6f}"
+            console.print(
+                f"[dim]  step {data['step']} · {data['prompt_tokens']}+{data['completion_tokens']} tokens · "
+                f"{cost} · {data['latency_ms']:.0f} ms[/]",
+                highlight=False,
+            )
+        elif kind == "run.finished":
+            _print_finished(data)
+            return str(data["outcome"])
+        streaming_step = None
+    return None
+
+
+def _print_finished(data: dict[str, Any]) -> None:
+    cost = f"${data['cost_usd']:.6f}" + ("" if data["cost_complete"] else " (some prices unknown)")
+    summary = f"{data['steps']} steps · {data['prompt_tokens'] + data['completion_tokens']} tokens · {cost}"
+    if data["outcome"] == "succeeded":
+        console.print(f"[bold green]✔ succeeded[/] · {summary}", highlight=False)
+        if data.get("result"):
+            console.print(data["result"], markup=False, highlight=False)
+    else:
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        console.print(f"[bold red]✘ {data['outcome']}{reason}[/] · {summary}", highlight=False)
+
+
+@click.command("approve")
+@click.argument("run_id")
+@click.argument("call_id")
+@click.option("--deny", is_flag=True, help="Deny instead of approve.")
+@click.option("--reason", default=None)
+def approve_command(run_id: str, call_id: str, deny: bool, reason: str | None) -> None:
+    """Approve (or --deny) a tool call that waits for a human."""
+    try:
+        with _client() as api:
+            api.post(
+                f"/v1/runs/{run_id}/approvals",
+                json={"call_id": call_id, "approved": not deny, "reason": reason},
+            )
+    except ColonyError as exc:
+        _fail(exc.message)
+    console.print(f"{'denied' if deny else 'approved'} {call_id}")
+
+
+@click.command("cancel")
+@click.argument("run_id")
+def cancel_command(run_id: str) -> None:
+    """Cancel a run."""
+    try:
+        with _client() as api:
+            api.post(f"/v1/runs/{run_id}/cancel")
+    except ColonyError as exc:
+        _fail(exc.message)
+    console.print(f"cancellation requested for {run_id}")
+
+
+@click.group("agents")
+def agents_group() -> None:
+    """List, show and create agents."""
+
+
+@agents_group.command("list")
+def agents_list() -> None:
+    """The tenant's agents."""
+    try:
+        with _client() as api:
+            agents = api.get("/v1/agents")
+    except ColonyError as exc:
+        _fail(exc.message)
+    table = Table(title="agents", title_justify="left")
+    for column in ("name", "version", "model", "tools"):
+        table.add_column(column)
+    for a in agents:
+        table.add_row(a["name"], str(a["version"]), a["model"], ", ".join(a["tools"]))
+    console.print(table)
+
+
+@agents_group.command("show")
+@click.argument("name")
+def agents_show(name: str) -> None:
+    """An agent's latest version as JSON."""
+    try:
+        with _client() as api:
+            console.print_json(json.dumps(api.get(f"/v1/agents/{name}")))
+    except ColonyError as exc:
+        _fail(exc.message)
+
+
+@agents_group.command("create")
+@click.option("--name", required=True)
+@click.option("--instructions", required=True)
+@click.option(
+    "--model",
+    required=True,
+    help="e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini, local/smollm2-135m",
+)
+@click.option("--fallback", "fallbacks", multiple=True, help="Fallback model (repeatable).")
+@click.option("--tool", "tools", multiple=True, help="Tool name (repeatable).")
+def agents_create(
+    name: str, instructions: str, model: str, fallbacks: tuple[str, ...], tools: tuple[str, ...]
+) -> None:
+    """Create an agent (or a new version of it)."""
+    body = {
+        "name": name,
+        "instructions": instructions,
+        "model": model,
+        "fallback_models": list(fallbacks),
+        "tools": list(tools),
+    }
+    try:
+        with _client() as api:
+            agent = api.post("/v1/agents", json=body)
+    except ColonyError as exc:
+        _fail(exc.message)
+    console.print(f"agent {agent['name']} version {agent['version']}")
