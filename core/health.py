@@ -138,7 +138,7 @@ async def check_workers(settings: Settings, client: Client) -> list[ComponentSta
         response = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=settings.temporal_namespace,
-                task_queue=TaskQueueProto(name=queue.value),
+                task_queue=TaskQueueProto(name=queue.value + settings.task_queue_suffix),
                 task_queue_type=kind,
             )
         )

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")
     api_key: SecretStr | None = Field(default=None, validation_alias="COLONY_API_KEY")
 
+    # Appended to every task queue name: deployments sharing a namespace stay apart.
+    task_queue_suffix: str = Field(
+        default="", validation_alias="COLONY_TASK_QUEUE_SUFFIX", pattern=r"^[A-Za-z0-9_.-]*$"
+    )
+
     # Where the local model server answers (set by `colony up` for its children).
     local_model_url: str | None = Field(default=None, validation_alias="COLONY_LOCAL_MODEL_URL")
 

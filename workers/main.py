@@ -59,7 +59,10 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
     client = await temporal_support.connect(settings)
     async with db.open_pool(settings.effective_database_url, min_size=1, max_size=10) as pool:
         with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
-            workers = build_workers(client, queues, Resources(settings, pool), executor=executor)
+            workers = build_workers(
+                client, queues, Resources(settings, pool), executor=executor,
+                task_queue_suffix=settings.task_queue_suffix,
+            )  # fmt: skip
             async with contextlib.AsyncExitStack() as stack:
                 for worker in workers:
                     await stack.enter_async_context(worker)

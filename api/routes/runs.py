@@ -71,7 +71,7 @@ async def create_run(
     # The row is committed before the workflow starts: if Temporal is down the request
     # fails with 503 and a retry with the same idempotency key starts the same run.
     if created or record.status == "queued":
-        await _start(client, record, inbox_ids)
+        await _start(client, settings, record, inbox_ids)
     if not created:
         response.status_code = status.HTTP_200_OK
     return await _public(client, settings, record)
@@ -106,7 +106,9 @@ def _objective(body: RunCreate) -> tuple[str, list[str]]:
     raise InvalidInput("a run needs an `objective` or `messages`")
 
 
-async def _start(client: Client, record: runs.RunRecord, inbox_ids: list[int]) -> None:
+async def _start(
+    client: Client, settings: Settings, record: runs.RunRecord, inbox_ids: list[int]
+) -> None:
     try:
         await client.start_workflow(
             AgentRunWorkflow.run,
@@ -116,7 +118,7 @@ async def _start(client: Client, record: runs.RunRecord, inbox_ids: list[int]) -
                 conversation=record.conversation, inbox_ids=inbox_ids,
             ),
             id=record.workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value,
+            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(search_attributes.TENANT, record.tenant_id),

@@ -56,7 +56,7 @@ async def start_stack_check(
             StackCheckWorkflow.run,
             StackCheckInput(tenant_id=principal.tenant_id),
             id=workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value,
+            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [

@@ -1,0 +1,119 @@
+"""call_llm and execute_tool as plain activities (ActivityEnvironment, real Postgres + HTTP)."""
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.llm import LlmActivities
+from activities.tools import ToolActivities
+from core import agents, runs
+from core.db import Pool
+from core.models import (
+    AgentSpec,
+    ChatMessage,
+    LlmCallInput,
+    ModelUsage,
+    ToolCallInput,
+    ToolCallRequest,
+)
+from tests.conftest import make_settings
+from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
+
+TENANT = "acts"
+
+
+@pytest.fixture(scope="module")
+async def run_id(pool: Pool) -> str:
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'A')", (TENANT,))
+        spec = AgentSpec(
+            instructions="be brief", model="openai/scripted-model", tools=["calculator"]
+        )
+        await agents.create_version(conn, TENANT, "a", spec)
+        record, inbox, _ = await runs.create_run(
+            conn, tenant_id=TENANT, agent_name="a", agent_version=1, objective="2+2?"
+        )
+        await runs.adopt_inbox(conn, TENANT, record.id, [inbox], 1)
+        return record.id
+
+
+def llm_input(run_id: str, step: int, upto: int) -> LlmCallInput:
+    return LlmCallInput(
+        tenant_id=TENANT, run_id=run_id, agent_name="a", agent_version=1, step=step,
+        upto_seq=upto, write_seq=upto + 1, models=["openai/scripted-model"], tools=["calculator"],
+    )  # fmt: skip
+
+
+async def test_call_llm_stores_the_answer_and_is_idempotent(
+    pool: Pool, run_id: str, model_server: ScriptedModelServer
+) -> None:
+    activities = LlmActivities(make_settings(OPENAI_BASE_URL=model_server.base_url), pool)
+    model_server.script(
+        tool_calls(
+            tool_call("calculator", {"expression": "2+2"}, id="dup"),
+            tool_call("calculator", {"expression": "3+3"}, id="dup"),
+        )
+    )
+    env = ActivityEnvironment()
+    first = await env.run(activities.call_llm, llm_input(run_id, 1, 1))
+    assert first.message_seq == 2 and first.tool_calls[0].name == "calculator"
+    # A repeated id from the model is replaced: each result must map to one call.
+    assert [c.id for c in first.tool_calls] == ["dup", "call_1_1"]
+    assert first.usage.prompt_tokens > 0
+    # The same step again (a retry after the worker died having written it): no model call.
+    again = await env.run(activities.call_llm, llm_input(run_id, 1, 1))
+    assert len(model_server.chat_requests()) == 1
+    assert again.message_seq == first.message_seq and again.tool_calls == first.tool_calls
+    assert again.usage == first.usage
+
+    tools = ToolActivities(make_settings(), pool)
+    call = ToolCallInput(
+        tenant_id=TENANT, run_id=run_id, step=1, message_seq=2, call_index=0, result_seq=3
+    )
+    result = await env.run(tools.execute_tool, call)
+    assert result.ok and result.preview == "4"
+    assert (await env.run(tools.execute_tool, call)).preview == "4"
+    async with pool.connection() as conn:
+        messages = await runs.load_messages(conn, run_id, 10)
+        events = [e.type for e in await runs.list_events(conn, TENANT, run_id)]
+    assert [m.role for m in messages] == ["user", "assistant", "tool"]
+    assert events.count("tool.result") == 1 and events.count("model.message") == 1
+
+
+async def test_streamed_text_becomes_delta_events(
+    pool: Pool, run_id: str, model_server: ScriptedModelServer
+) -> None:
+    activities = LlmActivities(make_settings(OPENAI_BASE_URL=model_server.base_url), pool)
+    text = "The answer is four. " * 40
+    model_server.script(reply(text, chunk_delay=0.002))
+    output = await ActivityEnvironment().run(activities.call_llm, llm_input(run_id, 2, 3))
+    assert output.text is not None and output.text.strip() == text.strip()
+    async with pool.connection() as conn:
+        deltas = [
+            e
+            for e in await runs.list_events(conn, TENANT, run_id)
+            if e.type == "model.delta" and e.data["step"] == 2
+        ]
+    assert len(deltas) >= 2  # batched, not one event per token and not one for everything
+    assert "".join(e.data["text"] for e in deltas) == text
+
+
+async def test_stored_message_shapes_round_trip(pool: Pool, run_id: str) -> None:
+    message = ChatMessage(
+        role="assistant",
+        content=None,
+        tool_calls=[ToolCallRequest(id="x", name="calculator", arguments='{"a": 1}')],
+    )
+    async with pool.connection() as conn:
+        await runs.write_message(conn, TENANT, run_id, 50, message)
+        await runs.write_message(
+            conn, TENANT, run_id, 50, ChatMessage(role="user", content="ignored")
+        )
+        assert await runs.get_message(conn, run_id, 50) == message
+        assert await runs.record_llm_call(
+            conn, tenant_id=TENANT, run_id=run_id, step=50, model="m", provider="p",
+            usage=ModelUsage(prompt_tokens=1), cost_usd=None, latency_ms=1.0,
+        )  # fmt: skip
+        assert not await runs.record_llm_call(
+            conn, tenant_id=TENANT, run_id=run_id, step=50, model="m", provider="p",
+            usage=ModelUsage(prompt_tokens=1), cost_usd=None, latency_ms=1.0,
+        )  # fmt: skip
