@@ -31,8 +31,9 @@ from core.models import (
 from core.providers import ping_provider
 from core.settings import Settings
 
-ATTEMPTS_PER_MODEL = 3
-"""Retryable failures of one model before the fallback chain moves on (Temporal retries)."""
+ATTEMPTS_PER_MODEL = 4
+"""Retryable failures of one model before the fallback chain moves on (Temporal retries);
+after that many attempts on the last model the call fails for good."""
 
 _DELTA_FLUSH_SECONDS = 0.25
 _DELTA_FLUSH_CHARS = 400
@@ -127,7 +128,14 @@ class LlmActivities:
             except ApplicationError as exc:
                 last_error = exc
                 if not exc.non_retryable:
-                    raise  # Temporal retries this model (after Retry-After, if the provider sent one)
+                    if info.attempt < ATTEMPTS_PER_MODEL * len(input.models):
+                        raise  # Temporal retries (after Retry-After, if the provider sent one)
+                    raise ApplicationError(
+                        f"retries exhausted after {info.attempt} attempts over {len(input.models)} "
+                        f"model(s); last error: {exc.message}",
+                        type=exc.type,
+                        non_retryable=True,
+                    ) from exc
                 dead.append(model)
                 activity.heartbeat(dead)
                 await self._event(input, "model.fallback", f"fallback-{input.step}-{model}",

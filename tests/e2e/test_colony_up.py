@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client
 
 from core import db, tenants
-from tests.support.model_server import ScriptedModelServer
+from tests.support.model_server import ScriptedModelServer, reply
 from tests.support.services import (
     PostgresServer,
     TemporalServer,
@@ -131,6 +131,8 @@ async def stack(model_server: ScriptedModelServer) -> AsyncIterator[Stack]:
         OPENAI_BASE_URL=model_server.base_url,
         COLONY_DEFAULT_MODEL="openai/scripted-model",
     )
+    # The demo's agent run asks the model once; the scripted server answers.
+    model_server.default = reply("17 * 23 = 391")
     s = Stack(env=env, data=data)
     yield s
     if s.process is not None and s.process.returncode is None:
@@ -207,10 +209,15 @@ async def test_state_survives_a_restart(stack: Stack) -> None:
     tagged = [
         w.id
         async for w in client.list_workflows(
-            "ColonyTenant = 'local' AND ColonyStatus = 'succeeded'"
+            "ColonyTenant = 'local' AND ColonyKind = 'stack-check' AND ColonyStatus = 'succeeded'"
         )
     ]
     assert sorted(tagged) == sorted(found)
+    agent_runs = [
+        w.id
+        async for w in client.list_workflows("ColonyKind = 'run' AND ColonyStatus = 'succeeded'")
+    ]
+    assert len(agent_runs) == 2  # each demo also ran a real agent run
     code, out = await stack.cli("migrate")
     assert code == 0 and "schema is up to date" in out
     assert await stack.signal_and_wait(signal.SIGTERM) == 0

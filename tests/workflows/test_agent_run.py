@@ -418,3 +418,21 @@ async def test_status_query_reports_progress(harness: Harness) -> None:
         AgentRunWorkflow.approve_tool_call, ApprovalDecision(call_id="q", approved=True)
     )
     await handle.result()
+
+
+async def test_retryable_errors_are_retried(harness: Harness) -> None:
+    harness.server.default = None  # every call: 500 "script exhausted"
+    harness.server.script(fault(503), fault(500), reply("third time lucky"))
+    handle, _ = await harness.start(spec())
+    assert (await handle.result()).result == "third time lucky"
+    await assert_replays(handle)
+
+
+async def test_retries_are_bounded(harness: Harness) -> None:
+    harness.server.script(*(fault(500) for _ in range(4)))
+    handle, _ = await harness.start(spec())
+    output = await handle.result()
+    assert output.outcome == "failed" and "retries exhausted after 4 attempts" in (
+        output.reason or ""
+    )
+    assert len(harness.server.chat_requests()) == 4
