@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         default="", validation_alias="COLONY_TASK_QUEUE_SUFFIX", pattern=r"^[A-Za-z0-9_.-]*$"
     )
 
+    # LLM lane: model calls in flight per worker (they mostly wait on the network), and an
+    # optional cap on model calls per second across all workers of the task queue.
+    llm_max_concurrency: int = Field(
+        default=1000, ge=1, validation_alias="COLONY_LLM_MAX_CONCURRENCY"
+    )
+    llm_rate_limit: float | None = Field(
+        default=None, gt=0, validation_alias="COLONY_LLM_RATE_LIMIT"
+    )
+
     # Where the local model server answers (set by `colony up` for its children).
     local_model_url: str | None = Field(default=None, validation_alias="COLONY_LOCAL_MODEL_URL")
 

@@ -7,6 +7,7 @@ hand; `colony up` starts one process for all lanes, or one per lane with --split
 import argparse
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 from collections.abc import Sequence
@@ -35,18 +36,26 @@ def build_workers(
 ) -> list[Worker]:
     """One Temporal `Worker` per lane. `task_queue_suffix` isolates tests."""
     workers: list[Worker] = []
+    settings = resources.settings
     for queue in queues:
         lane = LANES[queue]
         extra: dict[str, object] = {}
         if max_cached_workflows is not None:
             extra["max_cached_workflows"] = max_cached_workflows
+        if queue is TaskQueue.LLM:
+            extra["max_concurrent_activities"] = settings.llm_max_concurrency
+            if settings.llm_rate_limit is not None:
+                extra["max_task_queue_activities_per_second"] = settings.llm_rate_limit
+        activities = list(lane.activities(resources))
+        # Only sync activities need the thread pool; a lane of async ones runs without it.
+        if any(not inspect.iscoroutinefunction(fn) for fn in activities):
+            extra["activity_executor"] = executor
         workers.append(
             Worker(
                 client,
                 task_queue=queue.value + task_queue_suffix,
                 workflows=list(lane.workflows),
-                activities=list(lane.activities(resources)),
-                activity_executor=executor,
+                activities=activities,
                 **extra,  # type: ignore[arg-type]
             )
         )

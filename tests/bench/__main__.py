@@ -20,6 +20,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from tests.bench import agent
 from tests.bench._workflows import SequentialActivities, noop
 from tests.support.services import child_env, world_traversable_tempdir
 from workers import temporal_server
@@ -146,9 +147,13 @@ def main() -> None:
     wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
     default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
     start = stack_start(repeats=2)
+    agent_rows = asyncio.run(
+        agent.run_all(args.agent_steps, args.runs, args.waiting, args.model_delay)
+    )
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}'",
+        f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}"
+        f" --agent-steps {args.agent_steps} --waiting {args.waiting} --model-delay {args.model_delay:.0f}'",
         "",
         "| measurement | value |",
         "|---|---|",
@@ -162,6 +167,7 @@ def main() -> None:
         f"| `colony up` to ready, first start (initdb, migrations) | {start['first_start_s']:.1f} s |",
         f"| `colony up` to ready, warm restart (median of 2) | {start['warm_start_s_median']:.1f} s |",
         f"| stack check over the API (all four lanes, median of 15) | {start['stack_check_ms_median']:.0f} ms |",
+        *agent_rows,
     ]
     print("\n".join(lines))
 

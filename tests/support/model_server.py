@@ -599,6 +599,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ScriptedModelServer/1.0"
+    # Small writes (headers, stream chunks) must not wait for delayed ACKs: without
+    # TCP_NODELAY every response here took ~40 ms, which is not a model's latency.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     # ---- plumbing

@@ -21,12 +21,13 @@ async def running_workers(
     *,
     suffix: str = "",
     queues: Sequence[TaskQueue] = tuple(TaskQueue),
+    cache: bool = False,
 ) -> AsyncIterator[None]:
-    """Workers for `queues` (+ `suffix`) with workflow caching off, so every task replays."""
+    """Workers for `queues` (+ `suffix`); without `cache` every workflow task replays."""
     with ThreadPoolExecutor(max_workers=8) as executor:
         workers = build_workers(
             client, queues, Resources(settings, pool), executor=executor,
-            task_queue_suffix=suffix, max_cached_workflows=0,
+            task_queue_suffix=suffix, max_cached_workflows=None if cache else 0,
         )  # fmt: skip
         async with AsyncExitStack() as stack:
             for worker in workers:

@@ -1,0 +1,263 @@
+"""Agent-run benchmarks: per-step orchestration overhead and concurrent waiting runs."""
+
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from core import agents, db, runs
+from core.models import AgentRunInput, AgentSpec
+from core.queues import TaskQueue
+from core.temporal import ColonyPlugin
+from tests.bench._workflows import SequentialActivities, noop
+from tests.conftest import make_settings
+from tests.support.model_server import (
+    RecordedRequest,
+    ScriptedModelServer,
+    Step,
+    reply,
+    tool_call,
+    tool_calls,
+)
+from tests.support.services import (
+    PostgresServer,
+    child_env,
+    fresh_database,
+    postgres,
+    world_traversable_tempdir,
+)
+from tests.support.workers import running_workers
+from workers import temporal_server
+from workers.process import ManagedProcess, free_port
+
+TENANT = "bench"
+
+
+@dataclass
+class Env:
+    """Servers shared by the agent benchmarks."""
+
+    temporal_address: str
+    pg: PostgresServer
+    workdir: Path
+
+
+@asynccontextmanager
+async def environment() -> AsyncIterator[Env]:
+    """Temporal (SQLite file, WAL: the embedded configuration) and Postgres."""
+    workdir = world_traversable_tempdir("colony-bench-agent-")
+    port = free_port()
+    spec = temporal_server.server_spec(
+        port=port,
+        ui_port=None,
+        namespace="default",
+        db_file=workdir / "temporal.db",
+        log_path=workdir / "t.log",
+    )
+    temporal = ManagedProcess(spec)
+    await temporal.start()
+    try:
+        async with postgres(workdir) as pg:
+            yield Env(f"127.0.0.1:{port}", pg, workdir)
+    finally:
+        await temporal.stop()
+
+
+async def _agent(url: str) -> None:
+    async with await db.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (TENANT,)
+        )
+        spec = AgentSpec(
+            instructions="bench", model="openai/scripted-model", tools=["calculator"],
+            limits={"max_steps": 10_000, "parallel_tool_calls": False},
+        )  # fmt: skip
+        await agents.create_version(conn, TENANT, "bench", spec)
+
+
+async def _start_run(
+    client: Client, url: str, suffix: str, objective: str
+) -> WorkflowHandle[Any, Any]:
+    async with await db.connect(url, autocommit=True) as conn:
+        record, inbox, _ = await runs.create_run(
+            conn, tenant_id=TENANT, agent_name="bench", agent_version=1, objective=objective
+        )
+    return await client.start_workflow(
+        "AgentRunWorkflow",
+        AgentRunInput(
+            tenant_id=TENANT,
+            run_id=record.id,
+            agent_name="bench",
+            agent_version=1,
+            inbox_ids=[inbox],
+        ),
+        id=record.workflow_id + suffix,
+        task_queue=TaskQueue.ORCHESTRATION.value + suffix,
+    )
+
+
+def _steps_responder(steps: int) -> Any:
+    def respond(request: RecordedRequest) -> Step:
+        done = sum(1 for m in request.messages if m.get("role") == "assistant")
+        return (
+            tool_calls(tool_call("calculator", {"expression": "1+1"}))
+            if done < steps
+            else reply("done")
+        )
+
+    return respond
+
+
+async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
+    """Per-step time of an agent run (call_llm + execute_tool, instant model) vs two bare activities."""
+    client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
+    with ScriptedModelServer() as server:
+        server.responder = _steps_responder(steps)
+        async with fresh_database(env.pg, "bench_steps") as url:
+            await _agent(url)
+            settings = make_settings(
+                TEMPORAL_ADDRESS=env.temporal_address,
+                DATABASE_URL=url,
+                OPENAI_BASE_URL=server.base_url,
+            )
+            suffix = "-" + uuid.uuid4().hex[:6]
+            agent_per_step: list[float] = []
+            llm_round_trips: list[float] = []
+            async with (
+                db.open_pool(url) as pool,
+                running_workers(client, settings, pool, suffix=suffix, cache=True),
+            ):
+                await (await _start_run(client, url, suffix, "warm-up")).result()
+                for i in range(runs_):
+                    started = time.perf_counter()
+                    handle = await _start_run(client, url, suffix, f"run {i}")
+                    await handle.result()
+                    agent_per_step.append((time.perf_counter() - started) / (steps + 1))
+                    llm_round_trips += await _activity_latencies(handle, "call_llm")
+    bare_queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    bare_per_step: list[float] = []
+    async with Worker(
+        client, task_queue=bare_queue, workflows=[SequentialActivities], activities=[noop]
+    ):
+        for _ in range(runs_):
+            started = time.perf_counter()
+            await client.execute_workflow(
+                SequentialActivities.run,
+                args=[2 * steps, False],
+                id=f"bare-{uuid.uuid4()}",
+                task_queue=bare_queue,
+            )
+            bare_per_step.append((time.perf_counter() - started) / steps)
+    llm_round_trips.sort()
+    return {
+        "agent_step_ms": statistics.median(agent_per_step) * 1000,
+        "bare_step_ms": statistics.median(bare_per_step) * 1000,
+        "llm_rt_p50_ms": statistics.median(llm_round_trips) * 1000,
+        "llm_rt_p95_ms": llm_round_trips[int(0.95 * (len(llm_round_trips) - 1))] * 1000,
+        "samples": len(llm_round_trips),
+    }
+
+
+async def _activity_latencies(handle: WorkflowHandle[Any, Any], activity_type: str) -> list[float]:
+    """Scheduled-to-completed time of each activity of that type, from the history."""
+    history = await handle.fetch_history()
+    scheduled: dict[int, float] = {}
+    out = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            if event.activity_task_scheduled_event_attributes.activity_type.name == activity_type:
+                scheduled[event.event_id] = event.event_time.ToDatetime().timestamp()
+        elif event.HasField("activity_task_completed_event_attributes"):
+            sid = event.activity_task_completed_event_attributes.scheduled_event_id
+            if sid in scheduled:
+                out.append(event.event_time.ToDatetime().timestamp() - scheduled[sid])
+    return out
+
+
+async def waiting_runs(env: Env, count: int, model_delay: float) -> dict[str, float]:
+    """Start `count` runs whose model call takes `model_delay` s; measure one worker process."""
+    client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
+    with ScriptedModelServer() as server:
+        server.default = reply("eventually", delay=model_delay)
+        async with fresh_database(env.pg, "bench_waiting") as url:
+            await _agent(url)
+            suffix = "-" + uuid.uuid4().hex[:6]
+            env_vars = child_env(
+                TEMPORAL_ADDRESS=env.temporal_address, DATABASE_URL=url, OPENAI_BASE_URL=server.base_url,
+                COLONY_TASK_QUEUE_SUFFIX=suffix, COLONY_LLM_MAX_CONCURRENCY=str(count + 100),
+            )  # fmt: skip
+            log = (env.workdir / "worker.log").open("ab")
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "workers.main",
+                "--lane",
+                "all",
+                env=env_vars,
+                stdout=log,
+                stderr=log,
+            )
+            try:
+                await asyncio.sleep(3)  # imports and connections: the idle baseline
+                idle_kb = _rss_kb(worker.pid)
+                started = time.perf_counter()
+                handles = [await _start_run(client, url, suffix, f"slow {i}") for i in range(count)]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.to_thread(server.wait_for_requests, count, model_delay - 5)
+                waiting = len(server.chat_requests())
+                ramp_s = time.perf_counter() - started
+                loaded_kb = _rss_kb(worker.pid)
+                results = await asyncio.gather(*(h.result() for h in handles))
+                succeeded = sum(1 for r in results if r["outcome"] == "succeeded")
+            finally:
+                worker.terminate()
+                await worker.wait()
+                log.close()
+    return {
+        "runs": count,
+        "waiting_at_once": waiting,
+        "succeeded": succeeded,
+        "ramp_s": ramp_s,
+        "idle_mb": idle_kb / 1024,
+        "loaded_mb": loaded_kb / 1024,
+        "kb_per_run": (loaded_kb - idle_kb) / max(waiting, 1),
+    }
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def run_all(steps: int, runs_: int, waiting: int, model_delay: float) -> list[str]:
+    """Both benchmarks; Markdown table rows."""
+    async with environment() as env:
+        overhead = await step_overhead(env, steps, runs_)
+        held = await waiting_runs(env, waiting, model_delay)
+    ratio = overhead["agent_step_ms"] / overhead["bare_step_ms"]
+    return [
+        f"| agent step (call_llm + execute_tool, instant scripted model), median of {runs_} runs x {steps} steps | {overhead['agent_step_ms']:.1f} ms |",
+        f"| bare step (two no-op activities) on the same server | {overhead['bare_step_ms']:.1f} ms |",
+        f"| ratio agent step / bare step | {ratio:.2f}x |",
+        f"| call_llm round trip (scheduled to completed), p50 / p95 of {overhead['samples']:.0f} | {overhead['llm_rt_p50_ms']:.1f} / {overhead['llm_rt_p95_ms']:.1f} ms |",
+        f"| runs waiting on a {model_delay:.0f} s model at once, one worker process | {held['waiting_at_once']:.0f} of {held['runs']:.0f} (all {held['succeeded']:.0f} succeeded) |",
+        f"| time to start them all and have every model call in flight | {held['ramp_s']:.1f} s |",
+        f"| worker RSS idle / holding them | {held['idle_mb']:.0f} / {held['loaded_mb']:.0f} MB |",
+        f"| memory per waiting run | {held['kb_per_run']:.0f} KB |",
+    ]
+
+
+if __name__ == "__main__":
+    print("\n".join(asyncio.run(run_all(20, 3, 1000, 60))))
