@@ -35,6 +35,9 @@ ATTEMPTS_PER_MODEL = 4
 """Retryable failures of one model before the fallback chain moves on (Temporal retries);
 after that many attempts on the last model the call fails for good."""
 
+MAX_TOOL_RESULT_IN_PROMPT = 16_000
+"""Characters of one tool result the model sees; the whole output stays in Postgres."""
+
 _DELTA_FLUSH_SECONDS = 0.25
 _DELTA_FLUSH_CHARS = 400
 _HEARTBEAT_SECONDS = 5.0
@@ -80,7 +83,10 @@ class LlmActivities:
         known = [name for name in input.tools if self._tools.has(name)]
         request = ModelRequest(
             model=input.models[0],
-            messages=[ChatMessage(role="system", content=spec.instructions), *history],
+            messages=[
+                ChatMessage(role="system", content=spec.instructions),
+                *map(_bounded, history),
+            ],
             tools=self._tools.schemas(known),
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
@@ -202,6 +208,16 @@ def _output(
         usage=usage,
         cost_usd=cost,
     )
+
+
+def _bounded(message: ChatMessage) -> ChatMessage:
+    """Long tool output is cut in the prompt, with a note that says so."""
+    content = message.content
+    if message.role != "tool" or content is None or len(content) <= MAX_TOOL_RESULT_IN_PROMPT:
+        return message
+    cut = content[:MAX_TOOL_RESULT_IN_PROMPT]
+    note = f"\n[output truncated: {len(content) - MAX_TOOL_RESULT_IN_PROMPT} more characters are stored with the run]"
+    return message.model_copy(update={"content": cut + note})
 
 
 def _with_unique_call_ids(message: ChatMessage, step: int) -> ChatMessage:

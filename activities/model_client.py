@@ -64,6 +64,9 @@ with warnings.catch_warnings():
 litellm.suppress_debug_info = True
 litellm.turn_off_message_logging = True  # callbacks, if anyone adds them, never see prompts
 litellm.disable_hf_tokenizer_download = True  # token_counter uses the bundled tiktoken files
+# httpx, not LiteLLM's aiohttp transport: aiohttp warns on (and copies) request bodies over
+# 1 MB, which long conversations reach; httpx streams them.
+litellm.disable_aiohttp_transport = True
 
 
 def _class_level_attribute_of(source: object, name: str) -> object:

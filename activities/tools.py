@@ -14,8 +14,8 @@ from core.errors import ErrorType
 from core.models import ChatMessage, LaneReport, ProbeInput, RunEvent, ToolCallInput, ToolCallOutput
 from core.settings import Settings
 
-MAX_RESULT_CHARS = 100_000
-"""Tool output beyond this is cut before it reaches the conversation."""
+MAX_RESULT_CHARS = 1_000_000
+"""Tool output beyond this is cut before it is stored (prompts see less: see activities.llm)."""
 
 
 class ToolActivities:

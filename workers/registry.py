@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.builtin_tools import BUILTIN, ToolRegistry
 from activities.llm import LlmActivities
 from activities.memory import MemoryActivities
 from activities.store import StoreActivities
@@ -25,6 +26,7 @@ class Resources:
 
     settings: Settings
     pool: Pool
+    tools: ToolRegistry = BUILTIN
 
 
 ActivityFactory = Callable[[Resources], Sequence[Callable[..., Any]]]
@@ -40,12 +42,12 @@ class Lane:
 
 
 def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
-    llm = LlmActivities(res.settings, res.pool)
+    llm = LlmActivities(res.settings, res.pool, res.tools)
     return [llm.probe_llm_lane, llm.call_llm]
 
 
 def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
-    tools = ToolActivities(res.settings, res.pool)
+    tools = ToolActivities(res.settings, res.pool, res.tools)
     return [tools.probe_tools_lane, tools.execute_tool]
 
 

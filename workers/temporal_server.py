@@ -38,6 +38,7 @@ def server_argv(
     namespace: str,
     db_file: Path | None,
     log_level: str = "warn",
+    dynamic_config: dict[str, str] | None = None,
 ) -> list[str]:
     """Command line of a dev server; `db_file=None` keeps state in memory (tests)."""
     argv = [str(find_binary()), "server", "start-dev", "--ip", LOCAL_HOST, "--port", str(port),
@@ -53,11 +54,19 @@ def server_argv(
         argv += ["--namespace", namespace]
     for definition in search_attributes.cli_definitions():
         argv += ["--search-attribute", definition]
+    for key, value in (dynamic_config or {}).items():
+        argv += ["--dynamic-config-value", f"{key}={value}"]
     return argv
 
 
 def server_spec(
-    *, port: int, ui_port: int | None, namespace: str, db_file: Path | None, log_path: Path
+    *,
+    port: int,
+    ui_port: int | None,
+    namespace: str,
+    db_file: Path | None,
+    log_path: Path,
+    dynamic_config: dict[str, str] | None = None,
 ) -> ProcessSpec:
     """Process spec for the embedded dev server, ready once the namespace answers."""
     address = f"{LOCAL_HOST}:{port}"
@@ -67,7 +76,13 @@ def server_spec(
 
     return ProcessSpec(
         name="temporal",
-        argv=server_argv(port=port, ui_port=ui_port, namespace=namespace, db_file=db_file),
+        argv=server_argv(
+            port=port,
+            ui_port=ui_port,
+            namespace=namespace,
+            db_file=db_file,
+            dynamic_config=dynamic_config,
+        ),
         log_path=log_path,
         ready=ready,
         ready_timeout=60,

@@ -143,6 +143,15 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=50, help="concurrent workflows for throughput"
     )
+    parser.add_argument(
+        "--agent-steps", type=int, default=20, help="tool-calling steps per agent run"
+    )
+    parser.add_argument(
+        "--waiting", type=int, default=1000, help="runs waiting on a slow model at once"
+    )
+    parser.add_argument(
+        "--model-delay", type=float, default=120, help="seconds the slow model takes"
+    )
     args = parser.parse_args()
     wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
     default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))

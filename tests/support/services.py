@@ -45,7 +45,9 @@ class PostgresServer:
 
 
 @asynccontextmanager
-async def temporal_dev_server(workdir: Path) -> AsyncIterator[TemporalServer]:
+async def temporal_dev_server(
+    workdir: Path, dynamic_config: dict[str, str] | None = None
+) -> AsyncIterator[TemporalServer]:
     """An in-memory, headless dev server with Colony's search attributes."""
     port = free_port()
     spec = temporal_server.server_spec(
@@ -53,7 +55,8 @@ async def temporal_dev_server(workdir: Path) -> AsyncIterator[TemporalServer]:
         ui_port=None,
         namespace="default",
         db_file=None,
-        log_path=workdir / "temporal.log",
+        log_path=workdir / f"temporal-{port}.log",
+        dynamic_config=dynamic_config,
     )
     process = ManagedProcess(spec)
     await process.start()

@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from temporalio.client import Client
 
+from activities.builtin_tools import BUILTIN, ToolRegistry
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
@@ -22,11 +23,12 @@ async def running_workers(
     suffix: str = "",
     queues: Sequence[TaskQueue] = tuple(TaskQueue),
     cache: bool = False,
+    tools: ToolRegistry = BUILTIN,
 ) -> AsyncIterator[None]:
     """Workers for `queues` (+ `suffix`); without `cache` every workflow task replays."""
     with ThreadPoolExecutor(max_workers=8) as executor:
         workers = build_workers(
-            client, queues, Resources(settings, pool), executor=executor,
+            client, queues, Resources(settings, pool, tools), executor=executor,
             task_queue_suffix=suffix, max_cached_workflows=None if cache else 0,
         )  # fmt: skip
         async with AsyncExitStack() as stack:
