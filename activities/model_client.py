@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
+from activities import json_tools
 from core.errors import ErrorType
 from core.models import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings
@@ -146,6 +148,28 @@ def _guess_provider(model_id: str) -> str:
 
 # -- the call --------------------------------------------------------------------------
 
+_HTTP_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _http_client() -> httpx.AsyncClient:
+    """One HTTP client per event loop for every model call, without a connection cap.
+
+    LiteLLM's default client allows 100 connections, so the 101st concurrent model call
+    would queue inside the worker instead of waiting on the provider; the llm lane's
+    concurrency is bounded by the worker (`COLONY_LLM_MAX_CONCURRENCY`) instead.
+    """
+    loop = asyncio.get_running_loop()
+    client = _HTTP_CLIENTS.get(loop)
+    if client is None:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            follow_redirects=True,
+        )
+        _HTTP_CLIENTS[loop] = client
+    return client
+
 
 async def complete(
     request: ModelRequest, settings: Settings, *, on_delta: OnDelta | None = None
@@ -167,7 +191,11 @@ async def complete(
     """
     resolved = resolve(request.model, settings)
     secrets = [resolved.api_key] if resolved.api_key else []
-    messages = [_message_to_openai(m) for m in request.messages]
+    protocol = json_tools.applies(resolved.provider, request)
+    if protocol:
+        messages = json_tools.messages(request)
+    else:
+        messages = [_message_to_openai(m) for m in request.messages]
     kwargs: dict[str, Any] = {
         "model": resolved.litellm_model,
         "messages": messages,
@@ -182,13 +210,17 @@ async def complete(
         kwargs["api_base"] = resolved.api_base
     if resolved.api_key is not None:
         kwargs["api_key"] = resolved.api_key
-    if request.tools:
+    if protocol:
+        kwargs["response_format"] = json_tools.response_format(request)
+    elif request.tools:
         kwargs["tools"] = _tools_to_openai(request)
     if request.max_tokens is not None:
         kwargs["max_tokens"] = request.max_tokens
     if request.temperature is not None:
         kwargs["temperature"] = request.temperature
 
+    # Set per call: the client belongs to the running loop (LiteLLM reads this global).
+    litellm.aclient_session = _http_client()
     started = time.perf_counter()
     answer = _Assembly()
     deadline = asyncio.timeout(request.timeout_s)
@@ -198,7 +230,8 @@ async def complete(
             try:
                 async for chunk in stream:
                     text = answer.add(chunk)
-                    if text and on_delta is not None:
+                    # Protocol replies are JSON: the decoded answer is published whole.
+                    if text and on_delta is not None and not protocol:
                         try:
                             await on_delta(text)
                         except Exception as exc:
@@ -216,6 +249,8 @@ async def complete(
     latency_ms = (time.perf_counter() - started) * 1000
 
     message = answer.message()
+    if protocol:
+        message = json_tools.decode(message, request)
     usage = answer.usage or _estimate_usage(resolved, messages, kwargs.get("tools"), message)
     return ModelResult(
         message=message,

@@ -264,14 +264,10 @@ async def submit_message(
     run_id: str, body: MessageCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
 ) -> MessageAccepted:
     """Send a further user message to a conversation run."""
+    record = await _live_run(pool, principal.tenant_id, run_id)
+    if not record.conversation:
+        raise Conflict(f'run {run_id!r} is not a conversation; start it with "conversation": true')
     async with pool.connection() as conn:
-        record = await runs.get_run(conn, principal.tenant_id, run_id)
-        if not record.conversation:
-            raise Conflict(
-                f'run {run_id!r} is not a conversation; start it with "conversation": true'
-            )
-        if record.status in runs.TERMINAL:
-            raise Conflict(f"run {run_id!r} has finished ({record.status})")
         inbox_id = await runs.add_inbox(conn, principal.tenant_id, run_id, body.content)
     handle = client.get_workflow_handle_for(AgentRunWorkflow.run, record.workflow_id)
     await handle.signal(
@@ -286,10 +282,7 @@ async def approve(
     run_id: str, body: ApprovalCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
 ) -> RunStatus:
     """Approve or deny a tool call that waits for a human."""
-    async with pool.connection() as conn:
-        record = await runs.get_run(conn, principal.tenant_id, run_id)
-    if record.status in runs.TERMINAL:
-        raise Conflict(f"run {run_id!r} has finished ({record.status})")
+    record = await _live_run(pool, principal.tenant_id, run_id)
     handle = client.get_workflow_handle_for(AgentRunWorkflow.run, record.workflow_id)
     try:
         result: RunStatus = await handle.execute_update(
@@ -297,9 +290,8 @@ async def approve(
             ApprovalDecision(call_id=body.call_id, approved=body.approved, reason=body.reason),
         )
     except WorkflowUpdateFailedError as exc:
-        raise Conflict(
-            str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
-        ) from exc
+        # The update's validator said why (e.g. no such call is waiting).
+        raise Conflict(str(getattr(exc.cause, "message", exc.cause))) from exc
     return result
 
 
@@ -308,13 +300,19 @@ async def cancel(
     run_id: str, principal: PrincipalDep, pool: PoolDep, client: TemporalDep, settings: SettingsDep
 ) -> RunPublic:
     """Request cancellation: in-flight activities are cancelled and the outcome recorded."""
-    async with pool.connection() as conn:
-        record = await runs.get_run(conn, principal.tenant_id, run_id)
-    if record.status in runs.TERMINAL:
-        raise Conflict(f"run {run_id!r} has finished ({record.status})")
+    record = await _live_run(pool, principal.tenant_id, run_id)
     try:
         await client.get_workflow_handle(record.workflow_id).cancel()
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
     return await _public(client, settings, record)
+
+
+async def _live_run(pool: Pool, tenant_id: str, run_id: str) -> runs.RunRecord:
+    """The run, or Conflict if it has finished (404 for unknown or other tenants' runs)."""
+    async with pool.connection() as conn:
+        record = await runs.get_run(conn, tenant_id, run_id)
+    if record.status in runs.TERMINAL:
+        raise Conflict(f"run {run_id!r} has finished ({record.status})")
+    return record

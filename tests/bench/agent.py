@@ -86,9 +86,9 @@ async def _agent(url: str) -> None:
 
 
 async def _start_run(
-    client: Client, url: str, suffix: str, objective: str
+    client: Client, url: str, suffix: str, objective: str, pool: db.Pool | None = None
 ) -> WorkflowHandle[Any, Any]:
-    async with await db.connect(url, autocommit=True) as conn:
+    async with pool.connection() if pool else await db.connect(url, autocommit=True) as conn:
         record, inbox, _ = await runs.create_run(
             conn, tenant_id=TENANT, agent_name="bench", agent_version=1, objective=objective
         )
@@ -146,24 +146,30 @@ async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
                     llm_round_trips += await _activity_latencies(handle, "call_llm")
     bare_queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
     bare_per_step: list[float] = []
+    bare_round_trips: list[float] = []
     async with Worker(
         client, task_queue=bare_queue, workflows=[SequentialActivities], activities=[noop]
     ):
         for _ in range(runs_):
             started = time.perf_counter()
-            await client.execute_workflow(
+            bare = await client.start_workflow(
                 SequentialActivities.run,
                 args=[2 * steps, False],
                 id=f"bare-{uuid.uuid4()}",
                 task_queue=bare_queue,
             )
+            await bare.result()
             bare_per_step.append((time.perf_counter() - started) / steps)
+            bare_round_trips += await _activity_latencies(bare, "bench_noop")
     llm_round_trips.sort()
+    bare_round_trips.sort()
     return {
         "agent_step_ms": statistics.median(agent_per_step) * 1000,
         "bare_step_ms": statistics.median(bare_per_step) * 1000,
         "llm_rt_p50_ms": statistics.median(llm_round_trips) * 1000,
         "llm_rt_p95_ms": llm_round_trips[int(0.95 * (len(llm_round_trips) - 1))] * 1000,
+        "bare_rt_p50_ms": statistics.median(bare_round_trips) * 1000,
+        "bare_rt_p95_ms": bare_round_trips[int(0.95 * (len(bare_round_trips) - 1))] * 1000,
         "samples": len(llm_round_trips),
     }
 
@@ -211,9 +217,17 @@ async def waiting_runs(env: Env, count: int, model_delay: float) -> dict[str, fl
                 await asyncio.sleep(3)  # imports and connections: the idle baseline
                 idle_kb = _rss_kb(worker.pid)
                 started = time.perf_counter()
-                handles = [await _start_run(client, url, suffix, f"slow {i}") for i in range(count)]
+                gate = asyncio.Semaphore(32)
+
+                async def start_one(i: int) -> WorkflowHandle[Any, Any]:
+                    async with gate:
+                        return await _start_run(client, url, suffix, f"slow {i}", pool)
+
+                async with db.open_pool(url, max_size=32) as pool:
+                    handles = await asyncio.gather(*(start_one(i) for i in range(count)))
+                # Measured while the first runs still wait: every call must be in flight by then.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.to_thread(server.wait_for_requests, count, model_delay - 5)
+                    await asyncio.to_thread(server.wait_for_requests, count, model_delay - 10)
                 waiting = len(server.chat_requests())
                 ramp_s = time.perf_counter() - started
                 loaded_kb = _rss_kb(worker.pid)
@@ -252,6 +266,8 @@ async def run_all(steps: int, runs_: int, waiting: int, model_delay: float) -> l
         f"| bare step (two no-op activities) on the same server | {overhead['bare_step_ms']:.1f} ms |",
         f"| ratio agent step / bare step | {ratio:.2f}x |",
         f"| call_llm round trip (scheduled to completed), p50 / p95 of {overhead['samples']:.0f} | {overhead['llm_rt_p50_ms']:.1f} / {overhead['llm_rt_p95_ms']:.1f} ms |",
+        f"| bare activity round trip (scheduled to completed), p50 / p95 | {overhead['bare_rt_p50_ms']:.1f} / {overhead['bare_rt_p95_ms']:.1f} ms |",
+        f"| ratio call_llm / bare activity round trip (p50) | {overhead['llm_rt_p50_ms'] / overhead['bare_rt_p50_ms']:.2f}x |",
         f"| runs waiting on a {model_delay:.0f} s model at once, one worker process | {held['waiting_at_once']:.0f} of {held['runs']:.0f} (all {held['succeeded']:.0f} succeeded) |",
         f"| time to start them all and have every model call in flight | {held['ramp_s']:.1f} s |",
         f"| worker RSS idle / holding them | {held['idle_mb']:.0f} / {held['loaded_mb']:.0f} MB |",
@@ -260,4 +276,4 @@ async def run_all(steps: int, runs_: int, waiting: int, model_delay: float) -> l
 
 
 if __name__ == "__main__":
-    print("\n".join(asyncio.run(run_all(20, 3, 1000, 60))))
+    print("\n".join(asyncio.run(run_all(20, 3, 1000, 90))))
