@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     llm_rate_limit: float | None = Field(
         default=None, gt=0, validation_alias="COLONY_LLM_RATE_LIMIT"
     )
+    # Per provider, per worker process: model calls per second, e.g. {"anthropic": 5}.
+    llm_provider_rate_limits: dict[str, float] = Field(
+        default_factory=dict, validation_alias="COLONY_LLM_PROVIDER_RATE_LIMITS"
+    )
 
     # Where the local model server answers (set by `colony up` for its children).
     local_model_url: str | None = Field(default=None, validation_alias="COLONY_LOCAL_MODEL_URL")

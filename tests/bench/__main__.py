@@ -150,7 +150,7 @@ def main() -> None:
         "--waiting", type=int, default=1000, help="runs waiting on a slow model at once"
     )
     parser.add_argument(
-        "--model-delay", type=float, default=120, help="seconds the slow model takes"
+        "--model-delay", type=float, default=90, help="seconds the slow model takes"
     )
     args = parser.parse_args()
     wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))

@@ -1,0 +1,46 @@
+"""Per-provider rate limits of model calls in a worker process."""
+
+import asyncio
+import time
+
+import pytest
+
+from activities import model_client
+from core.models import ChatMessage, ModelRequest
+from core.settings import Settings
+from tests.conftest import make_settings
+from tests.support.model_server import ScriptedModelServer, reply
+
+
+async def test_token_bucket_spaces_calls() -> None:
+    limiter = model_client.RateLimiter(rate=20)
+    started = time.monotonic()
+    for _ in range(5):
+        await limiter.acquire()
+    # One token to start with, then one every 50 ms.
+    assert time.monotonic() - started >= 0.19
+    unlimited = model_client.RateLimiter(rate=None)
+    started = time.monotonic()
+    await asyncio.gather(*(unlimited.acquire() for _ in range(100)))
+    assert time.monotonic() - started < 0.05
+
+
+async def test_provider_limit_applies_to_model_calls(model_server: ScriptedModelServer) -> None:
+    model_server.default = reply("ok")
+    settings = make_settings(
+        OPENAI_BASE_URL=model_server.base_url, COLONY_LLM_PROVIDER_RATE_LIMITS={"openai": 10}
+    )
+    assert model_client.limiter_for("openai", settings).rate == 10
+    assert model_client.limiter_for("anthropic", settings).rate is None
+    request = ModelRequest(
+        model="openai/scripted-model", messages=[ChatMessage(role="user", content="hi")]
+    )
+    started = time.monotonic()
+    await asyncio.gather(*(model_client.complete(request, settings) for _ in range(4)))
+    assert time.monotonic() - started >= 0.29  # 4 calls at 10/s: 3 gaps of 100 ms
+    assert len(model_server.chat_requests()) == 4
+
+
+def test_limits_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLONY_LLM_PROVIDER_RATE_LIMITS", '{"anthropic": 2.5}')
+    assert Settings(_env_file=None).llm_provider_rate_limits == {"anthropic": 2.5}  # type: ignore[call-arg]
