@@ -3,14 +3,12 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import model_client
-from activities._common import worker_identity
+from activities._common import append_run_event, worker_identity
 from activities.builtin_tools import BUILTIN, ToolRegistry
 from core import agents, runs
 from core.db import Pool
@@ -144,8 +142,11 @@ class LlmActivities:
                     ) from exc
                 dead.append(model)
                 activity.heartbeat(dead)
-                await self._event(input, "model.fallback", f"fallback-{input.step}-{model}",
-                                  {"step": input.step, "model": model, "error": exc.type, "message": exc.message})  # fmt: skip
+                await append_run_event(
+                    self._pool, input.tenant_id, input.run_id, "model.fallback",
+                    f"fallback-{input.step}-{model}",
+                    {"step": input.step, "model": model, "error": exc.type, "message": exc.message},
+                )  # fmt: skip
         assert last_error is not None
         raise ApplicationError(
             f"every model failed: {', '.join(dead)}; last error: {last_error.message}",
@@ -165,12 +166,6 @@ class LlmActivities:
                 f"${input.budget_remaining_usd:.6f} of max_cost_usd remains",
                 type=ErrorType.BUDGET_EXCEEDED.value,
                 non_retryable=True,
-            )
-
-    async def _event(self, input: LlmCallInput, type_: str, key: str, data: dict[str, Any]) -> None:
-        async with self._pool.connection() as conn:
-            await runs.append_event(
-                conn, input.tenant_id, input.run_id, RunEvent(key=key, type=type_, data=data)
             )
 
     async def _stored_output(
@@ -318,6 +313,3 @@ class _DeltaPublisher:
         async with self._pool.connection() as conn:
             await runs.append_event(conn, self._input.tenant_id, self._input.run_id, event)
         activity.heartbeat(self._dead)
-
-
-OnDelta = Callable[[str], Awaitable[None]]

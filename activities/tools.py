@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from temporalio import activity
 
 from activities import sandbox
-from activities._common import worker_identity
+from activities._common import append_run_event, worker_identity
 from activities.builtin_tools import BUILTIN, ToolContext, ToolError, ToolRegistry, run_tool
 from core import runs
 from core.db import Pool
 from core.errors import ErrorType
-from core.models import ChatMessage, LaneReport, ProbeInput, RunEvent, ToolCallInput, ToolCallOutput
+from core.models import ChatMessage, LaneReport, ProbeInput, ToolCallInput, ToolCallOutput
 from core.settings import Settings
 
 MAX_RESULT_CHARS = 1_000_000
@@ -56,8 +56,10 @@ class ToolActivities:
                 )
             assistant = await runs.get_message(conn, input.run_id, input.message_seq)
         call = assistant.tool_calls[input.call_index]
-        await self._event(input, "tool.call", f"tool-call-{call.id}",
-                          {"call_id": call.id, "tool": call.name, "arguments": runs.preview(call.arguments, 500)})  # fmt: skip
+        await append_run_event(
+            self._pool, input.tenant_id, input.run_id, "tool.call", f"tool-call-{call.id}",
+            {"call_id": call.id, "tool": call.name, "arguments": runs.preview(call.arguments, 500)},
+        )  # fmt: skip
         started = time.perf_counter()
         ok, error_type = True, None
         if input.denied_reason is not None:
@@ -83,8 +85,8 @@ class ToolActivities:
         message = ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name)
         async with self._pool.connection() as conn:
             await runs.write_message(conn, input.tenant_id, input.run_id, input.result_seq, message)
-        await self._event(
-            input, "tool.result", f"tool-result-{call.id}",
+        await append_run_event(
+            self._pool, input.tenant_id, input.run_id, "tool.result", f"tool-result-{call.id}",
             {"call_id": call.id, "tool": call.name, "ok": ok, "error_type": error_type,
              "result": runs.preview(content, 1000), "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
         )  # fmt: skip
@@ -94,11 +96,3 @@ class ToolActivities:
             error_type=error_type,
             preview=runs.preview(content, 500) or "",
         )
-
-    async def _event(
-        self, input: ToolCallInput, type_: str, key: str, data: dict[str, object]
-    ) -> None:
-        async with self._pool.connection() as conn:
-            await runs.append_event(
-                conn, input.tenant_id, input.run_id, RunEvent(key=key, type=type_, data=data)
-            )

@@ -8,19 +8,12 @@ from typing import Any
 
 import click
 import httpx
-from rich.console import Console
 from rich.table import Table
 
+from api.cli_output import console, errors
+from api.cli_output import fail as _fail
 from core.errors import ColonyError
 from core.settings import Settings
-
-console = Console(stderr=False)
-errors = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    sys.exit(code)
 
 
 def _setup_logging(verbose: bool = False) -> None:

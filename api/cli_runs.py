@@ -5,16 +5,14 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from api.cli_output import console, errors
+from api.cli_output import fail as _fail
 from api.client import ColonyClient, EventStream
 from core.errors import ColonyError
 from core.providers import LOCAL_MODEL
 from core.settings import Settings
-
-console = Console()
-errors = Console(stderr=True)
 
 SMALL_MODEL_NOTE = (
     "note: this agent uses the local SmolLM2-135M model. It is tiny and often wrong; set "
@@ -24,11 +22,6 @@ SMALL_MODEL_NOTE = (
 
 def _client() -> ColonyClient:
     return ColonyClient(Settings())
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    sys.exit(1)
 
 
 @click.command("run")

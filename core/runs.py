@@ -5,7 +5,6 @@ messages by (run, seq) with seqs assigned by the workflow, events by (run, key),
 rows by (run, step).
 """
 
-import json
 import secrets
 from datetime import datetime
 from decimal import Decimal
@@ -385,8 +384,3 @@ def preview(text: str | None, limit: int = 2000) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit] + f"… [{len(text) - limit} more characters]"
-
-
-def json_preview(value: Any, limit: int = 500) -> str:
-    """Compact JSON preview of a value."""
-    return preview(json.dumps(value, separators=(",", ":"), default=str), limit) or ""

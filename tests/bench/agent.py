@@ -21,14 +21,7 @@ from core.queues import TaskQueue
 from core.temporal import ColonyPlugin
 from tests.bench._workflows import SequentialActivities, noop
 from tests.conftest import make_settings
-from tests.support.model_server import (
-    RecordedRequest,
-    ScriptedModelServer,
-    Step,
-    reply,
-    tool_call,
-    tool_calls,
-)
+from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_loop
 from tests.support.services import (
     PostgresServer,
     child_env,
@@ -106,23 +99,13 @@ async def _start_run(
     )
 
 
-def _steps_responder(steps: int) -> Any:
-    def respond(request: RecordedRequest) -> Step:
-        done = sum(1 for m in request.messages if m.get("role") == "assistant")
-        return (
-            tool_calls(tool_call("calculator", {"expression": "1+1"}))
-            if done < steps
-            else reply("done")
-        )
-
-    return respond
-
-
 async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
     """Per-step time of an agent run (call_llm + execute_tool, instant model) vs two bare activities."""
     client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
     with ScriptedModelServer() as server:
-        server.responder = _steps_responder(steps)
+        server.responder = tool_loop(
+            steps, lambda _: [tool_call("calculator", {"expression": "1+1"})]
+        )
         async with fresh_database(env.pg, "bench_steps") as url:
             await _agent(url)
             settings = make_settings(

@@ -17,28 +17,12 @@ from core.db import Pool
 from core.models import AgentRunInput, AgentRunOutput, AgentSpec
 from core.queues import TaskQueue
 from core.temporal import ColonyPlugin
-from tests.support.model_server import (
-    RecordedRequest,
-    ScriptedModelServer,
-    reply,
-    tool_call,
-    tool_calls,
-)
+from tests.support.model_server import ScriptedModelServer, tool_call, tool_loop
 from tests.support.services import TemporalServer, child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "crash"
 STEPS = 6  # tool-calling steps before the final answer
-
-
-def respond(request: RecordedRequest) -> object:
-    # Step k of a run sees 2k messages (system, user, then assistant+tool pairs).
-    assistant_turns = sum(1 for m in request.messages if m.get("role") == "assistant")
-    if assistant_turns < STEPS:
-        return tool_calls(
-            tool_call("calculator", {"expression": f"{assistant_turns}+1"}), delay=0.3
-        )
-    return reply("done", delay=0.3)
 
 
 async def start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
@@ -57,7 +41,9 @@ async def test_runs_survive_repeated_worker_kills(
     model_server: ScriptedModelServer,
     tmp_path: Path,
 ) -> None:
-    model_server.responder = respond
+    model_server.responder = tool_loop(
+        STEPS, lambda k: [tool_call("calculator", {"expression": f"{k}+1"})], delay=0.3
+    )
     suffix = "-" + uuid.uuid4().hex[:8]
     env = child_env(
         TEMPORAL_ADDRESS=temporal.address,

@@ -71,6 +71,7 @@ __all__ = [
     "reply",
     "tool_call",
     "tool_calls",
+    "tool_loop",
     "truncated_stream",
 ]
 
@@ -440,6 +441,28 @@ class RecordedRequest:
 
 Responder: TypeAlias = Callable[[RecordedRequest], Step | None]
 """Computes the step for a chat request; returning None falls back to the queues."""
+
+
+def tool_loop(
+    steps: int,
+    calls: Callable[[int], Sequence[ToolCall]],
+    *,
+    answer: str | Callable[[int], str] = "done",
+    delay: float = 0.0,
+) -> Responder:
+    """A responder that drives an agent loop for `steps` tool-calling turns, then answers.
+
+    The turn is read from the request (assistant messages so far), so it is right for any
+    number of runs at once and for retried calls. `calls(k)` are the tool calls of turn k.
+    """
+
+    def respond(request: RecordedRequest) -> Step:
+        done = sum(1 for m in request.messages if m.get("role") == "assistant")
+        if done < steps:
+            return tool_calls(*calls(done), delay=delay)
+        return reply(answer(done) if callable(answer) else answer, delay=delay)
+
+    return respond
 
 
 def _endpoint(path: str) -> str:

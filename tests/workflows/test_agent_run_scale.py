@@ -15,12 +15,11 @@ from core.queues import TaskQueue
 from core.temporal import ColonyPlugin
 from tests.conftest import make_settings
 from tests.support.model_server import (
-    RecordedRequest,
+    Responder,
     ScriptedModelServer,
-    Step,
-    reply,
+    ToolCall,
     tool_call,
-    tool_calls,
+    tool_loop,
 )
 from tests.support.replay import assert_replays
 from tests.support.services import TemporalServer, temporal_dev_server
@@ -81,21 +80,14 @@ async def start(client: Client, pool: Pool, suffix: str, spec: AgentSpec) -> tup
     return record.id, handle
 
 
-def steps_of(calls_per_step: int, steps: int, tool: str) -> object:
-    def respond(request: RecordedRequest) -> Step:
-        done = sum(1 for m in request.messages if m.get("role") == "assistant")
-        if done >= steps:
-            return reply(f"finished after {done} steps")
-        args = (
-            (lambda i: {"tag": f"s{done}c{i}"})
-            if tool == "blob"
-            else (lambda i: {"expression": f"{done}+{i}"})
-        )
-        return tool_calls(
-            *(tool_call(tool, args(i), id=f"s{done}c{i}") for i in range(calls_per_step))
-        )
+def steps_of(calls_per_step: int, steps: int, tool: str) -> Responder:
+    def calls(k: int) -> list[ToolCall]:
+        def args(i: int) -> dict[str, str]:
+            return {"tag": f"s{k}c{i}"} if tool == "blob" else {"expression": f"{k}+{i}"}
 
-    return respond
+        return [tool_call(tool, args(i), id=f"s{k}c{i}") for i in range(calls_per_step)]
+
+    return tool_loop(steps, calls, answer=lambda k: f"finished after {k} steps")
 
 
 @pytest.mark.timeout(300)
