@@ -36,6 +36,7 @@ after that many attempts on the last model the call fails for good."""
 MAX_TOOL_RESULT_IN_PROMPT = 16_000
 """Characters of one tool result the model sees; the whole output stays in Postgres."""
 
+_VERSION_CACHE_SIZE = 1024
 _DELTA_FLUSH_SECONDS = 0.25
 _DELTA_FLUSH_CHARS = 400
 _HEARTBEAT_SECONDS = 5.0
@@ -48,6 +49,7 @@ class LlmActivities:
         self._settings = settings
         self._pool = pool
         self._tools = tools
+        self._versions: dict[tuple[str, str, int], agents.AgentVersion] = {}
 
     @activity.defn(name="probe_llm_lane")
     async def probe_llm_lane(self, input: ProbeInput) -> LaneReport:
@@ -70,13 +72,12 @@ class LlmActivities:
         it), it is returned without calling the model again.
         """
         async with self._pool.connection() as conn:
-            stored = await runs.find_message(conn, input.run_id, input.write_seq)
+            history, stored = await runs.load_step(
+                conn, input.run_id, input.upto_seq, input.write_seq
+            )
             if stored is not None:
                 return await self._stored_output(conn, input, stored)
-            version = await agents.get_version(
-                conn, input.tenant_id, input.agent_name, input.agent_version
-            )
-            history = await runs.load_messages(conn, input.run_id, input.upto_seq)
+            version = await self._version(conn, input)
         spec = version.spec
         known = [name for name in input.tools if self._tools.has(name)]
         request = ModelRequest(
@@ -92,7 +93,8 @@ class LlmActivities:
         result = await self._with_fallbacks(input, request)
         message = _with_unique_call_ids(result.message, input.step)
         resolved = model_client.resolve(result.model, self._settings)
-        async with self._pool.connection() as conn:
+        # One round trip: the answer, its ledger row and its events commit together.
+        async with self._pool.connection() as conn, conn.pipeline():
             await runs.write_message(conn, input.tenant_id, input.run_id, input.write_seq, message)
             await runs.record_llm_call(
                 conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
@@ -110,6 +112,16 @@ class LlmActivities:
             result.cost_usd,
             result.finish_reason,
         )
+
+    async def _version(self, conn: runs.Conn, input: LlmCallInput) -> agents.AgentVersion:
+        """The run's pinned agent version; versions never change, so they are cached."""
+        key = (input.tenant_id, input.agent_name, input.agent_version)
+        version = self._versions.get(key)
+        if version is None:
+            if len(self._versions) >= _VERSION_CACHE_SIZE:
+                self._versions.clear()
+            version = self._versions[key] = await agents.get_version(conn, *key)
+        return version
 
     async def _with_fallbacks(self, input: LlmCallInput, request: ModelRequest) -> ModelResult:
         """Primary first, then each fallback; see ATTEMPTS_PER_MODEL."""
@@ -285,9 +297,11 @@ class _DeltaPublisher:
 
     async def _heartbeat(self) -> None:
         # The first token may take long; heartbeats prove the worker is alive meanwhile.
+        # None at the start: each one is a server round trip and a write, and most
+        # answers come before the first is due.
         while True:
-            activity.heartbeat(self._dead)
             await asyncio.sleep(_HEARTBEAT_SECONDS)
+            activity.heartbeat(self._dead)
 
     async def add(self, text: str) -> None:
         self._buffer.append(text)

@@ -20,14 +20,16 @@ health for the caller's fallback chain; `complete` itself does not consult it.
 """
 
 import asyncio
+import contextlib
 import enum
+import functools
 import os
 import re
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -36,7 +38,7 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
-from activities import json_tools
+from activities import json_tools, openai_wire
 from core.errors import ErrorType
 from core.models import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings
@@ -103,6 +105,7 @@ class ResolvedModel:
     api_base: str | None
     api_key: str | None = field(repr=False)
     provider: str  # circuit-breaker and rate-limit key: the id's prefix
+    openai_wire: bool = False  # called directly over the OpenAI protocol (openai_wire.py)
 
 
 def resolve(model_id: str, settings: Settings) -> ResolvedModel:
@@ -121,7 +124,7 @@ def resolve(model_id: str, settings: Settings) -> ResolvedModel:
         key = _secret(settings.openai_api_key)
         if key is None and base is not None:
             key = LOCAL_PLACEHOLDER_KEY
-        return ResolvedModel(model_id, base, key, provider)
+        return ResolvedModel(model_id, base, key, provider, openai_wire=True)
     if provider == "anthropic":
         return ResolvedModel(model_id, None, _secret(settings.anthropic_api_key), provider)
     if provider == "local":
@@ -131,6 +134,7 @@ def resolve(model_id: str, settings: Settings) -> ResolvedModel:
             settings.effective_local_model_url,
             LOCAL_PLACEHOLDER_KEY,
             provider,
+            openai_wire=True,
         )
     return ResolvedModel(model_id, None, None, provider)
 
@@ -267,15 +271,12 @@ async def complete(
         kwargs["temperature"] = request.temperature
 
     await limiter_for(resolved.provider, settings).acquire()
-    # Set per call: the client belongs to the running loop (LiteLLM reads this global).
-    litellm.aclient_session = _http_client()
     started = time.perf_counter()
     answer = _Assembly()
     deadline = asyncio.timeout(request.timeout_s)
     try:
         async with deadline:
-            stream: Any = await litellm.acompletion(**kwargs)
-            try:
+            async with _open_stream(resolved, kwargs) as stream:
                 async for chunk in stream:
                     text = answer.add(chunk)
                     # Protocol replies are JSON: the decoded answer is published whole.
@@ -284,10 +285,6 @@ async def complete(
                             await on_delta(text)
                         except Exception as exc:
                             raise _CallbackError(exc) from exc
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
     except _CallbackError as wrapper:
         raise wrapper.error from None
     except Exception as exc:
@@ -308,6 +305,50 @@ async def complete(
         cost_usd=cost_usd(resolved, usage),
         latency_ms=latency_ms,
     )
+
+
+@contextlib.asynccontextmanager
+async def _open_stream(resolved: ResolvedModel, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """The answer's chunks, closed when the block ends.
+
+    Straight over the OpenAI wire where the endpoint speaks it, through LiteLLM otherwise.
+    """
+    if resolved.openai_wire:
+        if resolved.api_key is None:
+            raise ApplicationError(
+                f"{resolved.provider}: no API key: set OPENAI_API_KEY (or OPENAI_BASE_URL "
+                "for a server that needs none)",
+                type=ErrorType.AUTH_FAILED.value,
+                non_retryable=True,
+            )
+        body = {k: v for k, v in kwargs.items() if k not in _LITELLM_ONLY}
+        body["model"] = openai_wire.wire_model(resolved.litellm_model)
+        chunks = openai_wire.stream_chat(
+            _http_client(),
+            resolved.api_base or OPENAI_API_BASE,
+            resolved.api_key,
+            body,
+            kwargs["timeout"],
+        )
+        try:
+            yield chunks
+        finally:
+            await chunks.aclose()
+        return
+    # Set per call: the client belongs to the running loop (LiteLLM reads this global).
+    litellm.aclient_session = _http_client()
+    stream: Any = await litellm.acompletion(**kwargs)
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+_LITELLM_ONLY = frozenset({"num_retries", "max_retries", "timeout", "api_base", "api_key"})
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
 
 
 class _CallbackError(Exception):
@@ -472,6 +513,8 @@ def cost_usd(resolved: ResolvedModel, usage: ModelUsage) -> float | None:
     """
     if resolved.provider == "local":
         return 0.0
+    if not _priced(resolved.litellm_model):
+        return None
     try:
         prompt_cost, completion_cost = litellm.cost_per_token(
             model=resolved.litellm_model,
@@ -481,6 +524,17 @@ def cost_usd(resolved: ResolvedModel, usage: ModelUsage) -> float | None:
     except Exception:  # ModelNotMappedError and friends: the price is unknown
         return None
     return float(prompt_cost) + float(completion_cost)
+
+
+@functools.lru_cache(maxsize=1024)
+def _priced(litellm_model: str) -> bool:
+    # For an unpriced model LiteLLM searches its whole price table and raises, on every
+    # call; the table is bundled and fixed for the life of the process.
+    try:
+        litellm.cost_per_token(model=litellm_model, prompt_tokens=1, completion_tokens=1)
+    except Exception:
+        return False
+    return True
 
 
 # -- error classification --------------------------------------------------------------

@@ -6,12 +6,19 @@ from datetime import UTC, datetime
 from temporalio import activity
 
 from activities import sandbox
-from activities._common import append_run_event, worker_identity
+from activities._common import worker_identity
 from activities.builtin_tools import BUILTIN, ToolContext, ToolError, ToolRegistry, run_tool
 from core import runs
 from core.db import Pool
-from core.errors import ErrorType
-from core.models import ChatMessage, LaneReport, ProbeInput, ToolCallInput, ToolCallOutput
+from core.errors import ErrorType, NotFound
+from core.models import (
+    ChatMessage,
+    LaneReport,
+    ProbeInput,
+    RunEvent,
+    ToolCallInput,
+    ToolCallOutput,
+)
 from core.settings import Settings
 
 MAX_RESULT_CHARS = 1_000_000
@@ -47,19 +54,26 @@ class ToolActivities:
         the model sees, not activity failures. Idempotent: a stored result is returned as is.
         """
         async with self._pool.connection() as conn:
-            stored = await runs.find_message(conn, input.run_id, input.result_seq)
+            found = await runs.read_messages(
+                conn, input.run_id, [input.message_seq, input.result_seq]
+            )
+            stored = found.get(input.result_seq)
             if stored is not None:
                 return ToolCallOutput(
                     result_seq=input.result_seq,
                     ok=True,
                     preview=runs.preview(stored.content, 500) or "",
                 )
-            assistant = await runs.get_message(conn, input.run_id, input.message_seq)
-        call = assistant.tool_calls[input.call_index]
-        await append_run_event(
-            self._pool, input.tenant_id, input.run_id, "tool.call", f"tool-call-{call.id}",
-            {"call_id": call.id, "tool": call.name, "arguments": runs.preview(call.arguments, 500)},
-        )  # fmt: skip
+            if input.message_seq not in found:
+                raise NotFound(f"message {input.message_seq} of run {input.run_id!r} not found")
+            call = found[input.message_seq].tool_calls[input.call_index]
+            await runs.append_event(
+                conn, input.tenant_id, input.run_id,
+                RunEvent(key=f"tool-call-{call.id}", type="tool.call", data={
+                    "call_id": call.id, "tool": call.name,
+                    "arguments": runs.preview(call.arguments, 500),
+                }),
+            )  # fmt: skip
         started = time.perf_counter()
         ok, error_type = True, None
         if input.denied_reason is not None:
@@ -83,13 +97,16 @@ class ToolActivities:
                 + f"\n[truncated: {len(content) - MAX_RESULT_CHARS} more characters]"
             )
         message = ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name)
-        async with self._pool.connection() as conn:
-            await runs.write_message(conn, input.tenant_id, input.run_id, input.result_seq, message)
-        await append_run_event(
-            self._pool, input.tenant_id, input.run_id, "tool.result", f"tool-result-{call.id}",
-            {"call_id": call.id, "tool": call.name, "ok": ok, "error_type": error_type,
-             "result": runs.preview(content, 1000), "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
+        result_event = RunEvent(
+            key=f"tool-result-{call.id}", type="tool.result",
+            data={"call_id": call.id, "tool": call.name, "ok": ok, "error_type": error_type,
+                  "result": runs.preview(content, 1000),
+                  "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
         )  # fmt: skip
+        # One round trip: the result and its event commit together.
+        async with self._pool.connection() as conn, conn.pipeline():
+            await runs.write_message(conn, input.tenant_id, input.run_id, input.result_seq, message)
+            await runs.append_event(conn, input.tenant_id, input.run_id, result_event)
         return ToolCallOutput(
             result_seq=input.result_seq,
             ok=ok,

@@ -244,6 +244,34 @@ async def load_messages(conn: Conn, run_id: str, upto_seq: int) -> list[ChatMess
     return [_message(r) for r in await cur.fetchall()]
 
 
+async def load_step(
+    conn: Conn, run_id: str, upto_seq: int, answer_seq: int
+) -> tuple[list[ChatMessage], ChatMessage | None]:
+    """Messages 1..upto_seq, and message `answer_seq` if it is already stored: one query."""
+    cur = await conn.execute(
+        "SELECT seq, role, content, tool_calls, tool_call_id, name FROM run_messages"
+        " WHERE run_id = %s AND (seq <= %s OR seq = %s) ORDER BY seq",
+        (run_id, upto_seq, answer_seq),
+    )
+    history, answer = [], None
+    for row in await cur.fetchall():
+        if row["seq"] == answer_seq:
+            answer = _message(row)
+        else:
+            history.append(_message(row))
+    return history, answer
+
+
+async def read_messages(conn: Conn, run_id: str, seqs: list[int]) -> dict[int, ChatMessage]:
+    """The stored messages among `seqs`, by seq: one query."""
+    cur = await conn.execute(
+        "SELECT seq, role, content, tool_calls, tool_call_id, name FROM run_messages"
+        " WHERE run_id = %s AND seq = ANY(%s)",
+        (run_id, seqs),
+    )
+    return {int(row["seq"]): _message(row) for row in await cur.fetchall()}
+
+
 async def find_message(conn: Conn, run_id: str, seq: int) -> ChatMessage | None:
     """Message `seq` of the run, or None if it is not stored (yet)."""
     cur = await conn.execute(
@@ -279,47 +307,66 @@ def _message(row: dict[str, Any]) -> ChatMessage:
 # -- events ---------------------------------------------------------------------------
 
 
-class _Duplicate(Exception):
-    """Raised inside the append transaction to roll back the sequence bump."""
+_APPEND_EVENTS = """
+WITH batch AS (
+    SELECT b.key, b.type, b.data, b.ord
+    FROM unnest(%(keys)s::text[], %(types)s::text[], %(datas)s::jsonb[])
+         WITH ORDINALITY AS b(key, type, data, ord)
+    WHERE NOT EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = %(run)s AND e.key = b.key)
+), numbered AS (
+    SELECT key, type, data, row_number() OVER (ORDER BY ord) AS n, count(*) OVER () AS total
+    FROM batch
+), bump AS (
+    UPDATE runs SET last_event_seq = last_event_seq + (SELECT count(*) FROM batch)
+    WHERE id = %(run)s
+    RETURNING last_event_seq
+)
+INSERT INTO run_events (tenant_id, run_id, seq, key, type, data)
+SELECT %(tenant)s, %(run)s, bump.last_event_seq - numbered.total + numbered.n,
+       numbered.key, numbered.type, numbered.data
+FROM numbered, bump
+ON CONFLICT (run_id, key) DO NOTHING
+RETURNING seq
+"""
 
 
 async def append_event(conn: Conn, tenant_id: str, run_id: str, event: RunEvent) -> int | None:
-    """Append an event with the run's next sequence number; None if `key` was seen before.
-
-    The sequence bump and the insert commit or roll back together, so a duplicate (a
-    retried activity) leaves no gap.
-    """
-    try:
-        async with conn.transaction():
-            cur = await conn.execute(
-                "UPDATE runs SET last_event_seq = last_event_seq + 1 WHERE id = %s RETURNING last_event_seq",
-                (run_id,),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise NotFound(f"run {run_id!r} not found")
-            seq = int(row["last_event_seq"])
-            cur = await conn.execute(
-                "INSERT INTO run_events (tenant_id, run_id, seq, key, type, data)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, key) DO NOTHING RETURNING seq",
-                (tenant_id, run_id, seq, event.key, event.type, Jsonb(event.data)),
-            )
-            if await cur.fetchone() is None:
-                raise _Duplicate
-    except _Duplicate:
-        return None
-    return seq
+    """Append an event with the run's next sequence number; None if `key` was seen before."""
+    seqs = await append_events(conn, tenant_id, run_id, [event])
+    return seqs[0] if seqs else None
 
 
 async def append_events(
     conn: Conn, tenant_id: str, run_id: str, events: list[RunEvent]
 ) -> list[int]:
-    """Append several events in order; returns the seqs of the ones that were new."""
-    seqs = []
-    for event in events:
-        seq = await append_event(conn, tenant_id, run_id, event)
-        if seq is not None:
-            seqs.append(seq)
+    """Append events in order with the run's next sequence numbers, in one statement.
+
+    Events whose key the run already has are skipped (a retried activity), so they take
+    no number. The `runs` row lock taken by the sequence bump is held until the caller's
+    transaction commits: appends to one run commit in sequence order, so a reader that
+    has seen seq n never later finds a new event below n. Only two writers racing with
+    the same key can leave a gap, never a duplicate.
+
+    Raises:
+        NotFound: the run does not exist.
+    """
+    if not events:
+        return []
+    cur = await conn.execute(
+        _APPEND_EVENTS,
+        {
+            "tenant": tenant_id,
+            "run": run_id,
+            "keys": [e.key for e in events],
+            "types": [e.type for e in events],
+            "datas": [Jsonb(e.data) for e in events],
+        },
+    )
+    seqs = sorted(int(r["seq"]) for r in await cur.fetchall())
+    if not seqs:
+        exists = await conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,))
+        if await exists.fetchone() is None:
+            raise NotFound(f"run {run_id!r} not found")
     return seqs
 
 

@@ -16,8 +16,8 @@ class SequentialActivities:
     """Run `n` no-op activities one after another; return nothing."""
 
     @workflow.run
-    async def run(self, n: int, local: bool) -> None:
-        """Run the loop."""
+    async def run(self, n: int, local: bool, task_queue: str | None = None) -> None:
+        """Run the loop; activities go to `task_queue` (default: the workflow's own)."""
         for i in range(n):
             if local:
                 await workflow.execute_local_activity(
@@ -25,5 +25,5 @@ class SequentialActivities:
                 )
             else:
                 await workflow.execute_activity(
-                    noop, i, start_to_close_timeout=timedelta(seconds=10)
+                    noop, i, start_to_close_timeout=timedelta(seconds=10), task_queue=task_queue
                 )

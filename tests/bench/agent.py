@@ -21,7 +21,7 @@ from core.queues import TaskQueue
 from core.temporal import ColonyPlugin
 from tests.bench._workflows import SequentialActivities, noop
 from tests.conftest import make_settings
-from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_loop
+from tests.support.model_server import ScriptedModelServer, reply
 from tests.support.services import (
     PostgresServer,
     child_env,
@@ -99,19 +99,35 @@ async def _start_run(
     )
 
 
+@asynccontextmanager
+async def model_process(*args: str) -> AsyncIterator[str]:
+    """A scripted model server in a process of its own (the model is not the worker's
+    CPU); yields its base URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.model_server", "--port", "0", *args,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"scripted model server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
     """Per-step time of an agent run (call_llm + execute_tool, instant model) vs two bare activities."""
     client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
-    with ScriptedModelServer() as server:
-        server.responder = tool_loop(
-            steps, lambda _: [tool_call("calculator", {"expression": "1+1"})]
-        )
+    async with model_process("--tool-loop", str(steps)) as base_url:
         async with fresh_database(env.pg, "bench_steps") as url:
             await _agent(url)
             settings = make_settings(
                 TEMPORAL_ADDRESS=env.temporal_address,
                 DATABASE_URL=url,
-                OPENAI_BASE_URL=server.base_url,
+                OPENAI_BASE_URL=base_url,
             )
             suffix = "-" + uuid.uuid4().hex[:6]
             agent_per_step: list[float] = []
@@ -127,34 +143,56 @@ async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
                     await handle.result()
                     agent_per_step.append((time.perf_counter() - started) / (steps + 1))
                     llm_round_trips += await _activity_latencies(handle, "call_llm")
-    bare_queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
-    bare_per_step: list[float] = []
-    bare_round_trips: list[float] = []
-    async with Worker(
-        client, task_queue=bare_queue, workflows=[SequentialActivities], activities=[noop]
-    ):
+    same = await _bare_steps(client, steps, runs_, cross_queue=False)
+    cross = await _bare_steps(client, steps, runs_, cross_queue=True)
+    return {
+        "agent_step_ms": statistics.median(agent_per_step) * 1000,
+        "llm_rt_p50_ms": _pct(llm_round_trips, 0.5),
+        "llm_rt_p95_ms": _pct(llm_round_trips, 0.95),
+        "samples": len(llm_round_trips),
+        **{f"same_{k}": v for k, v in same.items()},
+        **{f"cross_{k}": v for k, v in cross.items()},
+    }
+
+
+async def _bare_steps(
+    client: Client, steps: int, runs_: int, *, cross_queue: bool
+) -> dict[str, float]:
+    """Pairs of no-op activities: on the workflow's own task queue (Temporal dispatches
+    them eagerly, with the workflow task's completion) or on another one, as every lane's
+    activities are."""
+    queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    lane = f"{queue}-lane" if cross_queue else None
+    per_step: list[float] = []
+    round_trips: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            Worker(client, task_queue=queue, workflows=[SequentialActivities], activities=[noop])
+        )
+        if lane is not None:
+            await stack.enter_async_context(Worker(client, task_queue=lane, activities=[noop]))
         for _ in range(runs_):
             started = time.perf_counter()
             bare = await client.start_workflow(
                 SequentialActivities.run,
-                args=[2 * steps, False],
+                args=[2 * steps, False, lane],
                 id=f"bare-{uuid.uuid4()}",
-                task_queue=bare_queue,
+                task_queue=queue,
             )
             await bare.result()
-            bare_per_step.append((time.perf_counter() - started) / steps)
-            bare_round_trips += await _activity_latencies(bare, "bench_noop")
-    llm_round_trips.sort()
-    bare_round_trips.sort()
+            per_step.append((time.perf_counter() - started) / steps)
+            round_trips += await _activity_latencies(bare, "bench_noop")
     return {
-        "agent_step_ms": statistics.median(agent_per_step) * 1000,
-        "bare_step_ms": statistics.median(bare_per_step) * 1000,
-        "llm_rt_p50_ms": statistics.median(llm_round_trips) * 1000,
-        "llm_rt_p95_ms": llm_round_trips[int(0.95 * (len(llm_round_trips) - 1))] * 1000,
-        "bare_rt_p50_ms": statistics.median(bare_round_trips) * 1000,
-        "bare_rt_p95_ms": bare_round_trips[int(0.95 * (len(bare_round_trips) - 1))] * 1000,
-        "samples": len(llm_round_trips),
+        "step_ms": statistics.median(per_step) * 1000,
+        "rt_p50_ms": _pct(round_trips, 0.5),
+        "rt_p95_ms": _pct(round_trips, 0.95),
     }
+
+
+def _pct(samples: list[float], q: float) -> float:
+    """The q-quantile of samples in seconds, in ms (nearest rank below)."""
+    ordered = sorted(samples)
+    return ordered[int(q * (len(ordered) - 1))] * 1000
 
 
 async def _activity_latencies(handle: WorkflowHandle[Any, Any], activity_type: str) -> list[float]:
@@ -243,15 +281,17 @@ async def run_all(steps: int, runs_: int, waiting: int, model_delay: float) -> l
     async with environment() as env:
         overhead = await step_overhead(env, steps, runs_)
         held = await waiting_runs(env, waiting, model_delay)
-    ratio = overhead["agent_step_ms"] / overhead["bare_step_ms"]
+    o = overhead
     return [
-        f"| agent step (call_llm + execute_tool, instant scripted model), median of {runs_} runs x {steps} steps | {overhead['agent_step_ms']:.1f} ms |",
-        f"| bare step (two no-op activities) on the same server | {overhead['bare_step_ms']:.1f} ms |",
-        f"| ratio agent step / bare step | {ratio:.2f}x |",
-        f"| call_llm round trip (scheduled to completed), p50 / p95 of {overhead['samples']:.0f} | {overhead['llm_rt_p50_ms']:.1f} / {overhead['llm_rt_p95_ms']:.1f} ms |",
-        f"| bare activity round trip (scheduled to completed), p50 / p95 | {overhead['bare_rt_p50_ms']:.1f} / {overhead['bare_rt_p95_ms']:.1f} ms |",
-        f"| ratio call_llm / bare activity round trip (p50) | {overhead['llm_rt_p50_ms'] / overhead['bare_rt_p50_ms']:.2f}x |",
-        f"| runs waiting on a {model_delay:.0f} s model at once, one worker process | {held['waiting_at_once']:.0f} of {held['runs']:.0f} (all {held['succeeded']:.0f} succeeded) |",
+        f"| agent step (call_llm + execute_tool on their lanes, instant scripted model in its own process), median of {runs_} runs x {steps} steps | {o['agent_step_ms']:.1f} ms |",
+        f"| bare step: two no-op activities on the workflow's own queue (eager dispatch) | {o['same_step_ms']:.1f} ms |",
+        f"| bare step: two no-op activities on another queue (as every lane call) | {o['cross_step_ms']:.1f} ms |",
+        f"| ratio agent step / bare step, same queue | {o['agent_step_ms'] / o['same_step_ms']:.2f}x |",
+        f"| ratio agent step / bare step, other queue | {o['agent_step_ms'] / o['cross_step_ms']:.2f}x |",
+        f"| call_llm round trip (scheduled to completed), p50 / p95 of {o['samples']:.0f} | {o['llm_rt_p50_ms']:.1f} / {o['llm_rt_p95_ms']:.1f} ms |",
+        f"| no-op round trip, same queue, p50 / p95 | {o['same_rt_p50_ms']:.1f} / {o['same_rt_p95_ms']:.1f} ms |",
+        f"| no-op round trip, other queue, p50 / p95 | {o['cross_rt_p50_ms']:.1f} / {o['cross_rt_p95_ms']:.1f} ms |",
+        f"| runs waiting on a {model_delay:.0f} s model at once, one worker process | {held['waiting_at_once']:.0f} of {held['runs']:.0f} ({held['succeeded']:.0f} succeeded) |",
         f"| time to start them all and have every model call in flight | {held['ramp_s']:.1f} s |",
         f"| worker RSS idle / holding them | {held['idle_mb']:.0f} / {held['loaded_mb']:.0f} MB |",
         f"| memory per waiting run | {held['kb_per_run']:.0f} KB |",

@@ -1250,6 +1250,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--default-reply", default=None, help="answer every chat request with TEXT")
+    parser.add_argument(
+        "--tool-loop",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="drive agent loops: STEPS turns of --tool-call, then --default-reply (or 'done')",
+    )
+    parser.add_argument(
+        "--tool-call",
+        default='calculator:{"expression": "1+1"}',
+        metavar="NAME:JSON",
+        help="the tool call of each --tool-loop turn",
+    )
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--embedding-dim", type=int, default=DEFAULT_EMBEDDING_DIM)
     parser.add_argument("--verbose", action="store_true")
@@ -1263,11 +1276,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     default = reply(args.default_reply) if args.default_reply is not None else None
+    responder = None
+    if args.tool_loop is not None:
+        name, _, arguments = args.tool_call.partition(":")
+        call = tool_call(name, arguments or "{}")
+        responder = tool_loop(args.tool_loop, lambda _: [call], answer=args.default_reply or "done")
     server = ScriptedModelServer(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
         default=default,
+        responder=responder,
         embedding_dim=args.embedding_dim,
         verbose=args.verbose,
     )

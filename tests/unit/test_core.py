@@ -83,3 +83,24 @@ def test_default_model_resolution() -> None:
     assert not status.configured and "ANTHROPIC_API_KEY" in status.detail
     scripted = make_settings(OPENAI_BASE_URL="http://h/v1/", COLONY_DEFAULT_MODEL="openai/x")
     assert endpoint_of(scripted, "openai/x") == ("http://h/v1", None)
+
+
+def test_embedded_temporal_polls_its_queues_on_demand() -> None:
+    from workers.temporal_server import EMBEDDED_DYNAMIC_CONFIG, server_argv
+
+    def values(argv: list[str]) -> dict[str, str]:
+        pairs = [argv[i + 1] for i, a in enumerate(argv) if a == "--dynamic-config-value"]
+        return dict(p.split("=", 1) for p in pairs)
+
+    argv = server_argv(port=1, ui_port=None, namespace="default", db_file=None)
+    assert values(argv)["history.transferProcessorMaxPollRPS"] == "1000"
+    assert set(EMBEDDED_DYNAMIC_CONFIG) <= set(values(argv))
+    custom = server_argv(
+        port=1,
+        ui_port=None,
+        namespace="default",
+        db_file=None,
+        dynamic_config={"history.transferProcessorMaxPollRPS": "50", "limit.x": "1"},
+    )
+    assert values(custom)["history.transferProcessorMaxPollRPS"] == "50"
+    assert values(custom)["limit.x"] == "1"
