@@ -13,9 +13,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml requirements/no-deps.txt
+$(STAMP): $(BIN)/python pyproject.toml requirements/no-deps.txt tests/mcp/servers/package-lock.json
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps -r requirements/no-deps.txt
+	@# A third-party MCP server over streamable HTTP for tests/mcp (pinned by the lock file).
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/mcp/servers --no-audit --no-fund --loglevel=error; \
+	else echo "warning: npm missing; the MCP HTTP tests will skip"; fi
 	@touch $(STAMP)
 
 install: system-deps $(STAMP)

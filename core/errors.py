@@ -101,6 +101,7 @@ class ErrorType(StrEnum):
     RATE_LIMITED = "RateLimited"
     TIMEOUT = "Timeout"
     DEPENDENCY_UNAVAILABLE = "DependencyUnavailable"
+    MCP_UNAVAILABLE = "McpUnavailable"  # an MCP server cannot be reached or keeps dying
     # Non-retryable: retrying the same input cannot help.
     INVALID_REQUEST = "InvalidRequest"
     AUTH_FAILED = "AuthFailed"
@@ -124,6 +125,7 @@ _RETRYABLE = frozenset(
         ErrorType.RATE_LIMITED,
         ErrorType.TIMEOUT,
         ErrorType.DEPENDENCY_UNAVAILABLE,
+        ErrorType.MCP_UNAVAILABLE,
     }
 )
 

@@ -230,6 +230,7 @@ class AgentRunInput(Payload):
     inbox_ids: list[int] = []  # user messages to adopt before the first step
     progress: RunProgress | None = None  # set when continuing as new
     plan: "RunPlan | None" = None  # set when continuing as new
+    end_requested: bool = False  # set when continuing as new: the user ended the conversation
 
 
 class RunPlan(Payload):

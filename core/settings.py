@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     default_model: str | None = Field(default=None, validation_alias="COLONY_DEFAULT_MODEL")
     e2b_api_key: SecretStr | None = Field(default=None, validation_alias="E2B_API_KEY")
+    # Encrypts named secrets at rest; unset: a key file in the data dir (one host only).
+    secrets_key: SecretStr | None = Field(default=None, validation_alias="COLONY_SECRETS_KEY")
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.

@@ -110,6 +110,7 @@ class AgentRunWorkflow:
         """Run the loop to an outcome."""
         self._input = input
         self._inbox = list(input.inbox_ids) if input.plan is not None else []
+        self._end_requested = self._end_requested or input.end_requested
         self._progress = input.progress or RunProgress(started_at=workflow.now())
         try:
             plan = input.plan if input.plan is not None else await self._start()
@@ -142,7 +143,12 @@ class AgentRunWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     self._input.model_copy(
-                        update={"progress": self._progress, "plan": plan, "inbox_ids": self._inbox}
+                        update={
+                            "progress": self._progress,
+                            "plan": plan,
+                            "inbox_ids": self._inbox,
+                            "end_requested": self._end_requested,
+                        }
                     )
                 )
             if self._inbox:
