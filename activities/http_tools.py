@@ -73,14 +73,26 @@ class StoreResolvers:
     are cached per tenant for `egress_ttl_s` seconds.
     """
 
-    def __init__(self, pool: Pool, cipher: SecretCipher, *, egress_ttl_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        cipher: SecretCipher | Callable[[], SecretCipher],
+        *,
+        egress_ttl_s: float = 5.0,
+    ) -> None:
         self._pool = pool
-        self._cipher = cipher
+        # A factory defers reading (or creating) the key file to the first secret read.
+        self._cipher_source = cipher
+        self._cipher: SecretCipher | None = cipher if isinstance(cipher, SecretCipher) else None
         self._ttl = egress_ttl_s
         self._egress: dict[str, tuple[float, list[EgressRule]]] = {}
 
     async def secret(self, tenant_id: str, name: str) -> str:
         """The value of a tenant's secret."""
+        if self._cipher is None:
+            source = self._cipher_source
+            assert callable(source)
+            self._cipher = source()
         async with self._pool.connection() as conn:
             return await tool_store.get_secret_value(conn, self._cipher, tenant_id, name)
 

@@ -9,8 +9,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import model_client
 from activities._common import append_run_event, worker_identity
-from activities.builtin_tools import BUILTIN, ToolRegistry
-from core import agents, runs
+from activities.catalog import ToolCatalog, answered_by_workflow, model_names
+from core import agents, policy, runs
 from core.db import Pool
 from core.errors import ErrorType
 from core.models import (
@@ -36,6 +36,10 @@ after that many attempts on the last model the call fails for good."""
 MAX_TOOL_RESULT_IN_PROMPT = 16_000
 """Characters of one tool result the model sees; the whole output stays in Postgres."""
 
+MAX_WORKFLOW_ARGUMENTS = 20_000
+"""Argument characters carried in the workflow for the tools it answers itself (ask_human,
+find_tools, agents); the whole text stays in Postgres."""
+
 _VERSION_CACHE_SIZE = 1024
 _DELTA_FLUSH_SECONDS = 0.25
 _DELTA_FLUSH_CHARS = 400
@@ -45,10 +49,10 @@ _HEARTBEAT_SECONDS = 5.0
 class LlmActivities:
     """Activities served by the `llm` lane."""
 
-    def __init__(self, settings: Settings, pool: Pool, tools: ToolRegistry = BUILTIN) -> None:
+    def __init__(self, settings: Settings, pool: Pool, catalog: ToolCatalog | None = None) -> None:
         self._settings = settings
         self._pool = pool
-        self._tools = tools
+        self._catalog = catalog or ToolCatalog()
         self._versions: dict[tuple[str, str, int], agents.AgentVersion] = {}
 
     @activity.defn(name="probe_llm_lane")
@@ -78,20 +82,22 @@ class LlmActivities:
             if stored is not None:
                 return await self._stored_output(conn, input, stored)
             version = await self._version(conn, input)
+            entries = await self._catalog.entries(conn, input.tenant_id, input.tools)
         spec = version.spec
-        known = [name for name in input.tools if self._tools.has(name)]
+        names = model_names(entries.values())  # model's name -> Colony name
+        to_model = {colony: model for model, colony in names.items() if model != colony}
         request = ModelRequest(
             model=input.models[0],
             messages=[
                 ChatMessage(role="system", content=spec.instructions),
-                *map(_bounded, history),
+                *(_for_prompt(input.run_id, seq, m, to_model) for seq, m in history),
             ],
-            tools=self._tools.schemas(known),
+            tools=[entry.schema for entry in entries.values()],
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
         )
         result = await self._with_fallbacks(input, request)
-        message = _with_unique_call_ids(result.message, input.step)
+        message = _with_unique_call_ids(result.message, input.step, names)
         resolved = model_client.resolve(result.model, self._settings)
         # One round trip: the answer, its ledger row and its events commit together.
         async with self._pool.connection() as conn, conn.pipeline():
@@ -207,7 +213,15 @@ def _output(
     return LlmCallOutput(
         message_seq=seq,
         tool_calls=[
-            ToolCallRef(id=c.id, name=c.name, index=i) for i, c in enumerate(message.tool_calls)
+            ToolCallRef(
+                id=c.id,
+                name=c.name,
+                index=i,
+                arguments=runs.preview(c.arguments, MAX_WORKFLOW_ARGUMENTS)
+                if answered_by_workflow(c.name)
+                else None,
+            )
+            for i, c in enumerate(message.tool_calls)
         ],
         text=runs.preview(message.content),
         finish_reason=finish_reason,
@@ -217,24 +231,49 @@ def _output(
     )
 
 
-def _bounded(message: ChatMessage) -> ChatMessage:
-    """Long tool output is cut in the prompt, with a note that says so."""
-    content = message.content
-    if message.role != "tool" or content is None or len(content) <= MAX_TOOL_RESULT_IN_PROMPT:
-        return message
-    cut = content[:MAX_TOOL_RESULT_IN_PROMPT]
-    note = f"\n[output truncated: {len(content) - MAX_TOOL_RESULT_IN_PROMPT} more characters are stored with the run]"
-    return message.model_copy(update={"content": cut + note})
+def _for_prompt(
+    run_id: str, seq: int, message: ChatMessage, to_model: dict[str, str]
+) -> ChatMessage:
+    """A stored message as the model sees it.
+
+    Tool output is data, never instructions: it is delimited as such and cut at
+    `MAX_TOOL_RESULT_IN_PROMPT` characters with a pointer to the whole text. Tool names
+    the provider would refuse are sent in their model-facing spelling.
+    """
+    if message.role == "tool":
+        return message.model_copy(
+            update={
+                "content": policy.wrap_untrusted(
+                    message.name or "tool",
+                    message.tool_call_id or "",
+                    message.content or "",
+                    MAX_TOOL_RESULT_IN_PROMPT,
+                    run_id=run_id,
+                    seq=seq,
+                ),
+                "name": to_model.get(message.name or "", message.name),
+            }
+        )
+    if message.tool_calls and to_model:
+        calls = [
+            c.model_copy(update={"name": to_model.get(c.name, c.name)}) for c in message.tool_calls
+        ]
+        return message.model_copy(update={"tool_calls": calls})
+    return message
 
 
-def _with_unique_call_ids(message: ChatMessage, step: int) -> ChatMessage:
-    """Small models repeat or omit call ids; results must map back to exactly one call."""
+def _with_unique_call_ids(message: ChatMessage, step: int, names: dict[str, str]) -> ChatMessage:
+    """Give every call a unique id and its Colony tool name.
+
+    Small models repeat or omit call ids; results must map back to exactly one call.
+    """
     seen: set[str] = set()
     calls = []
     for i, call in enumerate(message.tool_calls):
         call_id = call.id if call.id and call.id not in seen else f"call_{step}_{i}"
         seen.add(call_id)
-        calls.append(ToolCallRequest(id=call_id, name=call.name, arguments=call.arguments))
+        name = names.get(call.name, call.name)
+        calls.append(ToolCallRequest(id=call_id, name=name, arguments=call.arguments))
     return message.model_copy(update={"tool_calls": calls})
 
 

@@ -1,24 +1,34 @@
 """Run bookkeeping in Postgres, on the memory lane: start, adopt messages, events, finish."""
 
+import json
+
 from temporalio import activity
 
-from core import agents, runs
+from activities.catalog import AGENT_TOOL_PREFIX, FIND_TOOLS, CatalogEntry, ToolCatalog
+from core import agents, policy, runs
 from core.db import Pool
+from core.errors import NotFound
 from core.models import (
     AdoptMessagesInput,
+    AgentSpec,
+    ChildRunInput,
+    ChildRunOutput,
     FinishRunInput,
     RecordEventsInput,
     RunEvent,
+    RunMode,
     RunPlan,
     StartRunInput,
+    ToolPolicy,
 )
 
 
 class StoreActivities:
     """Postgres reads and writes of the run lifecycle; every write is idempotent."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, catalog: ToolCatalog | None = None) -> None:
         self._pool = pool
+        self._catalog = catalog or ToolCatalog()
 
     @activity.defn(name="start_run")
     async def start_run(self, input: StartRunInput) -> RunPlan:
@@ -45,11 +55,51 @@ class StoreActivities:
                 *_received(input.inbox_ids, texts, input.first_seq),
             ]
             await runs.append_events(conn, input.tenant_id, input.run_id, events)
-        return RunPlan(
-            models=[spec.model, *spec.fallback_models],
-            tools=list(spec.tools),
-            policies=dict(spec.tool_policies),
-            limits=spec.limits,
+            tools = await self._catalog.expand(conn, input.tenant_id, spec.tools)
+            entries = await self._catalog.entries(conn, input.tenant_id, tools)
+        return _plan(spec, tools, entries, input.mode)
+
+    @activity.defn(name="create_child_run")
+    async def create_child_run(self, input: ChildRunInput) -> ChildRunOutput:
+        """Create the run of an agent called as a tool (once per call: retries find it).
+
+        Bad arguments or an unknown agent are answers for the model, not failures.
+        """
+        try:
+            data = json.loads(input.arguments)
+        except ValueError:
+            data = None
+        task = data.get("task") if isinstance(data, dict) else None
+        if not isinstance(task, str) or not task.strip():
+            return ChildRunOutput(
+                error='Invalid arguments: send {"task": "..."} describing what the agent should do.'
+            )
+        async with self._pool.connection() as conn:
+            try:
+                version = await agents.get_version(conn, input.tenant_id, input.agent_name)
+            except NotFound:
+                return ChildRunOutput(error=f"Agent '{input.agent_name}' does not exist.")
+            record, inbox_id, _ = await runs.create_run(
+                conn,
+                tenant_id=input.tenant_id,
+                agent_name=input.agent_name,
+                agent_version=version.version,
+                objective=task,
+                mode=input.mode,
+                idempotency_key=f"child:{input.parent_run_id}:{input.call_id}",
+                parent=(input.parent_run_id, input.call_id),
+            )
+            await runs.append_event(
+                conn, input.tenant_id, input.parent_run_id,
+                RunEvent(key=f"child-{input.call_id}", type="child.started", data={
+                    "call_id": input.call_id, "agent": input.agent_name, "run_id": record.id,
+                }),
+            )  # fmt: skip
+        return ChildRunOutput(
+            run_id=record.id,
+            workflow_id=record.workflow_id,
+            agent_version=record.agent_version,
+            inbox_id=inbox_id,
         )
 
     @activity.defn(name="adopt_messages")
@@ -118,3 +168,50 @@ def _received(inbox_ids: list[int], texts: list[str], first_seq: int) -> list[Ru
         )
         for i, (inbox_id, text) in enumerate(zip(inbox_ids, texts, strict=True))
     ]
+
+
+MAX_OFFERED_TOOLS = 20
+"""Beyond this many tools the model starts with the built-ins and `find_tools`, and
+loads the others by searching (sending hundreds of schemas on every call costs tokens
+and confuses models)."""
+
+
+def _plan(
+    spec: AgentSpec, tools: list[str], entries: dict[str, CatalogEntry], mode: RunMode
+) -> RunPlan:
+    """The run's plan: every tool with its effective policy; agents run as child runs."""
+    policies: dict[str, ToolPolicy] = {}
+    for name in tools:
+        entry = entries.get(name)
+        effective = policy.resolve_for_agent(
+            spec,
+            name,
+            defaults=entry.policy_defaults if entry else None,
+            side_effects=entry.side_effects if entry else False,
+            enabled=entry.enabled if entry else True,
+            run_mode=mode,
+        )
+        if effective.mode != "allow" or name in spec.tool_policies:
+            policies[name] = effective.as_tool_policy()
+    agent_tools = {
+        name: name.removeprefix(AGENT_TOOL_PREFIX)
+        for name, entry in entries.items()
+        if entry.kind == "agent"
+    }
+    offered = None
+    if len(tools) > MAX_OFFERED_TOOLS:
+        if FIND_TOOLS.name not in tools:
+            tools = [*tools, FIND_TOOLS.name]
+        offered = [
+            n
+            for n in tools
+            if n == FIND_TOOLS.name or (n in entries and entries[n].kind in ("builtin", "workflow"))
+        ]
+    return RunPlan(
+        models=[spec.model, *spec.fallback_models],
+        tools=tools,
+        policies=policies,
+        limits=spec.limits,
+        agent_tools=agent_tools,
+        offered=offered,
+    )

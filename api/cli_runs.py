@@ -91,6 +91,12 @@ def render_events(events: EventStream, run_id: str) -> str | None:
                 f"[yellow]! {data['model']} failed ({data['error']}); trying the next model[/]",
                 highlight=False,
             )
+        elif kind == "approval.requested" and data.get("question") is not None:
+            console.print(
+                f"[yellow]? the agent asks: {data['question']}\n  answer with "
+                f"`colony approve {run_id} {data['call_id']} --answer '...'`[/]",
+                highlight=False,
+            )
         elif kind == "approval.requested":
             console.print(
                 f"[yellow]⏸ {data['tool']} needs approval: `colony approve {run_id} {data['call_id']}` "
@@ -131,17 +137,20 @@ def _print_finished(data: dict[str, Any]) -> None:
 @click.argument("call_id")
 @click.option("--deny", is_flag=True, help="Deny instead of approve.")
 @click.option("--reason", default=None)
-def approve_command(run_id: str, call_id: str, deny: bool, reason: str | None) -> None:
-    """Approve (or --deny) a tool call that waits for a human."""
+@click.option("--answer", default=None, help="Answer an ask_human question.")
+def approve_command(
+    run_id: str, call_id: str, deny: bool, reason: str | None, answer: str | None
+) -> None:
+    """Approve (or --deny) a tool call that waits for a human, or --answer its question."""
     try:
         with _client() as api:
             api.post(
                 f"/v1/runs/{run_id}/approvals",
-                json={"call_id": call_id, "approved": not deny, "reason": reason},
+                json={"call_id": call_id, "approved": not deny, "reason": reason, "answer": answer},
             )
     except ColonyError as exc:
         _fail(exc.message)
-    console.print(f"{'denied' if deny else 'approved'} {call_id}")
+    console.print(f"{'denied' if deny else 'answered' if answer else 'approved'} {call_id}")
 
 
 @click.command("cancel")

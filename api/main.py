@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 
 from api import errors
 from api.deps import TemporalHandle
-from api.routes import agents, health, keys, runs, stack_checks, tools
+from api.routes import agents, health, keys, mcp_servers, runs, stack_checks, tools
 from core import db, metrics, telemetry
 from core.settings import Settings
 
@@ -60,4 +60,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents.router)
     app.include_router(runs.router)
     app.include_router(tools.router)
+    app.include_router(mcp_servers.router)
     return app

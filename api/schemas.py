@@ -166,11 +166,14 @@ class MessageAccepted(BaseModel):
 
 
 class ApprovalCreate(Body):
-    """Approve or deny a tool call waiting for a human."""
+    """Approve or deny a tool call waiting for a human (or answer its question)."""
 
     call_id: str = Field(min_length=1)
     approved: bool
     reason: str | None = Field(default=None, max_length=10_000)
+    answer: str | None = Field(
+        default=None, max_length=100_000, description="The answer to an ask_human question."
+    )
 
 
 class EventPublic(BaseModel):

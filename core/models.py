@@ -5,6 +5,7 @@ New fields always get defaults, so workers of two versions can run side by side.
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -127,6 +128,7 @@ class ModelResult(Payload):
 # -- agents --------------------------------------------------------------------------
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_TOOL_ENTRY = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")  # core.policy patterns
 
 
 class ToolPolicy(BaseModel):
@@ -188,6 +190,12 @@ class AgentSpec(BaseModel):
     def _unique_tools(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("tools must not repeat")
+        for name in value:
+            if not _TOOL_ENTRY.fullmatch(name):
+                raise ValueError(
+                    f"tool {name!r}: names and patterns hold only letters, digits, '_', '.', "
+                    "':', '/', '-' and the wildcard '*' (e.g. 'calculator', 'mcp:github/*')"
+                )
         return value
 
     def policy(self, tool: str) -> ToolPolicy:
@@ -231,15 +239,18 @@ class AgentRunInput(Payload):
     progress: RunProgress | None = None  # set when continuing as new
     plan: "RunPlan | None" = None  # set when continuing as new
     end_requested: bool = False  # set when continuing as new: the user ended the conversation
+    depth: int = 0  # 0 for a run started by a user; a child run is its parent's depth + 1
 
 
 class RunPlan(Payload):
     """What the loop needs from the pinned agent version (small; loaded once per run)."""
 
     models: list[str]  # primary first, then fallbacks
-    tools: list[str]
-    policies: dict[str, "ToolPolicy"] = {}
+    tools: list[str]  # every tool the run may call (the agent's patterns expanded)
+    policies: dict[str, "ToolPolicy"] = {}  # effective: agent entries over tool defaults
     limits: "AgentLimits"
+    agent_tools: dict[str, str] = {}  # tool name -> agent it runs as a child run
+    offered: list[str] | None = None  # tools the model sees now, when not all (find_tools)
 
 
 class AgentRunOutput(Payload):
@@ -261,6 +272,28 @@ class StartRunInput(Payload):
     agent_version: int
     inbox_ids: list[int]
     first_seq: int
+    mode: RunMode = "normal"
+
+
+class ChildRunInput(Payload):
+    """Input of `create_child_run`: an agent called as a tool by the parent run's call."""
+
+    tenant_id: str
+    parent_run_id: str
+    call_id: str
+    agent_name: str
+    arguments: str  # the call's JSON arguments: {"task": ...}
+    mode: RunMode = "normal"
+
+
+class ChildRunOutput(Payload):
+    """The child run (created once per call), or why there is none."""
+
+    run_id: str = ""
+    workflow_id: str = ""
+    agent_version: int = 0
+    inbox_id: int = 0
+    error: str | None = None  # for the model: bad arguments, unknown agent
 
 
 class AdoptMessagesInput(Payload):
@@ -306,6 +339,7 @@ class ToolCallRef(Payload):
     id: str
     name: str
     index: int
+    arguments: str | None = None  # only for the tools the workflow answers itself
 
 
 class LlmCallInput(Payload):
@@ -346,6 +380,11 @@ class ToolCallInput(Payload):
     result_seq: int
     mode: RunMode = "normal"
     denied_reason: str | None = None  # policy/approval said no: record that, do not run
+    agent_name: str = ""  # the run's agent version: the activity checks policy itself
+    agent_version: int = 0
+    approved: bool = False  # a human approved this call (tools that require approval)
+    result_text: str | None = None  # the workflow has the result (ask_human's answer)
+    child_run_id: str | None = None  # an agent tool ran as this child run: its answer is the result
 
 
 class ToolCallOutput(Payload):
@@ -370,6 +409,7 @@ class ApprovalDecision(Payload):
     call_id: str
     approved: bool
     reason: str | None = None
+    answer: str | None = None  # the human's answer to an `ask_human` question
 
 
 class PendingApproval(Payload):
@@ -378,6 +418,7 @@ class PendingApproval(Payload):
     call_id: str
     tool: str
     deadline: datetime
+    question: str | None = None  # set for `ask_human`: answer it with `answer`
 
 
 RunPhase = Literal[

@@ -30,7 +30,7 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
     "id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation, status, outcome,"
     " reason, objective, result, steps, prompt_tokens, completion_tokens, cost_usd, cost_complete,"
-    " created_at, updated_at, finished_at"
+    " created_at, updated_at, finished_at, parent_run_id"
 )
 
 Conn = psycopg.AsyncConnection[Any]
@@ -61,6 +61,7 @@ class RunRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    parent_run_id: str | None = None
 
 
 class EventRecord(BaseModel):
@@ -94,8 +95,9 @@ async def create_run(
     mode: RunMode = "normal",
     conversation: bool = False,
     idempotency_key: str | None = None,
+    parent: tuple[str, str] | None = None,
 ) -> tuple[RunRecord, int, bool]:
-    """Create a run and put its objective in the inbox.
+    """Create a run and put its objective in the inbox (`parent`: run id and call id).
 
     Returns (run, inbox id of the objective, created). With an idempotency key that was
     used before, returns the existing run and `created=False`.
@@ -104,10 +106,11 @@ async def create_run(
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO runs (id, tenant_id, agent_name, agent_version, workflow_id, mode,"
-            " conversation, objective, idempotency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " conversation, objective, idempotency_key, parent_run_id, parent_call_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_RUN_COLUMNS}",
             (run_id, tenant_id, agent_name, agent_version, workflow_id_for(run_id), mode,
-             conversation, objective, idempotency_key),
+             conversation, objective, idempotency_key, *(parent or (None, None))),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:
@@ -246,8 +249,8 @@ async def load_messages(conn: Conn, run_id: str, upto_seq: int) -> list[ChatMess
 
 async def load_step(
     conn: Conn, run_id: str, upto_seq: int, answer_seq: int
-) -> tuple[list[ChatMessage], ChatMessage | None]:
-    """Messages 1..upto_seq, and message `answer_seq` if it is already stored: one query."""
+) -> tuple[list[tuple[int, ChatMessage]], ChatMessage | None]:
+    """Messages 1..upto_seq with their seqs, and message `answer_seq` if stored (one query)."""
     cur = await conn.execute(
         "SELECT seq, role, content, tool_calls, tool_call_id, name FROM run_messages"
         " WHERE run_id = %s AND (seq <= %s OR seq = %s) ORDER BY seq",
@@ -258,7 +261,7 @@ async def load_step(
         if row["seq"] == answer_seq:
             answer = _message(row)
         else:
-            history.append(_message(row))
+            history.append((int(row["seq"]), _message(row)))
     return history, answer
 
 

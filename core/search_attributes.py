@@ -3,7 +3,7 @@
 They make runs filterable in the Temporal UI (`ColonyTenant = "local" AND ColonyKind = "run"`).
 """
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 TENANT = SearchAttributeKey.for_keyword("ColonyTenant")
 AGENT = SearchAttributeKey.for_keyword("ColonyAgent")
@@ -19,3 +19,16 @@ _CLI_TYPE_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "
 def cli_definitions() -> list[str]:
     """`NAME=Type` pairs for `temporal server start-dev --search-attribute`."""
     return [f"{key.name}={_CLI_TYPE_NAMES[key.indexed_value_type.name]}" for key in ALL]
+
+
+def for_run(tenant_id: str, agent: str, version: int, kind: str = "run") -> TypedSearchAttributes:
+    """The attributes a run starts with (its status is `running` until it ends)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(TENANT, tenant_id),
+            SearchAttributePair(AGENT, agent),
+            SearchAttributePair(AGENT_VERSION, version),
+            SearchAttributePair(KIND, kind),
+            SearchAttributePair(STATUS, "running"),
+        ]
+    )

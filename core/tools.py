@@ -35,6 +35,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import ConfigError, Conflict, InvalidInput, NotFound
+from core.mcp import SECRET_NAME_PATTERN, SERVER_NAME_PATTERN
 from core.policy import EgressRule, ToolPolicyDefaults
 from core.settings import Settings
 
@@ -59,15 +60,14 @@ BUILTIN_TOOL_NAMES: Final = frozenset(
 ToolKind = Literal["builtin", "http", "mcp", "code", "agent"]
 StoredToolKind = Literal["http", "mcp", "code", "agent"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-McpTransport = Literal["stdio", "http", "streamable_http", "sse"]
+McpTransport = Literal["stdio", "http", "streamable_http"]
 """As core/mcp.py spells them ("streamable_http" is an alias of "http")."""
 McpStatus = Literal["pending", "ready", "error", "disabled"]
 
 TOOL_NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 """Names of HTTP (and other non-MCP) tools: what every model provider accepts."""
 MCP_TOOL_PREFIX: Final = "mcp:"
-SECRET_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
-MCP_SERVER_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+MCP_SERVER_NAME_PATTERN: Final = SERVER_NAME_PATTERN
 LATENCY_WINDOW: Final = 256
 """Latencies kept per tool for p50/p95: the most recent calls."""
 MAX_SECRET_BYTES: Final = 64 * 1024
@@ -644,14 +644,8 @@ def cipher_from_settings(settings: Settings) -> SecretCipher:
     The key is `COLONY_SECRETS_KEY` (settings field `secrets_key`) when set; otherwise
     the file `$COLONY_DATA_DIR/secrets-key`, created (mode 0600) on first use.
     """
-    configured = getattr(settings, "secrets_key", None)
-    if configured is not None:
-        text = (
-            configured.get_secret_value()
-            if hasattr(configured, "get_secret_value")
-            else str(configured)
-        )
-        return SecretCipher.from_text(text)
+    if settings.secrets_key is not None:
+        return SecretCipher.from_text(settings.secrets_key.get_secret_value())
     return SecretCipher.from_text(_key_file(settings.data_path / SECRETS_KEY_FILE))
 
 

@@ -68,16 +68,20 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
     client = await temporal_support.connect(settings)
     async with db.open_pool(settings.effective_database_url, min_size=1, max_size=10) as pool:
         with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
+            resources = Resources(settings, pool)
             workers = build_workers(
-                client, queues, Resources(settings, pool), executor=executor,
+                client, queues, resources, executor=executor,
                 task_queue_suffix=settings.task_queue_suffix,
             )  # fmt: skip
-            async with contextlib.AsyncExitStack() as stack:
-                for worker in workers:
-                    await stack.enter_async_context(worker)
-                log.info("worker serving lanes: %s", ", ".join(q.lane for q in queues))
-                await stop.wait()
-                log.info("worker stopping")
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for worker in workers:
+                        await stack.enter_async_context(worker)
+                    log.info("worker serving lanes: %s", ", ".join(q.lane for q in queues))
+                    await stop.wait()
+                    log.info("worker stopping")
+            finally:
+                await resources.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

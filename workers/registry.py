@@ -4,29 +4,62 @@ The worker builds each lane's activities from the shared resources it opens once
 process (settings, Postgres pool); tests build the same objects with their own.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.builtin_tools import BUILTIN, ToolRegistry
+from activities.builtin_tools import ToolDefinition
+from activities.catalog import ToolCatalog, builtin_registry
+from activities.http_tools import HttpToolExecutor, StoreResolvers
 from activities.llm import LlmActivities
+from activities.mcp import McpSessionPool
+from activities.mcp_registry import McpActivities
 from activities.memory import MemoryActivities
 from activities.store import StoreActivities
+from activities.tool_limits import ToolLimiter
+from activities.tool_search import ToolSearchActivities
 from activities.tools import ToolActivities
+from activities.vectors import LazyEmbedder, open_vector_store
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
+from core.tools import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
+from workflows.mcp_discovery import McpDiscoveryWorkflow
 from workflows.stack_check import StackCheckWorkflow
+from workflows.tool_search import ToolSearchWorkflow
 
 
-@dataclass(frozen=True)
 class Resources:
-    """Process-wide clients handed to activity classes."""
+    """Process-wide clients handed to activity classes.
 
-    settings: Settings
-    pool: Pool
-    tools: ToolRegistry = BUILTIN
+    Building one does no I/O: HTTP clients, MCP sessions and the sandbox backend start on
+    first use. `aclose` releases them (MCP server processes included).
+    """
+
+    def __init__(
+        self, settings: Settings, pool: Pool, *, extra_tools: Sequence[ToolDefinition] = ()
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.resolvers = StoreResolvers(pool, functools.partial(cipher_from_settings, settings))
+        self.http = HttpToolExecutor(secrets=self.resolvers.secret, egress=self.resolvers.egress)
+        self.mcp = McpSessionPool()
+        self.limiter = ToolLimiter()
+        self.builtins = builtin_registry(settings, self.resolvers.egress, extra_tools)
+        self.catalog = ToolCatalog(
+            self.builtins, http=self.http, mcp=self.mcp, secret=self.resolvers.secret
+        )
+        # Memory lane: Qdrant opens and the embedding model loads on first use.
+        self.vectors = open_vector_store(settings)
+        self.embedder = LazyEmbedder()
+
+    async def aclose(self) -> None:
+        """Close MCP sessions (stopping their server processes) and HTTP clients."""
+        await self.mcp.close()
+        await self.http.aclose()
+        self.vectors.close()
 
 
 ActivityFactory = Callable[[Resources], Sequence[Callable[..., Any]]]
@@ -42,29 +75,35 @@ class Lane:
 
 
 def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
-    llm = LlmActivities(res.settings, res.pool, res.tools)
+    llm = LlmActivities(res.settings, res.pool, res.catalog)
     return [llm.probe_llm_lane, llm.call_llm]
 
 
 def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
-    tools = ToolActivities(res.settings, res.pool, res.tools)
-    return [tools.probe_tools_lane, tools.execute_tool]
+    tools = ToolActivities(res.settings, res.pool, res.catalog, res.limiter)
+    mcp = McpActivities(res.pool, res.mcp, res.resolvers.secret)
+    return [tools.probe_tools_lane, tools.execute_tool, mcp.discover_mcp_server]
 
 
 def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
-    store = StoreActivities(res.pool)
+    store = StoreActivities(res.pool, res.catalog)
     return [
         MemoryActivities(res.pool).record_stack_check,
         store.start_run,
         store.adopt_messages,
         store.record_events,
         store.finish_run,
+        store.create_child_run,
+        ToolSearchActivities(
+            res.settings, res.pool, res.vectors, res.embedder, res.catalog.builtin_schemas
+        ).search_tools,
     ]
 
 
 LANES: dict[TaskQueue, Lane] = {
     TaskQueue.ORCHESTRATION: Lane(
-        TaskQueue.ORCHESTRATION, workflows=[StackCheckWorkflow, AgentRunWorkflow]
+        TaskQueue.ORCHESTRATION,
+        workflows=[StackCheckWorkflow, AgentRunWorkflow, McpDiscoveryWorkflow, ToolSearchWorkflow],
     ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),
     TaskQueue.TOOLS: Lane(TaskQueue.TOOLS, activities=_tools),

@@ -85,3 +85,26 @@ TOOL_CALL = ActivityPreset(
     heartbeat=timedelta(seconds=60),
 )
 """One tool call."""
+
+MCP_DISCOVERY = ActivityPreset(
+    TaskQueue.TOOLS,
+    start_to_close=timedelta(minutes=2),
+    schedule_to_close=timedelta(minutes=5),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=3,
+        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+    ),
+)
+"""Discovering one MCP server's tools. An unreachable server is tried three times; the
+last attempt records it as `error` and returns (the activity reads `maximum_attempts`)."""
+
+TOOL_SEARCH = ActivityPreset(
+    TaskQueue.MEMORY,
+    start_to_close=timedelta(minutes=1),
+    schedule_to_close=timedelta(minutes=2),
+    heartbeat=timedelta(seconds=30),
+)
+"""Semantic tool search (`search_tools`); heartbeats while it embeds new or changed tools."""

@@ -1,11 +1,18 @@
 """AgentRunWorkflow: one agent's tool-calling loop for one objective (or conversation)."""
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ParentClosePolicy
 
 from core import search_attributes
 from core.errors import ErrorType
@@ -14,6 +21,8 @@ from core.models import (
     AgentRunInput,
     AgentRunOutput,
     ApprovalDecision,
+    ChildRunInput,
+    ChildRunOutput,
     FinishRunInput,
     LlmCallInput,
     LlmCallOutput,
@@ -30,13 +39,24 @@ from core.models import (
     ToolCallInput,
     ToolCallOutput,
     ToolCallRef,
+    ToolPolicy,
 )
+from core.tool_search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities
     from activities.store import StoreActivities
+    from activities.tool_search import ToolSearchActivities
     from activities.tools import ToolActivities
-    from workflows._options import LLM_CALL, RUN_STORE, TOOL_CALL
+    from workflows._options import LLM_CALL, RUN_STORE, TOOL_CALL, TOOL_SEARCH
+
+
+ASK_HUMAN = "ask_human"
+FIND_TOOLS = "find_tools"
+MAX_AGENT_DEPTH = 3
+"""How deep agents may call agents (a run's child's child's child, at most)."""
+_PATCH_WORKFLOW_TOOLS = "workflow-answered-tools-v1"
+"""ask_human and agents as tools: before it, such calls went to the tools lane."""
 
 
 @workflow.defn(name="AgentRunWorkflow")
@@ -113,8 +133,8 @@ class AgentRunWorkflow:
         self._end_requested = self._end_requested or input.end_requested
         self._progress = input.progress or RunProgress(started_at=workflow.now())
         try:
-            plan = input.plan if input.plan is not None else await self._start()
-            return await self._loop(plan)
+            self._plan = input.plan if input.plan is not None else await self._start()
+            return await self._loop()
         except BaseException as exc:
             if not is_cancelled_exception(exc):
                 raise
@@ -129,16 +149,17 @@ class AgentRunWorkflow:
             StartRunInput(
                 tenant_id=input.tenant_id, run_id=input.run_id, agent_name=input.agent_name,
                 agent_version=input.agent_version, inbox_ids=input.inbox_ids,
-                first_seq=self._progress.seq + 1,
+                first_seq=self._progress.seq + 1, mode=input.mode,
             ),
             **RUN_STORE.kwargs(),
         )  # fmt: skip
         self._advance(seq=self._progress.seq + len(input.inbox_ids))
         return plan
 
-    async def _loop(self, plan: RunPlan) -> AgentRunOutput:
-        limits = plan.limits
+    async def _loop(self) -> AgentRunOutput:
         while True:
+            plan = self._plan  # find_tools may offer more tools as the run goes
+            limits = plan.limits
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -169,7 +190,8 @@ class AgentRunWorkflow:
                         tenant_id=self._input.tenant_id, run_id=self._input.run_id,
                         agent_name=self._input.agent_name, agent_version=self._input.agent_version,
                         step=progress.step + 1, upto_seq=progress.seq, write_seq=progress.seq + 1,
-                        models=plan.models, tools=plan.tools, budget_remaining_usd=remaining,
+                        models=plan.models, tools=plan.tools if plan.offered is None else plan.offered,
+                        budget_remaining_usd=remaining,
                     ),
                     **LLM_CALL.kwargs(),
                 )  # fmt: skip
@@ -238,6 +260,11 @@ class AgentRunWorkflow:
         ]  # fmt: skip
         if needs_approval:
             denied.update(await self._ask_for_approval(plan, needs_approval))
+        approved = {c.id for c in needs_approval if c.id not in denied}
+        answered: dict[str, str] = {}  # call id -> result text the workflow already has
+        children: dict[str, str] = {}  # call id -> child run id
+        if workflow.patched(_PATCH_WORKFLOW_TOOLS):
+            answered, children = await self._answer_in_workflow(plan, calls, denied)
 
         def execute(call: ToolCallRef) -> "asyncio.Future[ToolCallOutput]":
             return workflow.start_activity_method(
@@ -246,6 +273,9 @@ class AgentRunWorkflow:
                     tenant_id=self._input.tenant_id, run_id=self._input.run_id, step=self._progress.step,
                     message_seq=llm.message_seq, call_index=call.index, result_seq=first_result + call.index,
                     mode=self._input.mode, denied_reason=denied.get(call.id),
+                    agent_name=self._input.agent_name, agent_version=self._input.agent_version,
+                    approved=call.id in approved, result_text=answered.get(call.id),
+                    child_run_id=children.get(call.id),
                 ),
                 **TOOL_CALL.kwargs(),
             )  # fmt: skip
@@ -257,14 +287,149 @@ class AgentRunWorkflow:
                 await execute(call)
         self._advance(seq=first_result + len(calls) - 1)
 
+    async def _answer_in_workflow(
+        self, plan: RunPlan, calls: list[ToolCallRef], denied: dict[str, str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Calls the workflow answers itself: questions for the human, agents as child runs.
+
+        Returns (results by call id, child run ids by call id).
+        """
+        answered: dict[str, str] = {}
+        children: dict[str, str] = {}
+        questions = [c for c in calls if c.name == ASK_HUMAN and c.id not in denied]
+        if questions:
+            answered.update(await self._ask_human(plan, questions))
+        for call in calls:
+            if call.name == FIND_TOOLS and call.id not in denied:
+                answered[call.id] = await self._find_tools(plan, call)
+        delegated = [c for c in calls if c.name in plan.agent_tools and c.id not in denied]
+        if delegated and self._input.depth >= MAX_AGENT_DEPTH:
+            for call in delegated:
+                denied[call.id] = (
+                    f"agents may call agents only {MAX_AGENT_DEPTH} levels deep; "
+                    "do this part yourself"
+                )
+            delegated = []
+
+        async def delegate(call: ToolCallRef) -> None:
+            child_run_id, error = await self._run_child(plan.agent_tools[call.name], call)
+            if error is not None:
+                answered[call.id] = f"Error: {error}"
+            else:
+                children[call.id] = child_run_id
+
+        if plan.limits.parallel_tool_calls:
+            await asyncio.gather(*(delegate(c) for c in delegated))
+        else:
+            for call in delegated:
+                await delegate(call)
+        return answered, children
+
+    async def _run_child(self, agent: str, call: ToolCallRef) -> tuple[str, str | None]:
+        """Run `agent` on the call's task as a child run (own budget, cancelled with us).
+
+        Returns (child run id, None), or ("", why there is no child run).
+        """
+        child: ChildRunOutput = await workflow.execute_activity_method(
+            StoreActivities.create_child_run,
+            ChildRunInput(
+                tenant_id=self._input.tenant_id, parent_run_id=self._input.run_id,
+                call_id=call.id, agent_name=agent, arguments=call.arguments or "{}",
+                mode=self._input.mode,
+            ),
+            **RUN_STORE.kwargs(),
+        )  # fmt: skip
+        if child.error is not None:
+            return "", child.error
+        try:
+            await workflow.execute_child_workflow(
+                AgentRunWorkflow.run,
+                AgentRunInput(
+                    tenant_id=self._input.tenant_id, run_id=child.run_id, agent_name=agent,
+                    agent_version=child.agent_version, mode=self._input.mode,
+                    inbox_ids=[child.inbox_id], depth=self._input.depth + 1,
+                ),
+                id=child.workflow_id,
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                search_attributes=search_attributes.for_run(
+                    self._input.tenant_id, agent, child.agent_version
+                ),
+            )  # fmt: skip
+        except ChildWorkflowError:
+            # The child was cancelled, terminated or failed on its own (our own cancellation
+            # arrives as CancelledError instead); its outcome is in Postgres.
+            pass
+        return child.run_id, None
+
+    async def _find_tools(self, plan: RunPlan, call: ToolCallRef) -> str:
+        """Search the run's tools; the ones found are offered to the model from now on."""
+        try:
+            args = json.loads(call.arguments or "{}")
+        except ValueError:
+            args = None
+        query = args.get("query") if isinstance(args, dict) else None
+        if not isinstance(query, str) or not query.strip():
+            return 'Error: send {"query": "..."} describing the tool you need.'
+        limit = args.get("limit", 5) if isinstance(args, dict) else 5
+        limit = limit if isinstance(limit, int) and 1 <= limit <= 20 else 5
+        found: ToolSearchOutput = await workflow.execute_activity_method(
+            ToolSearchActivities.search_tools,
+            ToolSearchInput(
+                tenant_id=self._input.tenant_id,
+                query=query[:500],
+                limit=limit,
+                names=[n for n in plan.tools if n != FIND_TOOLS],
+            ),
+            **TOOL_SEARCH.kwargs(),
+        )
+        if not found.hits:
+            return f"No tool matches {query!r}."
+        offered = list(plan.offered or [])
+        new = [h.name for h in found.hits if h.name not in offered]
+        if plan.offered is not None and new:
+            self._plan = plan.model_copy(update={"offered": offered + new})
+        lines = [f"- {h.name}: {h.description}" for h in found.hits]
+        return "Tools you can use now:\n" + "\n".join(lines)
+
+    async def _ask_human(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
+        """Put each question to the human (the approvals path); returns the answers."""
+        timeout = plan.policies.get(ASK_HUMAN, ToolPolicy()).approval_timeout_s
+        now = workflow.now()
+        for call in calls:
+            self._pending[call.id] = PendingApproval(
+                call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeout),
+                question=_question(call.arguments),
+            )  # fmt: skip
+        decisions = await self._wait_for_decisions(calls, {c.id: timeout for c in calls})
+        return {
+            d.call_id: (
+                f"The human answered: {d.answer}"
+                if d.approved and d.answer
+                else f"The human did not answer ({d.reason or 'no reason given'})."
+            )
+            for d in decisions
+        }
+
     async def _ask_for_approval(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
         """Wait for a decision on each call; a timeout counts as a denial. Returns denials."""
         now = workflow.now()
+        timeouts = {c.id: plan.policies[c.name].approval_timeout_s for c in calls}
         for call in calls:
-            timeout = plan.policies[call.name].approval_timeout_s
             self._pending[call.id] = PendingApproval(
-                call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeout)
+                call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeouts[call.id])
             )
+        decisions = await self._wait_for_decisions(calls, timeouts)
+        return {
+            d.call_id: f"a human denied this call: {d.reason or 'no reason given'}"
+            for d in decisions
+            if not d.approved
+        }
+
+    async def _wait_for_decisions(
+        self, calls: list[ToolCallRef], timeouts: dict[str, float]
+    ) -> list[ApprovalDecision]:
+        """Announce the pending calls, wait for a human on each (or its timeout)."""
         self._phase = "waiting_for_approval"
         await self._record(
             [
@@ -275,6 +440,11 @@ class AgentRunWorkflow:
                         "call_id": call.id,
                         "tool": call.name,
                         "deadline": self._pending[call.id].deadline.isoformat(),
+                        **(
+                            {"question": q}
+                            if (q := self._pending[call.id].question) is not None
+                            else {}
+                        ),
                     },
                 )
                 for call in calls
@@ -283,7 +453,7 @@ class AgentRunWorkflow:
         )
 
         async def decide(call: ToolCallRef) -> ApprovalDecision:
-            timeout = plan.policies[call.name].approval_timeout_s
+            timeout = timeouts[call.id]
             try:
                 await workflow.wait_condition(lambda: call.id in self._decisions, timeout=timeout)
             except TimeoutError:
@@ -301,7 +471,12 @@ class AgentRunWorkflow:
                 RunEvent(
                     key=f"approval-resolved-{d.call_id}",
                     type="approval.resolved",
-                    data={"call_id": d.call_id, "approved": d.approved, "reason": d.reason},
+                    data={
+                        "call_id": d.call_id,
+                        "approved": d.approved,
+                        "reason": d.reason,
+                        **({"answer": d.answer} if d.answer is not None else {}),
+                    },
                 )
                 for d in decisions
             ],
@@ -309,11 +484,7 @@ class AgentRunWorkflow:
         )
         for call in calls:
             self._pending.pop(call.id, None)
-        return {
-            d.call_id: f"a human denied this call: {d.reason or 'no reason given'}"
-            for d in decisions
-            if not d.approved
-        }
+        return list(decisions)
 
     # -- conversation ---------------------------------------------------------------
 
@@ -392,3 +563,14 @@ def _reason(exc: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return f"{cause.type}: {cause.message}" if cause.type else cause.message
     return str(cause or exc)
+
+
+def _question(arguments: str | None) -> str:
+    """The question of an `ask_human` call (its raw arguments when they do not parse)."""
+    try:
+        data = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments or ""
+    if isinstance(data, dict) and isinstance(data.get("question"), str):
+        return str(data["question"])
+    return arguments or ""

@@ -4,9 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from api.deps import PoolDep, PrincipalDep
+from api.deps import PoolDep, PrincipalDep, SettingsDep
+from api.routes.tools import unknown_tools
 from api.schemas import AgentCreate, AgentPublic, AgentRollback
 from core import agents
+from core.errors import NotFound
 from core.models import AGENT_NAME_PATTERN, AgentSpec
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -25,11 +27,24 @@ def _public(version: agents.AgentVersion) -> AgentPublic:
 @router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED,
              responses={200: {"model": AgentPublic, "description": "identical to the latest version"}})  # fmt: skip
 async def create_agent(
-    body: AgentCreate, principal: PrincipalDep, pool: PoolDep, response: Response
+    body: AgentCreate,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> AgentPublic:
     """Create an agent, or add a version when the name exists and the spec changed."""
     spec = AgentSpec.model_validate(body.model_dump(exclude={"name"}))
     async with pool.connection() as conn:
+        unknown = await unknown_tools(
+            conn, principal.tenant_id, spec.tools, settings, own_agent=body.name
+        )
+        if unknown:
+            raise NotFound(
+                f"unknown tool(s): {', '.join(unknown)}; see GET /v1/tools (MCP tools appear "
+                "once their server is registered, agents as agent:<name>)",
+                details={"unknown_tools": unknown},
+            )
         version, created = await agents.create_version(conn, principal.tenant_id, body.name, spec)
     if not created:
         response.status_code = status.HTTP_200_OK

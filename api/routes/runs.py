@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -120,13 +120,9 @@ async def _start(
             id=record.workflow_id,
             task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(search_attributes.TENANT, record.tenant_id),
-                SearchAttributePair(search_attributes.AGENT, record.agent_name),
-                SearchAttributePair(search_attributes.AGENT_VERSION, record.agent_version),
-                SearchAttributePair(search_attributes.KIND, "run"),
-                SearchAttributePair(search_attributes.STATUS, "running"),
-            ]),
+            search_attributes=search_attributes.for_run(
+                record.tenant_id, record.agent_name, record.agent_version
+            ),
         )  # fmt: skip
         metrics.WORKFLOWS_STARTED.labels(kind="run").inc()
     except WorkflowAlreadyStartedError:
@@ -281,13 +277,15 @@ async def submit_message(
 async def approve(
     run_id: str, body: ApprovalCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
 ) -> RunStatus:
-    """Approve or deny a tool call that waits for a human."""
+    """Approve or deny a tool call that waits for a human, or answer an `ask_human` question."""
     record = await _live_run(pool, principal.tenant_id, run_id)
     handle = client.get_workflow_handle_for(AgentRunWorkflow.run, record.workflow_id)
     try:
         result: RunStatus = await handle.execute_update(
             AgentRunWorkflow.approve_tool_call,
-            ApprovalDecision(call_id=body.call_id, approved=body.approved, reason=body.reason),
+            ApprovalDecision(
+                call_id=body.call_id, approved=body.approved, reason=body.reason, answer=body.answer
+            ),
         )
     except WorkflowUpdateFailedError as exc:
         # The update's validator said why (e.g. no such call is waiting).

@@ -9,12 +9,12 @@ allowlist need an admin key: a tool that sends a secret to an allowed host is a 
 use that secret.
 """
 
-from functools import cache
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import AdminDep, PoolDep, PrincipalDep, SettingsDep
+from api.routes import tool_search
 from api.schemas_tools import (
     EgressPublic,
     EgressPut,
@@ -26,21 +26,33 @@ from api.schemas_tools import (
 )
 from core import tools
 from core.errors import InvalidInput, NotFound, PermissionDenied
-from core.tools import SECRET_NAME_PATTERN, StoredTool, ToolStats
+from core.mcp import SECRET_NAME_PATTERN
+from core.settings import Settings
+from core.tools import StoredTool, ToolStats
 
 router = APIRouter(prefix="/v1", tags=["tools"])
+router.include_router(tool_search.router)  # /v1/tools/search, before get_tool below
 SecretName = Annotated[str, Path(pattern=SECRET_NAME_PATTERN)]
 # Fixed sub-paths of /v1/tools that a tool name must not shadow.
 _ROUTE_NAMES = frozenset({"search"})
 
 
-@cache
-def _builtin_tools() -> dict[str, ToolPublic]:
+_BUILTINS: dict[str, ToolPublic] = {}
+
+
+def _builtin_tools(settings: Settings) -> dict[str, ToolPublic]:
+    """Built-in tools as the API shows them (built once: they are code)."""
+    if not _BUILTINS:
+        _BUILTINS.update(_describe_builtins(settings))
+    return _BUILTINS
+
+
+def _describe_builtins(settings: Settings) -> dict[str, ToolPublic]:
     # Built-in tools are code in the activities package; importing it here (not at module
     # level: api does not depend on activities) only reads their definitions.
-    from activities.builtin_tools import BUILTIN
-    from activities.http_tools import HTTP_FETCH_DESCRIPTION, HTTP_FETCH_PARAMETERS
+    from activities.catalog import WORKFLOW_TOOLS, builtin_registry
 
+    registry = builtin_registry(settings)
     found = {
         name: ToolPublic(
             name=name,
@@ -49,20 +61,43 @@ def _builtin_tools() -> dict[str, ToolPublic]:
             input_schema=definition.parameters,
             side_effects=definition.side_effects,
         )
-        for name in BUILTIN.names
-        if (definition := BUILTIN.get(name))
+        for name in registry.names
+        if (definition := registry.get(name))
     }
-    found.setdefault(
-        "http_fetch",
-        ToolPublic(
-            name="http_fetch",
+    for schema in WORKFLOW_TOOLS.values():
+        found[schema.name] = ToolPublic(
+            name=schema.name,
             kind="builtin",
-            description=HTTP_FETCH_DESCRIPTION,
-            input_schema=HTTP_FETCH_PARAMETERS,
+            description=schema.description,
+            input_schema=schema.parameters,
             side_effects=False,
-        ),
-    )
+        )
     return found
+
+
+async def unknown_tools(
+    conn: tools.Conn, tenant_id: str, names: list[str], settings: Settings, *, own_agent: str
+) -> list[str]:
+    """The exact tool names among `names` that name nothing (patterns are not checked)."""
+    exact = [n for n in names if "*" not in n and n not in _builtin_tools(settings)]
+    registered = await tools.get_latest_tools(conn, tenant_id, exact)
+    unknown = []
+    for name in exact:
+        if name in registered:
+            continue
+        if name.startswith("agent:"):
+            agent = name.removeprefix("agent:")
+            if agent == own_agent or await _agent_exists(conn, tenant_id, agent):
+                continue
+        unknown.append(name)
+    return unknown
+
+
+async def _agent_exists(conn: tools.Conn, tenant_id: str, name: str) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM agents WHERE tenant_id = %s AND name = %s", (tenant_id, name)
+    )
+    return await cur.fetchone() is not None
 
 
 def _stats(stats: ToolStats | None) -> ToolStatsPublic:
@@ -107,14 +142,16 @@ async def register_tool(
 
 
 @router.get("/tools", response_model=list[ToolPublic])
-async def list_tools(principal: PrincipalDep, pool: PoolDep) -> list[ToolPublic]:
+async def list_tools(
+    principal: PrincipalDep, pool: PoolDep, settings: SettingsDep
+) -> list[ToolPublic]:
     """Built-in tools, then the tenant's registered tools (latest versions), with stats."""
     async with pool.connection() as conn:
         registered = await tools.list_tools(conn, principal.tenant_id)
         stats = await tools.tool_stats(conn, principal.tenant_id)
     builtins = [
         tool.model_copy(update={"stats": _stats(stats.get(name))})
-        for name, tool in sorted(_builtin_tools().items())
+        for name, tool in sorted(_builtin_tools(settings).items())
     ]
     return builtins + [_public(tool, stats.get(tool.name)) for tool in registered]
 
@@ -124,10 +161,11 @@ async def get_tool(
     name: str,
     principal: PrincipalDep,
     pool: PoolDep,
+    settings: SettingsDep,
     version: Annotated[int | None, Query(gt=0)] = None,
 ) -> ToolPublic:
     """One tool: a built-in, or a registered tool at its latest (or the given) version."""
-    builtin = _builtin_tools().get(name)
+    builtin = _builtin_tools(settings).get(name)
     async with pool.connection() as conn:
         if builtin is not None:
             if version is not None:

@@ -116,6 +116,18 @@ async def test_bad_agents_are_4xx(api: httpx.AsyncClient, keys: dict[str, str]) 
         await api.post("/v1/agents", json={**CALC, "name": "bad name!"}), 422, "invalid_request"
     )
     assert_error(await api.post("/v1/agents/calc/rollback", json={"version": 99}), 404, "not_found")
+    # Tools must exist (patterns are checked when a run starts); agents may call themselves.
+    unknown = await api.post("/v1/agents", json={**CALC, "tools": ["calculator", "web_serch"]})
+    assert_error(unknown, 404, "not_found")
+    assert unknown.json()["error"]["details"] == {"unknown_tools": ["web_serch"]}
+    assert_error(
+        await api.post("/v1/agents", json={**CALC, "tools": ["agent:nobody"]}), 404, "not_found"
+    )
+    assert_error(
+        await api.post("/v1/agents", json={**CALC, "tools": ["rm -rf"]}), 422, "invalid_request"
+    )
+    for tools in (["mcp:github/*", "run_python", "ask_human"], ["agent:calc", "http_fetch"]):
+        assert (await api.post("/v1/agents", json={**CALC, "tools": tools})).status_code == 201
     # Another tenant does not see this tenant's agents.
     other = {"Authorization": f"Bearer {keys['t-other']}"}
     assert_error(await api.get("/v1/agents/calc", headers=other), 404, "not_found")

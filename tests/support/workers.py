@@ -6,7 +6,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from temporalio.client import Client
 
-from activities.builtin_tools import BUILTIN, ToolRegistry
+from activities.builtin_tools import ToolDefinition
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
@@ -23,15 +23,22 @@ async def running_workers(
     suffix: str = "",
     queues: Sequence[TaskQueue] = tuple(TaskQueue),
     cache: bool = False,
-    tools: ToolRegistry = BUILTIN,
-) -> AsyncIterator[None]:
-    """Workers for `queues` (+ `suffix`); without `cache` every workflow task replays."""
+    extra_tools: Sequence[ToolDefinition] = (),
+) -> AsyncIterator[Resources]:
+    """Workers for `queues` (+ `suffix`); without `cache` every workflow task replays.
+
+    `extra_tools` join the built-in tools. Yields the workers' shared resources.
+    """
+    resources = Resources(settings, pool, extra_tools=extra_tools)
     with ThreadPoolExecutor(max_workers=8) as executor:
         workers = build_workers(
-            client, queues, Resources(settings, pool, tools), executor=executor,
+            client, queues, resources, executor=executor,
             task_queue_suffix=suffix, max_cached_workflows=None if cache else 0,
         )  # fmt: skip
-        async with AsyncExitStack() as stack:
-            for worker in workers:
-                await stack.enter_async_context(worker)
-            yield
+        try:
+            async with AsyncExitStack() as stack:
+                for worker in workers:
+                    await stack.enter_async_context(worker)
+                yield resources
+        finally:
+            await resources.aclose()

@@ -323,7 +323,9 @@ async def test_mcp_server_crud(pool: Pool) -> None:
         await tools.set_mcp_server_status(conn, "acme", "github", "error", "boom" * 1000)
         failed = await tools.get_mcp_server(conn, "acme", "github")
         assert failed.status == "error" and len(failed.last_error or "") == 2000
-        again, created = await tools.upsert_mcp_server(conn, "acme", "github", "sse", config)
+        again, created = await tools.upsert_mcp_server(
+            conn, "acme", "github", "streamable_http", config
+        )
         assert not created and again.status == "pending" and again.last_error is None
         assert [s.name for s in await tools.list_mcp_servers(conn, "acme")] == ["github"]
         assert await tools.list_mcp_servers(conn, "other") == []

@@ -2,28 +2,17 @@
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from temporalio.client import (
-    Client,
     WorkflowFailureError,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import CancelledError
 
-from core import agents, runs
-from core.db import Pool
-from core.models import AgentRunInput, AgentRunOutput, AgentSpec, ApprovalDecision, SubmitMessage
-from core.queues import TaskQueue
-from core.temporal import ColonyPlugin
-from tests.conftest import make_settings
+from core import runs
+from core.models import ApprovalDecision, SubmitMessage
 from tests.support.model_server import (
-    ScriptedModelServer,
     fault,
     hang,
     reply,
@@ -31,82 +20,8 @@ from tests.support.model_server import (
     tool_calls,
 )
 from tests.support.replay import assert_replays, record_history
-from tests.support.services import TemporalServer
-from tests.support.workers import running_workers
+from tests.workflows.harness import TENANT, Harness, RunHandle, spec
 from workflows.agent_run import AgentRunWorkflow
-
-TENANT = "agents"
-RunHandle = WorkflowHandle[AgentRunWorkflow, AgentRunOutput]
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def tenant(pool: Pool) -> None:
-    async with pool.connection() as conn:
-        await conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'Agents')", (TENANT,))
-
-
-@dataclass
-class Harness:
-    client: Client
-    pool: Pool
-    server: ScriptedModelServer
-    suffix: str
-
-    async def start(
-        self, spec: AgentSpec, objective: str = "What is 2+2?", *, conversation: bool = False
-    ) -> tuple[RunHandle, str]:
-        name = "agent-" + uuid.uuid4().hex[:6]
-        async with self.pool.connection() as conn:
-            version, _ = await agents.create_version(conn, TENANT, name, spec)
-            record, inbox_id, _ = await runs.create_run(
-                conn, tenant_id=TENANT, agent_name=name, agent_version=version.version,
-                objective=objective, conversation=conversation,
-            )  # fmt: skip
-        handle = await self.client.start_workflow(
-            AgentRunWorkflow.run,
-            AgentRunInput(
-                tenant_id=TENANT, run_id=record.id, agent_name=name, agent_version=version.version,
-                conversation=conversation, inbox_ids=[inbox_id],
-            ),
-            id=record.workflow_id + self.suffix,
-            task_queue=TaskQueue.ORCHESTRATION.value + self.suffix,
-        )  # fmt: skip
-        return handle, record.id
-
-    async def messages(self, run_id: str) -> list[Any]:
-        async with self.pool.connection() as conn:
-            return await runs.load_messages(conn, run_id, 10_000)
-
-    async def events(self, run_id: str) -> list[runs.EventRecord]:
-        async with self.pool.connection() as conn:
-            return await runs.list_events(conn, TENANT, run_id)
-
-    async def run_row(self, run_id: str) -> runs.RunRecord:
-        async with self.pool.connection() as conn:
-            return await runs.get_run(conn, TENANT, run_id)
-
-
-@pytest.fixture
-async def harness(
-    temporal: TemporalServer, pool: Pool, model_server: ScriptedModelServer
-) -> AsyncIterator[Harness]:
-    settings = make_settings(
-        TEMPORAL_ADDRESS=temporal.address, OPENAI_BASE_URL=model_server.base_url
-    )
-    client = await Client.connect(temporal.address, plugins=[ColonyPlugin()])
-    suffix = "-" + uuid.uuid4().hex[:8]
-    async with running_workers(client, settings, pool, suffix=suffix):
-        yield Harness(client, pool, model_server, suffix)
-
-
-def spec(**overrides: Any) -> AgentSpec:
-    base: dict[str, Any] = {
-        "instructions": "You are a careful calculator agent.",
-        "model": "openai/scripted-model",
-        "tools": ["calculator", "get_time"],
-    }
-    base.update(overrides)
-    return AgentSpec.model_validate(base)
 
 
 async def test_tool_loop_to_an_answer(harness: Harness) -> None:
@@ -131,8 +46,12 @@ async def test_tool_loop_to_an_answer(harness: Harness) -> None:
     first, second = harness.server.chat_requests()
     assert first.messages[0] == {"role": "system", "content": "You are a careful calculator agent."}
     assert {t["function"]["name"] for t in first.body["tools"]} == {"calculator", "get_time"}
-    assert second.messages[-1]["role"] == "tool" and second.messages[-1]["content"] == "4"
-    assert second.messages[-1]["tool_call_id"] == "c1"
+    # Tool output reaches the model delimited as data, never as bare instructions.
+    result = second.messages[-1]
+    assert result["role"] == "tool" and result["tool_call_id"] == "c1"
+    assert result["content"].startswith('<tool_output tool="calculator" call_id="c1">\n')
+    assert "not instructions" in result["content"]
+    assert result["content"].endswith("\n4\n</tool_output>")
 
     row = await harness.run_row(run_id)
     assert (row.status, row.outcome, row.result, row.steps) == (
@@ -308,6 +227,11 @@ async def test_approval_granted_or_denied(harness: Harness, approved: bool) -> N
     handle, run_id = await harness.start(spec(tool_policies=policy))
     call_id = await _wait_for_pending(handle)
     assert call_id == "x"
+    # The workflow announces the wait (a store activity) right after it starts waiting.
+    for _ in range(100):
+        if (await harness.run_row(run_id)).status == "waiting":
+            break
+        await asyncio.sleep(0.05)
     assert (await harness.run_row(run_id)).status == "waiting"
     status = await handle.execute_update(
         AgentRunWorkflow.approve_tool_call,

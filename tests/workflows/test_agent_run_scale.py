@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from activities.builtin_tools import BUILTIN, StaticToolRegistry, ToolContext, ToolDefinition
+from activities.builtin_tools import ToolContext, ToolDefinition
 from core import agents, runs
 from core.db import Pool
 from core.models import AgentRunInput, AgentRunOutput, AgentSpec
@@ -33,22 +33,19 @@ def blob(args: dict[str, object], ctx: ToolContext) -> str:
     return str(args["tag"]) * 10 + "x" * (BLOB - 10 * len(str(args["tag"])))
 
 
-TOOLS = StaticToolRegistry(
-    [
-        *(BUILTIN.get(name) for name in ("calculator", "get_time")),
-        ToolDefinition(
-            name="blob",
-            description="Returns 100 KB of text.",
-            parameters={
-                "type": "object",
-                "properties": {"tag": {"type": "string"}},
-                "required": ["tag"],
-            },
-            side_effects=False,
-            handler=blob,
-        ),
-    ]
-)
+TOOLS = [
+    ToolDefinition(
+        name="blob",
+        description="Returns 100 KB of text.",
+        parameters={
+            "type": "object",
+            "properties": {"tag": {"type": "string"}},
+            "required": ["tag"],
+        },
+        side_effects=False,
+        handler=blob,
+    ),
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,7 +100,9 @@ async def test_500_tool_calls_with_100kb_outputs_keep_history_small(
     spec = AgentSpec(
         instructions="x", model="openai/scripted-model", tools=["blob"], limits={"max_steps": 100}
     )
-    async with running_workers(client, settings, pool, suffix=suffix, cache=True, tools=TOOLS):
+    async with running_workers(
+        client, settings, pool, suffix=suffix, cache=True, extra_tools=TOOLS
+    ):
         run_id, handle = await start(client, pool, suffix, spec)
         output = await handle.result()  # type: ignore[attr-defined]
     assert output.outcome == "succeeded" and output.result == "finished after 50 steps"
@@ -117,7 +116,7 @@ async def test_500_tool_calls_with_100kb_outputs_keep_history_small(
     # The model saw bounded tool output, with a note.
     last = model_server.chat_requests()[-1]
     assert all(len(m["content"]) < 20_000 for m in last.messages if m["role"] == "tool")
-    assert "output truncated" in last.messages[-1]["content"]
+    assert f"full output at colony://runs/{run_id}/messages/" in last.messages[-1]["content"]
     history = await handle.fetch_history()  # type: ignore[attr-defined]
     sizes = [len(e.SerializeToString()) for e in history.events]
     # Temporal warns at 10 MB / 10K events and stops at 50 MB / 50K: far away.

@@ -1,0 +1,377 @@
+"""Every tool a tenant's runs can call, resolved to `ToolDefinition`s.
+
+Two sources:
+
+    built-ins   code in this worker: calculator, get_time, http_fetch, the sandbox and
+                workspace tools (plus tests' own); `ask_human` and `find_tools` are
+                answered by the workflow itself and only described here
+    registered  rows of the `tools` table (core/tools.py): HTTP tools and MCP tools
+                (`mcp:<server>/<tool>`, discovered from a registered server)
+    agents      `agent:<name>`: another agent of the tenant, called as a tool; the
+                workflow runs it as a child run with its own budget
+
+Colony names tools by their Colony name everywhere (agent specs, messages, events,
+policies). Models see `ToolDefinition.name`, which is the same except for MCP tools,
+and agents, whose names providers refuse (`mcp:time/now` -> `mcp__time__now`,
+`agent:researcher` -> `agent__researcher`); `CatalogEntry` keeps both and `model_names`
+maps back.
+"""
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from activities.builtin_tools import (
+    BUILTIN,
+    CALCULATOR,
+    GET_TIME,
+    StaticToolRegistry,
+    ToolContext,
+    ToolDefinition,
+    UnknownToolError,
+    run_tool,
+)
+from activities.http_tools import EgressResolver, HttpToolExecutor, http_fetch_tool
+from activities.mcp import McpSessionPool
+from activities.sandbox import sandbox_tools
+from core import agents, policy
+from core import mcp as mcp_names
+from core import tools as tool_store
+from core.errors import NotFound
+from core.models import ToolCallRequest, ToolSchema
+from core.settings import Settings
+
+EntryKind = Literal["builtin", "workflow", "http", "mcp", "code", "agent"]
+
+ASK_HUMAN: Final = ToolSchema(
+    name="ask_human",
+    description=(
+        "Ask the human who runs you a question and wait for the answer. Use it when you "
+        "need a decision or information only they have; the run pauses until they answer "
+        "(or a timeout passes, which you are told)."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 4000}},
+        "required": ["question"],
+        "additionalProperties": False,
+    },
+)
+FIND_TOOLS: Final = ToolSchema(
+    name="find_tools",
+    description=(
+        "Search the tools you may use by what you need to do, e.g. 'convert time zones'. "
+        "Matching tools are added to your tools for the rest of this run."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 500},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+)
+AGENT_TOOL_PREFIX: Final = "agent:"
+MAX_AGENT_DESCRIPTION: Final = 600
+
+WORKFLOW_TOOLS: Final[dict[str, ToolSchema]] = {t.name: t for t in (ASK_HUMAN, FIND_TOOLS)}
+"""Tools the workflow answers itself; they never reach the tools lane."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One callable tool: its Colony name, kind, definition and stored record (if any)."""
+
+    name: str
+    kind: EntryKind
+    schema: ToolSchema  # as the model sees it (provider-safe name)
+    definition: ToolDefinition | None  # None for workflow tools
+    stored: tool_store.StoredTool | None = None
+
+    @property
+    def side_effects(self) -> bool:
+        """Whether a call changes something outside the run."""
+        if self.stored is not None:
+            return self.stored.side_effects
+        return self.definition.side_effects if self.definition is not None else False
+
+    @property
+    def policy_defaults(self) -> policy.ToolPolicyDefaults | None:
+        """The tool's own policy (None: a built-in, allowed, unlimited)."""
+        return self.stored.policy if self.stored is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the tool may be called at all."""
+        return self.stored.enabled if self.stored is not None else True
+
+
+def builtin_registry(
+    settings: Settings,
+    egress: EgressResolver | None = None,
+    extra: Sequence[ToolDefinition] = (),
+) -> StaticToolRegistry:
+    """The built-in tools of a worker (`extra`: a test's own tools).
+
+    Without `egress` (listing tools, not running them) `http_fetch` may reach nothing.
+    """
+    return StaticToolRegistry(
+        [
+            CALCULATOR,
+            GET_TIME,
+            http_fetch_tool(egress or _no_egress),
+            *sandbox_tools(settings),
+            *extra,
+        ]
+    )
+
+
+async def _no_egress(tenant_id: str) -> list[policy.EgressRule]:
+    return []
+
+
+class ToolCatalog:
+    """Resolves tool names for one tenant: built-ins from code, the rest from Postgres.
+
+    Stored definitions are rebuilt per call (a row is small and the tenant may have
+    re-registered the tool); the MCP session pool and HTTP client behind them are the
+    worker's.
+    """
+
+    def __init__(
+        self,
+        builtins: StaticToolRegistry = BUILTIN,
+        *,
+        http: HttpToolExecutor | None = None,
+        mcp: McpSessionPool | None = None,
+        secret: Any = None,
+    ) -> None:
+        self._builtins = builtins
+        self._http = http
+        self._mcp = mcp
+        self._secret = secret  # async (tenant_id, name) -> value
+
+    def builtin_names(self) -> list[str]:
+        """Names of the built-in tools, workflow tools included."""
+        return [*self._builtins.names, *WORKFLOW_TOOLS]
+
+    def builtin_schemas(self) -> list[ToolSchema]:
+        """What models are told about every built-in tool."""
+        return [*self._builtins.schemas(self._builtins.names), *WORKFLOW_TOOLS.values()]
+
+    async def available(self, conn: tool_store.Conn, tenant_id: str) -> list[str]:
+        """Every tool name the tenant has: built-ins, enabled registered tools, agents."""
+        stored = await tool_store.list_tools(conn, tenant_id)
+        agent_names = [a.name for a in await agents.list_agents(conn, tenant_id)]
+        return [
+            *self.builtin_names(),
+            *(t.name for t in stored if t.enabled),
+            *(AGENT_TOOL_PREFIX + name for name in agent_names),
+        ]
+
+    async def expand(
+        self, conn: tool_store.Conn, tenant_id: str, patterns: Sequence[str]
+    ) -> list[str]:
+        """The concrete tool names an agent's `tools` entries (names or patterns) cover.
+
+        Exact names are kept even when unknown (the call is then refused with a clear
+        error); patterns expand to the tenant's tools that match them.
+        """
+        names = [p for p in patterns if "*" not in p]
+        if len(names) < len(patterns):
+            wildcards = [p for p in patterns if "*" in p]
+            names += [
+                n for n in await self.available(conn, tenant_id) if policy.matches_any(wildcards, n)
+            ]
+        return list(dict.fromkeys(names))
+
+    async def entries(
+        self, conn: tool_store.Conn, tenant_id: str, names: Iterable[str]
+    ) -> dict[str, CatalogEntry]:
+        """The entries of the known names among `names` (unknown names are left out)."""
+        wanted = list(dict.fromkeys(names))
+        out: dict[str, CatalogEntry] = {}
+        registered = []
+        for name in wanted:
+            if name in WORKFLOW_TOOLS:
+                out[name] = CatalogEntry(name, "workflow", WORKFLOW_TOOLS[name], None)
+            elif self._builtins.has(name):
+                builtin = self._builtins.get(name)
+                out[name] = CatalogEntry(name, "builtin", builtin.schema(), builtin)
+            elif name.startswith(AGENT_TOOL_PREFIX):
+                agent = await _agent_entry(conn, tenant_id, name)
+                if agent is not None:
+                    out[name] = agent
+            else:
+                registered.append(name)
+        if registered:
+            stored = await tool_store.get_latest_tools(conn, tenant_id, registered)
+            servers: dict[str, tool_store.McpServer | None] = {}
+            for tool in stored.values():
+                definition = await self._definition(conn, tenant_id, tool, servers)
+                if definition is not None:
+                    out[tool.name] = CatalogEntry(
+                        tool.name, tool.kind, definition.schema(), definition, tool
+                    )
+        return {name: out[name] for name in wanted if name in out}
+
+    async def _definition(
+        self,
+        conn: tool_store.Conn,
+        tenant_id: str,
+        tool: tool_store.StoredTool,
+        servers: dict[str, tool_store.McpServer | None],
+    ) -> ToolDefinition | None:
+        if tool.kind == "http" and self._http is not None:
+            return self._http.definition(tool)
+        if tool.kind == "mcp" and self._mcp is not None:
+            server = str(tool.config.get("server", ""))
+            if server not in servers:
+                try:
+                    servers[server] = await tool_store.get_mcp_server(conn, tenant_id, server)
+                except Exception:
+                    servers[server] = None
+            record = servers[server]
+            if record is None:
+                return None
+            return _mcp_definition(self._mcp, record, tool, self._secret)
+        return None
+
+    async def run(
+        self,
+        conn: tool_store.Conn,
+        tenant_id: str,
+        call: ToolCallRequest,
+        ctx: ToolContext,
+    ) -> str:
+        """Run one call by its Colony name (see `run_tool` for the errors)."""
+        entry = (await self.entries(conn, tenant_id, [call.name])).get(call.name)
+        if entry is None or entry.definition is None:
+            raise UnknownToolError(
+                f"Unknown tool '{call.name}': it is neither built in nor registered. "
+                "Use only the tools you were given."
+            )
+        return await run_entry(entry, call, ctx)
+
+
+async def run_entry(entry: CatalogEntry, call: ToolCallRequest, ctx: ToolContext) -> str:
+    """Run a resolved entry: arguments are checked against its schema first."""
+    assert entry.definition is not None
+    definition = entry.definition
+    single = _SingleTool(definition)
+    renamed = call.model_copy(update={"name": definition.name})
+    return await run_tool(single, renamed, ctx)
+
+
+def answered_by_workflow(name: str) -> bool:
+    """Whether the workflow handles calls of `name` itself (they never reach the tools lane)."""
+    return name in WORKFLOW_TOOLS or name.startswith(AGENT_TOOL_PREFIX)
+
+
+def model_names(entries: Iterable[CatalogEntry]) -> dict[str, str]:
+    """{name the model sees: Colony name} for the entries."""
+    return {entry.schema.name: entry.name for entry in entries}
+
+
+class _SingleTool:
+    """A `ToolRegistry` of one definition (how `run_entry` reuses `run_tool`)."""
+
+    def __init__(self, definition: ToolDefinition) -> None:
+        self._definition = definition
+
+    def get(self, name: str) -> ToolDefinition:
+        if name != self._definition.name:
+            raise UnknownToolError(f"Unknown tool '{name}'.")
+        return self._definition
+
+    def has(self, name: str) -> bool:
+        return name == self._definition.name
+
+    def schemas(self, names: Sequence[str]) -> list[ToolSchema]:
+        return [self.get(n).schema() for n in dict.fromkeys(names)]
+
+
+AGENT_TOOL_PARAMETERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "task": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 20_000,
+            "description": "What the agent should do, with everything it needs to know.",
+        }
+    },
+    "required": ["task"],
+    "additionalProperties": False,
+}
+
+
+async def _agent_entry(conn: tool_store.Conn, tenant_id: str, name: str) -> CatalogEntry | None:
+    agent = name.removeprefix(AGENT_TOOL_PREFIX)
+    try:
+        version = await agents.get_version(conn, tenant_id, agent)
+    except NotFound:
+        return None
+    instructions = " ".join(version.spec.instructions.split())
+    if len(instructions) > MAX_AGENT_DESCRIPTION:
+        instructions = instructions[: MAX_AGENT_DESCRIPTION - 3] + "..."
+    schema = ToolSchema(
+        name=agent_model_name(agent),
+        description=(
+            f"Delegate a task to the agent '{agent}', which works on it on its own and "
+            f"returns its answer. Its instructions: {instructions}"
+        ),
+        parameters=AGENT_TOOL_PARAMETERS,
+    )
+    return CatalogEntry(name, "agent", schema, None)
+
+
+def agent_model_name(agent: str) -> str:
+    """The provider-safe name of the tool that calls `agent`."""
+    plain = f"agent__{agent}"
+    if _SAFE.fullmatch(plain):
+        return plain
+    digest = hashlib.sha256(agent.encode()).hexdigest()[:10]
+    return f"{_UNSAFE.sub('_', plain)[:53]}_{digest}"
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _mcp_definition(
+    pool: McpSessionPool,
+    server: tool_store.McpServer,
+    tool: tool_store.StoredTool,
+    secret: Any,
+) -> ToolDefinition:
+    config = mcp_names.parse_server_config(
+        {**server.config, "name": server.name, "transport": server.transport}
+    )
+    remote = str(tool.config.get("tool", tool.name.rpartition("/")[2]))
+    timeout_s = tool.timeout_s
+
+    async def handler(arguments: dict[str, Any], ctx: ToolContext) -> str:
+        async def resolve(name: str) -> str:
+            return str(await secret(ctx.tenant_id, name))
+
+        return await pool.call_tool(
+            config,
+            remote,
+            arguments,
+            timeout_s,
+            scope=ctx.tenant_id,
+            resolve_secret=resolve if secret is not None else None,
+        )
+
+    return ToolDefinition(
+        name=mcp_names.provider_safe_name(tool.name),
+        description=tool.description,
+        parameters=tool.input_schema,
+        side_effects=tool.side_effects,
+        handler=handler,
+    )
