@@ -305,6 +305,15 @@ def _result_events(step: int, result: ModelResult, message: ChatMessage) -> list
                 "latency_ms": round(result.latency_ms, 1),
             },
         ),
+        # Announced with the answer that asks for them (one write, not one per call).
+        *(
+            RunEvent(
+                key=f"tool-call-{call['id']}",
+                type="tool.call",
+                data={"call_id": call["id"], "tool": call["name"], "arguments": call["arguments"]},
+            )
+            for call in calls
+        ),
     ]
 
 

@@ -15,7 +15,9 @@ results it reads on its next turn. Errors that say "not now" (a rate limit, an M
 server that is down, a 503 from an HTTP tool) fail the activity retryably instead.
 """
 
+import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
@@ -91,13 +93,6 @@ class ToolActivities:
             if input.message_seq not in found:
                 raise NotFound(f"message {input.message_seq} of run {input.run_id!r} not found")
             call = found[input.message_seq].tool_calls[input.call_index]
-            await runs.append_event(
-                conn, input.tenant_id, input.run_id,
-                RunEvent(key=f"tool-call-{call.id}", type="tool.call", data={
-                    "call_id": call.id, "tool": call.name,
-                    "arguments": runs.preview(call.arguments, 500),
-                }),
-            )  # fmt: skip
             entry = (await self._catalog.entries(conn, input.tenant_id, [call.name])).get(call.name)
             denial = input.denied_reason or await self._policy_denial(conn, input, call, entry)
         started = time.perf_counter()
@@ -212,7 +207,24 @@ class ToolActivities:
             rate_per_minute=defaults.rate_limit_per_minute if defaults else None,
             max_concurrency=defaults.max_concurrency if defaults else None,
         ):
-            return await run_entry(entry, call, context)
+            return await _heartbeating(run_entry(entry, call, context))
+
+
+HEARTBEAT_SECONDS = 10.0
+"""A tool still running after this long heartbeats (TOOL_CALL's heartbeat timeout is 60 s):
+a dead worker is noticed in a minute, not at the 10-minute start-to-close timeout."""
+
+
+async def _heartbeating(work: Awaitable[str]) -> str:
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        task.cancel()
 
 
 def _retry_delay(exc: ToolError) -> timedelta | None:

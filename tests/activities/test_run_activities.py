@@ -117,3 +117,38 @@ async def test_stored_message_shapes_round_trip(pool: Pool, run_id: str) -> None
             conn, tenant_id=TENANT, run_id=run_id, step=50, model="m", provider="p",
             usage=ModelUsage(prompt_tokens=1), cost_usd=None, latency_ms=1.0,
         )  # fmt: skip
+
+
+async def test_a_long_tool_call_heartbeats(
+    pool: Pool, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from activities import tools as tools_module
+    from activities.builtin_tools import ToolDefinition
+    from activities.catalog import ToolCatalog, builtin_registry
+
+    async def slow(args: dict[str, object], ctx: object) -> str:
+        await asyncio.sleep(0.35)
+        return "slept"
+
+    nap = ToolDefinition(
+        name="nap", description="Sleeps.", parameters={"type": "object", "properties": {}},
+        side_effects=False, handler=slow,
+    )  # fmt: skip
+    monkeypatch.setattr(tools_module, "HEARTBEAT_SECONDS", 0.1)
+    async with pool.connection() as conn:
+        await runs.write_message(
+            conn, TENANT, run_id, 700,
+            ChatMessage(role="assistant", tool_calls=[ToolCallRequest(id="n1", name="nap", arguments="{}")]),
+        )  # fmt: skip
+    catalog = ToolCatalog(builtin_registry(make_settings(), extra=[nap]))
+    env = ActivityEnvironment()
+    beats: list[object] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    call = ToolCallInput(
+        tenant_id=TENANT, run_id=run_id, step=9, message_seq=700, call_index=0, result_seq=701
+    )
+    result = await env.run(ToolActivities(make_settings(), pool, catalog).execute_tool, call)
+    assert result.ok and result.preview == "slept"
+    assert 2 <= len(beats) <= 4

@@ -20,7 +20,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.bench import agent
+from tests.bench import agent, mcp, sandbox, tool_search, tools
 from tests.bench._workflows import SequentialActivities, noop
 from tests.support.services import child_env, world_traversable_tempdir
 from workers import temporal_server
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument(
         "--model-delay", type=float, default=90, help="seconds the slow model takes"
     )
+    parser.add_argument("--sandbox-repeats", type=int, default=50, help="sandbox calls measured")
     args = parser.parse_args()
     wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
     default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
@@ -159,10 +160,15 @@ def main() -> None:
     agent_rows = asyncio.run(
         agent.run_all(args.agent_steps, args.runs, args.waiting, args.model_delay)
     )
+    tool_rows = asyncio.run(tools.run_all(args.agent_steps))
+    box = asyncio.run(sandbox.sandbox_bench(args.sandbox_repeats))
+    sessions = asyncio.run(mcp.mcp_round_trips(calls=20, starts=3))
+    search = asyncio.run(tool_search.bench(200, 200, None))
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}"
-        f" --agent-steps {args.agent_steps} --waiting {args.waiting} --model-delay {args.model_delay:.0f}'",
+        f" --agent-steps {args.agent_steps} --waiting {args.waiting} --model-delay {args.model_delay:.0f}"
+        f" --sandbox-repeats {args.sandbox_repeats}'",
         "",
         "| measurement | value |",
         "|---|---|",
@@ -177,6 +183,16 @@ def main() -> None:
         f"| `colony up` to ready, warm restart (median of 2) | {start['warm_start_s_median']:.1f} s |",
         f"| stack check over the API (all four lanes, median of 15) | {start['stack_check_ms_median']:.0f} ms |",
         *agent_rows,
+        *tool_rows,
+        f"| sandbox start: `true` in the full bubblewrap sandbox, median / p95 of {args.sandbox_repeats} | {box['sandbox_true']['median_ms']:.1f} / {box['sandbox_true']['p95_ms']:.1f} ms |",
+        f"| bare bwrap `true` (the floor), median / p95 | {box['bare_bwrap_true']['median_ms']:.1f} / {box['bare_bwrap_true']['p95_ms']:.1f} ms |",
+        f"| run_python `print(1)` through the tool, median / p95 | {box['run_python_print']['median_ms']:.1f} / {box['run_python_print']['p95_ms']:.1f} ms |",
+        *(
+            f"| MCP {name}: session start / call median / call p95 | {r['session_start_ms']:.0f} / {r['call_median_ms']:.1f} / {r['call_p95_ms']:.1f} ms |"
+            for name, r in sessions.items()
+        ),
+        f"| tool search over {search['tools']:.0f} tools (Qdrant local mode): first search with indexing | {search['first_search_ms']:.0f} ms ({search['index_ms_per_tool']:.1f} ms per tool) |",
+        f"| tool search p50 / p95 (index current) | {search['search_p50_ms']:.1f} / {search['search_p95_ms']:.1f} ms |",
     ]
     print("\n".join(lines))
 

@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client
 
 from core import db, tenants
-from tests.support.model_server import ScriptedModelServer, reply
+from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 from tests.support.services import (
     PostgresServer,
     TemporalServer,
@@ -294,3 +294,34 @@ async def test_external_temporal_and_postgres_are_used_not_started(
         code, out = await stack.cli("demo")
         assert code == 0, out
         assert await stack.signal_and_wait(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(300)
+async def test_tools_on_the_embedded_stack(stack: Stack, model_server: ScriptedModelServer) -> None:
+    """An MCP server, tool search and sandboxed code through the CLI, on `colony up`."""
+    await stack.up()
+    code, out = await stack.cli("mcp", "add", "time", sys.executable, "-m", "mcp_server_time")
+    assert code == 0, out
+    assert "time: ready" in out and "mcp:time/get_current_time" in out
+    code, out = await stack.cli("tools", "list")
+    assert code == 0 and "mcp:time/get_current_time" in out and "run_python" in out, out
+    code, out = await stack.cli("tools", "search", "what time is it in another city")
+    assert code == 0, out
+    assert out.splitlines()[0].split()[1] in {"mcp:time/get_current_time", "get_time"}, out
+
+    code, out = await stack.cli(
+        "agents", "create", "--name", "coder", "--instructions", "Write and run code.",
+        "--model", "openai/scripted-model", "--tool", "run_python", "--tool", "mcp:time/*",
+    )  # fmt: skip
+    assert code == 0, out
+    model_server.script(
+        tool_calls(
+            tool_call("run_python", {"code": "print(sum(range(10)))"}, id="p1"),
+            tool_call("mcp__time__get_current_time", {"timezone": "Asia/Tokyo"}, id="t1"),
+        ),
+        reply("The sum is 45."),
+    )
+    code, out = await stack.cli("run", "Sum 0..9 and tell me the time in Tokyo", "--agent", "coder")
+    assert code == 0, out
+    assert "45" in out and "Asia/Tokyo" in out and "succeeded" in out
+    assert await stack.signal_and_wait(signal.SIGTERM) == 0
