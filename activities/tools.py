@@ -100,6 +100,12 @@ class ToolActivities:
         if denial is not None:
             ok, error_type = False, ErrorType.POLICY_DENIED.value
             content = f"Tool call denied: {denial}"
+        elif input.failure is not None:
+            ok, error_type = False, ErrorType.TOOL_FAILED.value
+            content = (
+                f"Error: tool '{call.name}' is unavailable; it failed after retries "
+                f"({input.failure}). Continue without it or try another tool."
+            )
         elif input.result_text is not None:
             content = input.result_text
         elif input.child_run_id is not None:

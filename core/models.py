@@ -385,6 +385,7 @@ class ToolCallInput(Payload):
     approved: bool = False  # a human approved this call (tools that require approval)
     result_text: str | None = None  # the workflow has the result (ask_human's answer)
     child_run_id: str | None = None  # an agent tool ran as this child run: its answer is the result
+    failure: str | None = None  # the call failed for good (retries spent): record this error
 
 
 class ToolCallOutput(Payload):

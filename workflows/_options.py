@@ -83,8 +83,17 @@ TOOL_CALL = ActivityPreset(
     start_to_close=timedelta(minutes=10),
     schedule_to_close=timedelta(minutes=30),
     heartbeat=timedelta(seconds=60),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=4,
+        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+    ),
 )
-"""One tool call."""
+"""One tool call: retryable failures (a rate limit, a server that is down) are tried four
+times over about 7 s (longer when the tool says Retry-After); then the workflow tells the
+model the tool is unavailable."""
 
 MCP_DISCOVERY = ActivityPreset(
     TaskQueue.TOOLS,

@@ -55,6 +55,8 @@ ASK_HUMAN = "ask_human"
 FIND_TOOLS = "find_tools"
 MAX_AGENT_DEPTH = 3
 """How deep agents may call agents (a run's child's child's child, at most)."""
+_PATCH_TOOL_FAILURES = "tool-failures-are-results-v1"
+"""A tool call whose retries are spent becomes an error result; before, it failed the run."""
 _PATCH_WORKFLOW_TOOLS = "workflow-answered-tools-v1"
 """ask_human and agents as tools: before it, such calls went to the tools lane."""
 
@@ -266,19 +268,31 @@ class AgentRunWorkflow:
         if workflow.patched(_PATCH_WORKFLOW_TOOLS):
             answered, children = await self._answer_in_workflow(plan, calls, denied)
 
-        def execute(call: ToolCallRef) -> "asyncio.Future[ToolCallOutput]":
-            return workflow.start_activity_method(
-                ToolActivities.execute_tool,
-                ToolCallInput(
-                    tenant_id=self._input.tenant_id, run_id=self._input.run_id, step=self._progress.step,
-                    message_seq=llm.message_seq, call_index=call.index, result_seq=first_result + call.index,
-                    mode=self._input.mode, denied_reason=denied.get(call.id),
-                    agent_name=self._input.agent_name, agent_version=self._input.agent_version,
-                    approved=call.id in approved, result_text=answered.get(call.id),
-                    child_run_id=children.get(call.id),
-                ),
-                **TOOL_CALL.kwargs(),
+        def tool_input(call: ToolCallRef, failure: str | None = None) -> ToolCallInput:
+            return ToolCallInput(
+                tenant_id=self._input.tenant_id, run_id=self._input.run_id, step=self._progress.step,
+                message_seq=llm.message_seq, call_index=call.index, result_seq=first_result + call.index,
+                mode=self._input.mode, denied_reason=denied.get(call.id),
+                agent_name=self._input.agent_name, agent_version=self._input.agent_version,
+                approved=call.id in approved, result_text=answered.get(call.id),
+                child_run_id=children.get(call.id), failure=failure,
             )  # fmt: skip
+
+        async def execute(call: ToolCallRef) -> ToolCallOutput:
+            try:
+                return await workflow.execute_activity_method(
+                    ToolActivities.execute_tool, tool_input(call), **TOOL_CALL.kwargs()
+                )
+            except ActivityError as exc:
+                if is_cancelled_exception(exc) or not workflow.patched(_PATCH_TOOL_FAILURES):
+                    raise
+                # Retries are spent (a dead MCP server, a tool that keeps timing out): the
+                # model is told, and decides what to do without the tool.
+                return await workflow.execute_activity_method(
+                    ToolActivities.execute_tool,
+                    tool_input(call, failure=_reason(exc)),
+                    **TOOL_CALL.kwargs(),
+                )
 
         if plan.limits.parallel_tool_calls:
             await asyncio.gather(*(execute(call) for call in calls))

@@ -326,3 +326,31 @@ async def test_find_tools_loads_matching_tools_on_demand(harness: Harness) -> No
     assert "forecast" in {t["function"]["name"] for t in second.body["tools"]}
     await assert_replays(handle)
     record_history("agent_run_v2_find_tools", await handle.fetch_history())
+
+
+async def test_a_dead_mcp_server_is_an_error_for_the_model_not_a_failed_run(
+    harness: Harness,
+) -> None:
+    async with harness.pool.connection() as conn:
+        await tool_store.upsert_mcp_server(
+            conn, TENANT, "dead", "stdio",
+            {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]},
+        )  # fmt: skip
+        await tool_store.register_tool(
+            conn, TENANT, "mcp:dead/ping",
+            tool_store.ToolSpec(
+                kind="mcp", description="Ping.", input_schema={"type": "object", "properties": {}},
+                config={"server": "dead", "tool": "ping"},
+            ),
+        )  # fmt: skip
+    harness.server.script(
+        tool_calls(tool_call("mcp__dead__ping", {}, id="d1")), reply("it is down")
+    )
+    handle, run_id = await harness.start(spec(tools=["mcp:dead/ping"]))
+    assert (await handle.result()).outcome == "succeeded"
+    result = (await harness.messages(run_id))[2].content or ""
+    assert result.startswith("Error: tool 'mcp:dead/ping' is unavailable") and "dead" in result
+    [event] = [e for e in await harness.events(run_id) if e.type == "tool.result"]
+    assert event.data["ok"] is False
+    await assert_replays(handle)
+    record_history("agent_run_v2_tool_unavailable", await handle.fetch_history())
