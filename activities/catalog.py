@@ -18,7 +18,10 @@ maps back.
 """
 
 import hashlib
+import inspect
+import json
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -30,6 +33,7 @@ from activities.builtin_tools import (
     StaticToolRegistry,
     ToolContext,
     ToolDefinition,
+    ToolExecutionError,
     UnknownToolError,
     run_tool,
 )
@@ -228,6 +232,8 @@ class ToolCatalog:
     ) -> ToolDefinition | None:
         if tool.kind == "http" and self._http is not None:
             return self._http.definition(tool)
+        if tool.kind == "code" and self._builtins.has("run_python"):
+            return _code_definition(self._builtins, tool)
         if tool.kind == "mcp" and self._mcp is not None:
             server = str(tool.config.get("server", ""))
             if server not in servers:
@@ -341,6 +347,34 @@ def agent_model_name(agent: str) -> str:
 
 _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _code_definition(builtins: StaticToolRegistry, tool: tool_store.StoredTool) -> ToolDefinition:
+    """A registered code tool: its source runs in the sandbox with the arguments bound."""
+    language = str(tool.config["language"])
+    source = str(tool.config["source"])
+    runner = builtins.get("run_python" if language == "python" else "run_shell")
+
+    async def handler(arguments: dict[str, Any], ctx: ToolContext) -> str:
+        data = json.dumps(arguments)
+        if language == "python":
+            code = f"import json as _json\nargs = _json.loads({data!r})\n{source}"
+            result = runner.handler({"code": code}, ctx)
+        else:
+            code = f"export ARGS_JSON={shlex.quote(data)}\n{source}"
+            result = runner.handler({"command": code}, ctx)
+        text = str(await result if inspect.isawaitable(result) else result)
+        if not text.startswith("exit code: 0\n") and text != "exit code: 0":
+            raise ToolExecutionError(f"Tool '{tool.name}' failed:\n{text}")
+        return text
+
+    return ToolDefinition(
+        name=tool.name,
+        description=tool.description,
+        parameters=tool.input_schema,
+        side_effects=False,
+        handler=handler,
+    )
 
 
 def _mcp_definition(

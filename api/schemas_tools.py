@@ -1,9 +1,9 @@
 """HTTP bodies of the tool routes: tools, secrets, egress (`XxxCreate` in, `XxxPublic` out)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from api.schemas import Body
 from core.policy import EgressRule, ToolPolicyDefaults
@@ -65,6 +65,54 @@ class HttpToolCreate(Body):
             policy=self.policy,
             enabled=self.enabled,
         )
+
+
+class CodeToolCreate(Body):
+    """Register a tool implemented by code that runs in the sandbox (no network).
+
+    Python code reads the validated arguments from the variable `args` (a dict); shell
+    code from `$ARGS_JSON`. What the code prints is the result.
+    """
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    kind: Literal["code"]
+    description: str = Field(min_length=1, max_length=4000)
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description='JSON Schema (draft 2020-12) with "type": "object"',
+    )
+    output_schema: dict[str, Any] | None = None
+    language: Literal["python", "shell"] = "python"
+    source: str = Field(min_length=1, max_length=100_000)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    policy: ToolPolicyDefaults = ToolPolicyDefaults()
+    enabled: bool = True
+
+    def to_spec(self) -> ToolSpec:
+        """The stored spec of this version (validated by `ToolSpec`)."""
+        return ToolSpec(
+            kind="code",
+            description=self.description,
+            input_schema=self.input_schema,
+            output_schema=self.output_schema,
+            config={"language": self.language, "source": self.source},
+            timeout_s=self.timeout_s,
+            side_effects=False,  # the sandbox has no network and only the run's workspace
+            policy=self.policy,
+            enabled=self.enabled,
+        )
+
+
+def _tool_kind(value: Any) -> str:
+    kind = value.get("kind", "http") if isinstance(value, dict) else getattr(value, "kind", "http")
+    return str(kind)
+
+
+ToolCreate = Annotated[
+    Annotated[HttpToolCreate, Tag("http")] | Annotated[CodeToolCreate, Tag("code")],
+    Discriminator(_tool_kind),
+]
+"""`POST /v1/tools`: an HTTP tool (the default kind) or a sandboxed code tool."""
 
 
 class ToolStatsPublic(BaseModel):

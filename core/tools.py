@@ -226,6 +226,12 @@ class ToolSpec(BaseModel):
         if self.kind == "http":
             http = HttpToolConfig.model_validate(self.config)
             check_placeholders(http, self.input_schema)
+        if self.kind == "code" and (
+            self.config.get("language") not in ("python", "shell")
+            or not isinstance(self.config.get("source"), str)
+            or not self.config["source"].strip()
+        ):
+            raise ValueError('a code tool needs config {"language": "python"|"shell", "source"}')
         return self
 
     def http(self) -> HttpToolConfig:

@@ -21,6 +21,7 @@ from api.schemas_tools import (
     HttpToolCreate,
     SecretPublic,
     SecretPut,
+    ToolCreate,
     ToolPublic,
     ToolStatsPublic,
 )
@@ -117,12 +118,15 @@ def _public(tool: StoredTool, stats: ToolStats | None) -> ToolPublic:
     responses={200: {"model": ToolPublic, "description": "identical to the latest version"}},
 )
 async def register_tool(
-    body: HttpToolCreate, principal: PrincipalDep, pool: PoolDep, response: Response
+    body: ToolCreate, principal: PrincipalDep, pool: PoolDep, response: Response
 ) -> ToolPublic:
-    """Register an HTTP tool, or add a version when the name exists and the spec changed."""
+    """Register an HTTP tool, or a sandboxed code tool (`"kind": "code"`).
+
+    A changed spec under an existing name adds a version.
+    """
     if body.name in _ROUTE_NAMES:
         raise InvalidInput(f"{body.name!r} is reserved by the API; choose another name")
-    secret_names = body.http.secret_names
+    secret_names = body.http.secret_names if isinstance(body, HttpToolCreate) else []
     if secret_names and principal.role != "admin":
         raise PermissionDenied("registering a tool that sends secrets needs an admin API key")
     spec = body.to_spec()

@@ -282,3 +282,33 @@ async def test_tenants_do_not_see_each_other(api: httpx.AsyncClient, keys: dict[
     assert_error(await api.delete("/v1/secrets/ACME_ONLY", headers=other), 404, "not_found")
     calc = (await api.get("/v1/tools/calculator", headers=other)).json()
     assert calc["stats"]["calls"] == 0  # acme's calls are acme's
+
+
+async def test_register_a_sandboxed_code_tool(api: httpx.AsyncClient) -> None:
+    body = {
+        "name": "slugify",
+        "kind": "code",
+        "description": "Turn a title into a URL slug.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"title": {"type": "string"}},
+            "required": ["title"],
+        },
+        "source": "import re\nprint(re.sub(r'[^a-z0-9]+', '-', args['title'].lower()).strip('-'))",
+    }
+    created = await api.post("/v1/tools", json=body)
+    assert created.status_code == 201, created.text
+    tool = created.json()
+    assert (tool["kind"], tool["side_effects"], tool["config"]["language"]) == (
+        "code",
+        False,
+        "python",
+    )
+    assert (await api.post("/v1/tools", json=body)).status_code == 200
+    assert_error(await api.post("/v1/tools", json={**body, "source": ""}), 422, "invalid_request")
+    assert_error(
+        await api.post("/v1/tools", json={**body, "language": "cobol"}), 422, "invalid_request"
+    )
+    assert_error(
+        await api.post("/v1/tools", json={**body, "kind": "magic"}), 422, "invalid_request"
+    )

@@ -354,3 +354,28 @@ async def test_a_dead_mcp_server_is_an_error_for_the_model_not_a_failed_run(
     assert event.data["ok"] is False
     await assert_replays(handle)
     record_history("agent_run_v2_tool_unavailable", await handle.fetch_history())
+
+
+async def test_a_registered_code_tool_runs_in_the_sandbox(harness: Harness) -> None:
+    async with harness.pool.connection() as conn:
+        await tool_store.register_tool(
+            conn, TENANT, "word_count",
+            tool_store.ToolSpec(
+                kind="code", description="Count the words of a text.",
+                input_schema={"type": "object", "properties": {"text": {"type": "string"}},
+                              "required": ["text"]},
+                config={"language": "python", "source": "print(len(args['text'].split()))"},
+            ),
+        )  # fmt: skip
+    harness.server.script(
+        tool_calls(
+            tool_call("word_count", {"text": "one two three"}, id="w1"),
+            tool_call("word_count", {"words": 3}, id="w2"),
+        ),
+        reply("three words"),
+    )
+    handle, run_id = await harness.start(spec(tools=["word_count"]))
+    assert (await handle.result()).outcome == "succeeded"
+    messages = await harness.messages(run_id)
+    assert messages[2].content == "exit code: 0\n--- stdout ---\n3"
+    assert "missing required field 'text'" in (messages[3].content or "")
