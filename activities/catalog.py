@@ -82,7 +82,42 @@ FIND_TOOLS: Final = ToolSchema(
 AGENT_TOOL_PREFIX: Final = "agent:"
 MAX_AGENT_DESCRIPTION: Final = 600
 
-WORKFLOW_TOOLS: Final[dict[str, ToolSchema]] = {t.name: t for t in (ASK_HUMAN, FIND_TOOLS)}
+REMEMBER: Final = ToolSchema(
+    name="remember",
+    description=(
+        "Store a fact in your long-term memory, to recall in later runs (e.g. a user's "
+        "preference, a result worth keeping). Secrets and personal data are masked."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "content": {"type": "string", "minLength": 1, "maxLength": 4000},
+            "shared": {
+                "type": "boolean",
+                "default": False,
+                "description": "true: the tenant's other agents may recall it too",
+            },
+        },
+        "required": ["content"],
+        "additionalProperties": False,
+    },
+)
+RECALL: Final = ToolSchema(
+    name="recall",
+    description="Search your long-term memory (facts, earlier runs, lessons) by meaning.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+)
+WORKFLOW_TOOLS: Final[dict[str, ToolSchema]] = {
+    t.name: t for t in (ASK_HUMAN, FIND_TOOLS, REMEMBER, RECALL)
+}
 """Tools the workflow answers itself; they never reach the tools lane."""
 
 

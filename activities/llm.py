@@ -7,12 +7,13 @@ import time
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import model_client
+from activities import llm_context, model_client
 from activities._common import append_run_event, worker_identity
 from activities.catalog import ToolCatalog, answered_by_workflow, model_names
 from core import agents, policy, runs
 from core.db import Pool
 from core.errors import ErrorType
+from core.memory import ReflectInput, ReflectOutput
 from core.models import (
     ChatMessage,
     LaneReport,
@@ -83,20 +84,44 @@ class LlmActivities:
                 return await self._stored_output(conn, input, stored)
             version = await self._version(conn, input)
             entries = await self._catalog.entries(conn, input.tenant_id, input.tools)
+            memory, summary = await runs.prompt_context(conn, input.run_id, input.upto_seq)
         spec = version.spec
         names = model_names(entries.values())  # model's name -> Colony name
         to_model = {colony: model for model, colony in names.items() if model != colony}
+        tail = [(seq, m) for seq, m in history if summary is None or seq > summary[0]]
+        extra = ModelUsage()
+        extra_cost: float | None = 0.0
+        budget = llm_context.window_budget(spec, input.models[0])
+        if llm_context.estimate_tokens([m for _, m in tail], MAX_TOOL_RESULT_IN_PROMPT) > budget:
+            summary, extra, extra_cost = await self._summarize(input, history, summary, budget)
+            tail = [(seq, m) for seq, m in history if summary is None or seq > summary[0]]
         request = ModelRequest(
             model=input.models[0],
             messages=[
-                ChatMessage(role="system", content=spec.instructions),
-                *(_for_prompt(input.run_id, seq, m, to_model) for seq, m in history),
+                ChatMessage(
+                    role="system",
+                    content=llm_context.with_context(spec.instructions, memory, summary),
+                ),
+                *(_for_prompt(input.run_id, seq, m, to_model) for seq, m in tail),
             ],
             tools=[entry.schema for entry in entries.values()],
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
         )
         result = await self._with_fallbacks(input, request)
+        if extra.prompt_tokens or extra.completion_tokens:
+            # The summary call is part of this step's cost (budgets see it).
+            result = result.model_copy(
+                update={
+                    "usage": ModelUsage(
+                        prompt_tokens=result.usage.prompt_tokens + extra.prompt_tokens,
+                        completion_tokens=result.usage.completion_tokens + extra.completion_tokens,
+                    ),
+                    "cost_usd": None
+                    if result.cost_usd is None or extra_cost is None
+                    else result.cost_usd + extra_cost,
+                }
+            )
         message = _with_unique_call_ids(result.message, input.step, names)
         resolved = model_client.resolve(result.model, self._settings)
         # One round trip: the answer, its ledger row and its events commit together.
@@ -128,6 +153,118 @@ class LlmActivities:
                 self._versions.clear()
             version = self._versions[key] = await agents.get_version(conn, *key)
         return version
+
+    async def _summarize(
+        self,
+        input: LlmCallInput,
+        history: list[tuple[int, ChatMessage]],
+        previous: tuple[int, str] | None,
+        budget: int,
+    ) -> tuple[tuple[int, str] | None, ModelUsage, float | None]:
+        """Summarize the older messages so the rest fits `budget`; stored once per cut.
+
+        Returns the summary to use (upto seq, text) and what the call cost.
+        """
+        cut = llm_context.cut_point(history, budget // 2, MAX_TOOL_RESULT_IN_PROMPT)
+        if cut is None or (previous is not None and cut <= previous[0]):
+            return previous, ModelUsage(), 0.0
+        start = previous[0] if previous else 0
+        older = [m for seq, m in history if start < seq <= cut]
+        text = llm_context.render_for_summary(
+            previous[1] if previous else None, older, int(budget * llm_context.CHARS_PER_TOKEN)
+        )
+        result = await self._complete_any(
+            input.models,
+            ModelRequest(
+                model=input.models[0],
+                messages=[
+                    ChatMessage(role="system", content=llm_context.SUMMARY_PROMPT),
+                    ChatMessage(role="user", content=text),
+                ],
+                max_tokens=1000,
+                temperature=0.0,
+            ),
+        )
+        summary = (result.message.content or "").strip() or text[-4000:]
+        resolved = model_client.resolve(result.model, self._settings)
+        async with self._pool.connection() as conn:
+            stored = await runs.store_summary(
+                conn, input.tenant_id, input.run_id, cut, summary, result.model
+            )
+            await runs.record_llm_call(
+                conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
+                model=result.model, provider=resolved.provider, usage=result.usage,
+                cost_usd=result.cost_usd, latency_ms=result.latency_ms, purpose="summary",
+            )  # fmt: skip
+            await runs.append_event(
+                conn, input.tenant_id, input.run_id,
+                RunEvent(key=f"summary-{cut}", type="conversation.summarized", data={
+                    "upto_seq": cut, "summary": runs.preview(stored, 1000),
+                }),
+            )  # fmt: skip
+        return (cut, stored), result.usage, result.cost_usd
+
+    async def _complete_any(self, models: list[str], request: ModelRequest) -> ModelResult:
+        """One call outside the step loop: each model in turn while they fail for good."""
+        last: ApplicationError | None = None
+        for model in models:
+            try:
+                return await model_client.complete_with_breaker(
+                    request.model_copy(update={"model": model}), self._settings
+                )
+            except ApplicationError as exc:
+                if not exc.non_retryable:
+                    raise  # Temporal retries the activity
+                last = exc
+        assert last is not None
+        raise last
+
+    @activity.defn(name="reflect_on_run")
+    async def reflect_on_run(self, input: ReflectInput) -> ReflectOutput:
+        """Critique a finished run: a summary, a lesson for next time and a reward.
+
+        Idempotent: the critique is stored as the run's `memory.reflected` event and a
+        retry returns it. Its cost is ledgered and added to the run's totals.
+        """
+        async with self._pool.connection() as conn:
+            done = await runs.find_event(conn, input.run_id, "reflexion")
+            if done is not None:
+                return ReflectOutput.model_validate(done.data)
+            run = await runs.get_run(conn, input.tenant_id, input.run_id)
+            messages = await runs.load_messages(conn, input.run_id, 1_000_000)
+        result = await self._complete_any(
+            input.models,
+            ModelRequest(
+                model=input.models[0],
+                messages=[
+                    ChatMessage(role="system", content=llm_context.REFLECT_PROMPT),
+                    ChatMessage(role="user", content=llm_context.transcript(run, messages)),
+                ],
+                max_tokens=500,
+                temperature=0.0,
+            ),
+        )
+        critique = llm_context.parse_critique(result.message.content, run.outcome)
+        output = ReflectOutput(
+            summary=critique.summary,
+            lesson=critique.lesson,
+            reward=critique.reward,
+            cost_usd=result.cost_usd,
+        )
+        resolved = model_client.resolve(result.model, self._settings)
+        async with self._pool.connection() as conn, conn.transaction():
+            new = await runs.record_llm_call(
+                conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
+                model=result.model, provider=resolved.provider, usage=result.usage,
+                cost_usd=result.cost_usd, latency_ms=result.latency_ms, purpose="reflexion",
+            )  # fmt: skip
+            if new:
+                await runs.add_cost(conn, input.run_id, result.usage, result.cost_usd)
+            await runs.append_event(
+                conn, input.tenant_id, input.run_id,
+                RunEvent(key="reflexion", type="memory.reflected", data=output.model_dump()),
+            )  # fmt: skip
+        return output
 
     async def _with_fallbacks(self, input: LlmCallInput, request: ModelRequest) -> ModelResult:
         """Primary first, then each fallback; see ATTEMPTS_PER_MODEL."""

@@ -526,6 +526,14 @@ def cost_usd(resolved: ResolvedModel, usage: ModelUsage) -> float | None:
     return float(prompt_cost) + float(completion_cost)
 
 
+def model_info(model: str) -> dict[str, Any]:
+    """LiteLLM's bundled facts about a model (limits, prices); {} when it does not know it."""
+    try:
+        return dict(litellm.get_model_info(model))
+    except Exception:
+        return {}
+
+
 @functools.lru_cache(maxsize=1024)
 def _priced(litellm_model: str) -> bool:
     # For an unpriced model LiteLLM searches its whole price table and raises, on every

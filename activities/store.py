@@ -214,4 +214,5 @@ def _plan(
         limits=spec.limits,
         agent_tools=agent_tools,
         offered=offered,
+        memory=spec.memory,
     )

@@ -10,6 +10,10 @@ Nothing is opened until the first call. Every call blocks (run them in a thread 
 async code), and every read is filtered by tenant: `search` and `scroll` take the
 tenant (or tenants) as a required argument.
 
+Filters: `where` conditions must all hold (a value, a list of which any may match, or a
+`Range` of numbers); `any_of` conditions add "at least one of these holds" (e.g. the
+agent's own memories or shared ones).
+
 Errors from Qdrant come out as `VectorStoreError`, worth retrying (a server restarting,
 a local store another process still holds); a collection made for vectors of another
 size is a `ConfigError`.
@@ -23,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import numpy as np
 
@@ -40,8 +44,21 @@ MEMORY: Final = ":memory:"
 
 _ID_NAMESPACE: Final = uuid.UUID("6f1d3c52-8a4b-4e55-9d7a-3c0b9e2f7a11")
 
-Match = str | int | bool | Sequence[str] | Sequence[int]
-"""A payload filter value: one value, or a list of which any may match."""
+
+@dataclass(frozen=True)
+class Range:
+    """A payload filter on a number: every bound given must hold."""
+
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+
+Match = str | int | bool | Sequence[str] | Sequence[int] | Range
+"""A payload filter value: one value, a list of which any may match, or a `Range`."""
+IndexKind = Literal["keyword", "bool", "float", "integer", "datetime"]
+"""Payload index types `ensure_collection` can create on a server."""
 
 
 class VectorStoreError(Exception):
@@ -135,11 +152,20 @@ class VectorStore:
         """Whether this is qdrant-client local mode (brute force, one process)."""
         return not self._remote
 
-    def ensure_collection(self, name: str, dim: int, *, keyword_fields: Sequence[str] = ()) -> None:
+    def ensure_collection(
+        self,
+        name: str,
+        dim: int,
+        *,
+        keyword_fields: Sequence[str] = (),
+        indexes: Mapping[str, IndexKind] | None = None,
+    ) -> None:
         """Create collection `name` (cosine, `dim` dimensions) unless it exists.
 
-        On a server, `tenant_id` and `keyword_fields` get payload indexes (local mode
-        has none). Checked once per process and collection.
+        On a server, `tenant_id` (a tenant index: Qdrant keeps each tenant's points
+        together), `keyword_fields` and `indexes` get payload indexes, also added to an
+        existing collection that lacks them (local mode has none). Checked once per
+        process and collection.
 
         Raises:
             ConfigError: the collection exists with another dimension.
@@ -161,12 +187,21 @@ class VectorStore:
                 except Exception:
                     if not client.collection_exists(name):
                         raise  # else another worker created it first
-                if self._remote:
-                    for key in dict.fromkeys([TENANT_FIELD, *keyword_fields]):
-                        client.create_payload_index(
-                            name, key, models.PayloadSchemaType.KEYWORD, wait=True
-                        )
-            params = client.get_collection(name).config.params.vectors
+            info = client.get_collection(name)
+            if self._remote:
+                wanted: dict[str, Any] = {
+                    TENANT_FIELD: models.KeywordIndexParams(
+                        type=models.KeywordIndexType.KEYWORD, is_tenant=True
+                    )
+                }
+                wanted |= dict.fromkeys(keyword_fields, models.PayloadSchemaType.KEYWORD)
+                wanted |= {
+                    key: models.PayloadSchemaType(kind) for key, kind in (indexes or {}).items()
+                }
+                for key, schema in wanted.items():
+                    if key not in (info.payload_schema or {}):
+                        client.create_payload_index(name, key, schema, wait=True)
+            params = info.config.params.vectors
             size = params.size if isinstance(params, models.VectorParams) else None
             if size != dim:
                 raise ConfigError(
@@ -198,16 +233,21 @@ class VectorStore:
         *,
         tenant_id: str | Sequence[str],
         where: Mapping[str, Match] | None = None,
+        any_of: Mapping[str, Match] | None = None,
         limit: int = 10,
+        fields: Sequence[str] | None = None,
     ) -> list[VectorRecord]:
         """The `limit` points nearest to `vector` (cosine) among the tenant's, best first.
 
-        `where` adds payload conditions (all must hold; a list matches any of its values).
+        `where` adds payload conditions (all must hold; a list matches any of its values);
+        `any_of` conditions of which at least one must hold. `fields` limits the payload
+        returned (default: all of it).
         """
         query = np.asarray(vector, dtype=np.float32).tolist()
+        selector: bool | list[str] = list(fields) if fields is not None else True
         found = self._call(
-            "query_points", collection, query=query, query_filter=_filter(tenant_id, where),
-            limit=limit, with_payload=True,
+            "query_points", collection, query=query,
+            query_filter=_filter(tenant_id, where, any_of), limit=limit, with_payload=selector,
         )  # fmt: skip
         return [
             VectorRecord(str(p.id), dict(p.payload or {}), float(p.score)) for p in found.points
@@ -219,14 +259,15 @@ class VectorStore:
         *,
         tenant_id: str | Sequence[str],
         where: Mapping[str, Match] | None = None,
+        any_of: Mapping[str, Match] | None = None,
         fields: Sequence[str] | None = None,
         page: int = 1000,
     ) -> list[VectorRecord]:
-        """Every point of the tenant matching `where` (payload only: `fields`, or all)."""
+        """Every point of the tenant matching the filters (payload only: `fields`, or all)."""
         records: list[VectorRecord] = []
         offset: Any = None
         selector: bool | list[str] = list(fields) if fields is not None else True
-        flt = _filter(tenant_id, where)
+        flt = _filter(tenant_id, where, any_of)
         while True:
             batch, offset = self._call(
                 "scroll", collection, scroll_filter=flt, limit=page, offset=offset,
@@ -236,6 +277,20 @@ class VectorStore:
             if offset is None:
                 return records
 
+    def count(
+        self,
+        collection: str,
+        *,
+        tenant_id: str | Sequence[str],
+        where: Mapping[str, Match] | None = None,
+        any_of: Mapping[str, Match] | None = None,
+    ) -> int:
+        """How many points of the tenant match the filters (exact)."""
+        result = self._call(
+            "count", collection, count_filter=_filter(tenant_id, where, any_of), exact=True
+        )
+        return int(result.count)
+
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove points by id (ids that do not exist are ignored)."""
         from qdrant_client import models
@@ -243,6 +298,28 @@ class VectorStore:
         if ids:
             selector = models.PointIdsList(points=list(ids))
             self._call("delete", collection, selector, wait=True)
+
+    def delete_where(
+        self,
+        collection: str,
+        *,
+        tenant_id: str | Sequence[str],
+        where: Mapping[str, Match] | None = None,
+    ) -> None:
+        """Remove every point of the tenant matching `where`."""
+        from qdrant_client import models
+
+        selector = models.FilterSelector(filter=_filter(tenant_id, where))
+        self._call("delete", collection, selector, wait=True)
+
+    def set_payload(self, collection: str, ids: Sequence[str], payload: Mapping[str, Any]) -> None:
+        """Set payload fields of points by id (other fields are kept)."""
+        if ids:
+            self._call("set_payload", collection, dict(payload), points=list(ids), wait=True)
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether collection `name` exists."""
+        return bool(self._call("collection_exists", name))
 
     def close(self) -> None:
         """Release the client (a shared local store closes with its last user)."""
@@ -324,11 +401,18 @@ def open_vector_store(settings: Settings) -> VectorStore:
     return VectorStore(settings.qdrant_url or str(settings.data_path / "qdrant"))
 
 
-def _filter(tenant_id: str | Sequence[str], where: Mapping[str, Match] | None) -> models.Filter:
+def _filter(
+    tenant_id: str | Sequence[str],
+    where: Mapping[str, Match] | None,
+    any_of: Mapping[str, Match] | None = None,
+) -> models.Filter:
     from qdrant_client import models
 
     conditions: list[Any] = [_condition(TENANT_FIELD, tenant_id)]
     conditions += [_condition(key, value) for key, value in (where or {}).items()]
+    if any_of:
+        either = [_condition(key, value) for key, value in any_of.items()]
+        conditions.append(models.Filter(should=either))
     return models.Filter(must=conditions)
 
 
@@ -336,6 +420,9 @@ def _condition(key: str, value: Match) -> models.FieldCondition:
     from qdrant_client import models
 
     match: Any
+    if isinstance(value, Range):
+        bounds = models.Range(gt=value.gt, gte=value.gte, lt=value.lt, lte=value.lte)
+        return models.FieldCondition(key=key, range=bounds)
     if isinstance(value, str | int | bool):
         match = models.MatchValue(value=value)
     else:

@@ -369,16 +369,18 @@ def main() -> None:
 
 
 def _register() -> None:
-    from api import cli_runs, cli_tools
+    from api import cli_memory, cli_runs, cli_tools
 
     for command in (
         cli_runs.run_command,
         cli_runs.approve_command,
         cli_runs.cancel_command,
+        cli_runs.feedback_command,
         cli_runs.agents_group,
         cli_tools.tools_group,
         cli_tools.mcp_group,
         cli_tools.put_secret,
+        cli_memory.memory_group,
     ):
         cli.add_command(command)
 

@@ -153,6 +153,20 @@ def approve_command(
     console.print(f"{'denied' if deny else 'answered' if answer else 'approved'} {call_id}")
 
 
+@click.command("feedback")
+@click.argument("run_id")
+@click.option("--rating", type=click.IntRange(1, 5), required=True, help="1 (bad) to 5 (great).")
+@click.option("--comment", default=None)
+def feedback_command(run_id: str, rating: int, comment: str | None) -> None:
+    """Rate a finished run; memory weighs its episode and lesson by it."""
+    try:
+        with _client() as api:
+            api.post(f"/v1/runs/{run_id}/feedback", json={"rating": rating, "comment": comment})
+    except ColonyError as exc:
+        _fail(exc.message)
+    console.print(f"rated {run_id}: {rating}/5", highlight=False)
+
+
 @click.command("cancel")
 @click.argument("run_id")
 def cancel_command(run_id: str) -> None:

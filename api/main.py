@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 
 from api import errors
 from api.deps import TemporalHandle
-from api.routes import agents, health, keys, mcp_servers, runs, stack_checks, tools
+from api.routes import agents, health, keys, mcp_servers, memory, runs, stack_checks, tools
 from core import db, metrics, telemetry
 from core.settings import Settings
 
@@ -61,4 +61,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(tools.router)
     app.include_router(mcp_servers.router)
+    app.include_router(memory.router)
     return app

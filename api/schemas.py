@@ -176,6 +176,21 @@ class ApprovalCreate(Body):
     )
 
 
+class FeedbackCreate(Body):
+    """A rating of a finished run."""
+
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+class FeedbackPublic(BaseModel):
+    """The run's feedback as stored."""
+
+    run_id: str
+    rating: int
+    comment: str | None = None
+
+
 class EventPublic(BaseModel):
     """One run event."""
 

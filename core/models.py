@@ -154,12 +154,16 @@ class AgentLimits(BaseModel):
 
 
 class MemorySettings(BaseModel):
-    """Long-term memory settings (used once memory lands)."""
+    """Memory of an agent: the conversation window, and long-term memory across runs."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = False
-    scope: Literal["private", "shared"] = "private"
+    enabled: bool = False  # recall before a run, write its episode (and reflexion) after
+    scope: Literal["private", "shared"] = "private"  # shared: every agent of the tenant recalls
+    reflexion: bool = True  # after a run, a model call critiques it into a lesson
+    recall_limit: int = Field(default=5, ge=1, le=50)
+    window_tokens: int | None = Field(default=None, ge=500, le=10_000_000)
+    """Conversation window budget; default: 3/4 of the model's input limit (8192 if unknown)."""
 
 
 class AgentSpec(BaseModel):
@@ -240,6 +244,7 @@ class AgentRunInput(Payload):
     plan: "RunPlan | None" = None  # set when continuing as new
     end_requested: bool = False  # set when continuing as new: the user ended the conversation
     depth: int = 0  # 0 for a run started by a user; a child run is its parent's depth + 1
+    skill_ids: list[str] = []  # set when continuing as new: skills recalled at the start
 
 
 class RunPlan(Payload):
@@ -251,6 +256,7 @@ class RunPlan(Payload):
     limits: "AgentLimits"
     agent_tools: dict[str, str] = {}  # tool name -> agent it runs as a child run
     offered: list[str] | None = None  # tools the model sees now, when not all (find_tools)
+    memory: "MemorySettings" = MemorySettings()
 
 
 class AgentRunOutput(Payload):

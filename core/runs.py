@@ -25,6 +25,7 @@ from core.models import (
     ToolCallRequest,
 )
 
+LlmPurpose = Literal["step", "summary", "reflexion"]
 RunStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
@@ -373,6 +374,87 @@ async def append_events(
     return seqs
 
 
+async def find_event(conn: Conn, run_id: str, key: str) -> EventRecord | None:
+    """The run's event with this key, if appended."""
+    cur = await conn.execute(
+        "SELECT seq, type, data, created_at FROM run_events WHERE run_id = %s AND key = %s",
+        (run_id, key),
+    )
+    row = await cur.fetchone()
+    return None if row is None else EventRecord.model_validate(dict(row))
+
+
+async def prompt_context(
+    conn: Conn, run_id: str, upto_seq: int
+) -> tuple[str | None, tuple[int, str] | None]:
+    """The run's memory context and its latest window summary covering at most `upto_seq`."""
+    cur = await conn.execute(
+        "SELECT r.memory_context, s.upto_seq, s.content FROM runs r LEFT JOIN LATERAL"
+        " (SELECT upto_seq, content FROM run_summaries WHERE run_id = r.id AND upto_seq <= %s"
+        "  ORDER BY upto_seq DESC LIMIT 1) s ON true WHERE r.id = %s",
+        (upto_seq, run_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, None
+    summary = None if row["upto_seq"] is None else (int(row["upto_seq"]), str(row["content"]))
+    return row["memory_context"], summary
+
+
+async def store_summary(
+    conn: Conn, tenant_id: str, run_id: str, upto_seq: int, content: str, model: str
+) -> str:
+    """Store the window summary of messages 1..upto_seq (once); returns the stored text."""
+    await conn.execute(
+        "INSERT INTO run_summaries (tenant_id, run_id, upto_seq, content, model)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id, upto_seq) DO NOTHING",
+        (tenant_id, run_id, upto_seq, content, model),
+    )
+    cur = await conn.execute(
+        "SELECT content FROM run_summaries WHERE run_id = %s AND upto_seq = %s", (run_id, upto_seq)
+    )
+    row = await cur.fetchone()
+    return str(row["content"]) if row else content
+
+
+async def add_cost(conn: Conn, run_id: str, usage: ModelUsage, cost_usd: float | None) -> None:
+    """Add a call made for the run after its steps (a reflexion) to the run's totals."""
+    await conn.execute(
+        "UPDATE runs SET prompt_tokens = prompt_tokens + %s,"
+        " completion_tokens = completion_tokens + %s, cost_usd = cost_usd + %s,"
+        " cost_complete = cost_complete AND %s, updated_at = now() WHERE id = %s",
+        (usage.prompt_tokens, usage.completion_tokens, Decimal(str(cost_usd or 0)),
+         cost_usd is not None, run_id),
+    )  # fmt: skip
+
+
+async def record_feedback(
+    conn: Conn, tenant_id: str, run_id: str, rating: int, comment: str | None
+) -> None:
+    """Store (or replace) the run's feedback, and rate the run in memory.
+
+    The episode gets the rating; episode and reflexion get the reward (rating - 3) / 2, so
+    1 means -1 and 5 means 1.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO run_feedback (tenant_id, run_id, rating, comment) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (run_id) DO UPDATE SET rating = EXCLUDED.rating,"
+            " comment = EXCLUDED.comment, updated_at = now()",
+            (tenant_id, run_id, rating, comment),
+        )
+        await conn.execute(
+            "UPDATE memories SET metadata = metadata || jsonb_build_object('rating', %s::int),"
+            " updated_at = now() WHERE tenant_id = %s AND source_run_id = %s AND kind = 'episode'",
+            (rating, tenant_id, run_id),
+        )
+        await conn.execute(
+            "UPDATE memories SET reward = %s, updated_at = now()"
+            " WHERE tenant_id = %s AND source_run_id = %s AND kind IN ('episode', 'reflexion')",
+            ((rating - 3) / 2, tenant_id, run_id),
+        )
+
+
 async def list_events(
     conn: Conn, tenant_id: str, run_id: str, *, after: int = 0, limit: int = 500
 ) -> list[EventRecord]:
@@ -399,24 +481,28 @@ async def record_llm_call(
     usage: ModelUsage,
     cost_usd: float | None,
     latency_ms: float,
+    purpose: LlmPurpose = "step",
 ) -> bool:
-    """Add the ledger row of step `step`; False if it was already recorded."""
+    """Add the ledger row of step `step` (and `purpose`); False if it was already recorded."""
     cur = await conn.execute(
         "INSERT INTO llm_calls (tenant_id, run_id, step, model, provider, prompt_tokens,"
-        " completion_tokens, cost_usd, latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (run_id, step) DO NOTHING RETURNING step",
+        " completion_tokens, cost_usd, latency_ms, purpose)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (run_id, step, purpose) DO NOTHING RETURNING step",
         (tenant_id, run_id, step, model, provider, usage.prompt_tokens, usage.completion_tokens,
-         None if cost_usd is None else Decimal(str(cost_usd)), latency_ms),
+         None if cost_usd is None else Decimal(str(cost_usd)), latency_ms, purpose),
     )  # fmt: skip
     return await cur.fetchone() is not None
 
 
-async def get_llm_call(conn: Conn, run_id: str, step: int) -> dict[str, Any] | None:
-    """The ledger row of a step, if recorded."""
+async def get_llm_call(
+    conn: Conn, run_id: str, step: int, purpose: LlmPurpose = "step"
+) -> dict[str, Any] | None:
+    """The ledger row of a step (and `purpose`), if recorded."""
     cur = await conn.execute(
         "SELECT model, provider, prompt_tokens, completion_tokens, cost_usd, latency_ms FROM llm_calls"
-        " WHERE run_id = %s AND step = %s",
-        (run_id, step),
+        " WHERE run_id = %s AND step = %s AND purpose = %s",
+        (run_id, step, purpose),
     )
     row = await cur.fetchone()
     return None if row is None else dict(row)

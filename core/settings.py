@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias="COLONY_LLM_PROVIDER_RATE_LIMITS"
     )
 
+    # Seconds between memory maintenance runs (a Temporal Schedule); 0 pauses them.
+    memory_maintenance_every: int = Field(
+        default=86400, ge=0, validation_alias="COLONY_MEMORY_MAINTENANCE_EVERY"
+    )
+
     # Where the local model server answers (set by `colony up` for its children).
     local_model_url: str | None = Field(default=None, validation_alias="COLONY_LOCAL_MODEL_URL")
 

@@ -53,6 +53,8 @@ BUILTIN_TOOL_NAMES: Final = frozenset(
         "list_files",
         "ask_human",
         "find_tools",
+        "remember",
+        "recall",
     }
 )
 """Names of tools that are code; no tenant may register them."""

@@ -21,6 +21,7 @@ from core import temporal as temporal_support
 from core.queues import TaskQueue
 from core.settings import Settings
 from workers.registry import LANES, Resources, parse_lanes
+from workers.schedules import ensure_schedules
 
 log = logging.getLogger("colony.worker")
 
@@ -78,6 +79,8 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
                     for worker in workers:
                         await stack.enter_async_context(worker)
                     log.info("worker serving lanes: %s", ", ".join(q.lane for q in queues))
+                    if TaskQueue.ORCHESTRATION in queues:
+                        await ensure_schedules(client, settings)  # logs, never raises
                     await stop.wait()
                     log.info("worker stopping")
             finally:

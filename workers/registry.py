@@ -16,6 +16,9 @@ from activities.llm import LlmActivities
 from activities.mcp import McpSessionPool
 from activities.mcp_registry import McpActivities
 from activities.memory import MemoryActivities
+from activities.memory_maintenance import MaintenanceActivities, SkillActivities
+from activities.memory_run import RunMemoryActivities
+from activities.memory_store import MemoryStore, MemoryStoreActivities
 from activities.store import StoreActivities
 from activities.tool_limits import ToolLimiter
 from activities.tool_search import ToolSearchActivities
@@ -27,6 +30,8 @@ from core.settings import Settings
 from core.tools import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
 from workflows.mcp_discovery import McpDiscoveryWorkflow
+from workflows.memory_maintenance import MemoryMaintenanceWorkflow
+from workflows.memory_query import MemoryDeleteWorkflow, MemoryQueryWorkflow
 from workflows.stack_check import StackCheckWorkflow
 from workflows.tool_search import ToolSearchWorkflow
 
@@ -54,6 +59,7 @@ class Resources:
         # Memory lane: Qdrant opens and the embedding model loads on first use.
         self.vectors = open_vector_store(settings)
         self.embedder = LazyEmbedder()
+        self.memory = MemoryStore(settings, pool, self.vectors, self.embedder)
 
     async def aclose(self) -> None:
         """Close MCP sessions (stopping their server processes) and HTTP clients."""
@@ -76,7 +82,12 @@ class Lane:
 
 def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
     llm = LlmActivities(res.settings, res.pool, res.catalog)
-    return [llm.probe_llm_lane, llm.call_llm]
+    return [
+        llm.probe_llm_lane,
+        llm.call_llm,
+        llm.reflect_on_run,
+        SkillActivities(res.settings).distill_skill,
+    ]
 
 
 def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
@@ -97,13 +108,48 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         ToolSearchActivities(
             res.settings, res.pool, res.vectors, res.embedder, res.catalog.builtin_schemas
         ).search_tools,
+        *_memory_store(res),
+        *_maintenance(res),
+    ]
+
+
+def _memory_store(res: Resources) -> Sequence[Callable[..., Any]]:
+    acts = MemoryStoreActivities(res.memory)
+    run = RunMemoryActivities(res.pool, res.memory)
+    return [
+        acts.write_memories,
+        acts.recall_memories,
+        acts.delete_memories,
+        acts.record_skill_use,
+        run.recall_for_run,
+        run.record_episode,
+    ]
+
+
+def _maintenance(res: Resources) -> Sequence[Callable[..., Any]]:
+    acts = MaintenanceActivities(res.settings, res.pool, res.memory, res.embedder)
+    return [
+        acts.list_memory_tenants,
+        acts.apply_memory_retention,
+        acts.reembed_memories,
+        acts.find_skill_clusters,
+        acts.write_skill,
+        acts.retire_failing_skills,
     ]
 
 
 LANES: dict[TaskQueue, Lane] = {
     TaskQueue.ORCHESTRATION: Lane(
         TaskQueue.ORCHESTRATION,
-        workflows=[StackCheckWorkflow, AgentRunWorkflow, McpDiscoveryWorkflow, ToolSearchWorkflow],
+        workflows=[
+            StackCheckWorkflow,
+            AgentRunWorkflow,
+            McpDiscoveryWorkflow,
+            ToolSearchWorkflow,
+            MemoryQueryWorkflow,
+            MemoryDeleteWorkflow,
+            MemoryMaintenanceWorkflow,
+        ],
     ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),
     TaskQueue.TOOLS: Lane(TaskQueue.TOOLS, activities=_tools),

@@ -67,6 +67,11 @@ def queue_suffix() -> str:
     return ""
 
 
+MEMORY_RECALL = ActivityPreset(
+    TaskQueue.MEMORY, timedelta(seconds=60), timedelta(minutes=5), timedelta(seconds=30)
+)
+"""Recall before a run: embeds the objective and searches Qdrant."""
+
 RUN_STORE = ActivityPreset(TaskQueue.MEMORY, timedelta(seconds=30), timedelta(minutes=30))
 """Run bookkeeping in Postgres (start, messages, events, finish)."""
 
@@ -117,3 +122,37 @@ TOOL_SEARCH = ActivityPreset(
     heartbeat=timedelta(seconds=30),
 )
 """Semantic tool search (`search_tools`); heartbeats while it embeds new or changed tools."""
+
+MEMORY_QUERY = ActivityPreset(
+    TaskQueue.MEMORY, start_to_close=timedelta(seconds=30), schedule_to_close=timedelta(minutes=1)
+)
+"""Recalling memories for the API (`recall_memories` in `MemoryQueryWorkflow`)."""
+
+MEMORY_DELETE = ActivityPreset(
+    TaskQueue.MEMORY, start_to_close=timedelta(minutes=2), schedule_to_close=timedelta(minutes=10)
+)
+"""Deleting memories (vectors, then rows) for the API; a retry finds what is left."""
+
+MEMORY_MAINTENANCE = ActivityPreset(
+    TaskQueue.MEMORY,
+    start_to_close=timedelta(minutes=10),
+    schedule_to_close=timedelta(hours=1),
+    heartbeat=timedelta(minutes=2),
+)
+"""Memory maintenance on the memory lane (retention, re-embedding, clustering, skills,
+retiring): long calls heartbeat and hand back to the workflow after about 4 minutes."""
+
+SKILL_DISTILL = ActivityPreset(
+    TaskQueue.LLM,
+    start_to_close=timedelta(minutes=3),
+    schedule_to_close=timedelta(minutes=15),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=4,
+        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+    ),
+)
+"""One model call distilling a skill; after four failed attempts the workflow writes the
+cluster's fallback skill instead."""

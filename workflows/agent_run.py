@@ -3,7 +3,7 @@
 import asyncio
 import json
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -16,6 +16,18 @@ from temporalio.workflow import ParentClosePolicy
 
 from core import search_attributes
 from core.errors import ErrorType
+from core.memory import (
+    MemoryItem,
+    RecallInput,
+    RecallOutput,
+    ReflectInput,
+    ReflectOutput,
+    RunMemoryInput,
+    RunRecallOutput,
+    SkillUse,
+    WriteMemoriesInput,
+    WriteMemoriesOutput,
+)
 from core.models import (
     AdoptMessagesInput,
     AgentRunInput,
@@ -45,14 +57,24 @@ from core.tool_search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities
+    from activities.memory_run import RunMemoryActivities
     from activities.store import StoreActivities
     from activities.tool_search import ToolSearchActivities
     from activities.tools import ToolActivities
-    from workflows._options import LLM_CALL, RUN_STORE, TOOL_CALL, TOOL_SEARCH
+    from workflows._options import (
+        LLM_CALL,
+        MEMORY_RECALL,
+        MEMORY_WRITE,
+        RUN_STORE,
+        TOOL_CALL,
+        TOOL_SEARCH,
+    )
 
 
 ASK_HUMAN = "ask_human"
 FIND_TOOLS = "find_tools"
+REMEMBER = "remember"
+RECALL = "recall"
 MAX_AGENT_DEPTH = 3
 """How deep agents may call agents (a run's child's child's child, at most)."""
 _PATCH_TOOL_FAILURES = "tool-failures-are-results-v1"
@@ -90,6 +112,7 @@ class AgentRunWorkflow:
         self._inbox: list[int] = []
         self._end_requested = False
         self._outcome: RunOutcome | None = None
+        self._skill_ids: list[str] = []
 
     # -- interface ------------------------------------------------------------------
 
@@ -133,9 +156,14 @@ class AgentRunWorkflow:
         self._input = input
         self._inbox = list(input.inbox_ids) if input.plan is not None else []
         self._end_requested = self._end_requested or input.end_requested
+        self._skill_ids = list(input.skill_ids)
         self._progress = input.progress or RunProgress(started_at=workflow.now())
         try:
-            self._plan = input.plan if input.plan is not None else await self._start()
+            if input.plan is not None:
+                self._plan = input.plan
+            else:
+                self._plan = await self._start()
+                await self._recall()
             return await self._loop()
         except BaseException as exc:
             if not is_cancelled_exception(exc):
@@ -171,6 +199,7 @@ class AgentRunWorkflow:
                             "plan": plan,
                             "inbox_ids": self._inbox,
                             "end_requested": self._end_requested,
+                            "skill_ids": self._skill_ids,
                         }
                     )
                 )
@@ -314,8 +343,21 @@ class AgentRunWorkflow:
         if questions:
             answered.update(await self._ask_human(plan, questions))
         for call in calls:
-            if call.name == FIND_TOOLS and call.id not in denied:
-                answered[call.id] = await self._find_tools(plan, call)
+            if call.id in denied:
+                continue
+            handler = {
+                FIND_TOOLS: lambda c: self._find_tools(plan, c),
+                REMEMBER: lambda c: self._remember_fact(plan, c),
+                RECALL: self._recall_facts,
+            }.get(call.name)
+            if handler is None:
+                continue
+            try:
+                answered[call.id] = await handler(call)
+            except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise
+                answered[call.id] = f"Error: {call.name} is unavailable now ({_reason(exc)})."
         delegated = [c for c in calls if c.name in plan.agent_tools and c.id not in denied]
         if delegated and self._input.depth >= MAX_AGENT_DEPTH:
             for call in delegated:
@@ -376,16 +418,65 @@ class AgentRunWorkflow:
             pass
         return child.run_id, None
 
+    async def _remember_fact(self, plan: RunPlan, call: ToolCallRef) -> str:
+        """The `remember` tool: a fact for later runs (memory lane)."""
+        args = _arguments(call)
+        content = args.get("content")
+        if not isinstance(content, str) or not content.strip():
+            return 'Error: send {"content": "..."} with what to remember.'
+        shared = args.get("shared") is True or plan.memory.scope == "shared"
+        written: WriteMemoriesOutput = await workflow.execute_activity(
+            "write_memories",
+            WriteMemoriesInput(
+                tenant_id=self._input.tenant_id,
+                items=[
+                    MemoryItem(
+                        key=f"fact:{self._input.run_id}:{call.id}",
+                        agent_name=self._input.agent_name,
+                        kind="fact",
+                        content=content[:4000],
+                        scope="shared" if shared else "private",
+                        source_run_id=self._input.run_id,
+                    )
+                ],
+            ),
+            result_type=WriteMemoriesOutput,
+            **MEMORY_WRITE.kwargs(),
+        )
+        return f"Remembered (memory {written.ids[0]})."
+
+    async def _recall_facts(self, call: ToolCallRef) -> str:
+        """The `recall` tool: the agent's memories closest to a query."""
+        args = _arguments(call)
+        query = args.get("query")
+        if not isinstance(query, str) or not query.strip():
+            return 'Error: send {"query": "..."} describing what to recall.'
+        limit = args.get("limit", 5)
+        found: RecallOutput = await workflow.execute_activity(
+            "recall_memories",
+            RecallInput(
+                tenant_id=self._input.tenant_id,
+                query=query[:1000],
+                agent_name=self._input.agent_name,
+                limit=limit if isinstance(limit, int) and 1 <= limit <= 20 else 5,
+            ),
+            result_type=RecallOutput,
+            **MEMORY_RECALL.kwargs(),
+        )
+        if not found.hits:
+            return f"Nothing in memory matches {query!r}."
+        return "\n".join(
+            f"- [{h.kind}, {h.created_at:%Y-%m-%d}] {' '.join(h.content.split())[:500]}"
+            for h in found.hits
+        )
+
     async def _find_tools(self, plan: RunPlan, call: ToolCallRef) -> str:
         """Search the run's tools; the ones found are offered to the model from now on."""
-        try:
-            args = json.loads(call.arguments or "{}")
-        except ValueError:
-            args = None
-        query = args.get("query") if isinstance(args, dict) else None
+        args = _arguments(call)
+        query = args.get("query")
         if not isinstance(query, str) or not query.strip():
             return 'Error: send {"query": "..."} describing the tool you need.'
-        limit = args.get("limit", 5) if isinstance(args, dict) else 5
+        limit = args.get("limit", 5)
         limit = limit if isinstance(limit, int) and 1 <= limit <= 20 else 5
         found: ToolSearchOutput = await workflow.execute_activity_method(
             ToolSearchActivities.search_tools,
@@ -548,6 +639,7 @@ class AgentRunWorkflow:
         self, outcome: RunOutcome, reason: str | None, llm: LlmCallOutput | None
     ) -> AgentRunOutput:
         await self._record_finish(outcome, reason, llm.message_seq if llm else None)
+        await self._remember(outcome)
         return AgentRunOutput(
             run_id=self._input.run_id,
             outcome=outcome,
@@ -555,6 +647,73 @@ class AgentRunWorkflow:
             result=llm.text if llm else None,
             progress=self._progress,
         )
+
+    # -- long-term memory -----------------------------------------------------------
+
+    async def _recall(self) -> None:
+        """Before the first step: what the agent remembers about objectives like this one."""
+        memory = self._plan.memory
+        if not memory.enabled:
+            return
+        try:
+            recalled: RunRecallOutput = await workflow.execute_activity_method(
+                RunMemoryActivities.recall_for_run,
+                RunMemoryInput(
+                    tenant_id=self._input.tenant_id, run_id=self._input.run_id,
+                    agent_name=self._input.agent_name, scope=memory.scope,
+                    limit=memory.recall_limit,
+                ),
+                **MEMORY_RECALL.kwargs(),
+            )  # fmt: skip
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("recall failed; the run goes on without memory: %s", exc)
+            return
+        self._skill_ids = list(recalled.skill_ids)
+
+    async def _remember(self, outcome: RunOutcome) -> None:
+        """After the run: critique it (reflexion), write its episode, count skill uses.
+
+        Memory is an addition: its failures are logged, never the run's outcome.
+        """
+        memory = self._plan.memory
+        if not memory.enabled or outcome == "cancelled":
+            return
+        critique = ReflectOutput()
+        try:
+            if memory.reflexion:
+                critique = await workflow.execute_activity_method(
+                    LlmActivities.reflect_on_run,
+                    ReflectInput(
+                        tenant_id=self._input.tenant_id, run_id=self._input.run_id,
+                        models=self._plan.models, step=self._progress.step + 1,
+                    ),
+                    **LLM_CALL.kwargs(),
+                )  # fmt: skip
+            await workflow.execute_activity_method(
+                RunMemoryActivities.record_episode,
+                RunMemoryInput(
+                    tenant_id=self._input.tenant_id, run_id=self._input.run_id,
+                    agent_name=self._input.agent_name, scope=memory.scope,
+                    lesson=critique.lesson, summary=critique.summary or None,
+                    reward=critique.reward,
+                ),
+                **MEMORY_WRITE.kwargs(),
+            )  # fmt: skip
+            if self._skill_ids:
+                await workflow.execute_activity(
+                    "record_skill_use",
+                    SkillUse(
+                        tenant_id=self._input.tenant_id, skill_ids=self._skill_ids,
+                        succeeded=outcome == "succeeded", run_id=self._input.run_id,
+                    ),
+                    **MEMORY_WRITE.kwargs(),
+                )  # fmt: skip
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("writing the run's memory failed: %s", exc)
 
     async def _record_finish(
         self, outcome: RunOutcome, reason: str | None, result_seq: int | None
@@ -588,3 +747,12 @@ def _question(arguments: str | None) -> str:
     if isinstance(data, dict) and isinstance(data.get("question"), str):
         return str(data["question"])
     return arguments or ""
+
+
+def _arguments(call: ToolCallRef) -> dict[str, Any]:
+    """A workflow-answered call's arguments as an object ({} when they do not parse)."""
+    try:
+        data = json.loads(call.arguments or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -16,6 +16,8 @@ from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.schemas import (
     ApprovalCreate,
     EventPublic,
+    FeedbackCreate,
+    FeedbackPublic,
     MessageAccepted,
     MessageCreate,
     RunCreate,
@@ -291,6 +293,23 @@ async def approve(
         # The update's validator said why (e.g. no such call is waiting).
         raise Conflict(str(getattr(exc.cause, "message", exc.cause))) from exc
     return result
+
+
+@router.post("/{run_id}/feedback", response_model=FeedbackPublic)
+async def feedback(
+    run_id: str, body: FeedbackCreate, principal: PrincipalDep, pool: PoolDep
+) -> FeedbackPublic:
+    """Rate a finished run (1-5, with a comment).
+
+    The rating goes to the run's episode in memory and rewards its lesson; recall and
+    skill consolidation weigh them by it.
+    """
+    async with pool.connection() as conn:
+        record = await runs.get_run(conn, principal.tenant_id, run_id)
+        if record.status not in runs.TERMINAL:
+            raise Conflict(f"run {run_id!r} is {record.status}; rate it once it has finished")
+        await runs.record_feedback(conn, principal.tenant_id, run_id, body.rating, body.comment)
+    return FeedbackPublic(run_id=run_id, rating=body.rating, comment=body.comment)
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)

@@ -50,6 +50,8 @@ async def test_runs_survive_repeated_worker_kills(
         DATABASE_URL=database_url,
         OPENAI_BASE_URL=model_server.base_url,
         COLONY_TASK_QUEUE_SUFFIX=suffix,
+        COLONY_DATA_DIR=str(tmp_path / "data"),
+        COLONY_MEMORY_MAINTENANCE_EVERY="0",  # no schedule needed here
     )
     async with pool.connection() as conn:
         await conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'Crash')", (TENANT,))

@@ -98,14 +98,19 @@ async def test_500_tool_calls_with_100kb_outputs_keep_history_small(
     client = await Client.connect(temporal.address, plugins=[ColonyPlugin()])
     suffix = "-" + uuid.uuid4().hex[:8]
     spec = AgentSpec(
-        instructions="x", model="openai/scripted-model", tools=["blob"], limits={"max_steps": 100}
-    )
+        instructions="x", model="openai/scripted-model", tools=["blob"],
+        limits={"max_steps": 100},
+        # The whole conversation in every prompt: this test is about history size, and the
+        # scripted model counts turns in the request (no window summaries here).
+        memory={"window_tokens": 10_000_000},
+    )  # fmt: skip
     async with running_workers(
         client, settings, pool, suffix=suffix, cache=True, extra_tools=TOOLS
     ):
         run_id, handle = await start(client, pool, suffix, spec)
         output = await handle.result()  # type: ignore[attr-defined]
-    assert output.outcome == "succeeded" and output.result == "finished after 50 steps"
+    assert output.outcome == "succeeded", output.reason
+    assert output.result == "finished after 50 steps"
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT count(*) AS n, min(length(content)) AS shortest FROM run_messages WHERE run_id = %s AND role = 'tool'",
