@@ -20,7 +20,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.bench import agent, mcp, sandbox, tool_search, tools
+from tests.bench import agent, mcp, memory, sandbox, tool_search, tools
 from tests.bench._workflows import SequentialActivities, noop
 from tests.support.services import child_env, world_traversable_tempdir
 from workers import temporal_server
@@ -153,6 +153,13 @@ def main() -> None:
         "--model-delay", type=float, default=90, help="seconds the slow model takes"
     )
     parser.add_argument("--sandbox-repeats", type=int, default=50, help="sandbox calls measured")
+    parser.add_argument(
+        "--memory-sizes",
+        type=int,
+        nargs="+",
+        default=[10_000],
+        help="memories per recall benchmark (100000 embeds for ~8 min the first time; cached)",
+    )
     args = parser.parse_args()
     wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
     default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
@@ -164,11 +171,12 @@ def main() -> None:
     box = asyncio.run(sandbox.sandbox_bench(args.sandbox_repeats))
     sessions = asyncio.run(mcp.mcp_round_trips(calls=20, starts=3))
     search = asyncio.run(tool_search.bench(200, 200, None))
+    memory_rows = asyncio.run(memory.run_all(tuple(args.memory_sizes), 200, None))
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}"
         f" --agent-steps {args.agent_steps} --waiting {args.waiting} --model-delay {args.model_delay:.0f}"
-        f" --sandbox-repeats {args.sandbox_repeats}'",
+        f" --sandbox-repeats {args.sandbox_repeats} --memory-sizes {' '.join(map(str, args.memory_sizes))}'",
         "",
         "| measurement | value |",
         "|---|---|",
@@ -193,6 +201,7 @@ def main() -> None:
         ),
         f"| tool search over {search['tools']:.0f} tools (Qdrant local mode): first search with indexing | {search['first_search_ms']:.0f} ms ({search['index_ms_per_tool']:.1f} ms per tool) |",
         f"| tool search p50 / p95 (index current) | {search['search_p50_ms']:.1f} / {search['search_p95_ms']:.1f} ms |",
+        *memory_rows,
     ]
     print("\n".join(lines))
 

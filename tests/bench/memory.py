@@ -387,7 +387,9 @@ def bench_edge(
     def agent_for(i: int) -> str:
         return AGENTS[i % len(AGENTS)]
 
-    def search(q: np.ndarray, agent: str | None, ef: int | None = None) -> list[int]:
+    def search(
+        q: np.ndarray, agent: str | None, ef: int | None = None, acorn: bool = False
+    ) -> list[int]:
         # No `retired` condition: in qdrant-edge-py 0.9.0, MatchValue(False) matches no
         # bool payload (Python's bool arrives as an int); every point here is unretired.
         must: list[Any] = [qe.FieldCondition("tenant_id", match=qe.MatchValue(TENANT))]
@@ -398,21 +400,25 @@ def bench_edge(
             ]))  # fmt: skip
         found = shard.search(qe.SearchRequest(
             query=qe.Query.Nearest(q.tolist()), limit=K, filter=qe.Filter(must=must),
-            params=qe.SearchParams(hnsw_ef=ef), with_payload=False,
+            params=qe.SearchParams(hnsw_ef=ef, acorn=qe.AcornSearchParams(enable=acorn)),
+            with_payload=False,
         ))  # fmt: skip
         return [int(p.id) for p in found]
 
     exact_all = exact_top(vectors, query_vectors, None)
     exact_agent = exact_top_per_agent(vectors, query_vectors, agent_mask, agent_for)
     results: dict[str, dict[str, float]] = {}
-    for ef in (None, 128):
+    for ef, acorn in ((None, False), (128, False), (128, True)):
 
-        def with_ef(q: np.ndarray, agent: str | None, ef: int | None = ef) -> list[int]:
-            return search(q, agent, ef)
+        def with_ef(
+            q: np.ndarray, agent: str | None, ef: int | None = ef, acorn: bool = acorn
+        ) -> list[int]:
+            return search(q, agent, ef, acorn)
 
         plain = measure(with_ef, vectors, query_vectors, exact_all, lambda _: None)
         by_agent = measure(with_ef, vectors, query_vectors, exact_agent, agent_for)
-        results["default hnsw_ef" if ef is None else f"hnsw_ef={ef}"] = {
+        label = "default hnsw_ef" if ef is None else f"hnsw_ef={ef}"
+        results[label + (" + ACORN" if acorn else "")] = {
             "load_s": load_s, "p50": plain["p50"], "p95": plain["p95"],
             "recall": plain["recall"], "agent_p50": by_agent["p50"],
             "agent_p95": by_agent["p95"], "agent_recall": by_agent["recall"],
