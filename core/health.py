@@ -100,7 +100,7 @@ async def check_temporal_ui(settings: Settings) -> ComponentStatus:
 
 
 async def check_qdrant(settings: Settings) -> ComponentStatus:
-    """A Qdrant server answers, or the embedded local mode is available."""
+    """A Qdrant server answers, or the embedded store (Qdrant Edge) is available."""
     if settings.qdrant_url:
         async with httpx.AsyncClient(timeout=3) as http:
             try:
@@ -115,14 +115,14 @@ async def check_qdrant(settings: Settings) -> ComponentStatus:
     try:
         from importlib.metadata import version
 
-        client_version = version("qdrant-client")
+        edge_version = version("qdrant-edge-py")
     except ImportError:
-        return ComponentStatus("qdrant", False, "qdrant-client is not installed", "make install")
-    path = settings.data_path / "qdrant"
+        return ComponentStatus("qdrant", False, "qdrant-edge-py is not installed", "make install")
+    path = settings.data_path / "qdrant-edge"
     return ComponentStatus(
         "qdrant",
         True,
-        f"local mode (qdrant-client {client_version}), data in {path}; set QDRANT_URL for a server",
+        f"embedded (qdrant-edge-py {edge_version}), data in {path}; set QDRANT_URL for a server",
     )
 
 

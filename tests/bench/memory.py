@@ -272,7 +272,7 @@ async def bench_qdrant(
     kinds, texts, vectors = data
     query_texts_, query_vectors = queries
     if VectorStore(location).local:
-        # Local mode evaluates filters in Python, point by point: ~1-3 s a query at 100K.
+        # A cap from qdrant-client local mode (~1-3 s a query at 100K); Edge needs none.
         budget = max(LOCAL_MIN_QUERIES, LOCAL_POINT_BUDGET // n)
         query_texts_, query_vectors = query_texts_[:budget], query_vectors[:budget]
     agents, scopes = layout(n)
@@ -465,7 +465,7 @@ async def run_all(
                         f"{took:.0f} s ({n / took:.0f} texts/s) |"
                     )
                 data = (kinds, texts, vectors)
-                modes = [("local mode (brute force)", str(workdir / f"local-{n}"))]
+                modes = [("embedded (VectorStore default: Edge)", str(workdir / f"local-{n}"))]
                 if qdrant_url:
                     modes.append((f"server {qdrant_url}", qdrant_url))
                 for label, location in modes:

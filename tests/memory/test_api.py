@@ -1,5 +1,5 @@
 """`POST /v1/memory/query`, `DELETE /v1/memory[/{id}]` and `colony memory` through real
-Temporal, real workers (memory lane: Qdrant local mode in a tmp data dir, real MiniLM)."""
+Temporal, real workers (memory lane: embedded Qdrant in a tmp data dir, real MiniLM)."""
 
 import asyncio
 import uuid

@@ -1,4 +1,4 @@
-"""`MemoryStore` with real Postgres, Qdrant local mode in a tmp dir and the real MiniLM."""
+"""`MemoryStore` with real Postgres, embedded Qdrant (Edge) in a tmp dir and the real MiniLM."""
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -463,7 +463,7 @@ def test_a_server_collection_gets_its_payload_indexes(monkeypatch: pytest.Monkey
         size=4, distance=models.Distance.COSINE
     )
     server = VectorStore("http://qdrant.invalid:6333")
-    monkeypatch.setattr(server, "_open", lambda: (client, None))
+    monkeypatch.setattr(server, "_open", lambda: client)
     server.ensure_collection("c", 4, indexes=PAYLOAD_INDEXES)
     created = {c.args[1]: c.args[2] for c in client.create_payload_index.call_args_list}
     assert set(created) == {"tenant_id", *PAYLOAD_INDEXES} - {"kind"}

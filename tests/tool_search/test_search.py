@@ -1,4 +1,4 @@
-"""`search_tools` with real embeddings, real Postgres and Qdrant local mode in a tmp dir."""
+"""`search_tools` with real embeddings, real Postgres and embedded Qdrant (Edge) in a tmp dir."""
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path

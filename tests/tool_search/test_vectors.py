@@ -1,4 +1,4 @@
-"""`VectorStore`: local mode on disk and in memory, tenant filters, sharing, errors."""
+"""`VectorStore`: embedded (Qdrant Edge) on disk and in memory, filters, sharing, errors."""
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,6 +9,7 @@ import pytest
 from activities.vectors import (
     MEMORY,
     LazyEmbedder,
+    Range,
     VectorPoint,
     VectorStore,
     VectorStoreError,
@@ -111,7 +112,7 @@ def test_an_unreachable_server_is_a_vector_store_error() -> None:
 
 def test_settings_choose_the_store(tmp_path: Path) -> None:
     local = open_vector_store(make_settings(COLONY_DATA_DIR=str(tmp_path)))
-    assert local.local and local.location == str(tmp_path / "qdrant")
+    assert local.local and local.location == str(tmp_path / "qdrant-edge")
     server = open_vector_store(make_settings(QDRANT_URL="http://qdrant:6333"))
     assert not server.local and server.location == "http://qdrant:6333"
 
@@ -129,3 +130,24 @@ def test_lazy_embedder_loads_once() -> None:
         rows = list(pool.map(lambda t: embedder.embed([t]), ["cat", "dog", "cat", "car"]))
     assert rows[0].shape == (1, 384) and np.allclose(rows[0], rows[2], atol=1e-5)
     assert np.linalg.norm(rows[1][0]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_embedded_bool_filters_unknown_ids_and_reopening(tmp_path: Path) -> None:
+    # qdrant-edge-py 0.9.0 turns a Python bool into an int in a match: the store converts it.
+    path = tmp_path / "q"
+    store = VectorStore(str(path))
+    store.ensure_collection("c", 3, indexes={"retired": "bool", "n": "integer"})
+    store.upsert("c", [point("t", f"p{i}", 1, i, 0, retired=i % 2 == 1, n=i) for i in range(4)])
+    assert store.count("c", tenant_id="t", where={"retired": False}) == 2
+    assert store.count("c", tenant_id="t", where={"retired": [True, False]}) == 4
+    assert store.count("c", tenant_id="t", where={"n": Range(gte=1, lte=2)}) == 2
+    store.set_payload("c", [point_id("t", "p0"), point_id("t", "nope")], {"retired": True})
+    assert store.count("c", tenant_id="t", where={"retired": True}) == 3
+    store.close()
+    reopened = VectorStore(str(path))
+    with pytest.raises(ConfigError, match="size 3, not 4"):
+        reopened.ensure_collection("c", 4)
+    hits = reopened.search("c", unit(1, 0, 0), tenant_id="t", where={"retired": True}, limit=2)
+    assert [h.payload["name"] for h in hits] == ["p0", "p1"]
+    assert not reopened.collection_exists("d")
+    reopened.close()

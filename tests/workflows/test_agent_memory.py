@@ -1,5 +1,5 @@
 """Memory in agent runs: recall before, episode and reflexion after, remember/recall tools,
-the conversation window. Real Temporal, Postgres, Qdrant (local mode), MiniLM embeddings;
+the conversation window. Real Temporal, Postgres, Qdrant (embedded Edge), MiniLM embeddings;
 the model is scripted (its replies depend on what is asked)."""
 
 import json
