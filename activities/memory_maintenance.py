@@ -20,25 +20,22 @@ tool sequence).
 """
 
 import asyncio
-import contextlib
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final, Protocol
 
 import numpy as np
-import psycopg
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities import model_client
-from activities.vectors import Embedder, VectorStoreError
+from activities.memory_store import translated_errors
+from activities.vectors import Embedder
 from core import memory_maintenance as queries
 from core.db import Pool
-from core.errors import ConfigError, ErrorType
 from core.memory import (
     DeleteMemoriesInput,
     DeleteMemoriesOutput,
@@ -326,7 +323,7 @@ class MaintenanceActivities:
     @activity.defn(name="list_memory_tenants")
     async def list_memory_tenants(self, input: ListTenantsInput) -> ListTenantsOutput:
         """A page of the ids of tenants that have memories, after `input.after`."""
-        with _translated():
+        with translated_errors():
             async with self._pool.connection() as conn:
                 ids = await queries.tenants_with_memories(conn, input.after, input.limit + 1)
         return ListTenantsOutput(tenant_ids=ids[: input.limit], more=len(ids) > input.limit)
@@ -342,7 +339,7 @@ class MaintenanceActivities:
         """
         started = time.monotonic()
         deleted = 0
-        with _translated():
+        with translated_errors():
             async with self._pool.connection() as conn:
                 days = await queries.retention_days(conn, input.tenant_id)
             if days is None:
@@ -377,7 +374,7 @@ class MaintenanceActivities:
         """
         started = time.monotonic()
         total = 0
-        with _translated():
+        with translated_errors():
             while True:
                 count = await self._store.reembed(input.tenant_id, input.batch)
                 total += count
@@ -395,7 +392,7 @@ class MaintenanceActivities:
         clustered on their own (see the module docstring); at most `max_clusters`, the
         largest first.
         """
-        with _translated():
+        with translated_errors():
             async with self._pool.connection() as conn:
                 rows = await queries.skill_candidates(
                     conn, input.tenant_id, input.max_episodes_per_agent
@@ -467,7 +464,7 @@ class MaintenanceActivities:
                 "fallback": skill.fallback,
             },
         )
-        with _translated():
+        with translated_errors():
             out = await self._store.write(
                 WriteMemoriesInput(tenant_id=input.tenant_id, items=[item])
             )
@@ -487,7 +484,7 @@ class MaintenanceActivities:
         A retired skill stays in Postgres (with its counters) but recall no longer
         offers it: the flag is set on the row and on the vector's payload.
         """
-        with _translated():
+        with translated_errors():
             async with self._pool.connection() as conn:
                 ids = await queries.failing_skill_ids(
                     conn, input.tenant_id, input.min_uses, input.below
@@ -548,24 +545,3 @@ def _metadata(value: Any) -> dict[str, Any]:
 def _heartbeat(detail: str) -> None:
     if activity.in_activity():
         activity.heartbeat(detail)
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Errors as Temporal should see them: Qdrant or Postgres down retry, config not."""
-    try:
-        yield
-    except VectorStoreError as exc:
-        raise ApplicationError(str(exc), type=ErrorType.DEPENDENCY_UNAVAILABLE) from exc
-    except psycopg.OperationalError as exc:
-        raise ApplicationError(
-            f"Postgres is unavailable: {exc}", type=ErrorType.DEPENDENCY_UNAVAILABLE
-        ) from exc
-    except psycopg.errors.ForeignKeyViolation as exc:
-        raise ApplicationError(
-            "the tenant no longer exists", type=ErrorType.INVALID_REQUEST, non_retryable=True
-        ) from exc
-    except ConfigError as exc:
-        raise ApplicationError(
-            exc.message, type=ErrorType.DEPENDENCY_UNAVAILABLE, non_retryable=True
-        ) from exc

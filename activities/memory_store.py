@@ -408,7 +408,7 @@ def _point_filter(input: DeleteMemoriesInput) -> dict[str, Match]:
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def translated_errors() -> Iterator[None]:
     """Errors as Temporal should see them: Qdrant or Postgres down retry, bad input not."""
     try:
         yield
@@ -443,23 +443,23 @@ class MemoryStoreActivities:
     @activity.defn(name="write_memories")
     async def write_memories(self, input: WriteMemoriesInput) -> WriteMemoriesOutput:
         """Store memories (masked, embedded); idempotent per (tenant, key)."""
-        with _translated():
+        with translated_errors():
             return await self._store.write(input)
 
     @activity.defn(name="recall_memories")
     async def recall_memories(self, input: RecallInput) -> RecallOutput:
         """The tenant's memories nearest in meaning to the query."""
-        with _translated():
+        with translated_errors():
             return await self._store.recall(input)
 
     @activity.defn(name="delete_memories")
     async def delete_memories(self, input: DeleteMemoriesInput) -> DeleteMemoriesOutput:
         """Delete memories (vectors and rows) matching the filters; at least one needed."""
-        with _translated():
+        with translated_errors():
             return await self._store.delete(input)
 
     @activity.defn(name="record_skill_use")
     async def record_skill_use(self, input: SkillUse) -> None:
         """Count a use (and a success) of each skill a run used; once per run."""
-        with _translated():
+        with translated_errors():
             await self._store.record_skill_use(input)
