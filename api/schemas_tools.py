@@ -13,8 +13,8 @@ from core.tools import (
     HttpToolConfig,
     ToolKind,
     ToolSpec,
-    check_json_schema,
     check_placeholders,
+    check_tool_schemas,
 )
 
 
@@ -43,9 +43,7 @@ class HttpToolCreate(Body):
 
     @model_validator(mode="after")
     def _check_schemas(self) -> "HttpToolCreate":
-        check_json_schema(self.input_schema, what="input_schema", object_only=True)
-        if self.output_schema is not None:
-            check_json_schema(self.output_schema, what="output_schema", object_only=False)
+        check_tool_schemas(self.input_schema, self.output_schema)
         check_placeholders(self.http, self.input_schema)
         return self
 
@@ -87,6 +85,11 @@ class CodeToolCreate(Body):
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     policy: ToolPolicyDefaults = ToolPolicyDefaults()
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check_schemas(self) -> "CodeToolCreate":
+        check_tool_schemas(self.input_schema, self.output_schema)
+        return self
 
     def to_spec(self) -> ToolSpec:
         """The stored spec of this version (validated by `ToolSpec`)."""

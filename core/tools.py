@@ -220,11 +220,7 @@ class ToolSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ToolSpec":
-        check_json_schema(self.input_schema, what="input_schema", object_only=True)
-        if self.output_schema is not None:
-            check_json_schema(self.output_schema, what="output_schema", object_only=False)
-        if len(json.dumps(self.input_schema)) > 100_000:
-            raise ValueError("input_schema is too large (over 100,000 characters)")
+        check_tool_schemas(self.input_schema, self.output_schema)
         if self.kind == "http":
             http = HttpToolConfig.model_validate(self.config)
             check_placeholders(http, self.input_schema)
@@ -246,6 +242,19 @@ class ToolSpec(BaseModel):
         """Stable hash, to detect an unchanged re-registration."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_tool_schemas(input_schema: dict[str, Any], output_schema: dict[str, Any] | None) -> None:
+    """Check a tool's schemas: input for an object (up to 100,000 characters), output any.
+
+    Raises:
+        ValueError: with what is wrong.
+    """
+    check_json_schema(input_schema, what="input_schema", object_only=True)
+    if output_schema is not None:
+        check_json_schema(output_schema, what="output_schema", object_only=False)
+    if len(json.dumps(input_schema)) > 100_000:
+        raise ValueError("input_schema is too large (over 100,000 characters)")
 
 
 def check_placeholders(http: HttpToolConfig, input_schema: dict[str, Any]) -> None:

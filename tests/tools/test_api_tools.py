@@ -312,3 +312,10 @@ async def test_register_a_sandboxed_code_tool(api: httpx.AsyncClient) -> None:
     assert_error(
         await api.post("/v1/tools", json={**body, "kind": "magic"}), 422, "invalid_request"
     )
+    # Schemas are checked as for HTTP tools: bad input is a 422, never a 500.
+    for schema in ({"type": "string"}, {"type": "object", "properties": {"x": {"type": 5}}}):
+        assert_error(
+            await api.post("/v1/tools", json={**body, "input_schema": schema}),
+            422,
+            "invalid_request",
+        )
