@@ -19,6 +19,25 @@ from core.errors import NON_RETRYABLE_ERROR_TYPES
 from core.queues import TaskQueue
 
 
+def retry_policy(
+    *,
+    initial: timedelta = timedelta(seconds=1),
+    maximum: timedelta = timedelta(seconds=30),
+    attempts: int = 0,
+) -> RetryPolicy:
+    """Exponential backoff (x2) from `initial` to `maximum`; `attempts` 0 is unlimited.
+
+    Colony's non-retryable error types are never retried.
+    """
+    return RetryPolicy(
+        initial_interval=initial,
+        backoff_coefficient=2.0,
+        maximum_interval=maximum,
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+    )
+
+
 @dataclass(frozen=True)
 class ActivityPreset:
     """Options shared by every call of one kind of activity."""
@@ -27,14 +46,7 @@ class ActivityPreset:
     start_to_close: timedelta
     schedule_to_close: timedelta | None = None
     heartbeat: timedelta | None = None
-    retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(
-            initial_interval=timedelta(seconds=1),
-            backoff_coefficient=2.0,
-            maximum_interval=timedelta(seconds=30),
-            non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
-        )
-    )
+    retry: RetryPolicy = field(default_factory=retry_policy)
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `workflow.execute_activity` (call inside a workflow)."""
@@ -88,13 +100,7 @@ TOOL_CALL = ActivityPreset(
     start_to_close=timedelta(minutes=10),
     schedule_to_close=timedelta(minutes=30),
     heartbeat=timedelta(seconds=60),
-    retry=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        maximum_attempts=4,
-        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
-    ),
+    retry=retry_policy(attempts=4),
 )
 """One tool call: retryable failures (a rate limit, a server that is down) are tried four
 times over about 7 s (longer when the tool says Retry-After); then the workflow tells the
@@ -104,13 +110,7 @@ MCP_DISCOVERY = ActivityPreset(
     TaskQueue.TOOLS,
     start_to_close=timedelta(minutes=2),
     schedule_to_close=timedelta(minutes=5),
-    retry=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=10),
-        maximum_attempts=3,
-        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
-    ),
+    retry=retry_policy(maximum=timedelta(seconds=10), attempts=3),
 )
 """Discovering one MCP server's tools. An unreachable server is tried three times; the
 last attempt records it as `error` and returns (the activity reads `maximum_attempts`)."""
@@ -146,13 +146,7 @@ SKILL_DISTILL = ActivityPreset(
     TaskQueue.LLM,
     start_to_close=timedelta(minutes=3),
     schedule_to_close=timedelta(minutes=15),
-    retry=RetryPolicy(
-        initial_interval=timedelta(seconds=2),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=60),
-        maximum_attempts=4,
-        non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
-    ),
+    retry=retry_policy(initial=timedelta(seconds=2), maximum=timedelta(seconds=60), attempts=4),
 )
 """One model call distilling a skill; after four failed attempts the workflow writes the
 cluster's fallback skill instead."""
