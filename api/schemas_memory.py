@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.schemas import Body
 from core.memory import MemoryKind, MemoryScope
+from core.models import strip_query
 
 MAX_QUERY_CHARS = 4000
 MAX_LIMIT = 100
@@ -25,13 +26,7 @@ class MemoryQueryCreate(Body):
     agent: str | None = Field(default=None, min_length=1, max_length=200)
     limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
 
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("the query is blank")
-        return value
+    _query_not_blank = field_validator("query")(strip_query)
 
 
 class MemoryHitPublic(BaseModel):

@@ -12,6 +12,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+def strip_query(value: str) -> str:
+    """A search query without surrounding blanks (a field validator; blank is invalid)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("the query is blank")
+    return value
+
+
 class Payload(BaseModel):
     """Base of every payload: immutable, unknown fields ignored (rolling deploys)."""
 

@@ -8,7 +8,7 @@ from typing import Final
 
 from pydantic import Field, field_validator
 
-from core.models import Payload
+from core.models import Payload, strip_query
 
 MAX_QUERY_CHARS: Final = 500
 MAX_LIMIT: Final = 50
@@ -28,13 +28,7 @@ class ToolSearchInput(Payload):
     limit: int = Field(default=5, ge=1, le=MAX_LIMIT)
     names: list[str] | None = None
 
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("the query is blank")
-        return value
+    _query_not_blank = field_validator("query")(strip_query)
 
 
 class ToolHit(Payload):
