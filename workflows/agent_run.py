@@ -504,7 +504,7 @@ class AgentRunWorkflow:
         for call in calls:
             self._pending[call.id] = PendingApproval(
                 call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeout),
-                question=_question(call.arguments),
+                question=_question(call),
             )  # fmt: skip
         decisions = await self._wait_for_decisions(calls, {c.id: timeout for c in calls})
         return {
@@ -738,15 +738,10 @@ def _reason(exc: ActivityError) -> str:
     return str(cause or exc)
 
 
-def _question(arguments: str | None) -> str:
-    """The question of an `ask_human` call (its raw arguments when they do not parse)."""
-    try:
-        data = json.loads(arguments or "{}")
-    except ValueError:
-        return arguments or ""
-    if isinstance(data, dict) and isinstance(data.get("question"), str):
-        return str(data["question"])
-    return arguments or ""
+def _question(call: ToolCallRef) -> str:
+    """The question of an `ask_human` call (its raw arguments when they hold none)."""
+    question = _arguments(call).get("question")
+    return question if isinstance(question, str) else call.arguments or ""
 
 
 def _arguments(call: ToolCallRef) -> dict[str, Any]:
