@@ -173,7 +173,7 @@ class LlmActivities:
         text = llm_context.render_for_summary(
             previous[1] if previous else None, older, int(budget * llm_context.CHARS_PER_TOKEN)
         )
-        result = await self._complete_any(
+        result = await complete_any(
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -184,6 +184,7 @@ class LlmActivities:
                 max_tokens=1000,
                 temperature=0.0,
             ),
+            self._settings,
         )
         summary = (result.message.content or "").strip() or text[-4000:]
         resolved = model_client.resolve(result.model, self._settings)
@@ -204,21 +205,6 @@ class LlmActivities:
             )  # fmt: skip
         return (cut, stored), result.usage, result.cost_usd
 
-    async def _complete_any(self, models: list[str], request: ModelRequest) -> ModelResult:
-        """One call outside the step loop: each model in turn while they fail for good."""
-        last: ApplicationError | None = None
-        for model in models:
-            try:
-                return await model_client.complete_with_breaker(
-                    request.model_copy(update={"model": model}), self._settings
-                )
-            except ApplicationError as exc:
-                if not exc.non_retryable:
-                    raise  # Temporal retries the activity
-                last = exc
-        assert last is not None
-        raise last
-
     @activity.defn(name="reflect_on_run")
     async def reflect_on_run(self, input: ReflectInput) -> ReflectOutput:
         """Critique a finished run: a summary, a lesson for next time and a reward.
@@ -232,7 +218,7 @@ class LlmActivities:
                 return ReflectOutput.model_validate(done.data)
             run = await runs.get_run(conn, input.tenant_id, input.run_id)
             messages = await runs.load_messages(conn, input.run_id, 1_000_000)
-        result = await self._complete_any(
+        result = await complete_any(
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -243,6 +229,7 @@ class LlmActivities:
                 max_tokens=500,
                 temperature=0.0,
             ),
+            self._settings,
         )
         critique = llm_context.parse_critique(result.message.content, run.outcome)
         output = ReflectOutput(
@@ -275,7 +262,7 @@ class LlmActivities:
         candidates = [m for m in input.models[start:] if m not in dead] or input.models[-1:]
         last_error: ApplicationError | None = None
         for model in candidates:
-            self._check_budget(input, request, model)
+            check_budget(request, model, input.budget_remaining_usd, self._settings)
             publisher = _DeltaPublisher(self._pool, input, model, dead)
             try:
                 async with publisher:
@@ -309,20 +296,6 @@ class LlmActivities:
             non_retryable=True,
         )
 
-    def _check_budget(self, input: LlmCallInput, request: ModelRequest, model: str) -> None:
-        if input.budget_remaining_usd is None:
-            return
-        estimate = model_client.estimate_prompt_cost(
-            request.model_copy(update={"model": model}), self._settings
-        )
-        if estimate is not None and estimate > input.budget_remaining_usd:
-            raise ApplicationError(
-                f"the next call to {model} would cost about ${estimate:.6f} for the prompt alone; "
-                f"${input.budget_remaining_usd:.6f} of max_cost_usd remains",
-                type=ErrorType.BUDGET_EXCEEDED.value,
-                non_retryable=True,
-            )
-
     async def _stored_output(
         self, conn: runs.Conn, input: LlmCallInput, message: ChatMessage
     ) -> LlmCallOutput:
@@ -337,6 +310,47 @@ class LlmActivities:
         )
         cost = float(call["cost_usd"]) if call and call["cost_usd"] is not None else None
         return _output(input.write_seq, message, model, usage, cost, None)
+
+
+async def complete_any(models: list[str], request: ModelRequest, settings: Settings) -> ModelResult:
+    """One call outside the step loop: each model in turn while they fail for good.
+
+    Retryable failures raise (Temporal retries the activity).
+    """
+    last: ApplicationError | None = None
+    for model in models:
+        try:
+            return await model_client.complete_with_breaker(
+                request.model_copy(update={"model": model}), settings
+            )
+        except ApplicationError as exc:
+            if not exc.non_retryable:
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+def check_budget(
+    request: ModelRequest, model: str, remaining_usd: float | None, settings: Settings
+) -> None:
+    """Refuse a call whose prompt alone would cost more than what remains of a budget.
+
+    Raises:
+        ApplicationError: `BudgetExceeded` (non-retryable).
+    """
+    if remaining_usd is None:
+        return
+    estimate = model_client.estimate_prompt_cost(
+        request.model_copy(update={"model": model}), settings
+    )
+    if estimate is not None and estimate > remaining_usd:
+        raise ApplicationError(
+            f"the next call to {model} would cost about ${estimate:.6f} for the prompt alone; "
+            f"${remaining_usd:.6f} of max_cost_usd remains",
+            type=ErrorType.BUDGET_EXCEEDED.value,
+            non_retryable=True,
+        )
 
 
 def _output(

@@ -263,7 +263,15 @@ async def complete(
         kwargs["api_key"] = resolved.api_key
     if protocol:
         kwargs["response_format"] = json_tools.response_format(request)
-    elif request.tools:
+    elif request.json_schema is not None:
+        # Grammar-constrained servers (llama.cpp) take the schema; OpenAI-style APIs take
+        # JSON mode (the prompt describes the shape).
+        kwargs["response_format"] = (
+            {"type": "json_object", "schema": request.json_schema}
+            if resolved.provider in json_tools.PROVIDERS
+            else {"type": "json_object"}
+        )
+    if not protocol and request.tools:
         kwargs["tools"] = _tools_to_openai(request)
     if request.max_tokens is not None:
         kwargs["max_tokens"] = request.max_tokens

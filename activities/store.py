@@ -4,6 +4,7 @@ import json
 
 from temporalio import activity
 
+from activities.blackboard import BLACKBOARD_TOOLS
 from activities.catalog import AGENT_TOOL_PREFIX, FIND_TOOLS, CatalogEntry, ToolCatalog
 from core import agents, policy, runs
 from core.db import Pool
@@ -56,8 +57,19 @@ class StoreActivities:
             ]
             await runs.append_events(conn, input.tenant_id, input.run_id, events)
             tools = await self._catalog.expand(conn, input.tenant_id, spec.tools)
+            record = await runs.get_run(conn, input.tenant_id, input.run_id)
+            if record.swarm_id is not None:
+                tools += [t for t in BLACKBOARD_TOOLS if t not in tools]
             entries = await self._catalog.entries(conn, input.tenant_id, tools)
-        return _plan(spec, tools, entries, input.mode)
+        plan = _plan(spec, tools, entries, input.mode)
+        if record.swarm_id is None:
+            return plan
+        # A swarm's subtask: the model chain of its tier, and at most its budget share.
+        cap, own = record.max_cost_usd, spec.limits.max_cost_usd
+        limits = spec.limits.model_copy(
+            update={"max_cost_usd": cap if own is None else own if cap is None else min(cap, own)}
+        )
+        return plan.model_copy(update={"models": record.models or plan.models, "limits": limits})
 
     @activity.defn(name="create_child_run")
     async def create_child_run(self, input: ChildRunInput) -> ChildRunOutput:
@@ -182,6 +194,8 @@ def _plan(
     """The run's plan: every tool with its effective policy; agents run as child runs."""
     policies: dict[str, ToolPolicy] = {}
     for name in tools:
+        if name in BLACKBOARD_TOOLS and name not in spec.tools:
+            continue  # a swarm's subtask gets them whatever its agent's tools
         entry = entries.get(name)
         effective = policy.resolve_for_agent(
             spec,

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import sandbox
 from activities._common import worker_identity
+from activities.blackboard import BLACKBOARD_TOOLS
 from activities.builtin_tools import ToolContext, ToolError
 from activities.catalog import FIND_TOOLS, CatalogEntry, ToolCatalog, run_entry
 from activities.tool_limits import RetryableToolError, ToolLimiter
@@ -178,6 +179,8 @@ class ToolActivities:
             return None  # a workflow from before the activity checked policy
         if call.name == FIND_TOOLS.name:
             return None  # offered to every agent with many tools; it only searches
+        if call.name in BLACKBOARD_TOOLS:
+            return None  # a swarm's subtasks get them; elsewhere they refuse to work
         key = (input.tenant_id, input.agent_name, input.agent_version)
         version = self._versions.get(key)
         if version is None:

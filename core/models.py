@@ -120,6 +120,7 @@ class ModelRequest(Payload):
     max_tokens: int | None = None
     temperature: float | None = None
     timeout_s: float = 120.0
+    json_schema: dict[str, Any] | None = None  # the answer is one JSON object of this shape
 
 
 class ModelResult(Payload):

@@ -6,6 +6,7 @@ rows by (run, step).
 """
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -14,7 +15,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
+from core import event_log
 from core.errors import NotFound
+from core.event_log import RUN_EVENTS, EventRecord
 from core.models import (
     ChatMessage,
     ModelUsage,
@@ -31,7 +34,7 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
     "id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation, status, outcome,"
     " reason, objective, result, steps, prompt_tokens, completion_tokens, cost_usd, cost_complete,"
-    " created_at, updated_at, finished_at, parent_run_id"
+    " created_at, updated_at, finished_at, parent_run_id, swarm_id, subtask_id, models, max_cost_usd"
 )
 
 Conn = psycopg.AsyncConnection[Any]
@@ -63,17 +66,26 @@ class RunRecord(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     parent_run_id: str | None = None
+    swarm_id: str | None = None  # the run is an attempt of a swarm's subtask
+    subtask_id: str | None = None
+    models: list[str] | None = None  # the swarm's model chain for it (else the agent's)
+    max_cost_usd: float | None = None  # the swarm's budget share (caps the agent's limit)
 
 
-class EventRecord(BaseModel):
-    """One stored event."""
+@dataclass(frozen=True)
+class SwarmAttempt:
+    """What a run that is a swarm subtask's attempt carries besides an ordinary run's."""
 
-    model_config = ConfigDict(frozen=True)
+    swarm_id: str
+    subtask_id: str
+    workflow_id: str  # the swarm's child workflow: `{swarm workflow}/{subtask}[.attempt]`
+    models: list[str]
+    max_cost_usd: float | None
 
-    seq: int
-    type: str
-    data: dict[str, Any]
-    created_at: datetime
+    def columns(self) -> tuple[object, ...]:
+        """Values of the runs columns swarm_id, subtask_id, models, max_cost_usd."""
+        cost = None if self.max_cost_usd is None else Decimal(str(self.max_cost_usd))
+        return (self.swarm_id, self.subtask_id, Jsonb(self.models), cost)
 
 
 def new_run_id() -> str:
@@ -97,8 +109,12 @@ async def create_run(
     conversation: bool = False,
     idempotency_key: str | None = None,
     parent: tuple[str, str] | None = None,
+    swarm: SwarmAttempt | None = None,
 ) -> tuple[RunRecord, int, bool]:
-    """Create a run and put its objective in the inbox (`parent`: run id and call id).
+    """Create a run and put its objective in the inbox.
+
+    `parent` is the run and call of an agent called as a tool; `swarm` the subtask
+    attempt the run is.
 
     Returns (run, inbox id of the objective, created). With an idempotency key that was
     used before, returns the existing run and `created=False`.
@@ -107,11 +123,14 @@ async def create_run(
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO runs (id, tenant_id, agent_name, agent_version, workflow_id, mode,"
-            " conversation, objective, idempotency_key, parent_run_id, parent_call_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " conversation, objective, idempotency_key, parent_run_id, parent_call_id,"
+            " swarm_id, subtask_id, models, max_cost_usd)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_RUN_COLUMNS}",
-            (run_id, tenant_id, agent_name, agent_version, workflow_id_for(run_id), mode,
-             conversation, objective, idempotency_key, *(parent or (None, None))),
+            (run_id, tenant_id, agent_name, agent_version,
+             swarm.workflow_id if swarm else workflow_id_for(run_id), mode, conversation,
+             objective, idempotency_key, *(parent or (None, None)),
+             *(swarm.columns() if swarm else (None, None, None, None))),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:
@@ -311,29 +330,6 @@ def _message(row: dict[str, Any]) -> ChatMessage:
 # -- events ---------------------------------------------------------------------------
 
 
-_APPEND_EVENTS = """
-WITH batch AS (
-    SELECT b.key, b.type, b.data, b.ord
-    FROM unnest(%(keys)s::text[], %(types)s::text[], %(datas)s::jsonb[])
-         WITH ORDINALITY AS b(key, type, data, ord)
-    WHERE NOT EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = %(run)s AND e.key = b.key)
-), numbered AS (
-    SELECT key, type, data, row_number() OVER (ORDER BY ord) AS n, count(*) OVER () AS total
-    FROM batch
-), bump AS (
-    UPDATE runs SET last_event_seq = last_event_seq + (SELECT count(*) FROM batch)
-    WHERE id = %(run)s
-    RETURNING last_event_seq
-)
-INSERT INTO run_events (tenant_id, run_id, seq, key, type, data)
-SELECT %(tenant)s, %(run)s, bump.last_event_seq - numbered.total + numbered.n,
-       numbered.key, numbered.type, numbered.data
-FROM numbered, bump
-ON CONFLICT (run_id, key) DO NOTHING
-RETURNING seq
-"""
-
-
 async def append_event(conn: Conn, tenant_id: str, run_id: str, event: RunEvent) -> int | None:
     """Append an event with the run's next sequence number; None if `key` was seen before."""
     seqs = await append_events(conn, tenant_id, run_id, [event])
@@ -343,45 +339,17 @@ async def append_event(conn: Conn, tenant_id: str, run_id: str, event: RunEvent)
 async def append_events(
     conn: Conn, tenant_id: str, run_id: str, events: list[RunEvent]
 ) -> list[int]:
-    """Append events in order with the run's next sequence numbers, in one statement.
-
-    Events whose key the run already has are skipped (a retried activity), so they take
-    no number. The `runs` row lock taken by the sequence bump is held until the caller's
-    transaction commits: appends to one run commit in sequence order, so a reader that
-    has seen seq n never later finds a new event below n. Only two writers racing with
-    the same key can leave a gap, never a duplicate.
+    """Append events to the run's log in order, once per key (see `event_log.append`).
 
     Raises:
         NotFound: the run does not exist.
     """
-    if not events:
-        return []
-    cur = await conn.execute(
-        _APPEND_EVENTS,
-        {
-            "tenant": tenant_id,
-            "run": run_id,
-            "keys": [e.key for e in events],
-            "types": [e.type for e in events],
-            "datas": [Jsonb(e.data) for e in events],
-        },
-    )
-    seqs = sorted(int(r["seq"]) for r in await cur.fetchall())
-    if not seqs:
-        exists = await conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,))
-        if await exists.fetchone() is None:
-            raise NotFound(f"run {run_id!r} not found")
-    return seqs
+    return await event_log.append(conn, RUN_EVENTS, tenant_id, run_id, events)
 
 
 async def find_event(conn: Conn, run_id: str, key: str) -> EventRecord | None:
     """The run's event with this key, if appended."""
-    cur = await conn.execute(
-        "SELECT seq, type, data, created_at FROM run_events WHERE run_id = %s AND key = %s",
-        (run_id, key),
-    )
-    row = await cur.fetchone()
-    return None if row is None else EventRecord.model_validate(dict(row))
+    return await event_log.find(conn, RUN_EVENTS, run_id, key)
 
 
 async def prompt_context(
@@ -459,12 +427,7 @@ async def list_events(
     conn: Conn, tenant_id: str, run_id: str, *, after: int = 0, limit: int = 500
 ) -> list[EventRecord]:
     """Events with seq > `after`, in order."""
-    cur = await conn.execute(
-        "SELECT seq, type, data, created_at FROM run_events WHERE tenant_id = %s AND run_id = %s AND seq > %s"
-        " ORDER BY seq LIMIT %s",
-        (tenant_id, run_id, after, limit),
-    )
-    return [EventRecord.model_validate(r) for r in await cur.fetchall()]
+    return await event_log.list_after(conn, RUN_EVENTS, tenant_id, run_id, after=after, limit=limit)
 
 
 # -- cost ledger ----------------------------------------------------------------------

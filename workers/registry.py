@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.blackboard import blackboard_tools
 from activities.builtin_tools import ToolDefinition
 from activities.catalog import ToolCatalog, builtin_registry
 from activities.http_tools import HttpToolExecutor, StoreResolvers
@@ -19,7 +20,9 @@ from activities.memory import MemoryActivities
 from activities.memory_maintenance import MaintenanceActivities, SkillActivities
 from activities.memory_run import RunMemoryActivities
 from activities.memory_store import MemoryStore, MemoryStoreActivities
+from activities.queen import QueenActivities
 from activities.store import StoreActivities
+from activities.swarms import SwarmActivities
 from activities.tool_limits import ToolLimiter
 from activities.tool_search import ToolSearchActivities
 from activities.tools import ToolActivities
@@ -33,6 +36,7 @@ from workflows.mcp_discovery import McpDiscoveryWorkflow
 from workflows.memory_maintenance import MemoryMaintenanceWorkflow
 from workflows.memory_query import MemoryDeleteWorkflow, MemoryQueryWorkflow
 from workflows.stack_check import StackCheckWorkflow
+from workflows.swarm import SwarmWorkflow
 from workflows.tool_search import ToolSearchWorkflow
 
 
@@ -52,7 +56,9 @@ class Resources:
         self.http = HttpToolExecutor(secrets=self.resolvers.secret, egress=self.resolvers.egress)
         self.mcp = McpSessionPool()
         self.limiter = ToolLimiter()
-        self.builtins = builtin_registry(settings, self.resolvers.egress, extra_tools)
+        self.builtins = builtin_registry(
+            settings, self.resolvers.egress, [*blackboard_tools(pool), *extra_tools]
+        )
         self.catalog = ToolCatalog(
             self.builtins, http=self.http, mcp=self.mcp, secret=self.resolvers.secret
         )
@@ -82,11 +88,14 @@ class Lane:
 
 def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
     llm = LlmActivities(res.settings, res.pool, res.catalog)
+    queen = QueenActivities(res.settings, res.pool)
     return [
         llm.probe_llm_lane,
         llm.call_llm,
         llm.reflect_on_run,
         SkillActivities(res.settings).distill_skill,
+        queen.plan_swarm,
+        queen.synthesize_swarm,
     ]
 
 
@@ -98,6 +107,7 @@ def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
 
 def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
     store = StoreActivities(res.pool, res.catalog)
+    swarms = SwarmActivities(res.settings, res.pool)
     return [
         MemoryActivities(res.pool).record_stack_check,
         store.start_run,
@@ -105,6 +115,10 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         store.record_events,
         store.finish_run,
         store.create_child_run,
+        swarms.start_swarm,
+        swarms.start_subtasks,
+        swarms.finish_subtask,
+        swarms.finish_swarm,
         ToolSearchActivities(
             res.settings, res.pool, res.vectors, res.embedder, res.catalog.builtin_schemas
         ).search_tools,
@@ -149,6 +163,7 @@ LANES: dict[TaskQueue, Lane] = {
             MemoryQueryWorkflow,
             MemoryDeleteWorkflow,
             MemoryMaintenanceWorkflow,
+            SwarmWorkflow,
         ],
     ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),

@@ -85,7 +85,7 @@ MEMORY_RECALL = ActivityPreset(
 """Recall before a run: embeds the objective and searches Qdrant."""
 
 RUN_STORE = ActivityPreset(TaskQueue.MEMORY, timedelta(seconds=30), timedelta(minutes=30))
-"""Run bookkeeping in Postgres (start, messages, events, finish)."""
+"""Run and swarm bookkeeping in Postgres (start, messages, subtask runs, events, finish)."""
 
 LLM_CALL = ActivityPreset(
     TaskQueue.LLM,

@@ -1,0 +1,355 @@
+"""SwarmWorkflow end to end: real Temporal, Postgres, workers and HTTP to the scripted model."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import CancelledError
+
+from core import agents, runs, swarm_store
+from core.db import Pool
+from core.models import AgentSpec
+from core.queues import TaskQueue
+from core.swarm import (
+    QUEEN_AGENT,
+    QUEEN_INSTRUCTIONS,
+    SubtaskSpec,
+    SwarmInput,
+    SwarmLimits,
+    SwarmMode,
+    SwarmOutput,
+    SwarmSettings,
+    shape,
+)
+from tests.support.model_server import ScriptedModelServer, Usage, fault, reply
+from tests.support.replay import assert_replays, record_history
+from tests.support.services import TemporalServer
+from tests.support.swarm_script import SwarmScript, plan_json, requests_for, subtask
+from tests.workflows.harness import TENANT, Harness, running_harness
+from workflows.swarm import SwarmWorkflow
+
+SwarmHandle = WorkflowHandle[SwarmWorkflow, SwarmOutput]
+DIAMOND = (
+    subtask("a", "researcher"),
+    subtask("b", "analyst", ["a"]),
+    subtask("c", "analyst", ["a"]),
+    subtask("d", "writer", ["b", "c"]),
+)
+
+
+@pytest.fixture
+async def harness(
+    temporal: TemporalServer, pool: Pool, model_server: ScriptedModelServer
+) -> AsyncIterator[Harness]:
+    # Built-in role agents and the queen are created with the default model.
+    async with running_harness(
+        temporal, pool, model_server, COLONY_DEFAULT_MODEL="openai/scripted-model"
+    ) as running:
+        yield running
+
+
+async def start_swarm(
+    harness: Harness,
+    objective: str = "Write a short report on bees.",
+    *,
+    mode: SwarmMode = "hierarchical",
+    plan: list[dict[str, Any]] | None = None,
+    queen: str = QUEEN_AGENT,
+    queen_model: str = "openai/scripted-model",
+    **limits: Any,
+) -> tuple[SwarmHandle, str]:
+    async with harness.pool.connection() as conn:
+        if queen == QUEEN_AGENT:
+            queen_version = await swarm_store.role_agent(conn, TENANT, queen, queen_model)
+        else:
+            queen_spec = AgentSpec(instructions=QUEEN_INSTRUCTIONS, model=queen_model)
+            queen_version, _ = await agents.create_version(conn, TENANT, queen, queen_spec)
+        specs = shape([SubtaskSpec.model_validate(s) for s in plan], mode) if plan else None
+        record, _ = await swarm_store.create_swarm(
+            conn, tenant_id=TENANT, objective=objective, mode=mode, queen=queen_version,
+            settings=SwarmSettings(limits=SwarmLimits(**limits)), plan=specs,
+        )  # fmt: skip
+    handle = await harness.client.start_workflow(
+        SwarmWorkflow.run,
+        SwarmInput(tenant_id=TENANT, swarm_id=record.id),
+        id=record.workflow_id,
+        task_queue=TaskQueue.ORCHESTRATION.value + harness.suffix,
+    )
+    return handle, record.id
+
+
+async def swarm_events(harness: Harness, swarm_id: str) -> list[Any]:
+    async with harness.pool.connection() as conn:
+        return await swarm_store.list_events(conn, TENANT, swarm_id)
+
+
+async def subtask_rows(harness: Harness, swarm_id: str) -> dict[str, swarm_store.SubtaskRecord]:
+    async with harness.pool.connection() as conn:
+        return {s.id: s for s in await swarm_store.list_subtasks(conn, swarm_id)}
+
+
+def user_text(request: Any) -> str:
+    return next(str(m["content"]) for m in request.messages if m["role"] == "user")
+
+
+async def test_the_queen_plans_a_diamond_and_synthesizes(harness: Harness) -> None:
+    SwarmScript(
+        plans=[plan_json(*DIAMOND)],
+        subtasks={
+            "b": [reply("B found 42 bees.", delay=0.5)],
+            "c": [reply("C found 7 hives.", delay=0.5)],
+        },
+        synthesis="There are 42 bees [b] in 7 hives [c], written up by [d].",
+    ).install(harness.server)
+    handle, swarm_id = await start_swarm(harness)
+    output = await handle.result()
+    assert output.outcome == "succeeded", output.reason
+    assert output.result == "There are 42 bees [b] in 7 hives [c], written up by [d]."
+    assert output.attribution == ["b", "c", "d"]
+    assert {s.id: s.status for s in output.subtasks} == dict.fromkeys("abcd", "succeeded")
+
+    events = await swarm_events(harness, swarm_id)
+    types = [e.type for e in events]
+    assert types[:2] == ["swarm.started", "swarm.planned"]
+    assert types[-2:] == ["swarm.synthesized", "swarm.finished"]
+    order = [(e.type, e.data.get("subtask_id")) for e in events if e.type.startswith("subtask.")]
+    position = {item: i for i, item in enumerate(order)}
+    # b and c wait for a; d waits for both; b and c run at the same time.
+    assert position[("subtask.finished", "a")] < position[("subtask.started", "b")]
+    assert position[("subtask.finished", "a")] < position[("subtask.started", "c")]
+    assert position[("subtask.started", "c")] < position[("subtask.finished", "b")]
+    assert position[("subtask.finished", "b")] < position[("subtask.started", "d")]
+    assert position[("subtask.finished", "c")] < position[("subtask.started", "d")]
+
+    # d's objective carries its dependencies' results; the workflow history does not.
+    (d_request,) = requests_for(harness.server, "subtask", "d")
+    assert '<subtask_result id="b"' in user_text(d_request)
+    assert "B found 42 bees." in user_text(d_request) and "C found 7 hives." in user_text(d_request)
+    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    assert "B found 42 bees." not in history
+    (synthesis,) = requests_for(harness.server, "synthesis")
+    assert "C found 7 hives." in user_text(synthesis)
+
+    # Every subtask ran once, as a child run with a deterministic workflow id.
+    rows = await subtask_rows(harness, swarm_id)
+    assert all(rows[s].attempts == 1 for s in "abcd")
+    assert {rows[s].agent_name for s in "abcd"} == {"researcher", "analyst", "writer"}
+    async with harness.pool.connection() as conn:
+        record = await swarm_store.get_swarm(conn, TENANT, swarm_id)
+        run = await runs.get_run(conn, TENANT, rows["b"].run_id or "")
+    assert (record.status, record.result) == ("succeeded", output.result)
+    assert run.workflow_id == f"{record.workflow_id}/b" and run.swarm_id == swarm_id
+    assert len(requests_for(harness.server, "plan")) == 1
+    await assert_replays(handle)
+    record_history("swarm_v1_diamond", await handle.fetch_history())
+
+
+async def test_a_user_plan_runs_as_given(harness: Harness) -> None:
+    SwarmScript().install(harness.server)
+    plan = [subtask("x", "researcher"), subtask("y", "writer"), subtask("z", "reviewer")]
+    handle, swarm_id = await start_swarm(harness, mode="sequential", plan=plan)
+    output = await handle.result()
+    assert output.outcome == "succeeded", output.reason
+    assert requests_for(harness.server, "plan") == []  # the queen did not plan
+    # Sequential mode made a pipeline of the plan: each subtask got the one before's result.
+    rows = await subtask_rows(harness, swarm_id)
+    assert (rows["y"].depends_on, rows["z"].depends_on) == (["x"], ["y"])
+    (z_request,) = requests_for(harness.server, "subtask", "z")
+    assert "result of y" in user_text(z_request)
+    starts = [
+        e.data["subtask_id"]
+        for e in await swarm_events(harness, swarm_id)
+        if e.type == "subtask.started"
+    ]
+    assert starts == ["x", "y", "z"]
+    await assert_replays(handle)
+
+
+async def test_an_invalid_plan_is_sent_back_and_corrected(harness: Harness) -> None:
+    cyclic = plan_json(
+        subtask("a", "researcher", ["b"]),
+        subtask("b", "astrologer", ["a"]),
+        subtask("c", depends_on=["zz"]),
+    )
+    SwarmScript(plans=[cyclic, plan_json(subtask("a"), subtask("b", depends_on=["a"]))]).install(
+        harness.server
+    )
+    handle, swarm_id = await start_swarm(harness)
+    output = await handle.result()
+    assert output.outcome == "succeeded", output.reason
+    invalid = [e for e in await swarm_events(harness, swarm_id) if e.type == "plan.invalid"]
+    assert len(invalid) == 1
+    errors = " | ".join(invalid[0].data["errors"])
+    assert "unknown role 'astrologer'" in errors and "cycle" in errors and "'zz'" in errors
+    first, second = requests_for(harness.server, "plan")
+    # The second request shows the queen its own answer and what was wrong with it.
+    assert second.messages[-2] == {"role": "assistant", "content": cyclic}
+    assert "That plan cannot run" in second.messages[-1]["content"]
+    assert "astrologer" in second.messages[-1]["content"]
+    assert len(first.messages) == 2
+    assert first.body["response_format"] == {"type": "json_object"}
+    await assert_replays(handle)
+
+
+async def test_a_plan_that_never_validates_fails_the_swarm(harness: Harness) -> None:
+    SwarmScript(plans=["not json at all"] * 2).install(harness.server)
+    handle, swarm_id = await start_swarm(harness, max_plan_attempts=2)
+    output = await handle.result()
+    assert output.outcome == "failed"
+    assert output.reason is not None and "invalid 2 time(s)" in output.reason
+    assert "holds no JSON" in output.reason
+    async with harness.pool.connection() as conn:
+        record = await swarm_store.get_swarm(conn, TENANT, swarm_id)
+    assert (record.status, record.outcome) == ("failed", "failed")
+
+
+async def test_a_failed_subtask_is_retried(harness: Harness) -> None:
+    SwarmScript(subtasks={"b": [fault(400), reply("b, second time")]}).install(harness.server)
+    plan = [subtask("a"), subtask("b", depends_on=["a"])]
+    handle, swarm_id = await start_swarm(harness, plan=plan, failure_policy="retry", max_retries=1)
+    output = await handle.result()
+    assert output.outcome == "succeeded", output.reason
+    rows = await subtask_rows(harness, swarm_id)
+    assert rows["b"].attempts == 2 and rows["a"].attempts == 1
+    events = [
+        (e.type, e.data.get("subtask_id"), e.data.get("attempt"))
+        for e in await swarm_events(harness, swarm_id)
+    ]
+    assert ("subtask.failed", "b", 1) in events and ("subtask.started", "b", 2) in events
+    async with harness.pool.connection() as conn:
+        retry = await runs.get_run(conn, TENANT, rows["b"].run_id or "")
+        record = await swarm_store.get_swarm(conn, TENANT, swarm_id)
+    assert retry.workflow_id == f"{record.workflow_id}/b.2"
+    assert len(requests_for(harness.server, "subtask", "a")) == 1
+    await assert_replays(handle)
+
+
+async def test_a_failed_subtask_is_replanned_around(harness: Harness) -> None:
+    replan = plan_json(subtask("b2", "analyst", ["a"]), subtask("d", "writer", ["b2"]))
+    SwarmScript(
+        plans=[
+            plan_json(subtask("a"), subtask("b", "coder", ["a"]), subtask("d", "writer", ["b"])),
+            replan,
+        ],
+        subtasks={
+            "b": [
+                fault(
+                    400,
+                    body={
+                        "error": {"message": "the coder is broken", "type": "invalid_request_error"}
+                    },
+                )
+            ]
+        },
+        synthesis="Done [a][b2][d].",
+    ).install(harness.server)
+    handle, swarm_id = await start_swarm(harness, failure_policy="replan", max_retries=0)
+    output = await handle.result()
+    assert output.outcome == "succeeded", output.reason
+    states = {s.id: s.status for s in output.subtasks}
+    assert states == {"a": "succeeded", "b": "dropped", "b2": "succeeded", "d": "succeeded"}
+    _, second = requests_for(harness.server, "plan")
+    evidence = user_text(second)
+    assert "Completed subtasks" in evidence and "- a (researcher)" in evidence
+    assert "the coder is broken" in evidence  # the failure is the evidence
+    # The completed subtask is not re-run after the re-plan.
+    assert len(requests_for(harness.server, "subtask", "a")) == 1
+    types = [e.type for e in await swarm_events(harness, swarm_id)]
+    assert types.count("swarm.replanned") == 1
+    rows = await subtask_rows(harness, swarm_id)
+    assert (rows["b"].status, rows["b2"].plan_version, rows["d"].plan_version) == ("dropped", 2, 2)
+    await assert_replays(handle)
+    record_history("swarm_v1_replan", await handle.fetch_history())
+
+
+async def test_a_subtask_failing_for_good_fails_the_swarm_and_stops_the_rest(
+    harness: Harness,
+) -> None:
+    SwarmScript(subtasks={"a": [fault(400)], "b": [reply("slow", delay=30)]}).install(
+        harness.server
+    )
+    handle, swarm_id = await start_swarm(
+        harness, mode="parallel", plan=[subtask("a"), subtask("b")], failure_policy="fail"
+    )
+    output = await handle.result()
+    assert output.outcome == "failed"
+    assert output.reason is not None and output.reason.startswith(
+        "subtask a failed after 1 attempt(s)"
+    )
+    assert {s.id: s.status for s in output.subtasks} == {"a": "failed", "b": "cancelled"}
+    rows = await subtask_rows(harness, swarm_id)
+    async with harness.pool.connection() as conn:
+        b_run = await runs.get_run(conn, TENANT, rows["b"].run_id or "")
+    assert b_run.status == "cancelled"  # the running child was cancelled, not abandoned
+
+
+async def test_cancelling_a_swarm_cancels_its_children(harness: Harness) -> None:
+    SwarmScript(
+        subtasks={"b": [reply("never", delay=60)], "c": [reply("never", delay=60)]}
+    ).install(harness.server)
+    plan = [subtask("a"), subtask("b", depends_on=["a"]), subtask("c", depends_on=["a"])]
+    handle, swarm_id = await start_swarm(harness, plan=plan)
+    for _ in range(200):
+        if len(requests_for(harness.server, "subtask", "b")) and len(
+            requests_for(harness.server, "subtask", "c")
+        ):
+            break
+        await asyncio.sleep(0.05)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as raised:
+        await handle.result()
+    assert isinstance(raised.value.cause, CancelledError)
+    async with harness.pool.connection() as conn:
+        record = await swarm_store.get_swarm(conn, TENANT, swarm_id)
+    assert (record.status, record.outcome) == ("cancelled", "cancelled")
+    rows = await subtask_rows(harness, swarm_id)
+    assert {k: r.status for k, r in rows.items()} == {
+        "a": "succeeded",
+        "b": "cancelled",
+        "c": "cancelled",
+    }
+    finished = next(e for e in await swarm_events(harness, swarm_id) if e.type == "swarm.finished")
+    assert finished.data["finished"] == ["a"]
+    async with harness.pool.connection() as conn:
+        children = [await runs.get_run(conn, TENANT, rows[s].run_id or "") for s in "bc"]
+    assert [c.status for c in children] == ["cancelled", "cancelled"]
+    await assert_replays(handle)
+
+
+async def test_the_budget_is_shared_and_exhaustion_stops_the_swarm(harness: Harness) -> None:
+    # gpt-4o-mini is priced; 100K prompt tokens cost $0.015 per call.
+    expensive = {"prompt_tokens": 100_000, "completion_tokens": 10}
+    SwarmScript(
+        subtasks={s: [reply(f"{s} done", usage=Usage(**expensive))] for s in ("a", "b", "c")}
+    ).install(harness.server)
+    async with harness.pool.connection() as conn:
+        spec = AgentSpec(instructions="Work.", model="openai/gpt-4o-mini")
+        await agents.create_version(conn, TENANT, "priced-worker", spec)
+    plan = [subtask(s, "priced-worker") for s in ("a", "b", "c")]
+    handle, swarm_id = await start_swarm(
+        harness, mode="parallel", plan=plan, max_parallel=1, max_cost_usd=0.02,
+        queen="priced-queen", queen_model="openai/gpt-4o-mini",
+    )  # fmt: skip
+    output = await handle.result()
+    assert output.outcome == "limit_reached"
+    assert output.reason is not None and "max_cost_usd (0.02) reached" in output.reason
+    assert {s.id: s.status for s in output.subtasks} == {
+        "a": "succeeded",
+        "b": "succeeded",
+        "c": "cancelled",
+    }
+    assert requests_for(harness.server, "subtask", "c") == []  # never started
+    assert output.cost_usd == pytest.approx(0.03, rel=0.01)
+    rows = await subtask_rows(harness, swarm_id)
+    # Each child got an equal share of what remained, one share kept for the synthesis.
+    assert rows["a"].budget_usd == pytest.approx(0.02 / 4)
+    assert rows["b"].budget_usd == pytest.approx((0.02 - 0.015) / 3, rel=0.01)
+    async with harness.pool.connection() as conn:
+        a_run = await runs.get_run(conn, TENANT, rows["a"].run_id or "")
+        cost, complete = await swarm_store.swarm_cost(conn, swarm_id)
+    assert a_run.max_cost_usd == pytest.approx(0.005)
+    assert complete and cost == pytest.approx(output.cost_usd)
+    await assert_replays(handle)
