@@ -18,17 +18,23 @@ from core.swarm import (
     QUEEN_INSTRUCTIONS,
     SubtaskSpec,
     SwarmInput,
-    SwarmLimits,
     SwarmMode,
     SwarmOutput,
     SwarmSettings,
     shape,
 )
-from tests.support.model_server import ScriptedModelServer, Usage, fault, reply
+from tests.support.model_server import (
+    ScriptedModelServer,
+    Usage,
+    fault,
+    reply,
+    tool_call,
+    tool_calls,
+)
 from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript, plan_json, requests_for, subtask
-from tests.workflows.harness import TENANT, Harness, running_harness
+from tests.workflows.harness import TENANT, Harness, running_harness, spec
 from workflows.swarm import SwarmWorkflow
 
 SwarmHandle = WorkflowHandle[SwarmWorkflow, SwarmOutput]
@@ -59,6 +65,7 @@ async def start_swarm(
     plan: list[dict[str, Any]] | None = None,
     queen: str = QUEEN_AGENT,
     queen_model: str = "openai/scripted-model",
+    models: dict[str, str] | None = None,
     **limits: Any,
 ) -> tuple[SwarmHandle, str]:
     async with harness.pool.connection() as conn:
@@ -70,7 +77,8 @@ async def start_swarm(
         specs = shape([SubtaskSpec.model_validate(s) for s in plan], mode) if plan else None
         record, _ = await swarm_store.create_swarm(
             conn, tenant_id=TENANT, objective=objective, mode=mode, queen=queen_version,
-            settings=SwarmSettings(limits=SwarmLimits(**limits)), plan=specs,
+            settings=SwarmSettings.model_validate({"limits": limits, "models": models or {}}),
+            plan=specs,
         )  # fmt: skip
     handle = await harness.client.start_workflow(
         SwarmWorkflow.run,
@@ -353,3 +361,61 @@ async def test_the_budget_is_shared_and_exhaustion_stops_the_swarm(harness: Harn
     assert a_run.max_cost_usd == pytest.approx(0.005)
     assert complete and cost == pytest.approx(output.cost_usd)
     await assert_replays(handle)
+
+
+async def test_the_blackboard_is_shared_by_subtasks_and_the_queen(harness: Harness) -> None:
+    post = tool_call("post_to_blackboard", {"content": "Bees like lavender.", "topic": "facts"})
+    SwarmScript(
+        subtasks={
+            "a": [tool_calls(post), reply("a done")],
+            "b": [tool_calls(tool_call("read_blackboard", {"topic": "facts"})), reply("b done")],
+        },
+        synthesis="Lavender [a][b].",
+    ).install(harness.server)
+    plan = [subtask("a", "researcher"), subtask("b", "writer", ["a"])]
+    handle, swarm_id = await start_swarm(harness, plan=plan)
+    assert (await handle.result()).outcome == "succeeded"
+    # The writer has no tools of its own, yet a swarm's subtask gets the blackboard.
+    _, b_second = requests_for(harness.server, "subtask", "b")
+    assert "Bees like lavender." in b_second.messages[-1]["content"]
+    assert "(subtask a, topic facts)" in b_second.messages[-1]["content"]
+    posted = [e for e in await swarm_events(harness, swarm_id) if e.type == "blackboard.posted"]
+    assert [(e.data["subtask_id"], e.data["content"]) for e in posted] == [
+        ("a", "Bees like lavender.")
+    ]
+    (synthesis,) = requests_for(harness.server, "synthesis")
+    assert "The team's blackboard" in user_text(synthesis) and "Bees like lavender." in user_text(
+        synthesis
+    )
+
+
+async def test_blackboard_tools_refuse_outside_a_swarm(harness: Harness) -> None:
+    harness.server.script(
+        tool_calls(tool_call("post_to_blackboard", {"content": "hello"})), reply("ok")
+    )
+    handle, run_id = await harness.start(spec(tools=["post_to_blackboard"]))
+    assert (await handle.result()).outcome == "succeeded"
+    result = next(m for m in await harness.messages(run_id) if m.role == "tool")
+    assert result.content == (
+        "Error: post_to_blackboard works only in a swarm's subtasks; this run is not part of one."
+    )
+
+
+async def test_a_subtask_runs_on_the_model_of_its_complexity(harness: Harness) -> None:
+    SwarmScript().install(harness.server)
+    plan = [subtask("easy", complexity="low"), subtask("hard", complexity="high")]
+    handle, swarm_id = await start_swarm(
+        harness, mode="parallel", plan=plan, models={"low": "openai/cheap-model"}
+    )
+    assert (await handle.result()).outcome == "succeeded"
+    assert [r.model for r in requests_for(harness.server, "subtask", "easy")] == ["cheap-model"]
+    assert [r.model for r in requests_for(harness.server, "subtask", "hard")] == ["scripted-model"]
+    rows = await subtask_rows(harness, swarm_id)
+    assert (rows["easy"].model, rows["hard"].model) == (
+        "openai/cheap-model",
+        "openai/scripted-model",
+    )
+    async with harness.pool.connection() as conn:
+        easy = await runs.get_run(conn, TENANT, rows["easy"].run_id or "")
+    # The tier's model goes first; the role agent's own chain follows as fallbacks.
+    assert easy.models == ["openai/cheap-model", "openai/scripted-model"]
