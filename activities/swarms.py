@@ -26,6 +26,8 @@ from core.swarm import (
 )
 from core.swarm_store import SubtaskRecord
 
+MAX_FINISHED_RESULT = 50_000
+"""Characters of the answer in `swarm.finished` (the CLI prints it; GET has all of it)."""
 MAX_DEPENDENCY_RESULT = 8000
 """Characters of a dependency's result written into a subtask's objective."""
 
@@ -88,7 +90,8 @@ class SwarmActivities:
         """
         out: list[SubtaskRun] = []
         model = default_model(self._settings)
-        async with self._pool.connection() as conn:
+        # One transaction: every attempt's run, row update and event, or none of them.
+        async with self._pool.connection() as conn, conn.transaction():
             swarm = await swarm_store.get_swarm(conn, input.tenant_id, input.swarm_id)
             records = {
                 s.id: s
@@ -114,36 +117,35 @@ class SwarmActivities:
                     subtask.complexity,
                     swarm.settings.models,
                 )
-                async with conn.transaction():
-                    record, inbox_id, _ = await runs.create_run(
-                        conn,
-                        tenant_id=input.tenant_id,
-                        agent_name=agent.name,
-                        agent_version=agent.version,
-                        objective=subtask_objective(swarm.objective, subtask, deps),
-                        idempotency_key=f"swarm:{swarm.id}:{subtask.id}:{start.attempt}",
-                        swarm=runs.SwarmAttempt(
-                            swarm_id=swarm.id,
-                            subtask_id=subtask.id,
-                            workflow_id=start.workflow_id,
-                            models=chain,
-                            max_cost_usd=start.budget_usd,
-                        ),
-                    )
-                    await swarm_store.mark_started(
-                        conn, swarm.id, subtask.id, attempt=start.attempt, run_id=record.id,
-                        agent=agent, model=chain[0], budget_usd=start.budget_usd,
-                    )  # fmt: skip
-                    await swarm_store.append_events(
-                        conn, input.tenant_id, swarm.id,
-                        [RunEvent(key=f"subtask-started-{subtask.id}-{start.attempt}",
-                                  type="subtask.started", data={
-                            "subtask_id": subtask.id, "attempt": start.attempt,
-                            "run_id": record.id, "workflow_id": record.workflow_id,
-                            "agent": agent.name, "agent_version": agent.version,
-                            "model": chain[0], "budget_usd": start.budget_usd,
-                        })],
-                    )  # fmt: skip
+                record, inbox_id, _ = await runs.create_run(
+                    conn,
+                    tenant_id=input.tenant_id,
+                    agent_name=agent.name,
+                    agent_version=agent.version,
+                    objective=subtask_objective(swarm.objective, subtask, deps),
+                    idempotency_key=f"swarm:{swarm.id}:{subtask.id}:{start.attempt}",
+                    swarm=runs.SwarmAttempt(
+                        swarm_id=swarm.id,
+                        subtask_id=subtask.id,
+                        workflow_id=start.workflow_id,
+                        models=chain,
+                        max_cost_usd=start.budget_usd,
+                    ),
+                )
+                await swarm_store.mark_started(
+                    conn, swarm.id, subtask.id, attempt=start.attempt, run_id=record.id,
+                    agent=agent, model=chain[0], budget_usd=start.budget_usd,
+                )  # fmt: skip
+                await swarm_store.append_events(
+                    conn, input.tenant_id, swarm.id,
+                    [RunEvent(key=f"subtask-started-{subtask.id}-{start.attempt}",
+                              type="subtask.started", data={
+                        "subtask_id": subtask.id, "attempt": start.attempt,
+                        "run_id": record.id, "workflow_id": record.workflow_id,
+                        "agent": agent.name, "agent_version": agent.version,
+                        "model": chain[0], "budget_usd": start.budget_usd,
+                    })],
+                )  # fmt: skip
                 out.append(
                     SubtaskRun(
                         subtask_id=subtask.id,
@@ -197,7 +199,8 @@ class SwarmActivities:
                 conn, input.tenant_id, input.swarm_id,
                 [RunEvent(key="finished", type="swarm.finished", data={
                     "outcome": input.outcome, "reason": input.reason,
-                    "result": runs.preview(swarm.result), "attribution": swarm.attribution,
+                    "result": runs.preview(swarm.result, MAX_FINISHED_RESULT),
+                    "attribution": swarm.attribution,
                     "cost_usd": cost, "cost_complete": complete,
                     "subtasks": {s.id: s.status for s in input.subtasks},
                     "finished": [s.id for s in input.subtasks if s.status == "succeeded"],

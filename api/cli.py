@@ -299,8 +299,8 @@ async def _api_is_up(settings: Settings) -> bool:
 
 
 def _main_job(settings: Settings) -> bool:
-    """The demo: a stack check across every lane, then a real agent run."""
-    return _run_stack_check(settings) and _run_demo_agent(settings)
+    """The demo: a stack check across every lane, a real agent run, then a swarm."""
+    return _run_stack_check(settings) and _run_demo_agent(settings) and _run_demo_swarm(settings)
 
 
 def _run_stack_check(settings: Settings) -> bool:
@@ -357,10 +357,49 @@ def _run_demo_agent(settings: Settings) -> bool:
         run = api_client.post(
             "/v1/runs", json={"agent": agent["name"], "objective": DEMO_OBJECTIVE}
         )
-        outcome = render_events(EventStream(api_client, run["id"]), run["id"])
+        outcome = render_events(EventStream.of_run(api_client, run["id"]), run["id"])
         if run.get("temporal_ui"):
             console.print(f"Temporal UI: {run['temporal_ui']}", highlight=False)
     return outcome is not None
+
+
+DEMO_SWARM = {
+    "objective": "Work out 17 * 23 and 2 ** 10, then report both results in one sentence.",
+    "mode": "parallel",
+    "plan": [
+        {
+            "id": "product",
+            "role": "analyst",
+            "description": "Compute 17 * 23 with the calculator tool.",
+            "expected_output": "the number",
+            "complexity": "low",
+        },
+        {
+            "id": "power",
+            "role": "analyst",
+            "description": "Compute 2 ** 10 with the calculator tool.",
+            "expected_output": "the number",
+            "complexity": "low",
+        },
+    ],
+    "limits": {"max_parallel": 2, "max_retries": 0},
+}
+
+
+def _run_demo_swarm(settings: Settings) -> bool:
+    """A swarm of two parallel subtasks and the queen's synthesis; True when it ended."""
+    from api.cli_swarms import render_swarm_events
+    from api.client import ColonyClient, EventStream
+
+    with ColonyClient(settings, timeout=60) as api_client:
+        swarm = api_client.post("/v1/swarms", json=DEMO_SWARM)
+        console.print(
+            f"\nSwarm: {swarm['id']} · {DEMO_SWARM['objective']}", highlight=False, soft_wrap=True
+        )
+        finished = render_swarm_events(EventStream.of_swarm(api_client, swarm["id"]))
+        if swarm.get("temporal_ui"):
+            console.print(f"Temporal UI: {swarm['temporal_ui']}", highlight=False, soft_wrap=True)
+    return finished is not None
 
 
 def main() -> None:
@@ -369,7 +408,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from api import cli_memory, cli_runs, cli_tools
+    from api import cli_memory, cli_runs, cli_swarms, cli_tools
 
     for command in (
         cli_runs.run_command,
@@ -377,6 +416,8 @@ def _register() -> None:
         cli_runs.cancel_command,
         cli_runs.feedback_command,
         cli_runs.agents_group,
+        cli_swarms.swarm_command,
+        cli_swarms.swarms_group,
         cli_tools.tools_group,
         cli_tools.mcp_group,
         cli_tools.put_secret,

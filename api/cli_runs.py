@@ -50,7 +50,7 @@ def run_command(objective: str, agent: str | None, follow: bool, conversation: b
                 errors.print(f"[yellow]{SMALL_MODEL_NOTE}[/]", highlight=False)
             if not follow:
                 return
-            outcome = render_events(EventStream(api, run["id"]), run["id"])
+            outcome = render_events(EventStream.of_run(api, run["id"]), run["id"])
     except ColonyError as exc:
         _fail(exc.message)
     if outcome != "succeeded":

@@ -105,23 +105,39 @@ def parse_sse_lines(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 
 
 class EventStream:
-    """A run's events, resumed with Last-Event-ID when the connection drops."""
+    """The events of a run or a swarm, resumed with Last-Event-ID when the connection drops.
 
-    def __init__(self, client: "ColonyClient", run_id: str, *, max_reconnects: int = 20) -> None:
+    Iteration ends after the `terminal` event (or when the server ends the stream).
+    """
+
+    def __init__(
+        self, client: "ColonyClient", path: str, *, terminal: str, max_reconnects: int = 20
+    ) -> None:
         self._client = client
-        self._run_id = run_id
+        self._path = path
+        self._terminal = terminal
         self._max_reconnects = max_reconnects
         self.last_seq = 0
+
+    @classmethod
+    def of_run(cls, client: "ColonyClient", run_id: str) -> "EventStream":
+        """A run's events, to `run.finished`."""
+        return cls(client, f"/v1/runs/{run_id}/events", terminal="run.finished")
+
+    @classmethod
+    def of_swarm(cls, client: "ColonyClient", swarm_id: str) -> "EventStream":
+        """A swarm's events, to `swarm.finished`."""
+        return cls(client, f"/v1/swarms/{swarm_id}/events", terminal="swarm.finished")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         reconnects = 0
         while True:
             try:
-                for event in self._client.stream(f"/v1/runs/{self._run_id}/events", self.last_seq):
+                for event in self._client.stream(self._path, self.last_seq):
                     self.last_seq = int(event["seq"])
                     reconnects = 0
                     yield event
-                    if event["type"] == "run.finished":
+                    if event["type"] == self._terminal:
                         return
                 return
             except (httpx.TransportError, httpx.RemoteProtocolError):

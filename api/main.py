@@ -15,7 +15,17 @@ from fastapi import FastAPI, Request, Response
 
 from api import errors
 from api.deps import TemporalHandle
-from api.routes import agents, health, keys, mcp_servers, memory, runs, stack_checks, tools
+from api.routes import (
+    agents,
+    health,
+    keys,
+    mcp_servers,
+    memory,
+    runs,
+    stack_checks,
+    swarms,
+    tools,
+)
 from core import db, metrics, telemetry
 from core.settings import Settings
 
@@ -59,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stack_checks.router)
     app.include_router(agents.router)
     app.include_router(runs.router)
+    app.include_router(swarms.router)
     app.include_router(tools.router)
     app.include_router(mcp_servers.router)
     app.include_router(memory.router)

@@ -25,6 +25,7 @@ SwarmMode = Literal["sequential", "parallel", "hierarchical"]
 Complexity = Literal["low", "medium", "high"]
 FailurePolicy = Literal["retry", "replan", "fail"]
 SwarmOutcome = Literal["succeeded", "failed", "cancelled", "limit_reached"]
+SwarmStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 SubtaskStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled", "dropped"]
 SwarmPhase = Literal["starting", "planning", "running", "replanning", "synthesizing", "finished"]
 

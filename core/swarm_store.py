@@ -31,6 +31,7 @@ from core.swarm import (
     SwarmOutcome,
     SwarmPhase,
     SwarmSettings,
+    SwarmStatusName,
 )
 
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -60,7 +61,7 @@ class SwarmRecord(BaseModel):
     queen_version: int
     settings: SwarmSettings
     user_plan: bool
-    status: str
+    status: SwarmStatusName
     phase: SwarmPhase | None
     outcome: SwarmOutcome | None
     reason: str | None

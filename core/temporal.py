@@ -10,10 +10,19 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.plugin import SimplePlugin
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from core.settings import Settings
 
 PLUGIN_NAME = "colony.ColonyPlugin"
+
+PASSTHROUGH_MODULES = ("core", "pydantic", "pydantic_core", "annotated_types")
+"""Imported once per process instead of once per workflow run in Temporal's sandbox.
+
+Re-importing `core` rebuilt every payload model for each new workflow: about 50 ms of
+CPU per workflow, which serialized a swarm's children (docs/benchmarks.md). `core` does
+no I/O at import and keeps no mutable module state, and workflows call only its pure
+functions, so sharing it cannot leak state between runs."""
 
 
 class ColonyPlugin(SimplePlugin):
@@ -25,6 +34,11 @@ class ColonyPlugin(SimplePlugin):
             PLUGIN_NAME,
             data_converter=pydantic_data_converter,
             interceptors=[TracingInterceptor(tracer)],
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_modules(
+                    *PASSTHROUGH_MODULES
+                )
+            ),
         )
 
 

@@ -1,17 +1,15 @@
 """Agent runs: start, inspect, stream events, talk to, approve, cancel."""
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.schemas import (
     ApprovalCreate,
@@ -26,6 +24,7 @@ from api.schemas import (
 from core import agents, metrics, runs, search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput, NotFound
+from core.event_log import EventRecord
 from core.models import AgentRunInput, AgentSpec, ApprovalDecision, RunStatus, SubmitMessage
 from core.providers import default_model
 from core.queues import TaskQueue
@@ -34,7 +33,6 @@ from workflows.agent_run import AgentRunWorkflow
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
-_POLL_SECONDS = 0.2
 _QUERY_TIMEOUT = 2.0
 
 
@@ -208,51 +206,21 @@ async def run_events(
     after: Annotated[int | None, Query(ge=0, description="resume after this event seq")] = None,
     format: Annotated[str, Query(pattern="^(sse|json)$")] = "sse",
 ) -> Response:
-    """The run's events as Server-Sent Events (resumable with `Last-Event-ID`), or JSON."""
+    """The run's events as Server-Sent Events (resumable with `Last-Event-ID`), or JSON.
+
+    The stream ends after the `run.finished` event.
+    """
+    tenant = principal.tenant_id
     async with pool.connection() as conn:
-        await runs.get_run(conn, principal.tenant_id, run_id)  # 404 for other tenants' runs
-    start = after if after is not None else _parse_last_event_id(last_event_id)
-    if format == "json":
-        async with pool.connection() as conn:
-            events = await runs.list_events(conn, principal.tenant_id, run_id, after=start)
-        body = [EventPublic(**e.model_dump()).model_dump(mode="json") for e in events]
-        return Response(json.dumps(body), media_type="application/json")
-    return EventSourceResponse(_stream(request, pool, principal.tenant_id, run_id, start), ping=15)
+        await runs.get_run(conn, tenant, run_id)  # 404 for other tenants' runs
 
+    async def list_events(conn: runs.Conn, after: int) -> list[EventRecord]:
+        return await runs.list_events(conn, tenant, run_id, after=after)
 
-def _parse_last_event_id(value: str | None) -> int:
-    if value is None or value == "":
-        return 0
-    try:
-        parsed = int(value)
-    except ValueError:
-        raise InvalidInput(
-            f"Last-Event-ID must be an event sequence number, got {value!r}"
-        ) from None
-    if parsed < 0:
-        raise InvalidInput("Last-Event-ID must not be negative")
-    return parsed
-
-
-async def _stream(
-    request: Request, pool: Pool, tenant_id: str, run_id: str, after: int
-) -> AsyncIterator[ServerSentEvent]:
-    """Events after `after` until `run.finished` has been sent or the client leaves."""
-    while not await request.is_disconnected():
-        async with pool.connection() as conn:
-            events = await runs.list_events(conn, tenant_id, run_id, after=after)
-        for event in events:
-            after = event.seq
-            yield ServerSentEvent(
-                id=str(event.seq),
-                event=event.type,
-                data=json.dumps({"seq": event.seq, "type": event.type, "data": event.data,
-                                 "created_at": event.created_at.isoformat()}),
-            )  # fmt: skip
-            if event.type == "run.finished":
-                return
-        if not events:
-            await asyncio.sleep(_POLL_SECONDS)
+    return await sse.events_response(
+        request, pool, list_events, terminal="run.finished",
+        after=after, last_event_id=last_event_id, format=format,
+    )  # fmt: skip
 
 
 @router.post(

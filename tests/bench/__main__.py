@@ -1,6 +1,7 @@
 """Benchmarks of the embedded stack: `make bench` (or `python -m tests.bench`).
 
 Prints a Markdown report; docs/benchmarks.md records one run with its command.
+`--only SECTION ...` runs some sections (e.g. `--only swarm`); by default all run.
 """
 
 import argparse
@@ -20,7 +21,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.bench import agent, mcp, memory, sandbox, tool_search, tools
+from tests.bench import agent, mcp, memory, sandbox, swarm, tool_search, tools
 from tests.bench._workflows import SequentialActivities, noop
 from tests.support.services import child_env, world_traversable_tempdir
 from workers import temporal_server
@@ -135,6 +136,20 @@ def stack_start(repeats: int) -> dict[str, float]:
     }
 
 
+SECTIONS = (
+    "activities",
+    "start",
+    "agent",
+    "tools",
+    "sandbox",
+    "mcp",
+    "tool-search",
+    "memory",
+    "swarm",
+)
+"""What `--only` can select, in the order they run (all of them by default)."""
+
+
 def main() -> None:
     """Run the benchmarks and print a Markdown report."""
     parser = argparse.ArgumentParser(prog="make bench")
@@ -160,26 +175,85 @@ def main() -> None:
         default=[10_000],
         help="memories per recall benchmark (100000 embeds for ~8 min the first time; cached)",
     )
-    args = parser.parse_args()
-    wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
-    default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
-    start = stack_start(repeats=2)
-    agent_rows = asyncio.run(
-        agent.run_all(args.agent_steps, args.runs, args.waiting, args.model_delay)
+    parser.add_argument(
+        "--swarm-k",
+        type=int,
+        nargs="+",
+        default=[2, 4, 8, 16],
+        help="subtasks per swarm (one swarm per value)",
     )
-    tool_rows = asyncio.run(tools.run_all(args.agent_steps))
-    box = asyncio.run(sandbox.sandbox_bench(args.sandbox_repeats))
-    sessions = asyncio.run(mcp.mcp_round_trips(calls=20, starts=3))
-    search = asyncio.run(tool_search.bench(200, 200, None))
-    memory_rows = asyncio.run(memory.run_all(tuple(args.memory_sizes), 200, None))
+    parser.add_argument(
+        "--swarm-seconds", type=float, default=10, help="model seconds of each swarm subtask"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only these sections ({', '.join(SECTIONS)}); default: all",
+    )
+    args = parser.parse_args()
+    only = set(args.only or SECTIONS)
+    rows: list[str] = []
+    if "activities" in only:
+        rows += _activity_rows(args)
+    if "start" in only:
+        start = stack_start(repeats=2)
+        rows += [
+            f"| `colony up` to ready, first start (initdb, migrations) | {start['first_start_s']:.1f} s |",
+            f"| `colony up` to ready, warm restart (median of 2) | {start['warm_start_s_median']:.1f} s |",
+            f"| stack check over the API (all four lanes, median of 15) | {start['stack_check_ms_median']:.0f} ms |",
+        ]
+    if "agent" in only:
+        rows += asyncio.run(
+            agent.run_all(args.agent_steps, args.runs, args.waiting, args.model_delay)
+        )
+    if "tools" in only:
+        rows += asyncio.run(tools.run_all(args.agent_steps))
+    if "sandbox" in only:
+        box = asyncio.run(sandbox.sandbox_bench(args.sandbox_repeats))
+        rows += [
+            f"| sandbox start: `true` in the full bubblewrap sandbox, median / p95 of {args.sandbox_repeats} | {box['sandbox_true']['median_ms']:.1f} / {box['sandbox_true']['p95_ms']:.1f} ms |",
+            f"| bare bwrap `true` (the floor), median / p95 | {box['bare_bwrap_true']['median_ms']:.1f} / {box['bare_bwrap_true']['p95_ms']:.1f} ms |",
+            f"| run_python `print(1)` through the tool, median / p95 | {box['run_python_print']['median_ms']:.1f} / {box['run_python_print']['p95_ms']:.1f} ms |",
+        ]
+    if "mcp" in only:
+        sessions = asyncio.run(mcp.mcp_round_trips(calls=20, starts=3))
+        rows += [
+            f"| MCP {name}: session start / call median / call p95 | {r['session_start_ms']:.0f} / {r['call_median_ms']:.1f} / {r['call_p95_ms']:.1f} ms |"
+            for name, r in sessions.items()
+        ]
+    if "tool-search" in only:
+        search = asyncio.run(tool_search.bench(200, 200, None))
+        rows += [
+            f"| tool search over {search['tools']:.0f} tools (Qdrant local mode): first search with indexing | {search['first_search_ms']:.0f} ms ({search['index_ms_per_tool']:.1f} ms per tool) |",
+            f"| tool search p50 / p95 (index current) | {search['search_p50_ms']:.1f} / {search['search_p95_ms']:.1f} ms |",
+        ]
+    if "memory" in only:
+        rows += asyncio.run(memory.run_all(tuple(args.memory_sizes), 200, None))
+    swarm_lines: list[str] = []
+    if "swarm" in only:
+        swarm_lines = asyncio.run(swarm.run_all(tuple(args.swarm_k), args.swarm_seconds))
+    selected = f" --only {' '.join(args.only)}" if args.only else ""
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}"
         f" --agent-steps {args.agent_steps} --waiting {args.waiting} --model-delay {args.model_delay:.0f}"
-        f" --sandbox-repeats {args.sandbox_repeats} --memory-sizes {' '.join(map(str, args.memory_sizes))}'",
-        "",
-        "| measurement | value |",
-        "|---|---|",
+        f" --sandbox-repeats {args.sandbox_repeats} --memory-sizes {' '.join(map(str, args.memory_sizes))}"
+        f" --swarm-k {' '.join(map(str, args.swarm_k))} --swarm-seconds {args.swarm_seconds:g}{selected}'",
+    ]
+    if rows:
+        lines += ["", "| measurement | value |", "|---|---|", *rows]
+    if swarm_lines:
+        lines += ["", *swarm_lines]
+    print("\n".join(lines))
+
+
+def _activity_rows(args: argparse.Namespace) -> list[str]:
+    """Activity round trips and throughput, SQLite WAL against the default journal."""
+    wal = asyncio.run(activity_round_trip("wal", args.steps, args.runs, args.concurrency))
+    default = asyncio.run(activity_round_trip("default", args.steps, args.runs, args.concurrency))
+    return [
         f"| activity round trip, SQLite WAL + synchronous=normal (median of {args.runs} x {args.steps}) | {wal['activity_ms_median']:.1f} ms |",
         f"| activity round trip, SQLite default journal | {default['activity_ms_median']:.1f} ms |",
         f"| ratio default / WAL, sequential latency | {default['activity_ms_median'] / wal['activity_ms_median']:.1f}x |",
@@ -187,23 +261,7 @@ def main() -> None:
         f"| same, SQLite default journal | {default['activities_per_s']:.0f} activities/s |",
         f"| throughput ratio WAL / default | {wal['activities_per_s'] / default['activities_per_s']:.1f}x |",
         f"| local activity step, WAL | {wal['local_ms_median']:.1f} ms |",
-        f"| `colony up` to ready, first start (initdb, migrations) | {start['first_start_s']:.1f} s |",
-        f"| `colony up` to ready, warm restart (median of 2) | {start['warm_start_s_median']:.1f} s |",
-        f"| stack check over the API (all four lanes, median of 15) | {start['stack_check_ms_median']:.0f} ms |",
-        *agent_rows,
-        *tool_rows,
-        f"| sandbox start: `true` in the full bubblewrap sandbox, median / p95 of {args.sandbox_repeats} | {box['sandbox_true']['median_ms']:.1f} / {box['sandbox_true']['p95_ms']:.1f} ms |",
-        f"| bare bwrap `true` (the floor), median / p95 | {box['bare_bwrap_true']['median_ms']:.1f} / {box['bare_bwrap_true']['p95_ms']:.1f} ms |",
-        f"| run_python `print(1)` through the tool, median / p95 | {box['run_python_print']['median_ms']:.1f} / {box['run_python_print']['p95_ms']:.1f} ms |",
-        *(
-            f"| MCP {name}: session start / call median / call p95 | {r['session_start_ms']:.0f} / {r['call_median_ms']:.1f} / {r['call_p95_ms']:.1f} ms |"
-            for name, r in sessions.items()
-        ),
-        f"| tool search over {search['tools']:.0f} tools (Qdrant local mode): first search with indexing | {search['first_search_ms']:.0f} ms ({search['index_ms_per_tool']:.1f} ms per tool) |",
-        f"| tool search p50 / p95 (index current) | {search['search_p50_ms']:.1f} / {search['search_p95_ms']:.1f} ms |",
-        *memory_rows,
     ]
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

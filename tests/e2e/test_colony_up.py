@@ -215,9 +215,23 @@ async def test_state_survives_a_restart(stack: Stack) -> None:
     assert sorted(tagged) == sorted(found)
     agent_runs = [
         w.id
-        async for w in client.list_workflows("ColonyKind = 'run' AND ColonyStatus = 'succeeded'")
+        async for w in client.list_workflows(
+            "ColonyAgent = 'colony-demo' AND ColonyStatus = 'succeeded'"
+        )
     ]
     assert len(agent_runs) == 2  # each demo also ran a real agent run
+    swarms = [
+        w.id
+        async for w in client.list_workflows("ColonyKind = 'swarm' AND ColonyStatus = 'succeeded'")
+    ]
+    assert len(swarms) == 2  # ... and a swarm of two subtasks
+    subtask_runs = [
+        w.id
+        async for w in client.list_workflows(
+            "ColonyAgent = 'analyst' AND ColonyStatus = 'succeeded'"
+        )
+    ]
+    assert len(subtask_runs) == 4 and all("/product" in i or "/power" in i for i in subtask_runs)
     code, out = await stack.cli("migrate")
     assert code == 0 and "schema is up to date" in out
     assert await stack.signal_and_wait(signal.SIGTERM) == 0

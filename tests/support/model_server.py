@@ -567,6 +567,9 @@ class _HTTPServer(ThreadingHTTPServer):
     # Handler threads are daemons (a stuck client never keeps a process alive); stop()
     # still joins them through the list kept by process_request.
     daemon_threads = True
+    # socketserver's default backlog of 5 drops SYNs in a burst of new connections (16
+    # subtasks calling at once), and each drop costs the client a 1 s retransmit.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], owner: "ScriptedModelServer") -> None:
         self.owner = owner
