@@ -278,6 +278,11 @@ def shape(subtasks: Sequence[SubtaskSpec], mode: SwarmMode) -> list[SubtaskSpec]
     return list(subtasks)
 
 
+def child_workflow_id(swarm_workflow_id: str, subtask_id: str, attempt: int) -> str:
+    """The child workflow of a subtask's attempt: `{swarm}/{subtask}`, `.{n}` from attempt 2."""
+    return f"{swarm_workflow_id}/{subtask_id}" + ("" if attempt == 1 else f".{attempt}")
+
+
 # -- workflow and activity payloads --------------------------------------------------
 
 

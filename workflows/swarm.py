@@ -37,6 +37,7 @@ from core.swarm import (
     SwarmStatus,
     SynthesizeInput,
     SynthesizeOutput,
+    child_workflow_id,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -284,12 +285,11 @@ class SwarmWorkflow:
         starts = []
         for s in batch:
             attempt = s.attempt + 1
-            suffix = "" if attempt == 1 else f".{attempt}"
             starts.append(
                 SubtaskStart(
                     subtask_id=s.id,
                     attempt=attempt,
-                    workflow_id=f"{parent}/{s.id}{suffix}",
+                    workflow_id=child_workflow_id(parent, s.id, attempt),
                     budget_usd=share,
                 )
             )

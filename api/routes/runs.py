@@ -1,6 +1,5 @@
 """Agent runs: start, inspect, stream events, talk to, approve, cancel."""
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -11,6 +10,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.live import query_status
 from api.schemas import (
     ApprovalCreate,
     EventPublic,
@@ -32,8 +32,6 @@ from core.settings import Settings
 from workflows.agent_run import AgentRunWorkflow
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
-
-_QUERY_TIMEOUT = 2.0
 
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED,
@@ -155,7 +153,7 @@ async def _public(
 ) -> RunPublic:
     live_status: RunStatus | None = None
     if live and record.status not in runs.TERMINAL and record.status != "queued":
-        live_status = await _query_status(client, record.workflow_id)
+        live_status = await query_status(client, record.workflow_id, AgentRunWorkflow.status)
     progress = live_status.progress if live_status else None
     state = record.status
     if live_status is not None and live_status.phase != "finished":
@@ -185,14 +183,6 @@ async def _public(
         created_at=record.created_at,
         finished_at=record.finished_at,
     )  # fmt: skip
-
-
-async def _query_status(client: Client, workflow_id: str) -> RunStatus | None:
-    handle = client.get_workflow_handle_for(AgentRunWorkflow.run, workflow_id)
-    try:
-        return await asyncio.wait_for(handle.query(AgentRunWorkflow.status), _QUERY_TIMEOUT)
-    except (RPCError, TimeoutError):
-        return None  # no worker answered in time: the Postgres row still tells the status
 
 
 @router.get("/{run_id}/events", response_model=list[EventPublic],

@@ -1,6 +1,5 @@
 """Swarms: start, inspect, stream events, cancel."""
 
-import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.live import query_status
 from api.schemas import EventPublic
 from api.schemas_swarms import SubtaskPublic, SwarmCreate, SwarmPublic
 from core import agents, metrics, search_attributes, swarm_store
@@ -22,13 +22,19 @@ from core.providers import default_model
 from core.queues import TaskQueue
 from core.runs import Conn
 from core.settings import Settings
-from core.swarm import QUEEN_AGENT, SubtaskState, SwarmInput, SwarmStatus, check_plan, shape
+from core.swarm import (
+    QUEEN_AGENT,
+    SubtaskState,
+    SwarmInput,
+    SwarmStatus,
+    check_plan,
+    child_workflow_id,
+    shape,
+)
 from core.swarm_store import SubtaskRecord, SwarmRecord
 from workflows.swarm import SwarmWorkflow
 
 router = APIRouter(prefix="/v1/swarms", tags=["swarms"])
-
-_QUERY_TIMEOUT = 2.0
 
 
 @router.post("", response_model=SwarmPublic, status_code=status.HTTP_201_CREATED,
@@ -146,7 +152,7 @@ async def _live_public(
     """The swarm from Postgres, overlaid with the workflow's live state while it runs."""
     live: SwarmStatus | None = None
     if record.status not in swarm_store.TERMINAL and record.status != "queued":
-        live = await _query_status(client, record.workflow_id)
+        live = await query_status(client, record.workflow_id, SwarmWorkflow.status)
     async with pool.connection() as conn:
         rows = await _rows(conn, record)
     return _public(settings, record, rows, live)
@@ -192,7 +198,7 @@ def _subtask(
     if live is not None:
         subtask_status, attempts = live.status, max(attempts, live.attempt)
         run_id, cost = live.run_id or run_id, max(cost, live.cost_usd)
-    link = settings.workflow_ui_link(_child_workflow_id(swarm, record.id, attempts))
+    link = settings.workflow_ui_link(child_workflow_id(swarm.workflow_id, record.id, attempts))
     return SubtaskPublic(
         id=record.id,
         description=record.description,
@@ -213,20 +219,6 @@ def _subtask(
         started_at=record.started_at,
         finished_at=record.finished_at,
     )
-
-
-def _child_workflow_id(swarm: SwarmRecord, subtask_id: str, attempt: int) -> str:
-    """The child workflow of a subtask's attempt, named as `SwarmWorkflow` names it."""
-    suffix = "" if attempt == 1 else f".{attempt}"
-    return f"{swarm.workflow_id}/{subtask_id}{suffix}"
-
-
-async def _query_status(client: Client, workflow_id: str) -> SwarmStatus | None:
-    handle = client.get_workflow_handle_for(SwarmWorkflow.run, workflow_id)
-    try:
-        return await asyncio.wait_for(handle.query(SwarmWorkflow.status), _QUERY_TIMEOUT)
-    except (RPCError, TimeoutError):
-        return None  # no worker answered in time: the Postgres rows still tell the status
 
 
 @router.get("/{swarm_id}/events", response_model=list[EventPublic],
