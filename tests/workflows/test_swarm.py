@@ -419,3 +419,39 @@ async def test_a_subtask_runs_on_the_model_of_its_complexity(harness: Harness) -
         easy = await runs.get_run(conn, TENANT, rows["easy"].run_id or "")
     # The tier's model goes first; the role agent's own chain follows as fallbacks.
     assert easy.models == ["openai/cheap-model", "openai/scripted-model"]
+
+
+async def test_a_long_result_is_summarized_for_the_synthesis(harness: Harness) -> None:
+    long = "Bees dance to say where the flowers are. " * 400  # ~16,000 characters
+    SwarmScript(subtasks={"a": [reply(long)]}, synthesis="Dances [a][b].").install(harness.server)
+    handle, swarm_id = await start_swarm(
+        harness, mode="parallel", plan=[subtask("a"), subtask("b")]
+    )
+    output = await handle.result()
+    assert output.outcome == "succeeded" and output.attribution == ["a", "b"]
+    (summary,) = requests_for(harness.server, "summary")
+    assert long.strip() in user_text(summary)
+    (synthesis,) = requests_for(harness.server, "synthesis")
+    # The queen reads the summary of a's result and b's result as it is, not a's 16,000 chars.
+    assert "A short summary of a long result." in user_text(synthesis)
+    assert "result of b" in user_text(synthesis) and long not in user_text(synthesis)
+    async with harness.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT key, purpose FROM swarm_llm_calls WHERE swarm_id = %s ORDER BY key", (swarm_id,)
+        )
+        assert [(r["key"], r["purpose"]) for r in await cur.fetchall()] == [
+            ("summary-a-1", "summary"),
+            ("synthesis", "synthesis"),
+        ]
+
+
+async def test_the_swarm_timeout_stops_its_children(harness: Harness) -> None:
+    SwarmScript(subtasks={"a": [reply("too late", delay=30)]}).install(harness.server)
+    handle, swarm_id = await start_swarm(harness, plan=[subtask("a")], timeout_s=2)
+    output = await handle.result()
+    assert (output.outcome, output.reason) == ("limit_reached", "timeout_s (2) reached")
+    assert [s.status for s in output.subtasks] == ["cancelled"]
+    rows = await subtask_rows(harness, swarm_id)
+    async with harness.pool.connection() as conn:
+        run = await runs.get_run(conn, TENANT, rows["a"].run_id or "")
+    assert run.status == "cancelled"
