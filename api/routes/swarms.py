@@ -60,6 +60,18 @@ async def create_swarm(
         planned = None
         if body.plan is not None:
             planned = shape(body.plan, body.mode)
+            clashes = [
+                t.id
+                for t, shaped in zip(body.plan, planned, strict=True)
+                if t.depends_on and t.depends_on != shaped.depends_on
+            ]
+            if clashes:
+                raise InvalidInput(
+                    f'mode "{body.mode}" sets the dependencies itself (sequential: each '
+                    "subtask after the one listed before it; parallel: none), and those of "
+                    f"{', '.join(clashes)} differ; leave depends_on empty, or use mode "
+                    '"hierarchical"'
+                )
             errors = check_plan(
                 planned,
                 roles=await swarm_store.known_roles(conn, tenant),

@@ -241,6 +241,8 @@ async def test_bad_swarms_are_4xx(api: httpx.AsyncClient) -> None:
     assert "at most 3" in plan_errors(too_many)
     replan = await rejected({**base, "mode": "parallel", "limits": {"failure_policy": "replan"}})
     assert "hierarchical" in replan["message"]
+    shaped = await rejected({**base, "mode": "parallel", "plan": DIAMOND})
+    assert "sets the dependencies itself" in shaped["message"]
     for body in (
         {**base, "colour": "red"},
         {**base, "plan": [{**subtask("a"), "colour": "red"}]},
