@@ -258,7 +258,9 @@ def test_calculator_blowups_fail_fast() -> None:
     for expression in ("9**9**9", "2**10**100", "(10**399)**(10**399)", "round(5, -10**9)"):
         with pytest.raises(ToolError):
             calculate(expression)
-    assert time.perf_counter() - started < 0.5
+    # Computed, any of them would take minutes; refused, they take microseconds. The
+    # bound is loose because this machine is noisy.
+    assert time.perf_counter() - started < 5
 
 
 def test_calculator_schema_and_flags() -> None:
