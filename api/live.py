@@ -1,14 +1,48 @@
-"""Live state from a workflow's query, when a worker answers in time."""
+"""The API's side of a workflow: start it once, read its live state, ask it to stop."""
 
 import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import metrics
+from core.queues import TaskQueue
+from core.settings import Settings
 
 QUERY_TIMEOUT = 2.0
 T = TypeVar("T")
+
+
+async def start_once(
+    client: Client,
+    settings: Settings,
+    workflow: Any,
+    arg: Any,
+    *,
+    workflow_id: str,
+    attributes: TypedSearchAttributes,
+    kind: str,
+) -> None:
+    """Start `workflow` on the orchestration lane under its business-key id.
+
+    A workflow of that id that already exists (a repeated request) is left as it is.
+    """
+    try:
+        await client.start_workflow(
+            workflow,
+            arg,
+            id=workflow_id,
+            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=attributes,
+        )
+        metrics.WORKFLOWS_STARTED.labels(kind=kind).inc()
+    except WorkflowAlreadyStartedError:
+        pass
 
 
 async def query_status(client: Client, workflow_id: str, query: Callable[[Any], T]) -> T | None:
@@ -22,3 +56,12 @@ async def query_status(client: Client, workflow_id: str, query: Callable[[Any], 
     except (RPCError, TimeoutError):
         return None
     return result
+
+
+async def request_cancel(client: Client, workflow_id: str) -> None:
+    """Ask the workflow to cancel; one Temporal no longer has (it ended) is no error."""
+    try:
+        await client.get_workflow_handle(workflow_id).cancel()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise

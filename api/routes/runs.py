@@ -4,13 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.live import query_status
+from api.live import query_status, request_cancel, start_once
 from api.schemas import (
     ApprovalCreate,
     EventPublic,
@@ -21,13 +18,12 @@ from api.schemas import (
     RunCreate,
     RunPublic,
 )
-from core import agents, metrics, runs, search_attributes
+from core import agents, runs, search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput, NotFound
 from core.event_log import EventRecord
 from core.models import AgentRunInput, AgentSpec, ApprovalDecision, RunStatus, SubmitMessage
 from core.providers import default_model
-from core.queues import TaskQueue
 from core.settings import Settings
 from workflows.agent_run import AgentRunWorkflow
 
@@ -107,24 +103,19 @@ def _objective(body: RunCreate) -> tuple[str, list[str]]:
 async def _start(
     client: Client, settings: Settings, record: runs.RunRecord, inbox_ids: list[int]
 ) -> None:
-    try:
-        await client.start_workflow(
-            AgentRunWorkflow.run,
-            AgentRunInput(
-                tenant_id=record.tenant_id, run_id=record.id, agent_name=record.agent_name,
-                agent_version=record.agent_version, mode=record.mode,
-                conversation=record.conversation, inbox_ids=inbox_ids,
-            ),
-            id=record.workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=search_attributes.for_run(
-                record.tenant_id, record.agent_name, record.agent_version
-            ),
-        )  # fmt: skip
-        metrics.WORKFLOWS_STARTED.labels(kind="run").inc()
-    except WorkflowAlreadyStartedError:
-        pass
+    await start_once(
+        client, settings, AgentRunWorkflow.run,
+        AgentRunInput(
+            tenant_id=record.tenant_id, run_id=record.id, agent_name=record.agent_name,
+            agent_version=record.agent_version, mode=record.mode,
+            conversation=record.conversation, inbox_ids=inbox_ids,
+        ),
+        workflow_id=record.workflow_id,
+        attributes=search_attributes.for_run(
+            record.tenant_id, record.agent_name, record.agent_version
+        ),
+        kind="run",
+    )  # fmt: skip
 
 
 @router.get("", response_model=list[RunPublic])
@@ -276,11 +267,7 @@ async def cancel(
 ) -> RunPublic:
     """Request cancellation: in-flight activities are cancelled and the outcome recorded."""
     record = await _live_run(pool, principal.tenant_id, run_id)
-    try:
-        await client.get_workflow_handle(record.workflow_id).cancel()
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
+    await request_cancel(client, record.workflow_id)
     return await _public(client, settings, record)
 
 

@@ -7,16 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
+from api.live import start_once
 from api.schemas import StackCheckPublic
-from core import metrics, search_attributes
+from core import search_attributes
 from core.errors import InvalidInput, NotFound
 from core.models import StackCheckInput, StackCheckOutput
-from core.queues import TaskQueue
 from core.settings import Settings
 from workflows.stack_check import StackCheckWorkflow
 
@@ -51,24 +50,20 @@ async def start_stack_check(
     if not _ID.match(check_id):
         raise InvalidInput("Idempotency-Key must be 1-64 characters of [A-Za-z0-9_-]")
     workflow_id = _workflow_id(principal.tenant_id, check_id)
-    try:
-        await client.start_workflow(
-            StackCheckWorkflow.run,
-            StackCheckInput(tenant_id=principal.tenant_id),
-            id=workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.TENANT, principal.tenant_id),
-                    SearchAttributePair(search_attributes.KIND, "stack-check"),
-                    SearchAttributePair(search_attributes.STATUS, "running"),
-                ]
-            ),
-        )
-        metrics.WORKFLOWS_STARTED.labels(kind="stack-check").inc()
-    except WorkflowAlreadyStartedError:
-        pass  # same idempotency key: report the existing check
+    # The same idempotency key reports the existing check.
+    await start_once(
+        client, settings, StackCheckWorkflow.run,
+        StackCheckInput(tenant_id=principal.tenant_id),
+        workflow_id=workflow_id,
+        attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(search_attributes.TENANT, principal.tenant_id),
+                SearchAttributePair(search_attributes.KIND, "stack-check"),
+                SearchAttributePair(search_attributes.STATUS, "running"),
+            ]
+        ),
+        kind="stack-check",
+    )  # fmt: skip
     return await _describe(client, settings, principal.tenant_id, check_id, wait)
 
 

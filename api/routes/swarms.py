@@ -5,21 +5,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.live import query_status
+from api.live import query_status, request_cancel, start_once
 from api.schemas import EventPublic
 from api.schemas_swarms import SubtaskPublic, SwarmCreate, SwarmPublic
-from core import agents, metrics, search_attributes, swarm_store
+from core import agents, search_attributes, swarm_store
 from core.db import Pool
 from core.errors import Conflict, InvalidInput
 from core.event_log import EventRecord
 from core.providers import default_model
-from core.queues import TaskQueue
 from core.runs import Conn
 from core.settings import Settings
 from core.swarm import (
@@ -103,20 +99,15 @@ async def _queen(
 
 
 async def _start(client: Client, settings: Settings, record: SwarmRecord) -> None:
-    try:
-        await client.start_workflow(
-            SwarmWorkflow.run,
-            SwarmInput(tenant_id=record.tenant_id, swarm_id=record.id),
-            id=record.workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=search_attributes.for_run(
-                record.tenant_id, record.queen_agent, record.queen_version, kind="swarm"
-            ),
-        )
-        metrics.WORKFLOWS_STARTED.labels(kind="swarm").inc()
-    except WorkflowAlreadyStartedError:
-        pass
+    await start_once(
+        client, settings, SwarmWorkflow.run,
+        SwarmInput(tenant_id=record.tenant_id, swarm_id=record.id),
+        workflow_id=record.workflow_id,
+        attributes=search_attributes.for_run(
+            record.tenant_id, record.queen_agent, record.queen_version, kind="swarm"
+        ),
+        kind="swarm",
+    )  # fmt: skip
 
 
 @router.get("", response_model=list[SwarmPublic])
@@ -275,11 +266,7 @@ async def cancel(
 ) -> SwarmPublic:
     """Request cancellation: running subtasks are cancelled and the outcome recorded."""
     record = await _live_swarm(pool, principal.tenant_id, swarm_id)
-    try:
-        await client.get_workflow_handle(record.workflow_id).cancel()
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
+    await request_cancel(client, record.workflow_id)
     return await _live_public(pool, client, settings, record)
 
 
