@@ -85,7 +85,7 @@ async def append(
         return []
     query = _APPEND.format(table=log.table, owner=log.owner_column, owner_table=log.owner_table)
     cur = await conn.execute(
-        query.encode(),
+        query,
         {
             "tenant": tenant_id,
             "owner": owner_id,
@@ -96,9 +96,7 @@ async def append(
     )
     seqs = sorted(int(r["seq"]) for r in await cur.fetchall())
     if not seqs:
-        exists = await conn.execute(
-            f"SELECT 1 FROM {log.owner_table} WHERE id = %s".encode(), (owner_id,)
-        )
+        exists = await conn.execute(f"SELECT 1 FROM {log.owner_table} WHERE id = %s", (owner_id,))
         if await exists.fetchone() is None:
             raise NotFound(f"{log.noun} {owner_id!r} not found")
     return seqs
@@ -108,7 +106,7 @@ async def find(conn: Conn, log: EventLog, owner_id: str, key: str) -> EventRecor
     """The owner's event with this key, if appended."""
     cur = await conn.execute(
         f"SELECT seq, type, data, created_at FROM {log.table}"
-        f" WHERE {log.owner_column} = %s AND key = %s".encode(),
+        f" WHERE {log.owner_column} = %s AND key = %s",
         (owner_id, key),
     )
     row = await cur.fetchone()
@@ -121,7 +119,7 @@ async def list_after(
     """Events with seq > `after`, in order."""
     cur = await conn.execute(
         f"SELECT seq, type, data, created_at FROM {log.table} WHERE tenant_id = %s"
-        f" AND {log.owner_column} = %s AND seq > %s ORDER BY seq LIMIT %s".encode(),
+        f" AND {log.owner_column} = %s AND seq > %s ORDER BY seq LIMIT %s",
         (tenant_id, owner_id, after, limit),
     )
     return [EventRecord.model_validate(r) for r in await cur.fetchall()]

@@ -105,7 +105,6 @@ class SwarmWorkflow:
         self._plan_version = 0
         self._queen_cost = 0.0
         self._cost_complete = True
-        self._reserved: dict[str, float] = {}
         self._done: list[tuple[str, SwarmOutcome, str | None]] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._outcome: SwarmOutcome | None = None
@@ -119,7 +118,7 @@ class SwarmWorkflow:
             plan_version=self._plan_version,
             subtasks=[s.state() for s in self._subtasks.values()],
             cost_usd=self._spent(),
-            reserved_usd=sum(self._reserved.values()),
+            reserved_usd=self._reserved(),
             cost_complete=self._cost_complete,
             outcome=self._outcome,
         )
@@ -294,8 +293,6 @@ class SwarmWorkflow:
                 )
             )
             s.status, s.attempt, s.budget_usd = "running", attempt, share
-            if share is not None:
-                self._reserved[s.id] = share
         out: StartSubtasksOutput = await workflow.execute_activity_method(
             SwarmActivities.start_subtasks,
             StartSubtasksInput(
@@ -306,7 +303,6 @@ class SwarmWorkflow:
         for run in out.runs:
             subtask = self._subtasks[run.subtask_id]
             if run.error is not None:
-                self._reserved.pop(subtask.id, None)
                 subtask.status = "failed"
                 self._done.append((subtask.id, "failed", run.error))
                 continue
@@ -351,7 +347,6 @@ class SwarmWorkflow:
         subtask.cost_usd = finished.cost_usd
         self._cost_complete = self._cost_complete and finished.cost_complete
         subtask.status = "succeeded" if outcome == "succeeded" else "failed"
-        self._reserved.pop(subtask.id, None)
         self._tasks.pop(subtask.id, None)
         self._done.append((subtask.id, outcome, reason))
 
@@ -364,7 +359,6 @@ class SwarmWorkflow:
         await asyncio.gather(*tasks, return_exceptions=True)
         for sid in list(self._tasks):
             self._subtasks[sid].status = "cancelled"
-            self._reserved.pop(sid, None)
         self._tasks.clear()
         self._stopping = False
 
@@ -428,7 +422,11 @@ class SwarmWorkflow:
         cap = self._setup.settings.limits.max_cost_usd
         if cap is None:
             return None
-        return cap - self._spent() - sum(self._reserved.values())
+        return cap - self._spent() - self._reserved()
+
+    def _reserved(self) -> float:
+        """The budget shares of the running children (what they may still spend)."""
+        return sum(s.budget_usd or 0.0 for s in self._subtasks.values() if s.status == "running")
 
     def _add_queen_cost(self, cost: float | None) -> None:
         self._queen_cost += cost or 0.0
