@@ -1,21 +1,37 @@
 # Colony — the two commands are `make demo` and `make test`; both bootstrap .venv first.
+# Python dependencies are installed exactly as locked: uv.lock (uv sync --frozen) for the
+# project, requirements/no-deps.txt (hashes, --no-deps) for the model-file wheels, and
+# requirements/uv.txt (hashes) for uv itself. `make lock` re-resolves them on purpose.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,local-llm
 PYTEST_ARGS ?=
+# uv uses the interpreter above and never downloads one; the project venv is .venv.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+comma := ,
+UV_EXTRAS := $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e))
+# The build group holds llama-cpp-python's build requirements (it builds without isolation).
+SYNC := $(UV) sync --frozen --group build $(UV_EXTRAS)
 
-.PHONY: install system-deps demo up test test-all lint typecheck bench clean
+.PHONY: install system-deps demo up test test-all lint typecheck bench lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+$(UV): requirements/uv.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements/uv.txt
+	@touch $(UV)
 
-$(STAMP): $(BIN)/python pyproject.toml requirements/no-deps.txt tests/mcp/servers/package-lock.json
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
-	$(BIN)/pip install -q --no-deps -r requirements/no-deps.txt
+$(STAMP): $(UV) uv.lock pyproject.toml requirements/no-deps.txt tests/mcp/servers/package-lock.json
+	@# Build requirements first: llama-cpp-python compiles against them in the second pass.
+	$(SYNC) --no-install-package llama-cpp-python
+	$(SYNC)
+	$(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes -r requirements/no-deps.txt
 	@# A third-party MCP server over streamable HTTP for tests/mcp (pinned by the lock file).
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm ci --prefix tests/mcp/servers --no-audit --no-fund --loglevel=error; \
@@ -55,5 +71,17 @@ typecheck: install
 bench: install
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+# Deliberate upgrade: re-resolve every lock to the newest allowed versions, install them,
+# run the suite, and leave the lock diffs for review (nothing is committed).
+lock: $(UV)
+	$(UV) pip compile -q --upgrade --generate-hashes --universal --python-version 3.11 \
+	  requirements/uv.in -o requirements/uv.txt
+	$(UV) pip compile -q --upgrade --no-deps --generate-hashes --universal --python-version 3.11 \
+	  requirements/no-deps.in -o requirements/no-deps.txt
+	$(UV) lock --upgrade
+	$(MAKE) test
+	@git diff --stat -- uv.lock requirements/
+	@echo "review the lock diff above, then commit it with the change that needed it"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache

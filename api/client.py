@@ -81,8 +81,11 @@ class ColonyClient:
     def stream(self, path: str, after: int = 0) -> Iterator[dict[str, Any]]:
         """Server-Sent Events of `path` after event `after`."""
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        # (connect, read, write, pool): no read timeout on a stream that waits for events.
+        # A plain tuple, not an httpx.Timeout: the transport may be another HTTP client
+        # with the same interface (starlette's TestClient is built on httpx2).
         with self._http.stream(
-            "GET", path, headers=headers, timeout=httpx.Timeout(30, read=None)
+            "GET", path, headers=headers, timeout=(30.0, None, 30.0, 30.0)
         ) as response:
             if not response.is_success:
                 response.read()
