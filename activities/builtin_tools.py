@@ -124,6 +124,8 @@ class ToolDefinition:
     parameters: dict[str, Any]
     side_effects: bool
     handler: ToolHandler
+    examples: tuple[str, ...] = ()
+    """Requests the tool serves, e.g. "What is 17 * 23?" (json_tools ranks tools by them)."""
     _validator: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +142,7 @@ class ToolDefinition:
             name=self.name,
             description=self.description,
             parameters=copy.deepcopy(self.parameters),
+            examples=list(self.examples),
         )
 
 
@@ -394,6 +397,12 @@ def _violations(validator: Any, data: dict[str, Any]) -> list[str]:
             problems.append(
                 f"field '{where or '(arguments)'}' must be {wanted}, got "
                 f"{_json_type(instance)} {_compact(instance)}"
+            )
+        elif error.validator == "pattern" and isinstance(error.schema.get("description"), str):
+            # The field's own description tells the model what to write; a regex does not.
+            problems.append(
+                f"field '{where}' cannot be {_compact(instance)}: it must be only "
+                f"{_clip(error.schema['description'], 120)}"
             )
         else:
             message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
@@ -846,6 +855,22 @@ def _format_number(value: Number) -> str:
     return "0" if text == "-0" else text
 
 
+EXPRESSION_PATTERN = r"^[0-9A-Za-z_ .,+*/%()-]+$"
+"""What a calculator expression is made of: numbers, names, operators, parentheses."""
+EXPRESSION_GRAMMAR = r"^[0-9(-][0-9 .+*/%()-]*$"
+"""The narrower form a small model is held to while it writes one (`x-grammar-pattern`):
+numbers and operators only, so prose after the arithmetic ("17 * 23, result of...")
+cannot continue it. It gives up names (sqrt, pi) for speed: one character class keeps
+llama.cpp's grammar sampler fast; letters allowed only before "(" slowed it to a crawl
+(over 120 s for one call on 2 cores)."""
+
+
+EXPRESSION_IN_TEXT = r"[0-9(][0-9 .()]*(\*\*|[-+*/%])[0-9 .+*/%()-]*[0-9)]"
+"""Arithmetic written out in a request ("17 * 23" in "What is 17 * 23?"): numbers joined
+by operators. A small model is held to it when the request holds exactly one
+(`json_tools.COPY_PATTERN`)."""
+
+
 def _calculator(args: dict[str, Any], ctx: ToolContext) -> str:
     return calculate(args["expression"])
 
@@ -856,8 +881,7 @@ CALCULATOR = ToolDefinition(
         "Evaluate an arithmetic expression and return the result. Supports numbers, "
         "+ - * / // % ** and parentheses; functions sqrt, sin, cos, tan, asin, acos, atan "
         "(radians), log(x) or log(x, base), log10, exp, abs, round(x) or round(x, digits), "
-        "floor, ceil, min, max, hypot, factorial; constants pi, e, tau. "
-        'Example: {"expression": "sqrt(2) * (3 + 4)**2"}'
+        "floor, ceil, min, max, hypot, factorial; constants pi, e, tau."
     ),
     parameters={
         "type": "object",
@@ -866,6 +890,11 @@ CALCULATOR = ToolDefinition(
                 "type": "string",
                 "description": "The arithmetic expression, e.g. (1 + 2) * 3 / 4",
                 "maxLength": MAX_EXPRESSION_CHARS,
+                # Only what an expression can hold: a grammar built from the schema then
+                # keeps a small model from writing JSON or prose into it.
+                "pattern": EXPRESSION_PATTERN,
+                "x-grammar-pattern": EXPRESSION_GRAMMAR,
+                "x-copy-pattern": EXPRESSION_IN_TEXT,
             }
         },
         "required": ["expression"],
@@ -873,6 +902,12 @@ CALCULATOR = ToolDefinition(
     },
     side_effects=False,
     handler=_calculator,
+    examples=(
+        "What is 17 * 23?",
+        "Compute 2 ** 10",
+        "What is the square root of 144?",
+        "How much is 15% of 80?",
+    ),
 )
 
 
@@ -937,6 +972,7 @@ GET_TIME = ToolDefinition(
     },
     side_effects=False,
     handler=_get_time,
+    examples=("What time is it in Tokyo?", "What is today's date?", "What day is it in London?"),
 )
 
 

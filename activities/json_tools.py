@@ -1,24 +1,65 @@
 """A schema-constrained JSON tool protocol for models without dependable tool calling.
 
 The tiny local model (SmolLM2-135M under llama.cpp) rarely chooses to call a tool through
-the function-calling chat format. For such models Colony sends no `tools` parameter.
-Instead it describes the tools in the system prompt and asks for exactly one JSON object:
+the function-calling chat format, and when it does its arguments are often broken. For
+such models Colony sends no `tools` parameter. It describes the tools in the system prompt
+as short signatures and asks for exactly one JSON object:
 
     {"tool": "<name>", "arguments": {...}}    to call a tool, or
     {"answer": "<text>"}                      to finish,
 
 with a JSON Schema `response_format` that llama.cpp compiles to a grammar, so the output
-always parses. Earlier tool calls and results are rewritten into that same form. Anything
-unexpected is kept as plain text: the run goes on, it never crashes on the model's output.
+always parses. What the model may say at each step is decided here, not left to a model
+that cannot judge it (`plan_turn`):
+
+- At the start of a user turn the offered tools are ranked against the user's words
+  (by the caller, with the embedding model; a tool named in the message ranks first).
+  A clear match leaves the model only tool calls among the best-ranked tools; no match
+  leaves it only an answer; in between it may do either.
+- After a tool result it may call again or answer. Repeating a call it already made is
+  not useful, so the caller asks again with the answer-only form (`is_repeat`).
+
+Earlier tool calls and results are rewritten into the same JSON form. A reply is decoded
+into a normal assistant message; an answer that is itself a tool call (the model wrote
+the protocol into the answer) is a tool call; anything else unexpected is kept as text.
 """
 
 import json
-from typing import Any
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from core.models import ChatMessage, ModelRequest, ToolCallRequest
+from activities.grammar import grammar_safe
+from core import policy
+from core.models import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
 
 PROVIDERS = frozenset({"local"})
 """Providers whose models use this protocol instead of native tool calling."""
+
+CALL_AT = 0.45
+"""Similarity of the user's words and a tool at which the turn starts with a call."""
+ANSWER_BELOW = 0.2
+"""Similarity under which no offered tool fits: the model answers without one."""
+NEAR_BEST = 0.08
+"""Tools within this similarity of the best one stay offered when the turn must call."""
+MAX_OFFERED = 3
+"""Tools the grammar offers at most (small models choose badly among many)."""
+
+Mode = Literal["call", "answer", "either"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the model may reply at one step: tool calls among `offered`, an answer, or both."""
+
+    mode: Mode
+    offered: tuple[ToolSchema, ...]
+
+    @property
+    def may_answer(self) -> bool:
+        """Whether an answer is allowed."""
+        return self.mode != "call"
 
 
 def applies(provider: str, request: ModelRequest) -> bool:
@@ -26,50 +67,290 @@ def applies(provider: str, request: ModelRequest) -> bool:
     return provider in PROVIDERS and bool(request.tools)
 
 
-def instructions(request: ModelRequest) -> str:
+def ranking_query(request: ModelRequest) -> str | None:
+    """The text tools are ranked against: the latest user message, when a turn starts.
+
+    None once a tool result follows it (the model then decides what comes next).
+    """
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.content or ""
+        if message.role in ("tool", "assistant"):
+            return None
+    return None
+
+
+def tool_texts(tool: ToolSchema) -> list[str]:
+    """How a tool reads for ranking: its name and description, then its example requests.
+
+    A tool's score is its best text's (an example request matches a question far
+    better than a description does: "What is 12 * 7?" is 0.55 from "What is 17 * 23?"
+    and 0.28 from "Evaluate an arithmetic expression").
+    """
+    return [f"{tool.name.replace('_', ' ')}: {tool.description}", *tool.examples]
+
+
+def plan_turn(request: ModelRequest, scores: Sequence[float] | None) -> Turn:
+    """What the model may say next, from the conversation and the tools' similarity scores.
+
+    Args:
+        request: The call.
+        scores: Similarity of `ranking_query(request)` and each tool in `request.tools`
+            (same order), or None when no ranking was made (then the model chooses).
+    """
+    tools = list(request.tools)
+    query = ranking_query(request)
+    if query is None:
+        if _answered(request):
+            return Turn("answer", ())
+        return Turn("either", tuple(tools))
+    if scores is None:
+        return Turn("either", tuple(tools))
+    named = sorted((_mention(t, query), i) for i, t in enumerate(tools) if _mention(t, query) >= 0)
+    if named:
+        # The tool named first is the one asked for ("Compute 2 ** 10 with the calculator
+        # tool. ... Use post_to_blackboard to share findings" asks for the calculator).
+        return Turn("call", (tools[named[0][1]],))
+    ranked = sorted(zip(scores, range(len(tools)), strict=True), reverse=True)
+    best = ranked[0][0]
+    if best < ANSWER_BELOW:
+        return Turn("answer", ())
+    if best >= CALL_AT:
+        near = [tools[i] for score, i in ranked if score >= best - NEAR_BEST]
+        return Turn("call", tuple(near[:MAX_OFFERED]))
+    return Turn("either", tuple(tools[i] for _, i in ranked[:MAX_OFFERED]))
+
+
+_SHORT_QUESTION = 200
+_SEVERAL = re.compile(r"\band\b|,|;|\bthen\b|\balso\b|\bboth\b|\beach\b", re.IGNORECASE)
+
+
+def _answered(request: ModelRequest) -> bool:
+    """Whether this turn's tool calls have answered the user, so the model should answer.
+
+    True when every call since the user's message succeeded and there were as many as
+    the parts the message asks for ("Paris and London" asks for two). A small model
+    left free to call again makes a garbled copy of the call it just made.
+    """
+    calls, failed, question = 0, False, ""
+    for message in reversed(request.messages):
+        if message.role == "user":
+            question = message.content or ""
+            break
+        if message.role == "tool":
+            failed = failed or (message.content or "").lstrip().lower().startswith("error")
+        calls += len(message.tool_calls)
+    # A long message is a task description, not a list of questions: one part.
+    parts = 1 + len(_SEVERAL.findall(question)) if len(question) <= _SHORT_QUESTION else 1
+    return calls > 0 and not failed and calls >= parts
+
+
+def _mention(tool: ToolSchema, text: str) -> int:
+    """Where the text first names the tool (`get_time`, or "get time" in words); -1: never."""
+    lowered = text.lower()
+    name = tool.name.lower()
+    places = [lowered.find(name)]
+    if len(name) > 3 and "_" in name:
+        places.append(lowered.find(name.replace("_", " ")))
+    found = [p for p in places if p >= 0]
+    return min(found) if found else -1
+
+
+def instructions(request: ModelRequest, turn: Turn | None = None) -> str:
     """The protocol description appended to the system prompt."""
+    tools = turn.offered if turn is not None else tuple(request.tools)
     lines = [
-        "You can use tools. Reply with exactly one JSON object and nothing else:",
+        "Reply with exactly one JSON object and nothing else:",
         '- to call a tool: {"tool": "<tool name>", "arguments": {<arguments>}}',
         '- to give your final answer: {"answer": "<your answer>"}',
-        "After a tool call you receive its result; then call another tool or answer.",
-        "Tools:",
+        "Copy argument values from the user's words. After a tool call you receive its "
+        "result; then answer with that result, or call another tool if more is needed.",
     ]
-    for tool in request.tools:
-        lines.append(
-            f"- {tool.name}: {tool.description} Arguments (JSON Schema): {json.dumps(tool.parameters)}"
-        )
+    if tools:
+        lines.append("Tools:")
+        lines.extend(f"- {signature(tool)}" for tool in tools)
     return "\n".join(lines)
 
 
-def response_format(request: ModelRequest) -> dict[str, Any]:
-    """`response_format` constraining the output to a tool call or an answer."""
-    calls = [
+def signature(tool: ToolSchema) -> str:
+    """A tool as one short line: `name(arg: type, ...): description`."""
+    properties = tool.parameters.get("properties")
+    required = set(tool.parameters.get("required") or [])
+    args = []
+    if isinstance(properties, dict):
+        for name, schema in properties.items():
+            kind = _type_name(schema)
+            args.append(f"{name}: {kind}" + ("" if name in required else " (optional)"))
+    return f"{tool.name}({', '.join(args)}): {tool.description}"
+
+
+def _type_name(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return "any"
+    if isinstance(schema.get("enum"), list) and len(schema["enum"]) <= 12:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "array":
+        return f"list of {_type_name(schema.get('items'))}"
+    return kind if isinstance(kind, str) else "any"
+
+
+def response_format(request: ModelRequest, turn: Turn | None = None) -> dict[str, Any]:
+    """`response_format` constraining the output to what `turn` allows."""
+    turn = turn or Turn("either", tuple(request.tools))
+    query = ranking_query(request)
+    request_text = focus(query, request.tools) if query is not None else None
+    options: list[dict[str, Any]] = [
         {
             "type": "object",
-            "properties": {"tool": {"const": tool.name}, "arguments": tool.parameters},
+            # Only what llama.cpp compiles safely; the full schema is checked on the call.
+            "properties": {
+                "tool": {"const": tool.name},
+                "arguments": _copied(grammar_safe(tool.parameters), tool, request_text),
+            },
             "required": ["tool", "arguments"],
         }
-        for tool in request.tools
+        for tool in turn.offered
     ]
-    answer = {
+    if turn.may_answer or not options:
+        options.append(grammar_safe(answer_schema(_values(grounding(request)))))
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {"type": "json_object", "schema": schema}
+
+
+COPY_PATTERN = "x-copy-pattern"
+"""A string argument's hint: a regex that finds a complete value in the user's request.
+
+When the request holds exactly one such span, the grammar allows that span only: a small
+model then copies "17 * 23" from "What is 17 * 23?" instead of writing "23.0"."""
+
+
+def _copied(arguments: dict[str, Any], tool: ToolSchema, text: str | None) -> dict[str, Any]:
+    """`arguments` (a grammar schema) with hinted values fixed to their one span in `text`."""
+    properties = tool.parameters.get("properties")
+    if text is None or not isinstance(properties, dict):
+        return arguments
+    for name, schema in properties.items():
+        hint = schema.get(COPY_PATTERN) if isinstance(schema, dict) else None
+        target = arguments.get("properties", {}).get(name)
+        if not isinstance(hint, str) or not isinstance(target, dict):
+            continue
+        spans = list(dict.fromkeys(m.group(0).strip() for m in re.finditer(hint, text)))
+        if len(spans) == 1 and '"' not in spans[0] and "\\" not in spans[0]:
+            arguments["properties"][name] = {"type": "string", "enum": spans}
+    return arguments
+
+
+_ANSWER_CHAR = r'[^"\\{}]'
+"""An answer's characters: no quotes or backslashes (the grammar's string needs no
+escapes) and no braces (an answer can never be a piece of the JSON protocol)."""
+_GROUNDABLE = re.compile(r"[\w .:,/+%*=^()-]{1,80}")
+_PUNCTUATION = " ,.;:!?"
+
+
+def _values(value: str | None) -> list[str]:
+    return [] if value is None else [value]
+
+
+def grounding(request: ModelRequest) -> str | None:
+    """What the answer must quote after the latest tool result (see `quoting_pattern`).
+
+    A small model ignores a result and redoes the work itself ("17 * 23 = 409.5" right
+    after the calculator said 391). An answer that follows a result with a clear value
+    (`salient`) must quote it; other results are not forced on the answer.
+    """
+    last = request.messages[-1] if request.messages else None
+    if last is None or last.role != "tool":
+        return None
+    return salient(policy.unwrap_untrusted(last.content or ""))
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_EQUALS_NUMBER = re.compile(r"(?:=|\bis)\s*(-?\d+(?:\.\d+)?)\s*[.!]?\s*$")
+
+
+def salient(text: str) -> str | None:
+    """The value an answer built on `text` must quote, when there is a clear one.
+
+    The whole text when it is one short value ("391", "12:00 UTC"); in a short sentence,
+    its result ("2 ** 10 = 1024" -> "1024") or its only number; else None (errors, long
+    or unclear text are not forced on the answer).
+    """
+    text = text.strip().strip(_PUNCTUATION).strip()
+    if not _GROUNDABLE.fullmatch(text) or text.lower().startswith("error"):
+        return None
+    if len(text) <= 12:
+        return text
+    result = _EQUALS_NUMBER.search(text)
+    if result is not None:
+        return result.group(1)
+    numbers = _NUMBER.findall(text)
+    return numbers[0] if len(numbers) == 1 else None
+
+
+def quoting_pattern(values: Sequence[str]) -> str:
+    """A pattern for a short answer that quotes each value, whole and in order.
+
+    A few words may lead in, join the values and follow them, then the answer ends:
+    "The answer is 391." No digits outside the values, so no wrong number can stand
+    beside the right one ("17 * 23 = 409, then 391"). The bounds keep a small model
+    from wandering off (and the grammar small: a bound of n costs about 2n rules).
+    """
+    if not values:
+        return f"^{_ANSWER_CHAR}*$"
+    words = r'[^0-9"\\{}.!?\n]'
+    # Whole: not glued to more digits or letters ("1024.5" does not quote "1024").
+    edge = r'[^0-9A-Za-z."\\{}\n-]'
+    lead = f"([A-Za-z]{words}{{0,{_LEAD_CHARS}}}{edge})?"  # words first, or the value
+    join = f"{edge}({words}{{0,{_JOIN_CHARS}}}{edge})?"
+    tail = f"({edge}{words}{{0,{_TAIL_CHARS}}})?[.!]?"
+    literals = [
+        "".join(c if c.isalnum() or c in " :,/%-" else f"[{c}]" for c in value) for value in values
+    ]
+    return f"^{lead}{join.join(literals)}{tail}$"
+
+
+_LEAD_CHARS = 20
+_JOIN_CHARS = 12
+_TAIL_CHARS = 16
+
+
+def answer_schema(values: Sequence[str] = ()) -> dict[str, Any]:
+    """The schema of `{"answer": text}` whose text quotes `values` (see `quoting_pattern`)."""
+    return {
         "type": "object",
-        "properties": {"answer": {"type": "string"}},
+        "properties": {"answer": {"type": "string", "pattern": quoting_pattern(values)}},
         "required": ["answer"],
     }
-    return {"type": "json_object", "schema": {"anyOf": [*calls, answer]}}
 
 
-def messages(request: ModelRequest) -> list[dict[str, Any]]:
+def answer_text(text: str) -> str:
+    """The answer in a reply to `answer_schema` (salvaged when cut off; else the text)."""
+    value = _json_object(text.strip())
+    if value is not None and isinstance(value.get("answer"), str):
+        return str(value["answer"])
+    cut = _TRUNCATED_ANSWER.match(text.strip())
+    return _salvage(cut.group(1), None) if cut is not None else text
+
+
+def _short_result(content: str) -> str | None:
+    """A tool result that is one short, plain value ("391", "12:00 UTC").
+
+    Unwrapped from its untrusted-output block: it is too short to hold instructions.
+    """
+    text = policy.unwrap_untrusted(content).strip()
+    return text if _GROUNDABLE.fullmatch(text) else None
+
+
+def messages(request: ModelRequest, turn: Turn | None = None) -> list[dict[str, Any]]:
     """The conversation in protocol form (OpenAI message dicts, no tool roles)."""
     out: list[dict[str, Any]] = []
+    protocol = instructions(request, turn)
+    question = ""
     for message in request.messages:
         if message.role == "system":
             out.append(
-                {
-                    "role": "system",
-                    "content": f"{message.content or ''}\n\n{instructions(request)}".strip(),
-                }
+                {"role": "system", "content": f"{message.content or ''}\n\n{protocol}".strip()}
             )
         elif message.role == "assistant" and message.tool_calls:
             for call in message.tool_calls:
@@ -86,41 +367,144 @@ def messages(request: ModelRequest) -> list[dict[str, Any]]:
                 {"role": "assistant", "content": json.dumps({"answer": message.content or ""})}
             )
         elif message.role == "tool":
+            # Restating the question keeps a small model on it after a long result.
             out.append(
                 {
                     "role": "user",
-                    "content": f"Result of {message.name or 'the tool'}: {message.content or ''}",
+                    "content": f"Result of {message.name or 'the tool'}: "
+                    + (_short_result(message.content or "") or message.content or "")
+                    + (f"\nUse it to answer: {question}" if question else ""),
                 }
             )
         else:
+            question = focus(message.content or "", request.tools)
             out.append({"role": message.role, "content": message.content or ""})
+    last = out[-1] if out else None
+    if turn is not None and turn.mode == "call" and last is not None and last["role"] == "user":
+        # A long task description buries the request, and a small model fills arguments
+        # from whatever it read last: the call step sees the request alone.
+        last["content"] = question
     if not any(m["role"] == "system" for m in out):
-        out.insert(0, {"role": "system", "content": instructions(request)})
+        out.insert(0, {"role": "system", "content": protocol})
     return out
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+
+
+def focus(text: str, tools: Sequence[ToolSchema]) -> str:
+    """The request in a user message.
+
+    All of a short message; in a long one (a task with its context), the first sentence
+    that names a tool, else the first sentence.
+    """
+    if len(text) <= _SHORT_QUESTION:
+        return _one_line(text, _SHORT_QUESTION)
+    sentences = [
+        s.strip() for s in _SENTENCE.findall(text) if s.strip() and not s.strip().endswith(":")
+    ]
+    for sentence in sentences:
+        if any(_mention(tool, sentence) >= 0 for tool in tools):
+            return _one_line(sentence, _SHORT_QUESTION)
+    return _one_line(sentences[0] if sentences else text, _SHORT_QUESTION)
 
 
 def decode(message: ChatMessage, request: ModelRequest) -> ChatMessage:
     """The model's JSON reply as a normal assistant message (a tool call or text)."""
     text = (message.content or "").strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
+    value = _json_object(text)
+    if value is None:
+        cut = _TRUNCATED_ANSWER.match(text)
+        if cut is not None:  # the answer ran out of tokens: keep its complete sentences
+            return ChatMessage(role="assistant", content=_salvage(cut.group(1), request))
         return message  # not JSON after all: keep it as the answer text
-    if isinstance(value, dict):
-        names = {tool.name for tool in request.tools}
-        if isinstance(value.get("tool"), str) and value["tool"] in names:
-            arguments = value.get("arguments", {})
-            return ChatMessage(
-                role="assistant",
-                tool_calls=[
-                    ToolCallRequest(
-                        id="call_0", name=value["tool"], arguments=json.dumps(arguments)
-                    )
-                ],
-            )
-        if isinstance(value.get("answer"), str):
-            return ChatMessage(role="assistant", content=value["answer"])
+    call = _as_call(value, request)
+    if call is not None:
+        return call
+    answer = value.get("answer")
+    if isinstance(answer, str):
+        # The model wrote the protocol into its answer: that is a call, not an answer.
+        inner = _json_object(answer.strip())
+        call = _as_call(inner, request) if inner is not None else None
+        return call or ChatMessage(role="assistant", content=answer)
     return message
+
+
+_TRUNCATED_ANSWER = re.compile(r'^\{\s*"answer"\s*:\s*"(.*)$', re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _salvage(text: str, request: ModelRequest | None) -> str:
+    """The useful start of an answer that was cut off.
+
+    The sentences up to the one that quotes the tool result (when it must), else the
+    complete sentences (the first when there are none).
+    """
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    if not sentences:
+        return text.strip()
+    result = grounding(request) if request is not None else None
+    if result is not None:
+        for i, sentence in enumerate(sentences):
+            if result in sentence:
+                return " ".join(sentences[: i + 1])
+    complete = [s for s in sentences if s[-1] in ".!?"]
+    return " ".join(complete[:3]) if complete else sentences[0]
+
+
+def is_protocol_fragment(message: ChatMessage) -> bool:
+    """An answer that is a broken piece of the JSON protocol rather than words for a person."""
+    text = (message.content or "").strip()
+    return not message.tool_calls and bool(_FRAGMENT.match(text))
+
+
+_FRAGMENT = re.compile(r'^[{\[]\s*"?(tool|arguments|answer)"?\s*:', re.IGNORECASE)
+
+
+def is_repeat(message: ChatMessage, request: ModelRequest) -> bool:
+    """Whether the reply repeats, with the same arguments, a call made earlier this turn."""
+    if not message.tool_calls:
+        return False
+    earlier: set[tuple[str, str]] = set()
+    for m in reversed(request.messages):
+        if m.role == "user":
+            break
+        earlier.update((c.name, _canonical(c.arguments)) for c in m.tool_calls)
+    return all((c.name, _canonical(c.arguments)) in earlier for c in message.tool_calls)
+
+
+def _as_call(value: dict[str, Any], request: ModelRequest) -> ChatMessage | None:
+    names = {tool.name for tool in request.tools}
+    if not (isinstance(value.get("tool"), str) and value["tool"] in names):
+        return None
+    arguments = value.get("arguments", {})
+    return ChatMessage(
+        role="assistant",
+        tool_calls=[
+            ToolCallRequest(id="call_0", name=value["tool"], arguments=json.dumps(arguments))
+        ],
+    )
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    # strict=False: a grammar-constrained reply may hold raw newlines inside strings.
+    try:
+        value = json.loads(text, strict=False)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments
+
+
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _loads(arguments: str) -> Any:

@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
-from activities import json_tools, openai_wire
+from activities import grammar, json_tools, openai_wire, tool_ranking
 from core.errors import ErrorType
 from core.models import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings
@@ -59,6 +59,10 @@ with warnings.catch_warnings():
     import openai
     from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackError
     from litellm.litellm_core_utils import model_response_utils as _litellm_response_utils
+    from litellm.types.llms.openai import (
+        ChatCompletionToolParam,
+        ChatCompletionToolParamFunctionChunk,
+    )
     from litellm.types.utils import ModelResponse, ModelResponseStream
 
     ModelResponse()
@@ -241,12 +245,88 @@ async def complete(
             raised by ``on_delta`` and cancellation propagate unchanged.
     """
     resolved = resolve(request.model, settings)
-    secrets = [resolved.api_key] if resolved.api_key else []
     protocol = json_tools.applies(resolved.provider, request)
-    if protocol:
-        messages = json_tools.messages(request)
-    else:
+    if not protocol:
         messages = [_message_to_openai(m) for m in request.messages]
+        kwargs = _call_kwargs(resolved, request, messages)
+        if request.json_schema is not None:
+            # Grammar-constrained servers (llama.cpp) take the schema, cut down to what
+            # they compile safely; OpenAI-style APIs take JSON mode (the prompt describes
+            # the shape). The caller validates the answer against the full schema.
+            kwargs["response_format"] = (
+                {"type": "json_object", "schema": grammar.grammar_safe(request.json_schema)}
+                if resolved.provider in json_tools.PROVIDERS
+                else {"type": "json_object"}
+            )
+        if request.tools:
+            kwargs["tools"] = _tools_to_openai(request)
+        answer, latency_ms = await _stream(resolved, settings, kwargs, request.timeout_s, on_delta)
+        message = answer.message()
+        usage = answer.usage or _estimate_usage(resolved, messages, kwargs.get("tools"), message)
+        return ModelResult(
+            message=message,
+            finish_reason=answer.finish_reason,
+            usage=usage,
+            model=request.model,
+            cost_usd=cost_usd(resolved, usage),
+            latency_ms=latency_ms,
+        )
+
+    # The JSON protocol: the turn plan decides what the model may say (json_tools).
+    turn = json_tools.plan_turn(request, await _tool_scores(request))
+    usage, latency_ms = ModelUsage(), 0.0
+    while True:
+        messages = json_tools.messages(request, turn)
+        kwargs = _call_kwargs(resolved, request, messages)
+        kwargs["response_format"] = json_tools.response_format(request, turn)
+        # Protocol replies are JSON: the decoded answer is published whole, not streamed.
+        answer, spent_ms = await _stream(resolved, settings, kwargs, request.timeout_s, None)
+        raw = answer.message()
+        if not (raw.content or "").strip() and not raw.tool_calls:
+            # A grammar-constrained reply is never empty: the server cut the answer off.
+            raise ApplicationError(
+                f"{resolved.provider}: the model server ended its reply before any output "
+                f"(finish reason {answer.finish_reason or 'none'}); retrying",
+                type=ErrorType.PROVIDER_UNAVAILABLE.value,
+            )
+        message = json_tools.decode(raw, request)
+        step = answer.usage or _estimate_usage(resolved, messages, None, raw)
+        usage = ModelUsage(
+            prompt_tokens=usage.prompt_tokens + step.prompt_tokens,
+            completion_tokens=usage.completion_tokens + step.completion_tokens,
+        )
+        latency_ms += spent_ms
+        unusable = json_tools.is_repeat(message, request) or json_tools.is_protocol_fragment(
+            message
+        )
+        if not unusable or turn.mode == "answer":
+            break
+        # A repeated call or a broken piece of protocol: ask once more for an answer only.
+        turn = json_tools.Turn("answer", ())
+    if on_delta is not None and message.content:
+        await on_delta(message.content)
+    return ModelResult(
+        message=message,
+        finish_reason=answer.finish_reason,
+        usage=usage,
+        model=request.model,
+        cost_usd=cost_usd(resolved, usage),
+        latency_ms=latency_ms,
+    )
+
+
+async def _tool_scores(request: ModelRequest) -> list[float] | None:
+    """The offered tools' similarity to the user's words (None: no ranking this step)."""
+    query = json_tools.ranking_query(request)
+    if query is None:
+        return None
+    texts = [json_tools.tool_texts(t) for t in request.tools]
+    return await asyncio.to_thread(tool_ranking.best_scores, query, texts)
+
+
+def _call_kwargs(
+    resolved: "ResolvedModel", request: ModelRequest, messages: list[dict[str, Any]]
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": resolved.litellm_model,
         "messages": messages,
@@ -261,34 +341,32 @@ async def complete(
         kwargs["api_base"] = resolved.api_base
     if resolved.api_key is not None:
         kwargs["api_key"] = resolved.api_key
-    if protocol:
-        kwargs["response_format"] = json_tools.response_format(request)
-    elif request.json_schema is not None:
-        # Grammar-constrained servers (llama.cpp) take the schema; OpenAI-style APIs take
-        # JSON mode (the prompt describes the shape).
-        kwargs["response_format"] = (
-            {"type": "json_object", "schema": request.json_schema}
-            if resolved.provider in json_tools.PROVIDERS
-            else {"type": "json_object"}
-        )
-    if not protocol and request.tools:
-        kwargs["tools"] = _tools_to_openai(request)
     if request.max_tokens is not None:
         kwargs["max_tokens"] = request.max_tokens
     if request.temperature is not None:
         kwargs["temperature"] = request.temperature
+    return kwargs
 
+
+async def _stream(
+    resolved: "ResolvedModel",
+    settings: Settings,
+    kwargs: dict[str, Any],
+    timeout_s: float,
+    on_delta: OnDelta | None,
+) -> tuple["_Assembly", float]:
+    """One streamed call: the reassembled answer and its latency in ms."""
+    secrets = [resolved.api_key] if resolved.api_key else []
     await limiter_for(resolved.provider, settings).acquire()
     started = time.perf_counter()
     answer = _Assembly()
-    deadline = asyncio.timeout(request.timeout_s)
+    deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
             async with _open_stream(resolved, kwargs) as stream:
                 async for chunk in stream:
                     text = answer.add(chunk)
-                    # Protocol replies are JSON: the decoded answer is published whole.
-                    if text and on_delta is not None and not protocol:
+                    if text and on_delta is not None:
                         try:
                             await on_delta(text)
                         except Exception as exc:
@@ -297,22 +375,21 @@ async def complete(
         raise wrapper.error from None
     except Exception as exc:
         if isinstance(exc, TimeoutError) and deadline.expired():
-            exc = TimeoutError(f"no complete answer within {request.timeout_s:g} s")
-        raise classify(exc, provider=resolved.provider, secrets=secrets) from None
-    latency_ms = (time.perf_counter() - started) * 1000
+            exc = TimeoutError(f"no complete answer within {timeout_s:g} s")
+        raise classify(
+            exc,
+            provider=resolved.provider,
+            secrets=secrets,
+            server_log=_server_log(resolved, settings),
+        ) from None
+    return answer, (time.perf_counter() - started) * 1000
 
-    message = answer.message()
-    if protocol:
-        message = json_tools.decode(message, request)
-    usage = answer.usage or _estimate_usage(resolved, messages, kwargs.get("tools"), message)
-    return ModelResult(
-        message=message,
-        finish_reason=answer.finish_reason,
-        usage=usage,
-        model=request.model,
-        cost_usd=cost_usd(resolved, usage),
-        latency_ms=latency_ms,
-    )
+
+def _server_log(resolved: ResolvedModel, settings: Settings) -> str | None:
+    """The log of the model server `colony up` runs for this provider (the local model)."""
+    if resolved.provider != "local":
+        return None
+    return str(settings.data_dir / "logs" / "local-model.log")
 
 
 @contextlib.asynccontextmanager
@@ -367,12 +444,14 @@ class _CallbackError(Exception):
         self.error = error
 
 
-def _tools_to_openai(request: ModelRequest) -> list[dict[str, Any]]:
+def _tools_to_openai(request: ModelRequest) -> list[ChatCompletionToolParam]:
     return [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-        }
+        ChatCompletionToolParam(
+            type="function",
+            function=ChatCompletionToolParamFunctionChunk(
+                name=t.name, description=t.description, parameters=t.parameters
+            ),
+        )
         for t in request.tools
     ]
 
@@ -466,7 +545,7 @@ class _Assembly:
 def _estimate_usage(
     resolved: ResolvedModel,
     messages: list[dict[str, Any]],
-    tools: list[dict[str, Any]] | None,
+    tools: list[ChatCompletionToolParam] | None,
     answer: ChatMessage,
 ) -> ModelUsage:
     # The provider sent no usage chunk (some OpenAI-compatible servers ignore
@@ -488,7 +567,9 @@ def _estimate_usage(
 
 
 def _prompt_tokens(
-    resolved: ResolvedModel, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    resolved: ResolvedModel,
+    messages: list[dict[str, Any]],
+    tools: list[ChatCompletionToolParam] | None,
 ) -> int:
     return int(
         litellm.token_counter(
@@ -568,7 +649,13 @@ _SECRET_PATTERNS = (
 )
 
 
-def classify(exc: BaseException, *, provider: str, secrets: Iterable[str] = ()) -> ApplicationError:
+def classify(
+    exc: BaseException,
+    *,
+    provider: str,
+    secrets: Iterable[str] = (),
+    server_log: str | None = None,
+) -> ApplicationError:
     """Translate any failure of a model call into Colony's `ApplicationError`.
 
     Args:
@@ -576,6 +663,8 @@ def classify(exc: BaseException, *, provider: str, secrets: Iterable[str] = ()) 
         provider: The provider prefix, named in the message.
         secrets: Values to blank out of the message (API keys); common key shapes are
             blanked anyway.
+        server_log: For a model server Colony runs itself (the local model), its log
+            file: a lost connection is then reported as the crash or restart it is.
 
     Returns:
         The error to raise: ``type`` is an `ErrorType` value, ``non_retryable`` follows
@@ -597,6 +686,9 @@ def classify(exc: BaseException, *, provider: str, secrets: Iterable[str] = ()) 
         delay = _retry_after(exc)
     summary = f"HTTP {status}" if status is not None else "no HTTP status"
     message = f"{provider}: {type(exc).__name__} ({summary}): {text}"
+    gone = _server_gone(exc) if server_log is not None else None
+    if gone is not None:
+        message = f"{provider}: {gone} (see {server_log}); {type(exc).__name__}: {text}"
     return ApplicationError(
         _scrub(message, secrets),
         {"provider": provider, "status_code": status, "exception": type(exc).__name__},
@@ -604,6 +696,30 @@ def classify(exc: BaseException, *, provider: str, secrets: Iterable[str] = ()) 
         non_retryable=not error_type.retryable,
         next_retry_delay=delay,
     )
+
+
+_REFUSED = (httpx.ConnectError, ConnectionRefusedError)
+_CUT = (
+    httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError,
+    ConnectionResetError, BrokenPipeError,
+)  # fmt: skip
+
+
+def _server_gone(exc: BaseException) -> str | None:
+    """What a lost connection to the local model server means, in words (None: not that)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # SDKs wrap the httpx error
+        seen.add(id(current))
+        if isinstance(current, _REFUSED):
+            return (
+                "the local model server refused the connection: it is down, or restarting "
+                "after a crash"
+            )
+        if isinstance(current, _CUT):
+            return "the local model server crashed or restarted while answering"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _error_type(exc: BaseException, status: int | None, text: str) -> ErrorType:
@@ -693,6 +809,10 @@ def _parse_retry_after(headers: Any) -> timedelta | None:
     return min(timedelta(seconds=seconds), MAX_RETRY_AFTER)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _scrub(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and secret != LOCAL_PLACEHOLDER_KEY:
@@ -743,6 +863,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_started: float | None = None
+        self._last_failure: str | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -755,6 +876,12 @@ class CircuitBreaker:
         """Unhealthy failures since the last success."""
         with self._lock:
             return self._failures
+
+    @property
+    def last_failure(self) -> str | None:
+        """The message of the latest unhealthy failure since the last success."""
+        with self._lock:
+            return self._last_failure
 
     def allow(self) -> bool:
         """Whether a call may go out now; in half-open this claims the one trial slot."""
@@ -777,15 +904,20 @@ class CircuitBreaker:
             self._state = BreakerState.CLOSED
             self._failures = 0
             self._trial_started = None
+            self._last_failure = None
 
-    def record_failure(self, error_type: ErrorType | str | None) -> None:
-        """A call failed with ``error_type`` (an `ErrorType` or its value)."""
+    def record_failure(
+        self, error_type: ErrorType | str | None, message: str | None = None
+    ) -> None:
+        """A call failed with ``error_type`` (an `ErrorType` or its value) and ``message``."""
         with self._lock:
             state = self._current()
             self._trial_started = None
             if not _unhealthy(error_type):
                 return
             self._failures += 1
+            if message:
+                self._last_failure = message
             if state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
                 self._state = BreakerState.OPEN
                 self._opened_at = self._clock()
@@ -844,23 +976,27 @@ async def complete_with_breaker(
 
     Raises:
         ApplicationError: ``ProviderUnavailable``, non-retryable, without calling the
-            provider when the breaker is open (the caller moves on to its fallback);
+            provider when the breaker is open (the caller moves on to its fallback); its
+            message ends with the failure that last counted against the provider;
             otherwise whatever `complete` raises, after recording the outcome.
     """
     if breaker is None:
         breaker = breaker_for(resolve(request.model, settings).provider)
     if not breaker.allow():
+        # "circuit open" alone leaves the run's reader guessing: name what kept failing.
+        last = breaker.last_failure
         raise ApplicationError(
             f"{breaker.provider}: circuit open after repeated failures; "
-            f"not calling {request.model} for now",
-            {"provider": breaker.provider, "circuit": breaker.state.value},
+            f"not calling {request.model} for now"
+            + (f". Last failure: {_clip(last, _MAX_MESSAGE_CHARS - 150)}" if last else ""),
+            {"provider": breaker.provider, "circuit": breaker.state.value, "last_failure": last},
             type=ErrorType.PROVIDER_UNAVAILABLE.value,
             non_retryable=True,
         )
     try:
         result = await complete(request, settings, on_delta=on_delta)
     except ApplicationError as exc:
-        breaker.record_failure(exc.type)
+        breaker.record_failure(exc.type, exc.message)
         raise
     except BaseException:
         breaker.release()

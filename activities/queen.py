@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities import model_client
+from activities import json_tools, model_client
 from activities.blackboard import format_post
 from activities.llm import check_budget, complete_any
 from core import agents, runs, swarm_store
@@ -240,6 +240,7 @@ class QueenActivities:
                 ],
                 max_tokens=queen.spec.max_output_tokens,
                 temperature=queen.spec.temperature,
+                json_schema=self._grounded(input.models[0], list(texts.values())),
             )
             remaining = input.budget_remaining_usd
             if remaining is not None:
@@ -247,12 +248,21 @@ class QueenActivities:
             check_budget(request, input.models[0], remaining, self._settings)
             result = await complete_any(input.models, request, self._settings)
             answer = result.message.content or ""
+            if request.json_schema is not None:
+                answer = json_tools.answer_text(answer)
             cost = None if cost is None or result.cost_usd is None else cost + result.cost_usd
         cited = [c for c in dict.fromkeys(_CITATION.findall(answer)) if c in results]
         async with self._pool.connection() as conn, conn.transaction():
             if stored is None:
+                # The answer as decoded: a retry after a lost completion reuses it as is.
                 await self._ledger(
-                    conn, input.tenant_id, input.swarm_id, "synthesis", "synthesis", result
+                    conn,
+                    input.tenant_id,
+                    input.swarm_id,
+                    "synthesis",
+                    "synthesis",
+                    result,
+                    answer=answer,
                 )
             await swarm_store.set_result(conn, input.swarm_id, answer, cited)
             await swarm_store.append_events(
@@ -263,6 +273,17 @@ class QueenActivities:
                 })],
             )  # fmt: skip
         return SynthesizeOutput(result=runs.preview(answer), attribution=cited, cost_usd=cost)
+
+    def _grounded(self, model: str, results: Sequence[str]) -> dict[str, Any] | None:
+        """For a small local model, an answer schema that must quote each short result.
+
+        SmolLM2 left to itself garbles the numbers it combines; the grammar makes it
+        quote every subtask's clear result value (json_tools.salient), in order.
+        """
+        if model_client.resolve(model, self._settings).provider not in json_tools.PROVIDERS:
+            return None
+        values = [v for v in map(json_tools.salient, results) if v is not None]
+        return json_tools.answer_schema(values)
 
     async def _condensed(
         self, input: SynthesizeInput, record: SubtaskRecord, text: str

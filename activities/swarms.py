@@ -233,10 +233,11 @@ def subtask_objective(
     objective: str, subtask: SubtaskRecord, deps: dict[str, tuple[SubtaskRecord, str]]
 ) -> str:
     """What the subtask's agent is asked: its part, the whole, and its inputs."""
+    # The subtask first: it is what to do (a small model follows what it reads first).
     parts = [
-        "You are one agent of a team working on a larger objective. Do only your subtask.",
-        f"Overall objective:\n{objective}",
         f"Your subtask ({subtask.id}):\n{subtask.description}",
+        "You are one agent of a team working on a larger objective. Do only your subtask.",
+        f"Overall objective (context):\n{objective}",
     ]
     if subtask.expected_output:
         parts.append(f"Expected output:\n{subtask.expected_output}")

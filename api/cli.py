@@ -2,12 +2,15 @@
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
 import httpx
+from rich.markup import escape
 from rich.table import Table
 
 from api.cli_output import console, errors
@@ -193,7 +196,10 @@ def doctor() -> None:
     from workers.doctor import diagnose
 
     settings = Settings()
-    results = asyncio.run(diagnose(settings))
+    diagnosis = asyncio.run(diagnose(settings))
+    results = diagnosis.components
+    if diagnosis.stack is not None:
+        _print_doctor_stack(settings, diagnosis.stack.state.pid, diagnosis.stack.differences)
     table = Table(title="colony doctor", title_justify="left")
     for column in ("component", "status", "detail", "fix"):
         table.add_column(column, overflow="fold")
@@ -205,6 +211,21 @@ def doctor() -> None:
     if not_ready:
         _fail(f"not ready: {', '.join(not_ready)}")
     console.print("[green]all components ready[/]")
+
+
+def _print_doctor_stack(settings: Settings, pid: int, differences: list[str]) -> None:
+    """Say that the checks use the running stack's configuration, and how this shell differs."""
+    console.print(
+        f"Colony is running on {settings.data_path} (pid {pid}): checking the configuration "
+        "its workers use, as `colony up` recorded it.",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if not differences:
+        console.print("This shell's environment matches it.", markup=False, highlight=False)
+        return
+    console.print("This shell's environment differs from the running stack's:", markup=False)
+    for sentence in differences:
+        console.print(f"  - {sentence}", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -255,7 +276,7 @@ def demo(keep_running: bool | None) -> None:
     except ColonyError as exc:
         _fail(exc.message)
     if not ok:
-        _fail("the demo did not succeed; see the lane reports above")
+        _fail("the demo did not do its job: see the summary above")
 
 
 async def _demo(settings: Settings, keep_running: bool) -> bool:
@@ -298,12 +319,42 @@ async def _api_is_up(settings: Settings) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class DemoPart:
+    """How one part of the demo went: its name, whether it did its job, and why not."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 def _main_job(settings: Settings) -> bool:
-    """The demo: a stack check across every lane, a real agent run, then a swarm."""
-    return _run_stack_check(settings) and _run_demo_agent(settings) and _run_demo_swarm(settings)
+    """The demo: a stack check across every lane, a real agent run, then a swarm.
+
+    Every part runs, and each must not only finish but give the expected answer; the
+    summary names each failed part and why.
+    """
+    parts: list[DemoPart] = []
+    for name, part in (
+        ("stack check", _run_stack_check),
+        ("agent run", _run_demo_agent),
+        ("swarm", _run_demo_swarm),
+    ):
+        try:
+            parts.append(part(settings))
+        except Exception as exc:  # any failure of a part is reported, then the next runs
+            parts.append(DemoPart(name, False, f"{type(exc).__name__}: {exc}"))
+    table = Table(title="Demo summary", title_justify="left")
+    for column in ("part", "ok", "detail"):
+        table.add_column(column, overflow="fold")
+    for p in parts:
+        table.add_row(p.name, "yes" if p.ok else "[red]NO[/]", escape(p.detail))
+    console.print()
+    console.print(table)
+    return all(p.ok for p in parts)
 
 
-def _run_stack_check(settings: Settings) -> bool:
+def _run_stack_check(settings: Settings) -> DemoPart:
     from api.client import ColonyClient
 
     with ColonyClient(settings, timeout=90) as api_client:
@@ -322,7 +373,12 @@ def _run_stack_check(settings: Settings) -> bool:
     console.print(table)
     if check.get("temporal_ui"):
         console.print(f"Temporal UI: {check['temporal_ui']}")
-    return bool(check["status"] == "succeeded" and all(lane["ok"] for lane in check["lanes"]))
+    failed = [lane["lane"] for lane in check["lanes"] if not lane["ok"]]
+    if check["status"] != "succeeded" or failed:
+        return DemoPart(
+            "stack check", False, f"{check['status']}; lanes not ok: {', '.join(failed) or '-'}"
+        )
+    return DemoPart("stack check", True, f"{len(check['lanes'])} lanes ok")
 
 
 DEMO_AGENT = {
@@ -337,10 +393,11 @@ DEMO_AGENT = {
     "limits": {"max_steps": 4},
 }
 DEMO_OBJECTIVE = "What is 17 * 23? Use the calculator tool."
+DEMO_AGENT_EXPECTS = ("391",)
 
 
-def _run_demo_agent(settings: Settings) -> bool:
-    """A real agent run with the default model; True when the run reached an outcome."""
+def _run_demo_agent(settings: Settings) -> DemoPart:
+    """A real agent run with the default model; ok when it succeeded with 17 * 23 = 391."""
     from api.cli_runs import SMALL_MODEL_NOTE, render_events
     from api.client import ColonyClient, EventStream
     from core.providers import LOCAL_MODEL, default_model
@@ -357,10 +414,11 @@ def _run_demo_agent(settings: Settings) -> bool:
         run = api_client.post(
             "/v1/runs", json={"agent": agent["name"], "objective": DEMO_OBJECTIVE}
         )
-        outcome = render_events(EventStream.of_run(api_client, run["id"]), run["id"])
+        render_events(EventStream.of_run(api_client, run["id"]), run["id"])
         if run.get("temporal_ui"):
             console.print(f"Temporal UI: {run['temporal_ui']}", highlight=False)
-    return outcome is not None
+        finished = api_client.get(f"/v1/runs/{run['id']}")
+    return _judge("agent run", finished, DEMO_AGENT_EXPECTS)
 
 
 DEMO_SWARM = {
@@ -384,10 +442,11 @@ DEMO_SWARM = {
     ],
     "limits": {"max_parallel": 2, "max_retries": 0},
 }
+DEMO_SWARM_EXPECTS = ("391", "1024")
 
 
-def _run_demo_swarm(settings: Settings) -> bool:
-    """A swarm of two parallel subtasks and the queen's synthesis; True when it ended."""
+def _run_demo_swarm(settings: Settings) -> DemoPart:
+    """A swarm of two parallel subtasks; ok when its answer holds 391 and 1024."""
     from api.cli_swarms import render_swarm_events
     from api.client import ColonyClient, EventStream
 
@@ -396,10 +455,26 @@ def _run_demo_swarm(settings: Settings) -> bool:
         console.print(
             f"\nSwarm: {swarm['id']} · {DEMO_SWARM['objective']}", highlight=False, soft_wrap=True
         )
-        finished = render_swarm_events(EventStream.of_swarm(api_client, swarm["id"]))
+        render_swarm_events(EventStream.of_swarm(api_client, swarm["id"]))
         if swarm.get("temporal_ui"):
             console.print(f"Temporal UI: {swarm['temporal_ui']}", highlight=False, soft_wrap=True)
-    return finished is not None
+        finished = api_client.get(f"/v1/swarms/{swarm['id']}")
+    return _judge("swarm", finished, DEMO_SWARM_EXPECTS)
+
+
+def _judge(part: str, finished: dict[str, Any], expects: Sequence[str]) -> DemoPart:
+    """A finished run or swarm against the numbers its answer must contain."""
+    if finished.get("outcome") != "succeeded":
+        reason = finished.get("reason") or "no reason recorded"
+        return DemoPart(part, False, f"{finished.get('outcome') or finished['status']}: {reason}")
+    result = finished.get("result") or ""
+    numbers = set(re.findall(r"\d+", result.replace(",", "")))
+    missing = [n for n in expects if n not in numbers]
+    if missing:
+        return DemoPart(
+            part, False, f"wrong answer: {', '.join(missing)} missing from {result[:300]!r}"
+        )
+    return DemoPart(part, True, f"answered {', '.join(expects)}")
 
 
 def main() -> None:

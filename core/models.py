@@ -97,6 +97,7 @@ class ToolSchema(Payload):
     name: str
     description: str
     parameters: dict[str, Any] = {"type": "object", "properties": {}}
+    examples: list[str] = []  # requests this tool serves; rank it for small models
 
 
 class ModelUsage(Payload):

@@ -380,3 +380,15 @@ def wrap_untrusted(
         f"{body}{note}\n"
         "</tool_output>"
     )
+
+
+_WRAPPED_RE: Final = re.compile(
+    r"\A<tool_output [^>]*>\n\[Data returned by the tool\.[^\n]*\]\n(?P<body>.*)\n</tool_output>\Z",
+    re.DOTALL,
+)
+
+
+def unwrap_untrusted(text: str) -> str:
+    """The tool's output inside a `wrap_untrusted` block (the text itself when not one)."""
+    match = _WRAPPED_RE.match(text)
+    return match.group("body") if match else text

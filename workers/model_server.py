@@ -31,13 +31,21 @@ def gguf_path() -> Path:
     return path
 
 
-def server_spec(port: int, log_path: Path, *, threads: int = 2) -> ProcessSpec:
-    """Process spec for `python -m llama_cpp.server`, ready once `/v1/models` answers."""
+def server_spec(
+    port: int, log_path: Path, *, threads: int = 2, chat_format: str = "chatml"
+) -> ProcessSpec:
+    """Process spec for `python -m llama_cpp.server`, ready once `/v1/models` answers.
+
+    `chat_format="chatml-function-calling"` serves native tool calls (for comparisons).
+    """
     argv = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(gguf_path()), "--model_alias", LOCAL_MODEL,
         "--host", LOCAL_HOST, "--port", str(port),
-        "--chat_format", "chatml-function-calling",
+        "--chat_format", chat_format,
+        # By default a new request cuts off the one being answered, which then "succeeds"
+        # with an empty answer: parallel swarm subtasks must queue instead.
+        "--interrupt_requests", "false",
         "--n_ctx", "8192", "--n_threads", str(threads),
     ]  # fmt: skip
     url = f"http://{LOCAL_HOST}:{port}/v1/models"

@@ -18,16 +18,18 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from temporalio.client import Client
 
 from core import db, health, tenants
 from core.errors import ColonyError, StackError
-from core.providers import LOCAL_MODEL, describe_provider, local_model_installed
+from core.providers import LOCAL_MODEL, default_model, describe_provider, local_model_installed
 from core.queues import TaskQueue
 from core.settings import LOCAL_HOST, Settings
 from workers import model_server, postgres_server, temporal_server
@@ -68,6 +70,48 @@ class StackOptions:
     ready_timeout: float = 120.0
 
 
+# The secret settings a stack records by name only: whether each is set, never its value.
+KEY_VARIABLES = {
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+    "OPENAI_API_KEY": "openai_api_key",
+    "E2B_API_KEY": "e2b_api_key",
+}
+
+
+def without_credentials(url: str | None) -> str | None:
+    """`url` without user info, query and fragment, the parts that may hold credentials."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The settings a stack's workers run with, minus secrets (`stack.json` "config")."""
+
+    default_model: str
+    openai_base_url: str | None
+    local_model_url: str
+    keys_set: list[str]  # names from KEY_VARIABLES that are set
+    task_queue_suffix: str = ""
+    qdrant_url: str | None = None
+    postgres_port: int | None = None  # the embedded Postgres; None: DATABASE_URL
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """What a process with `settings` (a worker, or the shell running the doctor) uses."""
+        return cls(
+            default_model=default_model(settings),
+            openai_base_url=without_credentials(settings.openai_base_url),
+            local_model_url=settings.effective_local_model_url,
+            keys_set=[k for k, f in KEY_VARIABLES.items() if getattr(settings, f) is not None],
+            task_queue_suffix=settings.task_queue_suffix,
+            qdrant_url=without_credentials(settings.qdrant_url),
+            postgres_port=settings.postgres_port if settings.database_url is None else None,
+        )
+
+
 @dataclass
 class StackState:
     """What a running stack publishes in `stack.json`."""
@@ -80,6 +124,35 @@ class StackState:
     namespace: str
     started_at: float
     children: dict[str, int] = field(default_factory=dict)
+    config: WorkerConfig | None = None  # None in files written before it was recorded
+
+    @classmethod
+    def of(cls, settings: Settings, children: dict[str, int] | None = None) -> Self:
+        """The state of a stack this process runs with `settings`."""
+        return cls(
+            pid=os.getpid(),
+            api_url=settings.effective_api_url,
+            temporal_address=settings.effective_temporal_address,
+            temporal_ui_url=settings.effective_temporal_ui_url,
+            database="embedded" if settings.database_url is None else "external (DATABASE_URL)",
+            namespace=settings.temporal_namespace,
+            started_at=time.time(),
+            children=children or {},
+            config=WorkerConfig.of(settings),
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
+        """Parse `stack.json`; raises TypeError or ValueError when it is not a stack state."""
+        config = record.get("config")
+        own = {f.name for f in fields(cls)} - {"config"}
+        names = {f.name for f in fields(WorkerConfig)}
+        return cls(
+            **{k: v for k, v in record.items() if k in own},
+            config=WorkerConfig(**{k: v for k, v in config.items() if k in names})
+            if isinstance(config, dict)
+            else None,
+        )
 
 
 class Stack:
@@ -337,21 +410,17 @@ class Stack:
     # -- state file --------------------------------------------------------------
 
     def _write_state(self) -> None:
-        s = self.settings
-        self.state = StackState(
-            pid=os.getpid(),
-            api_url=s.effective_api_url,
-            temporal_address=s.effective_temporal_address,
-            temporal_ui_url=s.effective_temporal_ui_url,
-            database="embedded" if s.database_url is None else "external (DATABASE_URL)",
-            namespace=s.temporal_namespace,
-            started_at=time.time(),
-            children={c.process.spec.name: c.process.pid or 0 for c in self._children},
-        )
-        path = self.data / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state.__dict__, indent=2))
-        tmp.replace(path)
+        children = {c.process.spec.name: c.process.pid or 0 for c in self._children}
+        self.state = StackState.of(self.settings, children)
+        write_state(self.data, self.state)
+
+
+def write_state(data_dir: Path, state: StackState) -> None:
+    """Publish `state` in `data_dir/stack.json` (atomically)."""
+    path = data_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    tmp.replace(path)
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
@@ -360,6 +429,23 @@ def read_state(data_dir: Path) -> dict[str, Any] | None:
         state: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+    return state
+
+
+def running_stack_state(data_dir: Path) -> StackState | None:
+    """The state of the stack running on `data_dir`; None when none runs (or it was killed)."""
+    record = read_state(data_dir)
+    if record is None:
+        return None
+    try:
+        state = StackState.from_record(record)
+        if int(state.pid) <= 0:  # os.kill would signal a whole group
+            return None
+        os.kill(int(state.pid), 0)
+    except (TypeError, ValueError, AttributeError, ProcessLookupError):
+        return None
+    except PermissionError:  # alive, but another user's
+        pass
     return state
 
 

@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import litellm
@@ -13,7 +14,8 @@ import pytest
 from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackError
 from temporalio.exceptions import ApplicationError
 
-from activities import model_client
+from activities import json_tools, model_client
+from activities.grammar import grammar_safe
 from activities.model_client import (
     MAX_RETRY_AFTER,
     BreakerState,
@@ -41,8 +43,10 @@ from tests.support.model_server import (
     tool_calls,
     truncated_stream,
 )
+from workers.process import free_port
 
 MODEL = "openai/scripted-model"
+LOCAL = "local/smollm2-135m"
 SECRET = "sk-colony-test-9f8e7d6c5b4a"
 CONTEXT_BODY = {
     "error": {
@@ -658,3 +662,87 @@ async def test_default_breaker_is_shared_per_provider(model_server: ScriptedMode
     with pytest.raises(ApplicationError, match="circuit open"):
         await complete_with_breaker(ask(), settings)
     assert len(model_server.chat_requests()) == 5
+
+
+async def test_a_crashed_local_model_server_is_named_and_the_open_circuit_says_why(
+    model_server: ScriptedModelServer, tmp_path: Path
+) -> None:
+    log = tmp_path / ".colony" / "logs" / "local-model.log"
+    settings = make_settings(
+        COLONY_LOCAL_MODEL_URL=model_server.base_url, COLONY_DATA_DIR=str(tmp_path / ".colony")
+    )
+    breaker = CircuitBreaker("local", failure_threshold=3, cooldown_s=30, clock=FakeClock())
+    # The server dies before answering (a crash while compiling the grammar), then in
+    # the middle of the answer: the run is told so, in words, and where to look.
+    model_server.script(hang(0.05), truncated_stream(after_chunks=1))
+    for _ in range(2):
+        with pytest.raises(ApplicationError) as crashed:
+            await complete_with_breaker(ask(model=LOCAL), settings, breaker=breaker)
+        assert crashed.value.type == ErrorType.PROVIDER_UNAVAILABLE.value
+        assert not crashed.value.non_retryable
+        assert crashed.value.message.startswith(
+            f"local: the local model server crashed or restarted while answering (see {log}); "
+        ), crashed.value.message
+
+    # While it restarts, nothing listens on its port.
+    down = make_settings(
+        COLONY_LOCAL_MODEL_URL=f"http://127.0.0.1:{free_port()}/v1",
+        COLONY_DATA_DIR=str(tmp_path / ".colony"),
+    )
+    with pytest.raises(ApplicationError) as refused:
+        await complete_with_breaker(ask(model=LOCAL), down, breaker=breaker)
+    assert "the local model server refused the connection: it is down, or restarting" in (
+        refused.value.message
+    )
+    assert breaker.state is BreakerState.OPEN
+
+    with pytest.raises(ApplicationError) as open_circuit:
+        await complete_with_breaker(ask(model=LOCAL), down, breaker=breaker)
+    message = open_circuit.value.message
+    assert message.startswith("local: circuit open after repeated failures"), message
+    assert f"Last failure: {refused.value.message}" in message
+    assert open_circuit.value.non_retryable
+    assert len(model_server.chat_requests()) == 2
+
+
+async def test_other_providers_keep_the_plain_connection_error(
+    model_server: ScriptedModelServer,
+) -> None:
+    model_server.script(hang(0.05))
+    error = await failure(ask(), settings_for(model_server))
+    assert error.type == ErrorType.PROVIDER_UNAVAILABLE.value
+    assert "local model server" not in error.message and "RemoteProtocolError" in error.message
+
+
+def test_the_breaker_forgets_the_last_failure_on_success() -> None:
+    breaker = CircuitBreaker("p", failure_threshold=5, clock=FakeClock())
+    breaker.record_failure(ErrorType.TIMEOUT, "p: no complete answer within 5 s")
+    breaker.record_failure(ErrorType.INVALID_REQUEST, "p: bad request")  # not about health
+    assert breaker.last_failure == "p: no complete answer within 5 s"
+    breaker.record_success()
+    assert breaker.last_failure is None
+
+
+async def test_the_local_model_gets_grammar_safe_schemas(model_server: ScriptedModelServer) -> None:
+    settings = make_settings(COLONY_LOCAL_MODEL_URL=model_server.base_url)
+    shape = {
+        "type": "object",
+        "properties": {"report": {"type": "string", "maxLength": 8000}},
+        "required": ["report"],
+    }
+    model_server.script(reply('{"report": "done"}'), reply('{"report": "done"}'))
+    await complete(ask(model=LOCAL).model_copy(update={"json_schema": shape}), settings)
+    await complete(
+        ask(model=MODEL).model_copy(update={"json_schema": shape}), settings_for(model_server)
+    )
+    local, other = (r.body["response_format"] for r in model_server.chat_requests())
+    assert local == {"type": "json_object", "schema": grammar_safe(shape)}
+    assert local["schema"]["properties"]["report"] == {"type": "string"}  # no 8000 nested rules
+    assert other == {"type": "json_object"}
+
+    # The JSON tool protocol's arguments, likewise.
+    tool = ToolSchema(name="note", description="Take a note.", parameters=shape)
+    protocol = json_tools.response_format(ask(model=LOCAL, tools=[tool]))["schema"]
+    options = protocol.get("anyOf", [protocol])
+    arguments = next(o["properties"]["arguments"] for o in options if "tool" in o["properties"])
+    assert arguments == grammar_safe(shape)

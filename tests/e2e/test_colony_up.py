@@ -131,8 +131,8 @@ async def stack(model_server: ScriptedModelServer) -> AsyncIterator[Stack]:
         OPENAI_BASE_URL=model_server.base_url,
         COLONY_DEFAULT_MODEL="openai/scripted-model",
     )
-    # The demo's agent run asks the model once; the scripted server answers.
-    model_server.default = reply("17 * 23 = 391")
+    # The demo's agent run, swarm subtasks and synthesis ask the scripted server.
+    model_server.default = reply("17 * 23 = 391 and 2 ** 10 = 1024")
     s = Stack(env=env, data=data)
     yield s
     if s.process is not None and s.process.returncode is None:
@@ -143,7 +143,9 @@ async def stack(model_server: ScriptedModelServer) -> AsyncIterator[Stack]:
 
 
 @pytest.mark.timeout(300)
-async def test_up_doctor_demo_restart_and_clean_stop(stack: Stack) -> None:
+async def test_up_doctor_demo_restart_and_clean_stop(
+    stack: Stack, model_server: ScriptedModelServer
+) -> None:
     await stack.up()
     state = stack.state()
     children = state["children"]
@@ -177,6 +179,15 @@ async def test_up_doctor_demo_restart_and_clean_stop(stack: Stack) -> None:
     await stack.wait_for_output("worker-all restarted", timeout=60)
     code, out = await stack.cli("demo")
     assert code == 0, out
+
+    # A wrong answer fails the demo, and the summary says which part and why.
+    model_server.default = reply("The answer is 17.")
+    code, out = await stack.cli("demo")
+    assert code != 0, out
+    summary = out[out.index("Demo summary") :]
+    assert "agent run" in summary and "wrong answer: 391 missing" in summary
+    assert "swarm" in summary and "1024" in summary
+    assert "did not do its job" in out
 
     pids = [int(p) for p in stack.state()["children"].values()]  # type: ignore[union-attr]
     pids += processes_mentioning(str(stack.data))

@@ -11,6 +11,9 @@ import pytest
 from activities.builtin_tools import (
     BUILTIN,
     CALCULATOR,
+    EXPRESSION_GRAMMAR,
+    EXPRESSION_IN_TEXT,
+    EXPRESSION_PATTERN,
     GET_TIME,
     MAX_EXPRESSION_CHARS,
     BadToolArgumentsError,
@@ -353,18 +356,20 @@ def test_parse_arguments_repairs_small_mistakes(raw: str) -> None:
 
 
 def test_repairs_keep_string_contents() -> None:
-    assert parse_arguments(CALCULATOR, "{'expression': \"it's, }\"}") == {"expression": "it's, }"}
-    assert parse_arguments(CALCULATOR, "{'expression': 'say \"hi\"'}") == {"expression": 'say "hi"'}
-    assert parse_arguments(CALCULATOR, "{'expression': 'it\\'s'}") == {"expression": "it's"}
+    assert parse_arguments(_text_tool(), "{'expression': \"it's, }\"}") == {"expression": "it's, }"}
+    assert parse_arguments(_text_tool(), "{'expression': 'say \"hi\"'}") == {
+        "expression": 'say "hi"'
+    }
+    assert parse_arguments(_text_tool(), "{'expression': 'it\\'s'}") == {"expression": "it's"}
 
 
 def test_valid_json_is_never_repaired() -> None:
     # A trailing comma or a Python constant inside a string is content, not a mistake.
-    assert parse_arguments(CALCULATOR, '{"expression": "1,}"}') == {"expression": "1,}"}
-    assert parse_arguments(CALCULATOR, '{"expression": "True, None"}') == {
+    assert parse_arguments(_text_tool(), '{"expression": "1,}"}') == {"expression": "1,}"}
+    assert parse_arguments(_text_tool(), '{"expression": "True, None"}') == {
         "expression": "True, None"
     }
-    assert parse_arguments(CALCULATOR, '{"expression": "```x```"}') == {"expression": "```x```"}
+    assert parse_arguments(_text_tool(), '{"expression": "```x```"}') == {"expression": "```x```"}
 
 
 def test_python_constants_are_repaired_outside_strings() -> None:
@@ -547,11 +552,15 @@ def test_schemas_shape() -> None:
                 "type": "string",
                 "description": "The arithmetic expression, e.g. (1 + 2) * 3 / 4",
                 "maxLength": MAX_EXPRESSION_CHARS,
+                "pattern": EXPRESSION_PATTERN,
+                "x-grammar-pattern": EXPRESSION_GRAMMAR,
+                "x-copy-pattern": EXPRESSION_IN_TEXT,
             }
         },
         "required": ["expression"],
         "additionalProperties": False,
     }
+    assert calc["examples"] and schemas[0].examples
     assert BUILTIN.schemas([]) == []
     with pytest.raises(UnknownToolError):
         BUILTIN.schemas(["calculator", "nope"])
@@ -586,6 +595,17 @@ def test_run_tool_propagates_tool_errors() -> None:
         call("calculator", '{"expression": "x"}')
     with pytest.raises(ToolExecutionError, match="division by zero"):
         call("calculator", '{"expression": "1/0"}')
+
+
+def _text_tool() -> ToolDefinition:
+    # Any string content (the calculator's own pattern would reject most of these).
+    return _tool(
+        {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "additionalProperties": False,
+        }
+    )
 
 
 def _tool(parameters: dict[str, Any], *, name: str = "t", handler: Any = None) -> ToolDefinition:
