@@ -104,13 +104,14 @@ def plan_turn(request: ModelRequest, scores: Sequence[float] | None) -> Turn:
         if _answered(request):
             return Turn("answer", ())
         return Turn("either", tuple(tools))
-    if scores is None:
-        return Turn("either", tuple(tools))
-    named = sorted((_mention(t, query), i) for i, t in enumerate(tools) if _mention(t, query) >= 0)
+    mentions = [(_mention(t, query), i) for i, t in enumerate(tools)]
+    named = sorted((place, i) for place, i in mentions if place >= 0)
     if named:
         # The tool named first is the one asked for ("Compute 2 ** 10 with the calculator
         # tool. ... Use post_to_blackboard to share findings" asks for the calculator).
         return Turn("call", (tools[named[0][1]],))
+    if scores is None:
+        return Turn("either", tuple(tools))
     ranked = sorted(zip(scores, range(len(tools)), strict=True), reverse=True)
     best = ranked[0][0]
     if best < ANSWER_BELOW:

@@ -263,14 +263,7 @@ async def complete(
         answer, latency_ms = await _stream(resolved, settings, kwargs, request.timeout_s, on_delta)
         message = answer.message()
         usage = answer.usage or _estimate_usage(resolved, messages, kwargs.get("tools"), message)
-        return ModelResult(
-            message=message,
-            finish_reason=answer.finish_reason,
-            usage=usage,
-            model=request.model,
-            cost_usd=cost_usd(resolved, usage),
-            latency_ms=latency_ms,
-        )
+        return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
 
     # The JSON protocol: the turn plan decides what the model may say (json_tools).
     turn = json_tools.plan_turn(request, await _tool_scores(request))
@@ -305,9 +298,20 @@ async def complete(
         turn = json_tools.Turn("answer", ())
     if on_delta is not None and message.content:
         await on_delta(message.content)
+    return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
+
+
+def _result(
+    request: ModelRequest,
+    resolved: "ResolvedModel",
+    message: ChatMessage,
+    finish_reason: str | None,
+    usage: ModelUsage,
+    latency_ms: float,
+) -> ModelResult:
     return ModelResult(
         message=message,
-        finish_reason=answer.finish_reason,
+        finish_reason=finish_reason,
         usage=usage,
         model=request.model,
         cost_usd=cost_usd(resolved, usage),
