@@ -2,6 +2,8 @@
 
 Prints a Markdown report; docs/benchmarks.md records one run with its command.
 `--only SECTION ...` runs some sections (e.g. `--only swarm`); by default all run.
+`--fc-path/--fc-category/--fc-limit/--fc-case/--fc-resume/--fc-threads` shape the
+function_calling section.
 """
 
 import argparse
@@ -21,7 +23,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.bench import agent, mcp, memory, sandbox, swarm, tool_search, tools
+from tests.bench import agent, function_calling, mcp, memory, sandbox, swarm, tool_search, tools
 from tests.bench._workflows import SequentialActivities, noop
 from tests.support.services import child_env, world_traversable_tempdir
 from workers import temporal_server
@@ -146,6 +148,7 @@ SECTIONS = (
     "tool-search",
     "memory",
     "swarm",
+    "function_calling",
 )
 """What `--only` can select, in the order they run (all of them by default)."""
 
@@ -185,6 +188,7 @@ def main() -> None:
     parser.add_argument(
         "--swarm-seconds", type=float, default=10, help="model seconds of each swarm subtask"
     )
+    function_calling.add_arguments(parser, prefix="fc-")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -234,19 +238,38 @@ def main() -> None:
     swarm_lines: list[str] = []
     if "swarm" in only:
         swarm_lines = asyncio.run(swarm.run_all(tuple(args.swarm_k), args.swarm_seconds))
+    fc_lines: list[str] = []
+    if "function_calling" in only:
+        fc_lines = asyncio.run(function_calling.run_options(args, prefix="fc_"))
     selected = f" --only {' '.join(args.only)}" if args.only else ""
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         f"Command: make bench BENCH_ARGS='--steps {args.steps} --runs {args.runs} --concurrency {args.concurrency}"
         f" --agent-steps {args.agent_steps} --waiting {args.waiting} --model-delay {args.model_delay:.0f}"
         f" --sandbox-repeats {args.sandbox_repeats} --memory-sizes {' '.join(map(str, args.memory_sizes))}"
-        f" --swarm-k {' '.join(map(str, args.swarm_k))} --swarm-seconds {args.swarm_seconds:g}{selected}'",
+        f" --swarm-k {' '.join(map(str, args.swarm_k))} --swarm-seconds {args.swarm_seconds:g}"
+        f"{_fc_options(args)}{selected}'",
     ]
     if rows:
         lines += ["", "| measurement | value |", "|---|---|", *rows]
     if swarm_lines:
         lines += ["", *swarm_lines]
+    if fc_lines:
+        lines += ["", *fc_lines]
     print("\n".join(lines))
+
+
+def _fc_options(args: argparse.Namespace) -> str:
+    """The function-calling options that narrow the run, as given."""
+    options = [
+        ("--fc-path", args.fc_path if args.fc_path != list(function_calling.PATHS) else None),
+        ("--fc-category", args.fc_category),
+        ("--fc-limit", [args.fc_limit] if args.fc_limit is not None else None),
+        ("--fc-case", args.fc_case),
+        ("--fc-resume", [] if args.fc_resume else None),
+        ("--fc-threads", [args.fc_threads] if args.fc_threads != 1 else None),
+    ]
+    return "".join(" ".join(["", flag, *map(str, v)]) for flag, v in options if v is not None)
 
 
 def _activity_rows(args: argparse.Namespace) -> list[str]:
