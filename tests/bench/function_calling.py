@@ -30,6 +30,7 @@ narrow a run (`--fc-path` etc. under `python -m tests.bench`).
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -270,14 +271,19 @@ class CaseResult:
     """Colony: calls whose arguments were refused and which the model then retried."""
     answer: str | None = None
     replies: list[str] = field(default_factory=list)
-    """Each model reply as received (content and calls)."""
+    """Each model reply: content and calls (colony: as `complete` returns it, decoded)."""
     error: str | None = None
     seconds: float = 0.0
 
     def score(self, case: Case) -> None:
-        """Set `correct`, `reason` and `first_reply_correct` from the calls."""
+        """Set `correct`, `reason` and the looser measures from the calls and replies."""
         attempted = [*self.calls, *(c for c, _ in self.rejected)]
         self.correct_without_repeats = False
+        self.first_reply_correct = False
+        if self.replies:  # whatever came after it (even an error)
+            first = json.loads(self.replies[0])["tool_calls"]
+            calls = [Call.parse(c["name"], c["arguments"]) for c in first]
+            self.first_reply_correct = check_calls(calls, case.gold) is None
         if self.error is not None:
             self.correct, self.reason = False, f"error: {self.error}"
         elif not case.gold and attempted:
@@ -302,14 +308,11 @@ class Loop:
 
     case: Case
     result: CaseResult
-    first_reply: list[Call] | None = None
     model_calls: int = 0
 
     def finish(self) -> CaseResult:
         """Score the result."""
         self.result.score(self.case)
-        first = check_calls(self.first_reply or [], self.case.gold) is None
-        self.result.first_reply_correct = first and self.result.error is None
         return self.result
 
 
@@ -360,8 +363,6 @@ async def run_direct(
             break
         made = [Call.parse(c["function"]["name"], c["function"]["arguments"]) for c in tool_calls]
         loop.result.calls += made
-        if loop.first_reply is None:
-            loop.first_reply = made
         # llama.cpp's server refuses a null content (and a tool message with a name).
         messages.append(
             {"role": "assistant", "content": message.get("content") or "", "tool_calls": tool_calls}
@@ -415,8 +416,6 @@ async def run_colony(loop: Loop, settings: Settings) -> None:
         ]
         messages.append(message.model_copy(update={"tool_calls": calls}))
         made = [Call.parse(c.name, c.arguments) for c in calls]
-        if loop.first_reply is None:
-            loop.first_reply = made
         for call, parsed in zip(calls, made, strict=True):
             try:
                 content = await run_tool(registry, call, ctx)
@@ -462,32 +461,34 @@ def select(
 
 
 async def run_path(
-    path: str, cases: Sequence[Case], server: "Server", *, resume: bool = False
+    path: str, cases: Sequence[Case], server: "Server | None", *, resume: bool = False
 ) -> list[CaseResult]:
     """Every case through one path, one after another (llama.cpp serves one at a time).
 
-    With `resume`, cases already in this path's results file are taken from it.
+    With `resume`, cases already in this path's results file are taken from it (and
+    scored again); `server` may then be None if they all are.
 
     Raises:
         RuntimeError: the server died (a case's failure is then not the model's).
     """
-    base_url = server.url
-    settings = make_settings(COLONY_LOCAL_MODEL_URL=base_url)
     done = load_results(path) if resume else {}
     results: list[CaseResult] = []
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
         for n, case in enumerate(cases, 1):
             if case.id in done:
+                done[case.id].score(case)
                 results.append(done[case.id])
                 continue
+            assert server is not None, "no server, and cases left to run"
             started = time.perf_counter()
             loop = Loop(case, CaseResult(case.id, case.category, path))
             try:
                 if path == "colony":
+                    settings = make_settings(COLONY_LOCAL_MODEL_URL=server.url)
                     await run_colony(loop, settings)
                 else:
                     prompt = DIRECT_SYSTEM_PROMPT if path == "direct-prompt" else None
-                    await run_direct(loop, http, base_url, prompt)
+                    await run_direct(loop, http, server.url, prompt)
             except (httpx.HTTPError, ApplicationError) as exc:
                 if not server.process.running():
                     raise RuntimeError(
@@ -713,7 +714,15 @@ async def run_all(
         for native, group in zip((True, False), groups, strict=True):
             if not group:
                 continue
-            async with llama_server(native, threads) as server:
+            finished = resume and all(
+                {c.id for c in cases} <= load_results(path).keys() for path in group
+            )
+            async with contextlib.AsyncExitStack() as stack:
+                server = (
+                    None
+                    if finished
+                    else await stack.enter_async_context(llama_server(native, threads))
+                )
                 for path in group:
                     by_path[path] = await run_path(path, cases, server, resume=resume)
     finally:

@@ -284,8 +284,13 @@ def test_results_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     single = next(case for case in CASES if case.id == "single_14")
     result = CaseResult(single.id, "single", "colony", calls=[c("factorial", n=7)], seconds=1.5)
     result.rejected.append((c("factorial", n="seven"), "Error: n is not an integer"))
-    result.replies.append('{"content": null}')
+    result.replies += [
+        '{"content": null, "tool_calls": [{"name": "factorial", "arguments": "{\\"n\\": \\"seven\\"}"}]}',
+        '{"content": null, "tool_calls": [{"name": "factorial", "arguments": "{\\"n\\": 7}"}]}',
+        '{"content": "5040", "tool_calls": []}',
+    ]
     result.score(single)
+    assert result.correct and not result.first_reply_correct
     failures = function_calling.write_results("colony", [single], [result])
     assert function_calling.load_results("colony") == {single.id: result}
     assert function_calling.load_results("direct") == {}
