@@ -37,6 +37,7 @@ from activities.builtin_tools import (
     UnknownToolError,
     run_tool,
 )
+from activities.call_grounding import FREE_TEXT
 from activities.http_tools import EgressResolver, HttpToolExecutor, http_fetch_tool
 from activities.mcp import McpSessionPool
 from activities.sandbox import sandbox_tools
@@ -58,7 +59,10 @@ ASK_HUMAN: Final = ToolSchema(
     ),
     parameters={
         "type": "object",
-        "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 4000}},
+        # Written by the model, not copied from the request (activities/call_grounding.py).
+        "properties": {
+            "question": {"type": "string", "minLength": 1, "maxLength": 4000, FREE_TEXT: True}
+        },
         "required": ["question"],
         "additionalProperties": False,
     },
@@ -344,6 +348,7 @@ AGENT_TOOL_PARAMETERS: Final[dict[str, Any]] = {
             "minLength": 1,
             "maxLength": 20_000,
             "description": "What the agent should do, with everything it needs to know.",
+            FREE_TEXT: True,
         }
     },
     "required": ["task"],

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from activities import call_grounding
 from activities.grammar import grammar_safe
 from core import policy
 from core.models import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
@@ -37,7 +38,7 @@ from core.models import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
 PROVIDERS = frozenset({"local"})
 """Providers whose models use this protocol instead of native tool calling."""
 
-CALL_AT = 0.45
+CALL_AT = 0.4
 """Similarity of the user's words and a tool at which the turn starts with a call."""
 ANSWER_BELOW = 0.2
 """Similarity under which no offered tool fits: the model answers without one."""
@@ -68,15 +69,52 @@ def applies(provider: str, request: ModelRequest) -> bool:
 
 
 def ranking_query(request: ModelRequest) -> str | None:
-    """The text tools are ranked against: the latest user message, when a turn starts.
+    """The text tools are ranked against at this step, when the model should call next.
 
-    None once a tool result follows it (the model then decides what comes next).
+    The latest user message when a turn starts (its first part, if it has several:
+    `request_parts`). After tool results, the next part of a
+    request with several ("in Paris and in Rome": after one call, "in Rome"), while
+    every call so far succeeded. Otherwise None: the model decides what comes next.
     """
+    state = _turn_state(request)
+    if state is None:
+        return None
+    question, calls, failed = state
+    parts = request_parts(question, request.tools)
+    if not calls:
+        return question if len(parts) == 1 else parts[0]
+    pending = _pending(parts, calls, request) if not failed else []
+    return pending[0] if pending else None
+
+
+def _pending(
+    parts: Sequence[str], calls: Sequence[ToolCallRequest], request: ModelRequest
+) -> list[str]:
+    """The parts of a request still to call for (none once there were as many calls)."""
+    if len(calls) >= len(parts):
+        return []
+    tools = {tool.name: tool for tool in request.tools}
+    made = [(tools[c.name], _loads(c.arguments)) for c in calls if c.name in tools]
+    return call_grounding.uncovered(parts, made, request.tools)
+
+
+def request_parts(question: str, tools: Sequence[ToolSchema]) -> list[str]:
+    """The parts of a user message that each need a call (one for a long task description)."""
+    if len(question) > _SHORT_QUESTION:
+        return [focus(question, tools)]
+    return call_grounding.parts(question) or [question]
+
+
+def _turn_state(request: ModelRequest) -> tuple[str, list[ToolCallRequest], bool] | None:
+    """This turn's user message, its tool calls so far and whether one failed (None: no turn)."""
+    calls: list[ToolCallRequest] = []
+    failed = False
     for message in reversed(request.messages):
         if message.role == "user":
-            return message.content or ""
-        if message.role in ("tool", "assistant"):
-            return None
+            return message.content or "", calls, failed
+        if message.role == "tool":
+            failed = failed or (message.content or "").lstrip().lower().startswith("error")
+        calls = [*message.tool_calls, *calls]
     return None
 
 
@@ -114,6 +152,11 @@ def plan_turn(request: ModelRequest, scores: Sequence[float] | None) -> Turn:
         return Turn("either", tuple(tools))
     ranked = sorted(zip(scores, range(len(tools)), strict=True), reverse=True)
     best = ranked[0][0]
+    state = _turn_state(request)
+    if state is not None and state[1]:
+        # A later part of a request whose first part needed a call needs one too; its
+        # few words ("and in Rome") rank poorly, so they choose the tool, not whether.
+        return Turn("call", tuple(tools[i] for _, i in ranked[:MAX_OFFERED]))
     if best < ANSWER_BELOW:
         return Turn("answer", ())
     if best >= CALL_AT:
@@ -123,7 +166,6 @@ def plan_turn(request: ModelRequest, scores: Sequence[float] | None) -> Turn:
 
 
 _SHORT_QUESTION = 200
-_SEVERAL = re.compile(r"\band\b|,|;|\bthen\b|\balso\b|\bboth\b|\beach\b", re.IGNORECASE)
 
 
 def _answered(request: ModelRequest) -> bool:
@@ -133,17 +175,13 @@ def _answered(request: ModelRequest) -> bool:
     the parts the message asks for ("Paris and London" asks for two). A small model
     left free to call again makes a garbled copy of the call it just made.
     """
-    calls, failed, question = 0, False, ""
-    for message in reversed(request.messages):
-        if message.role == "user":
-            question = message.content or ""
-            break
-        if message.role == "tool":
-            failed = failed or (message.content or "").lstrip().lower().startswith("error")
-        calls += len(message.tool_calls)
-    # A long message is a task description, not a list of questions: one part.
-    parts = 1 + len(_SEVERAL.findall(question)) if len(question) <= _SHORT_QUESTION else 1
-    return calls > 0 and not failed and calls >= parts
+    state = _turn_state(request)
+    if state is None:
+        return False
+    question, calls, failed = state
+    if not calls or failed:
+        return False
+    return not _pending(request_parts(question, request.tools), calls, request)
 
 
 def _mention(tool: ToolSchema, text: str) -> int:
@@ -199,15 +237,14 @@ def _type_name(schema: Any) -> str:
 def response_format(request: ModelRequest, turn: Turn | None = None) -> dict[str, Any]:
     """`response_format` constraining the output to what `turn` allows."""
     turn = turn or Turn("either", tuple(request.tools))
-    query = ranking_query(request)
-    request_text = focus(query, request.tools) if query is not None else None
+    texts = _grounding_texts(request)
     options: list[dict[str, Any]] = [
         {
             "type": "object",
             # Only what llama.cpp compiles safely; the full schema is checked on the call.
             "properties": {
                 "tool": {"const": tool.name},
-                "arguments": _copied(grammar_safe(tool.parameters), tool, request_text),
+                "arguments": _arguments(tool, texts),
             },
             "required": ["tool", "arguments"],
         }
@@ -219,27 +256,23 @@ def response_format(request: ModelRequest, turn: Turn | None = None) -> dict[str
     return {"type": "json_object", "schema": schema}
 
 
-COPY_PATTERN = "x-copy-pattern"
-"""A string argument's hint: a regex that finds a complete value in the user's request.
+def _grounding_texts(request: ModelRequest) -> tuple[str, str] | None:
+    """The part of the request this step calls for and the whole request (None: no grounding)."""
+    part = ranking_query(request)
+    state = _turn_state(request)
+    if part is None or state is None:
+        return None
+    whole = focus(state[0], request.tools)
+    # The first call may serve any part; a later one serves the part still pending.
+    return (part if state[1] else whole), whole
 
-When the request holds exactly one such span, the grammar allows that span only: a small
-model then copies "17 * 23" from "What is 17 * 23?" instead of writing "23.0"."""
 
-
-def _copied(arguments: dict[str, Any], tool: ToolSchema, text: str | None) -> dict[str, Any]:
-    """`arguments` (a grammar schema) with hinted values fixed to their one span in `text`."""
-    properties = tool.parameters.get("properties")
-    if text is None or not isinstance(properties, dict):
+def _arguments(tool: ToolSchema, texts: tuple[str, str] | None) -> dict[str, Any]:
+    """The grammar of a tool's arguments, grounded in the request's words when it starts."""
+    arguments = grammar_safe(tool.parameters)
+    if texts is None:
         return arguments
-    for name, schema in properties.items():
-        hint = schema.get(COPY_PATTERN) if isinstance(schema, dict) else None
-        target = arguments.get("properties", {}).get(name)
-        if not isinstance(hint, str) or not isinstance(target, dict):
-            continue
-        spans = list(dict.fromkeys(m.group(0).strip() for m in re.finditer(hint, text)))
-        if len(spans) == 1 and '"' not in spans[0] and "\\" not in spans[0]:
-            arguments["properties"][name] = {"type": "string", "enum": spans}
-    return arguments
+    return call_grounding.ground(arguments, tool, *texts)
 
 
 _ANSWER_CHAR = r'[^"\\{}]'
@@ -348,6 +381,9 @@ def messages(request: ModelRequest, turn: Turn | None = None) -> list[dict[str, 
     out: list[dict[str, Any]] = []
     protocol = instructions(request, turn)
     question = ""
+    # The next part of a request with several, when the model is to call for it.
+    ends_with_result = bool(request.messages) and request.messages[-1].role == "tool"
+    pending = ranking_query(request) if ends_with_result else None
     for message in request.messages:
         if message.role == "system":
             out.append(
@@ -374,7 +410,13 @@ def messages(request: ModelRequest, turn: Turn | None = None) -> list[dict[str, 
                     "role": "user",
                     "content": f"Result of {message.name or 'the tool'}: "
                     + (_short_result(message.content or "") or message.content or "")
-                    + (f"\nUse it to answer: {question}" if question else ""),
+                    + (
+                        f"\nNow: {pending}"
+                        if pending is not None and message is request.messages[-1]
+                        else f"\nUse it to answer: {question}"
+                        if question
+                        else ""
+                    ),
                 }
             )
         else:

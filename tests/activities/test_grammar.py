@@ -471,3 +471,20 @@ def test_grammar_safe_is_deterministic_and_returns_fresh_copies() -> None:
     first["properties"].clear()
     assert grammar_safe(copy.deepcopy(schema)) == grammar_safe(schema) != first
     assert grammar_safe({"type": "object", "properties": {"x": {"const": float("nan")}}}) == ANY
+
+
+def test_grounded_arguments_compile_for_every_benchmark_question(vocab: Any) -> None:
+    """Spans, numbers and enums copied from a request stay literals llama.cpp accepts."""
+    from tests.bench.fc_cases import CASES, FUNCTIONS
+
+    for case in CASES:
+        tools = [
+            ToolSchema(name=f.name, description=f.description, parameters=f.parameters)
+            for f in (FUNCTIONS[name] for name in case.functions)
+        ]
+        request = ModelRequest(
+            model=LOCAL_MODEL,
+            messages=[ChatMessage(role="user", content=case.question)],
+            tools=tools,
+        )
+        compiles(vocab, json_tools.response_format(request)["schema"], MAX_PROTOCOL_RULES)
