@@ -8,15 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
-from api.main import create_app
-from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
 from tests.api.test_api import assert_error
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, hang, reply, tool_call, tool_calls
 from tests.support.services import TemporalServer
-from tests.support.workers import running_workers
+from tests.support.workers import api_with_workers
 
 CALC = {
     "name": "calc",
@@ -50,14 +48,8 @@ async def api(
         OPENAI_BASE_URL=model_server.base_url,
         COLONY_DEFAULT_MODEL="openai/scripted-model",
     )
-    app = create_app(settings)
-    client = await temporal_support.connect(settings)
-    async with app.router.lifespan_context(app), running_workers(client, settings, pool):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://colony",
-            headers={"Authorization": f"Bearer {keys['t-runs']}"}, timeout=30,
-        ) as http:  # fmt: skip
-            yield http
+    async with api_with_workers(settings, pool, keys["t-runs"]) as http:
+        yield http
 
 
 async def wait_finished(api: httpx.AsyncClient, run_id: str, timeout: float = 30) -> dict[str, Any]:

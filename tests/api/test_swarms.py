@@ -22,7 +22,6 @@ from api.cli import cli
 from api.client import ColonyClient
 from api.main import create_app
 from core import swarm_store, tenants
-from core import temporal as temporal_support
 from core.db import Pool
 from core.settings import Settings
 from tests.api.test_api import assert_error
@@ -32,7 +31,7 @@ from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, fault
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript, plan_json, requests_for, subtask
-from tests.support.workers import running_workers
+from tests.support.workers import api_with_workers
 
 UI = "http://temporal-ui.test"
 TENANT, OTHER = "t-swarms", "t-swarms-other"
@@ -71,17 +70,8 @@ def settings(
 async def api(
     settings: Settings, pool: Pool, keys: dict[str, str]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    client = await temporal_support.connect(settings)
-    async with (
-        app.router.lifespan_context(app),
-        running_workers(client, settings, pool, suffix=settings.task_queue_suffix),
-    ):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://colony",
-            headers={"Authorization": f"Bearer {keys[TENANT]}"}, timeout=30,
-        ) as http:  # fmt: skip
-            yield http
+    async with api_with_workers(settings, pool, keys[TENANT]) as http:
+        yield http
 
 
 async def wait_for(

@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from api.main import create_app
-from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
 from core.providers import LOCAL_MODEL, local_model_installed
 from tests.conftest import make_settings
 from tests.support.services import TemporalServer
-from tests.support.workers import running_workers
+from tests.support.workers import api_with_workers
 from workers import model_server as local_server
 from workers.process import ManagedProcess, free_port
 
@@ -82,14 +80,8 @@ async def api(
         COLONY_DEFAULT_MODEL=LOCAL_MODEL,
         COLONY_DATA_DIR=str(tmp_path / ".colony"),
     )
-    app = create_app(settings)
-    client = await temporal_support.connect(settings)
-    async with app.router.lifespan_context(app), running_workers(client, settings, pool):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://colony",
-            headers={"Authorization": f"Bearer {key}"}, timeout=60,
-        ) as http:  # fmt: skip
-            yield http
+    async with api_with_workers(settings, pool, key, timeout=60) as http:
+        yield http
 
 
 async def finished(api: httpx.AsyncClient, run_id: str, timeout: float) -> dict[str, Any]:

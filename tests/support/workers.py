@@ -4,9 +4,12 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from temporalio.client import Client
 
 from activities.builtin_tools import ToolDefinition
+from api.main import create_app
+from core import temporal
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
@@ -42,3 +45,22 @@ async def running_workers(
                 yield resources
         finally:
             await resources.aclose()
+
+
+@asynccontextmanager
+async def api_with_workers(
+    settings: Settings, pool: Pool, key: str, *, timeout: float = 30
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in process, with real workers on `settings.task_queue_suffix`, and an
+    HTTP client for it that sends `key`."""
+    app = create_app(settings)
+    client = await temporal.connect(settings)
+    async with (
+        app.router.lifespan_context(app),
+        running_workers(client, settings, pool, suffix=settings.task_queue_suffix),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://colony",
+            headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
+        ) as http,
+    ):  # fmt: skip
+        yield http
