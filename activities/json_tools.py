@@ -325,8 +325,8 @@ def salient(text: str) -> str | None:
 def quoting_pattern(values: Sequence[str]) -> str:
     """A pattern for a short answer that quotes each value, whole and in order.
 
-    A few words may lead in, join the values and follow them, then the answer ends:
-    "The answer is 391." No digits outside the values, so no wrong number can stand
+    A few words may lead in and follow one value, then the answer ends: "The answer is
+    391." Several values are a list: "The results are 391 and 1024." No digits outside the values, so no wrong number can stand
     beside the right one ("17 * 23 = 409, then 391"). The bounds keep a small model
     from wandering off (and the grammar small: a bound of n costs about 2n rules).
     """
@@ -336,8 +336,12 @@ def quoting_pattern(values: Sequence[str]) -> str:
     # Whole: not glued to more digits or letters ("1024.5" does not quote "1024").
     edge = r'[^0-9A-Za-z."\\{}\n-]'
     lead = f"([A-Za-z]{words}{{0,{_LEAD_CHARS}}}{edge})?"  # words first, or the value
-    join = f"{edge}({words}{{0,{_JOIN_CHARS}}}{edge})?"
-    tail = f"({edge}{words}{{0,{_TAIL_CHARS}}})?[.!]?"
+    if len(values) == 1:
+        join, tail = "", f"({edge}{words}{{0,{_TAIL_CHARS}}})?[.!]?"
+    else:
+        # Several values (a swarm's synthesis) are a list: "391, 1024", "391 and 1024."
+        # Free words between or after them read as junk ("391, Report both:1024.").
+        join, tail = "(, | and |, and |; | )", "[.!]?"
     literals = [
         "".join(c if c.isalnum() or c in " :,/%-" else f"[{c}]" for c in value) for value in values
     ]
@@ -345,7 +349,6 @@ def quoting_pattern(values: Sequence[str]) -> str:
 
 
 _LEAD_CHARS = 20
-_JOIN_CHARS = 12
 _TAIL_CHARS = 16
 
 

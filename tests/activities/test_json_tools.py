@@ -253,8 +253,10 @@ def test_answers_quote_the_clear_value_of_a_result() -> None:
     for text in ("17 * 23 = 409, then 391", "3910", "391.5", "391" + " and so on" * 10, "{391}"):
         assert not re.fullmatch(one, text), text
     two = json_tools.quoting_pattern(["391", "1024"])[1:-1]
-    assert re.fullmatch(two, "The results are 391 and 1024.")
-    assert not re.fullmatch(two, "1024 and 391")
+    for text in ("The results are 391 and 1024.", "391, 1024", "391; 1024"):
+        assert re.fullmatch(two, text), text
+    for text in ("1024 and 391", "391, Report both:1024.", "391 and 1024 value as follows."):
+        assert not re.fullmatch(two, text), text
 
 
 def test_a_long_task_is_focused_on_its_request() -> None:
