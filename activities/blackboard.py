@@ -13,9 +13,8 @@ from activities.builtin_tools import ToolContext, ToolDefinition, ToolExecutionE
 from core import runs, swarm_store
 from core.db import Pool
 from core.models import RunEvent
+from core.tool_names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
-POST_TO_BLACKBOARD: Final = "post_to_blackboard"
-READ_BLACKBOARD: Final = "read_blackboard"
 BLACKBOARD_TOOLS: Final = (POST_TO_BLACKBOARD, READ_BLACKBOARD)
 MAX_POST_CHARS: Final = 8000
 _NOT_IN_SWARM = "{tool} works only in a swarm's subtasks; this run is not part of one."

@@ -25,14 +25,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from core.models import ToolSchema
+from core.tool_names import FREE_TEXT
 
 COPY_PATTERN = "x-copy-pattern"
 """A string argument's hint: a regex that finds a complete value in the user's request.
 
 When the request holds exactly one such span, the grammar allows that span only: a small
 model then copies "17 * 23" from "What is 17 * 23?" instead of writing "23.0"."""
-FREE_TEXT = "x-free-text"
-"""A string argument's hint (true): its value is written, not copied (code, a message)."""
 
 MAX_SPAN_WORDS = 6
 """Longest span of words a string argument may copy."""

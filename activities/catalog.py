@@ -37,92 +37,21 @@ from activities.builtin_tools import (
     UnknownToolError,
     run_tool,
 )
-from activities.call_grounding import FREE_TEXT
 from activities.http_tools import EgressResolver, HttpToolExecutor, http_fetch_tool
 from activities.mcp import McpSessionPool
 from activities.sandbox import sandbox_tools
-from core import agents, policy
+from core import agents, policy, tool_names
 from core import mcp as mcp_names
 from core import tools as tool_store
 from core.errors import NotFound
 from core.models import ToolCallRequest, ToolSchema
 from core.settings import Settings
+from core.tool_names import WORKFLOW_TOOLS
 
 EntryKind = Literal["builtin", "workflow", "http", "mcp", "code", "agent"]
 
-ASK_HUMAN: Final = ToolSchema(
-    name="ask_human",
-    description=(
-        "Ask the human who runs you a question and wait for the answer. Use it when you "
-        "need a decision or information only they have; the run pauses until they answer "
-        "(or a timeout passes, which you are told)."
-    ),
-    parameters={
-        "type": "object",
-        # Written by the model, not copied from the request (activities/call_grounding.py).
-        "properties": {
-            "question": {"type": "string", "minLength": 1, "maxLength": 4000, FREE_TEXT: True}
-        },
-        "required": ["question"],
-        "additionalProperties": False,
-    },
-)
-FIND_TOOLS: Final = ToolSchema(
-    name="find_tools",
-    description=(
-        "Search the tools you may use by what you need to do, e.g. 'convert time zones'. "
-        "Matching tools are added to your tools for the rest of this run."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "query": {"type": "string", "minLength": 1, "maxLength": 500},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
-        },
-        "required": ["query"],
-        "additionalProperties": False,
-    },
-)
 AGENT_TOOL_PREFIX: Final = "agent:"
 MAX_AGENT_DESCRIPTION: Final = 600
-
-REMEMBER: Final = ToolSchema(
-    name="remember",
-    description=(
-        "Store a fact in your long-term memory, to recall in later runs (e.g. a user's "
-        "preference, a result worth keeping). Secrets and personal data are masked."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "content": {"type": "string", "minLength": 1, "maxLength": 4000},
-            "shared": {
-                "type": "boolean",
-                "default": False,
-                "description": "true: the tenant's other agents may recall it too",
-            },
-        },
-        "required": ["content"],
-        "additionalProperties": False,
-    },
-)
-RECALL: Final = ToolSchema(
-    name="recall",
-    description="Search your long-term memory (facts, earlier runs, lessons) by meaning.",
-    parameters={
-        "type": "object",
-        "properties": {
-            "query": {"type": "string", "minLength": 1, "maxLength": 1000},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
-        },
-        "required": ["query"],
-        "additionalProperties": False,
-    },
-)
-WORKFLOW_TOOLS: Final[dict[str, ToolSchema]] = {
-    t.name: t for t in (ASK_HUMAN, FIND_TOOLS, REMEMBER, RECALL)
-}
-"""Tools the workflow answers itself; they never reach the tools lane."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +277,7 @@ AGENT_TOOL_PARAMETERS: Final[dict[str, Any]] = {
             "minLength": 1,
             "maxLength": 20_000,
             "description": "What the agent should do, with everything it needs to know.",
-            FREE_TEXT: True,
+            tool_names.FREE_TEXT: True,
         }
     },
     "required": ["task"],

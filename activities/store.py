@@ -5,7 +5,7 @@ import json
 from temporalio import activity
 
 from activities.blackboard import BLACKBOARD_TOOLS
-from activities.catalog import AGENT_TOOL_PREFIX, FIND_TOOLS, CatalogEntry, ToolCatalog
+from activities.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core import agents, policy, runs
 from core.db import Pool
 from core.errors import NotFound
@@ -22,6 +22,7 @@ from core.models import (
     StartRunInput,
     ToolPolicy,
 )
+from core.tool_names import FIND_TOOLS
 
 
 class StoreActivities:
@@ -214,12 +215,12 @@ def _plan(
     }
     offered = None
     if len(tools) > MAX_OFFERED_TOOLS:
-        if FIND_TOOLS.name not in tools:
-            tools = [*tools, FIND_TOOLS.name]
+        if FIND_TOOLS not in tools:
+            tools = [*tools, FIND_TOOLS]
         offered = [
             n
             for n in tools
-            if n == FIND_TOOLS.name or (n in entries and entries[n].kind in ("builtin", "workflow"))
+            if n == FIND_TOOLS or (n in entries and entries[n].kind in ("builtin", "workflow"))
         ]
     return RunPlan(
         models=[spec.model, *spec.fallback_models],

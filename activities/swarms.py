@@ -3,7 +3,6 @@
 from temporalio import activity
 
 from activities import model_client
-from activities.blackboard import POST_TO_BLACKBOARD, READ_BLACKBOARD
 from activities.queen import planned_event
 from core import agents, runs, swarm_store
 from core.db import Pool
@@ -25,6 +24,7 @@ from core.swarm import (
     SwarmSetup,
 )
 from core.swarm_store import SubtaskRecord
+from core.tool_names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
 MAX_FINISHED_RESULT = 50_000
 """Characters of the answer in `swarm.finished` (the CLI prints it; GET has all of it)."""

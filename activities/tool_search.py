@@ -30,7 +30,6 @@ import numpy as np
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.catalog import FIND_TOOLS, WORKFLOW_TOOLS
 from activities.embeddings import DIMENSION, MODEL_ID
 from activities.vectors import (
     TENANT_FIELD,
@@ -46,6 +45,7 @@ from core.db import Pool
 from core.errors import ConfigError, ErrorType
 from core.models import ToolSchema
 from core.settings import Settings
+from core.tool_names import FIND_TOOLS, WORKFLOW_TOOLS
 from core.tool_search import ToolHit, ToolSearchInput, ToolSearchOutput, clip
 
 COLLECTION: Final = "colony_tools"
@@ -53,7 +53,7 @@ BUILTIN_TENANT: Final = "*"
 """The tenant built-in tools are indexed under; every search includes it."""
 NAME_BOOST: Final = 0.25
 """Added to the cosine score of a tool whose name the query contains (see `name_boost`)."""
-NOT_INDEXED: Final = frozenset({FIND_TOOLS.name})
+NOT_INDEXED: Final = frozenset({FIND_TOOLS})
 """The search tool itself is never an answer to a search (its description's example,
 'convert time zones', would otherwise rank it above `get_time`)."""
 EMBED_BATCH: Final = 64

@@ -27,7 +27,7 @@ from activities import sandbox
 from activities._common import worker_identity
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.builtin_tools import ToolContext, ToolError
-from activities.catalog import FIND_TOOLS, CatalogEntry, ToolCatalog, run_entry
+from activities.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.tool_limits import RetryableToolError, ToolLimiter
 from core import agents, policy, runs
 from core import tools as tool_store
@@ -43,6 +43,7 @@ from core.models import (
     ToolCallRequest,
 )
 from core.settings import Settings
+from core.tool_names import FIND_TOOLS
 
 MAX_RESULT_CHARS = 1_000_000
 """Tool output beyond this is cut before it is stored (prompts see less: see activities.llm)."""
@@ -177,7 +178,7 @@ class ToolActivities:
         """Why the call must not run, from the agent version and the tool's own policy."""
         if not input.agent_name:
             return None  # a workflow from before the activity checked policy
-        if call.name == FIND_TOOLS.name:
+        if call.name == FIND_TOOLS:
             return None  # offered to every agent with many tools; it only searches
         if call.name in BLACKBOARD_TOOLS:
             return None  # a swarm's subtasks get them; elsewhere they refuse to work

@@ -37,9 +37,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import Field, TypeAdapter, field_validator
 
 from core.errors import ColonyError, ConfigError, NotFound
+from core.specs import Spec
 
 SERVER_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 SECRET_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
@@ -77,10 +78,8 @@ _MAX_ITEMS: Final = 100
 _MAX_VALUE_CHARS: Final = 8192
 
 
-class SecretRef(BaseModel):
+class SecretRef(Spec):
     """A reference to a tenant secret, resolved when a session opens."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     secret: str = Field(pattern=SECRET_NAME_PATTERN)
 
@@ -126,9 +125,7 @@ def _check_values(value: Any, what: str) -> Any:
     return checked
 
 
-class _ServerBase(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _ServerBase(Spec):
     name: str = Field(description="Unique per tenant; the `<server>` in `mcp:<server>/<tool>`.")
 
     @field_validator("name")

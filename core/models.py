@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.specs import Spec
+
 
 def strip_query(value: str) -> str:
     """A search query without surrounding blanks (a field validator; blank is invalid)."""
@@ -141,19 +143,15 @@ AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _TOOL_ENTRY = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")  # core.policy patterns
 
 
-class ToolPolicy(BaseModel):
+class ToolPolicy(Spec):
     """What happens when the agent calls a tool."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: Literal["allow", "deny", "requires_approval"] = "allow"
     approval_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
 
 
-class AgentLimits(BaseModel):
+class AgentLimits(Spec):
     """Limits of one run of the agent."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_steps: int = Field(default=25, ge=1, le=10_000)
     max_cost_usd: float | None = Field(default=None, gt=0)
@@ -163,10 +161,8 @@ class AgentLimits(BaseModel):
     conversation_idle_timeout_s: float = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
 
 
-class MemorySettings(BaseModel):
+class MemorySettings(Spec):
     """Memory of an agent: the conversation window, and long-term memory across runs."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False  # recall before a run, write its episode (and reflexion) after
     scope: Literal["private", "shared"] = "private"  # shared: every agent of the tenant recalls
@@ -176,10 +172,8 @@ class MemorySettings(BaseModel):
     """Conversation window budget; default: 3/4 of the model's input limit (8192 if unknown)."""
 
 
-class AgentSpec(BaseModel):
+class AgentSpec(Spec):
     """Everything a version fixes about an agent."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     instructions: str = Field(min_length=1, max_length=200_000)
     model: str = Field(min_length=3, max_length=200, pattern=r"^[a-z0-9_-]+/.+$")

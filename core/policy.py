@@ -48,6 +48,7 @@ import idna
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.models import AgentSpec, RunMode, ToolPolicy
+from core.specs import Spec
 
 PolicyMode = Literal["allow", "deny", "requires_approval"]
 
@@ -98,10 +99,8 @@ def specificity(pattern: str) -> tuple[int, int]:
 # -- effective policy ----------------------------------------------------------------
 
 
-class ToolPolicyDefaults(BaseModel):
+class ToolPolicyDefaults(Spec):
     """A tool's own policy: what happens unless an agent says otherwise, and its limits."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: PolicyMode = "allow"
     approval_timeout_s: float = Field(default=DEFAULT_APPROVAL_TIMEOUT_S, gt=0, le=7 * 24 * 3600)
@@ -259,10 +258,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-class EgressRule(BaseModel):
+class EgressRule(Spec):
     """One allow-listed destination: a host, `*.domain` or IP literal, and an optional port."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     pattern: str = Field(min_length=1, max_length=260)
     port: int | None = Field(default=None, ge=1, le=65535, description="default: 80/443")

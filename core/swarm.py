@@ -17,9 +17,10 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from core.models import Payload
+from core.specs import Spec
 
 SwarmMode = Literal["sequential", "parallel", "hierarchical"]
 Complexity = Literal["low", "medium", "high"]
@@ -74,10 +75,8 @@ QUEEN_INSTRUCTIONS = (
 MAX_DESCRIPTION = 20_000
 
 
-class SubtaskSpec(BaseModel):
+class SubtaskSpec(Spec):
     """One subtask of a plan, as planned."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=SUBTASK_ID_PATTERN, description="e.g. t1, research-prices")
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
@@ -87,10 +86,8 @@ class SubtaskSpec(BaseModel):
     complexity: Complexity = "medium"
 
 
-class SwarmLimits(BaseModel):
+class SwarmLimits(Spec):
     """Limits and failure handling of one swarm."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_subtasks: int = Field(default=10, ge=1, le=100)
     max_parallel: int = Field(default=4, ge=1, le=64)
@@ -108,10 +105,8 @@ class SwarmLimits(BaseModel):
     timeout_s: float = Field(default=6 * 3600.0, gt=0, le=30 * 24 * 3600)
 
 
-class SwarmSettings(BaseModel):
+class SwarmSettings(Spec):
     """What a swarm was started with besides its objective (stored with the swarm)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     limits: SwarmLimits = SwarmLimits()
     models: dict[Complexity, str] = Field(

@@ -5,14 +5,26 @@ every workflow, activity, signal and update) and the OpenTelemetry tracing inter
 so client, workers and replayers agree on both.
 """
 
+import functools
+from typing import Any
+
 from opentelemetry.trace import Tracer
+from pydantic import TypeAdapter
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+)
 from temporalio.plugin import SimplePlugin
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from core.settings import Settings
+from core.specs import PAYLOAD_CONTEXT
 
 PLUGIN_NAME = "colony.ColonyPlugin"
 
@@ -25,6 +37,47 @@ no I/O at import and keeps no mutable module state, and workflows call only its 
 functions, so sharing it cannot leak state between runs."""
 
 
+class _PayloadJson(PydanticJSONPlainPayloadConverter):
+    """Pydantic's JSON converter, decoding with `PAYLOAD_CONTEXT`.
+
+    Fields a newer Colony added to a `core.specs.Spec` are dropped instead of failing
+    the workflow task.
+    """
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        adapter = _adapter(type_hint if type_hint is not None else Any)
+        return adapter.validate_json(payload.data, context=PAYLOAD_CONTEXT)
+
+
+def _adapter(hint: Any) -> TypeAdapter[Any]:
+    try:
+        return _cached_adapter(hint)
+    except TypeError:  # an unhashable hint
+        return TypeAdapter(hint)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_adapter(hint: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(hint)
+
+
+class PayloadConverter(CompositePayloadConverter):
+    """Temporal's default converters, with JSON through `_PayloadJson`."""
+
+    def __init__(self) -> None:
+        json_converter = _PayloadJson()
+        super().__init__(
+            *(
+                json_converter if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+DATA_CONVERTER = DataConverter(payload_converter_class=PayloadConverter)
+"""Every Colony client, worker and replayer's converter."""
+
+
 class ColonyPlugin(SimplePlugin):
     """Data converter + tracing, for `Client.connect`, workers and `Replayer`."""
 
@@ -32,7 +85,7 @@ class ColonyPlugin(SimplePlugin):
         """Build the plugin; `tracer` defaults to the global provider's (tests pass their own)."""
         super().__init__(
             PLUGIN_NAME,
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             interceptors=[TracingInterceptor(tracer)],
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules(

@@ -2,7 +2,7 @@
 
 Registered tools are a name plus immutable, numbered versions per tenant, like agents:
 registering an existing name adds a version unless the spec is identical to the latest.
-Built-in tools (`BUILTIN_TOOL_NAMES`) are code: their names are reserved.
+Colony's own tools (`core.tool_names.RESERVED_TOOL_NAMES`): their names are reserved.
 
 Tool records never hold secrets, only secret names (`{"secret": "NAME"}`); values live
 in `secrets`, encrypted with AES-256-GCM (`SecretCipher`) under a key from
@@ -38,25 +38,11 @@ from core.errors import ConfigError, Conflict, InvalidInput, NotFound
 from core.mcp import SECRET_NAME_PATTERN, SERVER_NAME_PATTERN
 from core.policy import EgressRule, ToolPolicyDefaults
 from core.settings import Settings
+from core.specs import Spec
+from core.tool_names import RESERVED_TOOL_NAMES
 
 Conn = psycopg.AsyncConnection[Any]
 
-BUILTIN_TOOL_NAMES: Final = frozenset(
-    {
-        "calculator",
-        "get_time",
-        "http_fetch",
-        "run_python",
-        "run_shell",
-        "read_file",
-        "write_file",
-        "list_files",
-        "ask_human",
-        "find_tools",
-        "remember",
-        "recall",
-    }
-)
 """Names of tools that are code; no tenant may register them."""
 
 ToolKind = Literal["builtin", "http", "mcp", "code", "agent"]
@@ -90,10 +76,8 @@ _SENSITIVE_WORDS = re.compile(
 )
 
 
-class HttpHeader(BaseModel):
+class HttpHeader(Spec):
     """One request header: a secret's name (resolved at call time) or a literal value."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     secret: str | None = Field(default=None, pattern=SECRET_NAME_PATTERN)
     value: str | None = Field(default=None, max_length=8192)
@@ -107,7 +91,7 @@ class HttpHeader(BaseModel):
         return self
 
 
-class HttpToolConfig(BaseModel):
+class HttpToolConfig(Spec):
     """How an HTTP tool turns validated arguments into a request.
 
     `url_template` holds `{argument}` placeholders in its path and query only (never in
@@ -116,8 +100,6 @@ class HttpToolConfig(BaseModel):
     JSON body (`json`) or a form body (`form`); `auto` means query for GET and DELETE, JSON
     otherwise.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     url_template: str = Field(min_length=8, max_length=4096)
     method: HttpMethod = "GET"
@@ -203,10 +185,8 @@ def check_json_schema(schema: dict[str, Any], *, what: str, object_only: bool) -
         ) from None
 
 
-class ToolSpec(BaseModel):
+class ToolSpec(Spec):
     """Everything a registered tool version fixes, besides its name."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: StoredToolKind
     description: str = Field(min_length=1, max_length=4000)
@@ -353,10 +333,10 @@ def validate_tool_name(name: str, kind: StoredToolKind) -> None:
         Conflict: the name is a built-in tool's.
         InvalidInput: the name is malformed for the kind.
     """
-    if name in BUILTIN_TOOL_NAMES:
+    if name in RESERVED_TOOL_NAMES:
         raise Conflict(
             f"{name!r} is a built-in tool; choose another name",
-            details={"reserved": sorted(BUILTIN_TOOL_NAMES)},
+            details={"reserved": sorted(RESERVED_TOOL_NAMES)},
         )
     if kind == "mcp":
         server, _, remote = name.removeprefix(MCP_TOOL_PREFIX).partition("/")

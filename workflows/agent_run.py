@@ -53,6 +53,7 @@ from core.models import (
     ToolCallRef,
     ToolPolicy,
 )
+from core.tool_names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
 from core.tool_search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
@@ -71,10 +72,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-ASK_HUMAN = "ask_human"
-FIND_TOOLS = "find_tools"
-REMEMBER = "remember"
-RECALL = "recall"
 MAX_AGENT_DEPTH = 3
 """How deep agents may call agents (a run's child's child's child, at most)."""
 _PATCH_TOOL_FAILURES = "tool-failures-are-results-v1"

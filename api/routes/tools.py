@@ -29,6 +29,7 @@ from core import tools
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.mcp import SECRET_NAME_PATTERN
 from core.settings import Settings
+from core.tool_names import WORKFLOW_TOOLS
 from core.tools import StoredTool, ToolStats
 
 router = APIRouter(prefix="/v1", tags=["tools"])
@@ -51,7 +52,7 @@ def _builtin_tools(settings: Settings) -> dict[str, ToolPublic]:
 def _describe_builtins(settings: Settings) -> dict[str, ToolPublic]:
     # Built-in tools are code in the activities package; importing it here (not at module
     # level: api does not depend on activities) only reads their definitions.
-    from activities.catalog import WORKFLOW_TOOLS, builtin_registry
+    from activities.catalog import builtin_registry
 
     registry = builtin_registry(settings)
     found = {

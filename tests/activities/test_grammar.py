@@ -33,6 +33,7 @@ from core.errors import ConfigError
 from core.models import ChatMessage, ModelRequest, ToolSchema
 from core.providers import LOCAL_MODEL
 from core.swarm import BUILTIN_ROLES
+from core.tool_names import WORKFLOW_TOOLS
 from tests.conftest import make_settings
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -123,7 +124,7 @@ def every_tool() -> list[ToolSchema]:
     registry = catalog.builtin_registry(make_settings())
     return [
         *registry.schemas(registry.names),  # calculator, get_time, http_fetch, sandbox
-        *catalog.WORKFLOW_TOOLS.values(),  # ask_human, find_tools, remember, recall
+        *WORKFLOW_TOOLS.values(),  # ask_human, find_tools, remember, recall
         *(tool.schema() for tool in blackboard_tools(cast(Pool, None))),
         ToolSchema(
             name=catalog.agent_model_name("researcher"),

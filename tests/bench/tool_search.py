@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from activities.builtin_tools import CALCULATOR, GET_TIME
-from activities.catalog import ASK_HUMAN, FIND_TOOLS
 from activities.embeddings import MiniLmEmbedder
 from activities.tool_search import ToolSearchActivities
 from activities.vectors import VectorStore
 from core import db, tenants, tools
 from core.models import ToolSchema
+from core.tool_names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
 from core.tool_search import ToolSearchInput
 from tests.conftest import make_settings
 from tests.support.services import fresh_database, postgres, world_traversable_tempdir
@@ -51,7 +51,12 @@ async def bench(n_tools: int, n_searches: int, qdrant_url: str | None) -> dict[s
             embedder.embed(["warm up"])
 
             def builtins() -> list[ToolSchema]:
-                return [CALCULATOR.schema(), GET_TIME.schema(), ASK_HUMAN, FIND_TOOLS]
+                return [
+                    CALCULATOR.schema(),
+                    GET_TIME.schema(),
+                    WORKFLOW_TOOLS[ASK_HUMAN],
+                    WORKFLOW_TOOLS[FIND_TOOLS],
+                ]
 
             acts = ToolSearchActivities(make_settings(), pool, store, embedder, builtins)
             queries = itertools.cycle(QUERIES)

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from activities.builtin_tools import CALCULATOR, GET_TIME
-from activities.catalog import ASK_HUMAN, FIND_TOOLS
 from activities.embeddings import MiniLmEmbedder
 from activities.tool_search import (
     COLLECTION,
@@ -20,6 +19,7 @@ from activities.vectors import VectorStore, point_id
 from core import tenants, tools
 from core.db import Pool
 from core.models import ToolSchema
+from core.tool_names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
 from core.tool_search import ToolSearchInput, ToolSearchOutput, clip
 from tests.conftest import make_settings
 from tests.tool_search._catalog import QUERIES, TOOLS, http_spec
@@ -28,7 +28,12 @@ TENANTS = ("t-rank", "t-change", "t-a", "t-b", "t-empty")
 
 
 def builtin_schemas() -> list[ToolSchema]:
-    return [CALCULATOR.schema(), GET_TIME.schema(), ASK_HUMAN, FIND_TOOLS]
+    return [
+        CALCULATOR.schema(),
+        GET_TIME.schema(),
+        WORKFLOW_TOOLS[ASK_HUMAN],
+        WORKFLOW_TOOLS[FIND_TOOLS],
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from core import tenants, tools
 from core.db import Pool
 from core.errors import ConfigError, Conflict, InvalidInput, NotFound
 from core.policy import EgressRule, ToolPolicyDefaults
+from core.tool_names import RESERVED_TOOL_NAMES
 from core.tools import SecretCipher, ToolSpec, percentile
 from tests.conftest import make_settings
 
@@ -93,7 +94,7 @@ async def test_tools_are_tenant_isolated(pool: Pool) -> None:
         assert await tools.get_latest_tools(conn, "other", ["private_api"]) == {}
 
 
-@pytest.mark.parametrize("name", sorted(tools.BUILTIN_TOOL_NAMES))
+@pytest.mark.parametrize("name", sorted(RESERVED_TOOL_NAMES))
 async def test_builtin_names_are_reserved(pool: Pool, name: str) -> None:
     async with pool.connection() as conn:
         with pytest.raises(Conflict, match="built-in"):
