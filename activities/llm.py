@@ -8,8 +8,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import llm_context, model_client
-from activities._common import append_run_event, worker_identity
+from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.catalog import ToolCatalog, answered_by_workflow, model_names
+from activities.heartbeats import heartbeat_every
 from core import agents, policy, runs
 from core.db import Pool
 from core.errors import ErrorType
@@ -41,7 +42,6 @@ MAX_WORKFLOW_ARGUMENTS = 20_000
 """Argument characters carried in the workflow for the tools it answers itself (ask_human,
 find_tools, agents); the whole text stays in Postgres."""
 
-_VERSION_CACHE_SIZE = 1024
 _DELTA_FLUSH_SECONDS = 0.25
 _DELTA_FLUSH_CHARS = 400
 _HEARTBEAT_SECONDS = 5.0
@@ -54,7 +54,7 @@ class LlmActivities:
         self._settings = settings
         self._pool = pool
         self._catalog = catalog or ToolCatalog()
-        self._versions: dict[tuple[str, str, int], agents.AgentVersion] = {}
+        self._versions = PinnedVersions()
 
     @activity.defn(name="probe_llm_lane")
     async def probe_llm_lane(self, input: ProbeInput) -> LaneReport:
@@ -146,13 +146,9 @@ class LlmActivities:
 
     async def _version(self, conn: runs.Conn, input: LlmCallInput) -> agents.AgentVersion:
         """The run's pinned agent version; versions never change, so they are cached."""
-        key = (input.tenant_id, input.agent_name, input.agent_version)
-        version = self._versions.get(key)
-        if version is None:
-            if len(self._versions) >= _VERSION_CACHE_SIZE:
-                self._versions.clear()
-            version = self._versions[key] = await agents.get_version(conn, *key)
-        return version
+        return await self._versions.get(
+            conn, input.tenant_id, input.agent_name, input.agent_version
+        )
 
     async def _summarize(
         self,
@@ -499,7 +495,7 @@ class _DeltaPublisher:
         # None at the start: each one is a server round trip and a write, and most
         # answers come before the first is due.
         while True:
-            await asyncio.sleep(_HEARTBEAT_SECONDS)
+            await asyncio.sleep(heartbeat_every(_HEARTBEAT_SECONDS))
             activity.heartbeat(self._dead)
 
     async def add(self, text: str) -> None:

@@ -24,12 +24,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import sandbox
-from activities._common import worker_identity
+from activities._common import PinnedVersions, worker_identity
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.builtin_tools import ToolContext, ToolError
 from activities.catalog import CatalogEntry, ToolCatalog, run_entry
+from activities.heartbeats import heartbeat_every
 from activities.tool_limits import RetryableToolError, ToolLimiter
-from core import agents, policy, runs
+from core import policy, runs
 from core import tools as tool_store
 from core.db import Pool
 from core.errors import ErrorType, NotFound
@@ -63,7 +64,7 @@ class ToolActivities:
         self._pool = pool
         self._catalog = catalog or ToolCatalog()
         self._limiter = limiter or ToolLimiter()
-        self._versions: dict[tuple[str, str, int], agents.AgentVersion] = {}
+        self._versions = PinnedVersions()
 
     @activity.defn(name="probe_tools_lane")
     def probe_tools_lane(self, input: ProbeInput) -> LaneReport:
@@ -182,10 +183,9 @@ class ToolActivities:
             return None  # offered to every agent with many tools; it only searches
         if call.name in BLACKBOARD_TOOLS:
             return None  # a swarm's subtasks get them; elsewhere they refuse to work
-        key = (input.tenant_id, input.agent_name, input.agent_version)
-        version = self._versions.get(key)
-        if version is None:
-            version = self._versions[key] = await agents.get_version(conn, *key)
+        version = await self._versions.get(
+            conn, input.tenant_id, input.agent_name, input.agent_version
+        )
         effective = policy.resolve_for_agent(
             version.spec,
             call.name,
@@ -221,15 +221,16 @@ class ToolActivities:
 
 
 HEARTBEAT_SECONDS = 10.0
-"""A tool still running after this long heartbeats (TOOL_CALL's heartbeat timeout is 60 s):
-a dead worker is noticed in a minute, not at the 10-minute start-to-close timeout."""
+"""Heartbeat interval when the activity has no heartbeat timeout (else a third of it:
+TOOL_CALL's is 60 s, so a dead worker is noticed in a minute, not at the 10-minute
+start-to-close timeout)."""
 
 
 async def _heartbeating(work: Awaitable[str]) -> str:
     task = asyncio.ensure_future(work)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+            done, _ = await asyncio.wait({task}, timeout=heartbeat_every(HEARTBEAT_SECONDS))
             if done:
                 return task.result()
             activity.heartbeat()

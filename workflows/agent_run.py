@@ -59,6 +59,7 @@ from core.tool_search import ToolSearchInput, ToolSearchOutput
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities
     from activities.memory_run import RunMemoryActivities
+    from activities.memory_store import MemoryStoreActivities
     from activities.store import StoreActivities
     from activities.tool_search import ToolSearchActivities
     from activities.tools import ToolActivities
@@ -422,8 +423,8 @@ class AgentRunWorkflow:
         if not isinstance(content, str) or not content.strip():
             return 'Error: send {"content": "..."} with what to remember.'
         shared = args.get("shared") is True or plan.memory.scope == "shared"
-        written: WriteMemoriesOutput = await workflow.execute_activity(
-            "write_memories",
+        written: WriteMemoriesOutput = await workflow.execute_activity_method(
+            MemoryStoreActivities.write_memories,
             WriteMemoriesInput(
                 tenant_id=self._input.tenant_id,
                 items=[
@@ -437,7 +438,6 @@ class AgentRunWorkflow:
                     )
                 ],
             ),
-            result_type=WriteMemoriesOutput,
             **MEMORY_WRITE.kwargs(),
         )
         return f"Remembered (memory {written.ids[0]})."
@@ -449,15 +449,14 @@ class AgentRunWorkflow:
         if not isinstance(query, str) or not query.strip():
             return 'Error: send {"query": "..."} describing what to recall.'
         limit = args.get("limit", 5)
-        found: RecallOutput = await workflow.execute_activity(
-            "recall_memories",
+        found: RecallOutput = await workflow.execute_activity_method(
+            MemoryStoreActivities.recall_memories,
             RecallInput(
                 tenant_id=self._input.tenant_id,
                 query=query[:1000],
                 agent_name=self._input.agent_name,
                 limit=limit if isinstance(limit, int) and 1 <= limit <= 20 else 5,
             ),
-            result_type=RecallOutput,
             **MEMORY_RECALL.kwargs(),
         )
         if not found.hits:
@@ -699,8 +698,8 @@ class AgentRunWorkflow:
                 **MEMORY_WRITE.kwargs(),
             )  # fmt: skip
             if self._skill_ids:
-                await workflow.execute_activity(
-                    "record_skill_use",
+                await workflow.execute_activity_method(
+                    MemoryStoreActivities.record_skill_use,
                     SkillUse(
                         tenant_id=self._input.tenant_id, skill_ids=self._skill_ids,
                         succeeded=outcome == "succeeded", run_id=self._input.run_id,
