@@ -37,7 +37,12 @@ from activities.builtin_tools import (
     UnknownToolError,
     run_tool,
 )
-from activities.http_tools import EgressResolver, HttpToolExecutor, http_fetch_tool
+from activities.http_tools import (
+    EgressResolver,
+    HttpToolExecutor,
+    SecretResolver,
+    http_fetch_tool,
+)
 from activities.mcp import McpSessionPool
 from activities.sandbox import sandbox_tools
 from core import agents, policy, tool_names
@@ -120,12 +125,12 @@ class ToolCatalog:
         *,
         http: HttpToolExecutor | None = None,
         mcp: McpSessionPool | None = None,
-        secret: Any = None,
+        secret: SecretResolver | None = None,
     ) -> None:
         self._builtins = builtins
         self._http = http
         self._mcp = mcp
-        self._secret = secret  # async (tenant_id, name) -> value
+        self._secret = secret
 
     def builtin_names(self) -> list[str]:
         """Names of the built-in tools, workflow tools included."""
@@ -350,7 +355,7 @@ def _mcp_definition(
     pool: McpSessionPool,
     server: tool_store.McpServer,
     tool: tool_store.StoredTool,
-    secret: Any,
+    secret: SecretResolver | None,
 ) -> ToolDefinition:
     config = mcp_names.parse_server_config(
         {**server.config, "name": server.name, "transport": server.transport}
@@ -360,7 +365,8 @@ def _mcp_definition(
 
     async def handler(arguments: dict[str, Any], ctx: ToolContext) -> str:
         async def resolve(name: str) -> str:
-            return str(await secret(ctx.tenant_id, name))
+            assert secret is not None
+            return await secret(ctx.tenant_id, name)
 
         return await pool.call_tool(
             config,

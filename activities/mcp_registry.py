@@ -27,7 +27,6 @@ Failures:
 
 import copy
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 from pydantic import ValidationError
@@ -35,6 +34,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.builtin_tools import ToolError
+from activities.http_tools import SecretResolver
 from activities.mcp import DEFAULT_CALL_TIMEOUT_S, DiscoveredTool, McpSessionPool
 from core import tools as tool_store
 from core.db import Pool
@@ -54,7 +54,6 @@ MAX_TOOLS: Final = 500
 """Tools registered per server; more are skipped (a server listing thousands is a bug)."""
 MAX_DESCRIPTION_CHARS: Final = 4000
 
-SecretLookup = Callable[[str, str], Awaitable[str]]
 """`(tenant_id, name) -> value` of a tenant's secret."""
 
 
@@ -62,7 +61,7 @@ class McpActivities:
     """MCP server discovery, served by the `tools` lane."""
 
     def __init__(
-        self, pool: Pool, mcp: McpSessionPool, secret_resolver: SecretLookup | None = None
+        self, pool: Pool, mcp: McpSessionPool, secret_resolver: SecretResolver | None = None
     ) -> None:
         self._pool = pool
         self._mcp = mcp

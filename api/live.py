@@ -8,6 +8,7 @@ from temporalio.client import Client
 from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.types import MethodAsyncSingleParam, ParamType, ReturnType, SelfType
 
 from core import metrics
 from core.queues import TaskQueue
@@ -20,8 +21,8 @@ T = TypeVar("T")
 async def start_once(
     client: Client,
     settings: Settings,
-    workflow: Any,
-    arg: Any,
+    workflow: MethodAsyncSingleParam[SelfType, ParamType, ReturnType],
+    arg: ParamType,
     *,
     workflow_id: str,
     attributes: TypedSearchAttributes,

@@ -396,19 +396,13 @@ class AgentRunWorkflow:
         if child.error is not None:
             return "", child.error
         try:
-            await workflow.execute_child_workflow(
-                AgentRunWorkflow.run,
+            await run_child(
                 AgentRunInput(
                     tenant_id=self._input.tenant_id, run_id=child.run_id, agent_name=agent,
                     agent_version=child.agent_version, mode=self._input.mode,
                     inbox_ids=[child.inbox_id], depth=self._input.depth + 1,
                 ),
-                id=child.workflow_id,
-                task_queue=workflow.info().task_queue,
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                search_attributes=search_attributes.for_run(
-                    self._input.tenant_id, agent, child.agent_version
-                ),
+                child.workflow_id,
             )  # fmt: skip
         except ChildWorkflowError:
             # The child was cancelled, terminated or failed on its own (our own cancellation
@@ -747,3 +741,20 @@ def _arguments(call: ToolCallRef) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+async def run_child(input: AgentRunInput, workflow_id: str) -> AgentRunOutput:
+    """Run an agent as a child of this workflow (a delegated task, a swarm's subtask).
+
+    Same task queue; cancelled when the parent closes; searchable by tenant and agent.
+    """
+    return await workflow.execute_child_workflow(
+        AgentRunWorkflow.run,
+        input,
+        id=workflow_id,
+        task_queue=workflow.info().task_queue,
+        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        search_attributes=search_attributes.for_run(
+            input.tenant_id, input.agent_name, input.agent_version
+        ),
+    )

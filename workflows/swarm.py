@@ -10,11 +10,10 @@ from temporalio.exceptions import (
     ChildWorkflowError,
     is_cancelled_exception,
 )
-from temporalio.workflow import ParentClosePolicy
 
 from core import search_attributes
 from core.errors import ErrorType
-from core.models import AgentRunInput, AgentRunOutput
+from core.models import AgentRunInput
 from core.swarm import (
     Complexity,
     FinishSubtaskInput,
@@ -44,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.queen import QueenActivities
     from activities.swarms import SwarmActivities
     from workflows._options import LLM_CALL, RUN_STORE
-    from workflows.agent_run import AgentRunWorkflow
+    from workflows.agent_run import run_child
 
 MIN_SHARE_USD = 1e-6
 """A subtask is not started with less budget than this: the swarm's budget is spent."""
@@ -315,19 +314,13 @@ class SwarmWorkflow:
         outcome: SwarmOutcome = "failed"
         reason: str | None = None
         try:
-            output: AgentRunOutput = await workflow.execute_child_workflow(
-                AgentRunWorkflow.run,
+            output = await run_child(
                 AgentRunInput(
                     tenant_id=self._input.tenant_id, run_id=run.run_id,
                     agent_name=run.agent_name, agent_version=run.agent_version,
                     inbox_ids=[run.inbox_id], depth=1,
                 ),
-                id=run.workflow_id,
-                task_queue=workflow.info().task_queue,
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                search_attributes=search_attributes.for_run(
-                    self._input.tenant_id, run.agent_name, run.agent_version
-                ),
+                run.workflow_id,
             )  # fmt: skip
             outcome, reason = output.outcome, output.reason
         except ChildWorkflowError as exc:
