@@ -123,15 +123,10 @@ class LlmActivities:
                 }
             )
         message = _with_unique_call_ids(result.message, input.step, names)
-        resolved = model_client.resolve(result.model, self._settings)
         # One round trip: the answer, its ledger row and its events commit together.
         async with self._pool.connection() as conn, conn.pipeline():
             await runs.write_message(conn, input.tenant_id, input.run_id, input.write_seq, message)
-            await runs.record_llm_call(
-                conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
-                model=result.model, provider=resolved.provider, usage=result.usage,
-                cost_usd=result.cost_usd, latency_ms=result.latency_ms,
-            )  # fmt: skip
+            await self._ledger(conn, input, result)
             await runs.append_events(
                 conn, input.tenant_id, input.run_id, _result_events(input.step, result, message)
             )
@@ -183,16 +178,11 @@ class LlmActivities:
             self._settings,
         )
         summary = (result.message.content or "").strip() or text[-4000:]
-        resolved = model_client.resolve(result.model, self._settings)
         async with self._pool.connection() as conn:
             stored = await runs.store_summary(
                 conn, input.tenant_id, input.run_id, cut, summary, result.model
             )
-            await runs.record_llm_call(
-                conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
-                model=result.model, provider=resolved.provider, usage=result.usage,
-                cost_usd=result.cost_usd, latency_ms=result.latency_ms, purpose="summary",
-            )  # fmt: skip
+            await self._ledger(conn, input, result, purpose="summary")
             await runs.append_event(
                 conn, input.tenant_id, input.run_id,
                 RunEvent(key=f"summary-{cut}", type="conversation.summarized", data={
@@ -234,13 +224,8 @@ class LlmActivities:
             reward=critique.reward,
             cost_usd=result.cost_usd,
         )
-        resolved = model_client.resolve(result.model, self._settings)
         async with self._pool.connection() as conn, conn.transaction():
-            new = await runs.record_llm_call(
-                conn, tenant_id=input.tenant_id, run_id=input.run_id, step=input.step,
-                model=result.model, provider=resolved.provider, usage=result.usage,
-                cost_usd=result.cost_usd, latency_ms=result.latency_ms, purpose="reflexion",
-            )  # fmt: skip
+            new = await self._ledger(conn, input, result, purpose="reflexion")
             if new:
                 await runs.add_cost(conn, input.run_id, result.usage, result.cost_usd)
             await runs.append_event(
@@ -248,6 +233,21 @@ class LlmActivities:
                 RunEvent(key="reflexion", type="memory.reflected", data=output.model_dump()),
             )  # fmt: skip
         return output
+
+    async def _ledger(
+        self,
+        conn: runs.Conn,
+        call: LlmCallInput | ReflectInput,
+        result: ModelResult,
+        purpose: runs.LlmPurpose = "step",
+    ) -> bool:
+        """The cost ledger's row for a model call of the run's step; False if already there."""
+        return await runs.record_llm_call(
+            conn, tenant_id=call.tenant_id, run_id=call.run_id, step=call.step,
+            model=result.model, provider=model_client.resolve(result.model, self._settings).provider,
+            usage=result.usage, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
+            purpose=purpose,
+        )  # fmt: skip
 
     async def _with_fallbacks(self, input: LlmCallInput, request: ModelRequest) -> ModelResult:
         """Primary first, then each fallback; see ATTEMPTS_PER_MODEL."""

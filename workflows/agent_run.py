@@ -490,13 +490,7 @@ class AgentRunWorkflow:
     async def _ask_human(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
         """Put each question to the human (the approvals path); returns the answers."""
         timeout = plan.policies.get(ASK_HUMAN, ToolPolicy()).approval_timeout_s
-        now = workflow.now()
-        for call in calls:
-            self._pending[call.id] = PendingApproval(
-                call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeout),
-                question=_question(call),
-            )  # fmt: skip
-        decisions = await self._wait_for_decisions(calls, {c.id: timeout for c in calls})
+        decisions = await self._put_to_human(calls, {c.id: timeout for c in calls}, asks=True)
         return {
             d.call_id: (
                 f"The human answered: {d.answer}"
@@ -508,18 +502,26 @@ class AgentRunWorkflow:
 
     async def _ask_for_approval(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
         """Wait for a decision on each call; a timeout counts as a denial. Returns denials."""
-        now = workflow.now()
         timeouts = {c.id: plan.policies[c.name].approval_timeout_s for c in calls}
-        for call in calls:
-            self._pending[call.id] = PendingApproval(
-                call_id=call.id, tool=call.name, deadline=now + timedelta(seconds=timeouts[call.id])
-            )
-        decisions = await self._wait_for_decisions(calls, timeouts)
+        decisions = await self._put_to_human(calls, timeouts, asks=False)
         return {
             d.call_id: f"a human denied this call: {d.reason or 'no reason given'}"
             for d in decisions
             if not d.approved
         }
+
+    async def _put_to_human(
+        self, calls: list[ToolCallRef], timeouts: dict[str, float], *, asks: bool
+    ) -> list[ApprovalDecision]:
+        """Make each call a pending approval (a question when it `asks`), and wait for them."""
+        now = workflow.now()
+        for call in calls:
+            self._pending[call.id] = PendingApproval(
+                call_id=call.id, tool=call.name,
+                deadline=now + timedelta(seconds=timeouts[call.id]),
+                question=_question(call) if asks else None,
+            )  # fmt: skip
+        return await self._wait_for_decisions(calls, timeouts)
 
     async def _wait_for_decisions(
         self, calls: list[ToolCallRef], timeouts: dict[str, float]
