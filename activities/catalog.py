@@ -212,8 +212,9 @@ class ToolCatalog:
             if server not in servers:
                 try:
                     servers[server] = await tool_store.get_mcp_server(conn, tenant_id, server)
-                except Exception:
+                except NotFound:  # deleted since: the tool is unknown now
                     servers[server] = None
+                # Anything else (Postgres down) fails the activity, which Temporal retries.
             record = servers[server]
             if record is None:
                 return None

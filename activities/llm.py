@@ -2,12 +2,13 @@
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import llm_context, model_client
+from activities import llm_context, model_client, persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.catalog import ToolCatalog, answered_by_workflow, model_names
 from activities.heartbeats import heartbeat_every
@@ -42,8 +43,11 @@ MAX_WORKFLOW_ARGUMENTS = 20_000
 """Argument characters carried in the workflow for the tools it answers itself (ask_human,
 find_tools, agents); the whole text stays in Postgres."""
 
+log = logging.getLogger(__name__)
 _DELTA_FLUSH_SECONDS = 0.25
 _DELTA_FLUSH_CHARS = 400
+_DELTA_CONNECTION_TIMEOUT_S = 1.0
+"""Longest wait for a connection to publish live text (the stream is not held up long)."""
 _HEARTBEAT_SECONDS = 5.0
 
 
@@ -74,8 +78,14 @@ class LlmActivities:
         """Call the model for one step: fallback chain, streaming, cost ledger, events.
 
         Idempotent: if this step's answer is already stored (a worker died after writing
-        it), it is returned without calling the model again.
+        it), it is returned without calling the model again; if an earlier attempt got the
+        answer but could not store it (Postgres down), it is stored now
+        (activities/persistence.py).
         """
+        earlier = persistence.earlier_work(1)
+        if earlier is not None:
+            message = ChatMessage.model_validate(earlier["message"])
+            return await self._save(input, ModelResult.model_validate(earlier["result"]), message)
         async with self._pool.connection() as conn:
             history, stored = await runs.load_step(
                 conn, input.run_id, input.upto_seq, input.write_seq
@@ -123,13 +133,30 @@ class LlmActivities:
                 }
             )
         message = _with_unique_call_ids(result.message, input.step, names)
-        # One round trip: the answer, its ledger row and its events commit together.
-        async with self._pool.connection() as conn, conn.pipeline():
-            await runs.write_message(conn, input.tenant_id, input.run_id, input.write_seq, message)
-            await self._ledger(conn, input, result)
-            await runs.append_events(
-                conn, input.tenant_id, input.run_id, _result_events(input.step, result, message)
-            )
+        return await self._save(input, result, message)
+
+    async def _save(
+        self, input: LlmCallInput, result: ModelResult, message: ChatMessage
+    ) -> LlmCallOutput:
+        """Store the step's answer, kept in heartbeats until Postgres has it."""
+
+        async def write() -> None:
+            # One round trip: the answer, its ledger row and its events commit together.
+            async with self._pool.connection() as conn, conn.pipeline():
+                await runs.write_message(
+                    conn, input.tenant_id, input.run_id, input.write_seq, message
+                )
+                await self._ledger(conn, input, result)
+                await runs.append_events(
+                    conn, input.tenant_id, input.run_id, _result_events(input.step, result, message)
+                )
+
+        dead = persistence.earlier_work(0) or []
+        work = {
+            "message": message.model_dump(mode="json"),
+            "result": result.model_dump(mode="json"),
+        }
+        await persistence.keep(write, (dead, work))
         return _output(
             input.write_seq,
             message,
@@ -519,6 +546,10 @@ class _DeltaPublisher:
             type="model.delta",
             data={"step": self._input.step, "attempt": attempt, "model": self._model, "text": text},
         )
-        async with self._pool.connection() as conn:
-            await runs.append_event(conn, self._input.tenant_id, self._input.run_id, event)
+        try:
+            async with self._pool.connection(timeout=_DELTA_CONNECTION_TIMEOUT_S) as conn:
+                await runs.append_event(conn, self._input.tenant_id, self._input.run_id, event)
+        except persistence.UNREACHABLE as exc:
+            # Live text is a courtesy to watchers; the answer itself is what must be kept.
+            log.warning("model.delta not published, Postgres unreachable: %s", exc)
         activity.heartbeat(self._dead)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import sandbox
+from activities import persistence, sandbox
 from activities._common import PinnedVersions, worker_identity
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.builtin_tools import ToolContext, ToolError
@@ -100,7 +100,10 @@ class ToolActivities:
             denial = input.denied_reason or await self._policy_denial(conn, input, call, entry)
         started = time.perf_counter()
         ok, error_type = True, None
-        if denial is not None:
+        earlier = persistence.earlier_work(0)  # run by an attempt that could not store it
+        if isinstance(earlier, dict):
+            ok, error_type, content = earlier["ok"], earlier["error_type"], earlier["content"]
+        elif denial is not None:
             ok, error_type = False, ErrorType.POLICY_DENIED.value
             content = f"Tool call denied: {denial}"
         elif input.failure is not None:
@@ -138,19 +141,23 @@ class ToolActivities:
             data={"call_id": call.id, "tool": call.name, "ok": ok, "error_type": error_type,
                   "result": runs.preview(content, 1000), "duration_ms": round(latency_ms, 1)},
         )  # fmt: skip
-        # One round trip: the result, its event and the tool's stats commit together.
-        async with self._pool.connection() as conn, conn.pipeline():
-            await runs.write_message(conn, input.tenant_id, input.run_id, input.result_seq, message)
-            await runs.append_event(conn, input.tenant_id, input.run_id, result_event)
-            if (
-                entry is not None
-                and denial is None
-                and input.result_text is None
-                and input.child_run_id is None
-            ):
-                await tool_store.record_tool_call_stats(
-                    conn, input.tenant_id, call.name, ok, latency_ms
+        ran = entry is not None and denial is None and input.result_text is None
+        ran = ran and input.child_run_id is None and earlier is None
+
+        async def write() -> None:
+            # One round trip: the result, its event and the tool's stats commit together.
+            async with self._pool.connection() as conn, conn.pipeline():
+                await runs.write_message(
+                    conn, input.tenant_id, input.run_id, input.result_seq, message
                 )
+                await runs.append_event(conn, input.tenant_id, input.run_id, result_event)
+                if ran:
+                    await tool_store.record_tool_call_stats(
+                        conn, input.tenant_id, call.name, ok, latency_ms
+                    )
+
+        work = {"ok": ok, "error_type": error_type, "content": content}
+        await persistence.keep(write, (work,))
         return ToolCallOutput(
             result_seq=input.result_seq,
             ok=ok,

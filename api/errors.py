@@ -4,16 +4,21 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import ColonyError
 
 log = logging.getLogger("colony.api")
+
+POSTGRES_RETRY_AFTER_S = 2
+"""Retry-After of a 503 while Postgres is unreachable (its supervisor restarts it in ~2 s)."""
 
 _HTTP_TYPES = {
     400: "bad_request",
@@ -85,6 +90,18 @@ def install(app: FastAPI) -> None:
         log.error("Temporal RPC error: %s", exc)
         return error_response(
             502, "temporal_error", f"Temporal rejected the request: {exc.message}"
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def postgres_unreachable(_: Request, exc: Exception) -> JSONResponse:
+        # Postgres restarting or down: nothing was done; the same request works later.
+        log.warning("Postgres unreachable: %s", exc)
+        return error_response(
+            503,
+            "dependency_unavailable",
+            "Postgres is unavailable; retry shortly",
+            headers={"Retry-After": str(POSTGRES_RETRY_AFTER_S)},
         )
 
     @app.exception_handler(Exception)

@@ -67,6 +67,9 @@ async def connect(
     return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, row_factory=dict_row)
 
 
+POOL_TIMEOUT_S = 10.0
+"""How long a request waits for a connection (Postgres down: it then fails, retryably)."""
+
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 """A connection pool whose connections return dict rows."""
 
@@ -81,6 +84,10 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
         open=False,
         connection_class=psycopg.AsyncConnection[DictRow],
         kwargs={"row_factory": dict_row},
+        # A connection is checked as it is handed out: after Postgres restarts, the
+        # pool's dead connections are replaced instead of failing their next request.
+        check=AsyncConnectionPool.check_connection,
+        timeout=POOL_TIMEOUT_S,
     )
     await pool.open(wait=True, timeout=30)
     try:
