@@ -4,6 +4,7 @@ import json
 
 from temporalio import activity
 
+from activities import tool_results
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core import agents, policy, runs
@@ -20,7 +21,9 @@ from core.models import (
     RunMode,
     RunPlan,
     StartRunInput,
+    ToolCallOutput,
     ToolPolicy,
+    ToolResultInput,
 )
 from core.tool_names import FIND_TOOLS
 
@@ -129,6 +132,11 @@ class StoreActivities:
                 _received(input.inbox_ids, texts, input.first_seq),
             )
         return len(texts)
+
+    @activity.defn(name="record_tool_result")
+    async def record_tool_result(self, input: ToolResultInput) -> ToolCallOutput:
+        """Store a tool call's result that the workflow holds; nothing is run."""
+        return await tool_results.record(self._pool, input)
 
     @activity.defn(name="record_events")
     async def record_events(self, input: RecordEventsInput) -> None:

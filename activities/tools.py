@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import persistence, sandbox
+from activities import sandbox, tool_results
 from activities._common import PinnedVersions, worker_identity
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.builtin_tools import ToolContext, ToolError
@@ -31,23 +31,17 @@ from activities.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.heartbeats import heartbeat_every
 from activities.tool_limits import RetryableToolError, ToolLimiter
 from core import policy, runs
-from core import tools as tool_store
 from core.db import Pool
-from core.errors import ErrorType, NotFound
+from core.errors import NotFound
 from core.models import (
-    ChatMessage,
     LaneReport,
     ProbeInput,
-    RunEvent,
     ToolCallInput,
     ToolCallOutput,
     ToolCallRequest,
 )
 from core.settings import Settings
 from core.tool_names import FIND_TOOLS
-
-MAX_RESULT_CHARS = 1_000_000
-"""Tool output beyond this is cut before it is stored (prompts see less: see activities.llm)."""
 
 
 class ToolActivities:
@@ -86,95 +80,49 @@ class ToolActivities:
             found = await runs.read_messages(
                 conn, input.run_id, [input.message_seq, input.result_seq]
             )
-            stored = found.get(input.result_seq)
-            if stored is not None:
-                return ToolCallOutput(
-                    result_seq=input.result_seq,
-                    ok=True,
-                    preview=runs.preview(stored.content, 500) or "",
-                )
+            done = tool_results.already_stored(found, input.result_seq)
+            if done is not None:
+                return done
             if input.message_seq not in found:
                 raise NotFound(f"message {input.message_seq} of run {input.run_id!r} not found")
             call = found[input.message_seq].tool_calls[input.call_index]
             entry = (await self._catalog.entries(conn, input.tenant_id, [call.name])).get(call.name)
             denial = input.denied_reason or await self._policy_denial(conn, input, call, entry)
         started = time.perf_counter()
-        ok, error_type = True, None
-        earlier = persistence.earlier_work(0)  # run by an attempt that could not store it
-        if isinstance(earlier, dict):
-            ok, error_type, content = earlier["ok"], earlier["error_type"], earlier["content"]
-        elif denial is not None:
-            ok, error_type = False, ErrorType.POLICY_DENIED.value
-            content = f"Tool call denied: {denial}"
-        elif input.failure is not None:
-            ok, error_type = False, ErrorType.TOOL_FAILED.value
-            content = (
-                f"Error: tool '{call.name}' is unavailable; it failed after retries "
-                f"({input.failure}). Continue without it or try another tool."
-            )
-        elif input.result_text is not None:
-            content = input.result_text
-        elif input.child_run_id is not None:
-            ok, content = await self._child_answer(input.tenant_id, input.child_run_id)
-            error_type = None if ok else ErrorType.TOOL_FAILED.value
-        else:
-            try:
-                content = await self._run(input, call, entry)
-            except ToolError as exc:
-                if exc.retryable:
-                    raise ApplicationError(
-                        exc.message,
-                        type=exc.error_type.value,
-                        next_retry_delay=_retry_delay(exc),
-                    ) from exc
-                ok, error_type = False, exc.error_type.value
-                content = f"Error: {exc}"
-        latency_ms = (time.perf_counter() - started) * 1000
-        if len(content) > MAX_RESULT_CHARS:
-            content = (
-                content[:MAX_RESULT_CHARS]
-                + f"\n[truncated: {len(content) - MAX_RESULT_CHARS} more characters]"
-            )
-        message = ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name)
-        result_event = RunEvent(
-            key=f"tool-result-{call.id}", type="tool.result",
-            data={"call_id": call.id, "tool": call.name, "ok": ok, "error_type": error_type,
-                  "result": runs.preview(content, 1000), "duration_ms": round(latency_ms, 1)},
+        kept = tool_results.kept()  # run by an attempt that could not store it
+        outcome, ran = (kept, False) if kept else await self._outcome(input, call, entry, denial)
+        return await tool_results.save(
+            self._pool, input.tenant_id, input.run_id, input.result_seq, call, outcome,
+            started=started, stats=ran and entry is not None,
         )  # fmt: skip
-        ran = entry is not None and denial is None and input.result_text is None
-        ran = ran and input.child_run_id is None and earlier is None
 
-        async def write() -> None:
-            # One round trip: the result, its event and the tool's stats commit together.
-            async with self._pool.connection() as conn, conn.pipeline():
-                await runs.write_message(
-                    conn, input.tenant_id, input.run_id, input.result_seq, message
-                )
-                await runs.append_event(conn, input.tenant_id, input.run_id, result_event)
-                if ran:
-                    await tool_store.record_tool_call_stats(
-                        conn, input.tenant_id, call.name, ok, latency_ms
-                    )
-
-        work = {"ok": ok, "error_type": error_type, "content": content}
-        await persistence.keep(write, (work,))
-        return ToolCallOutput(
-            result_seq=input.result_seq,
-            ok=ok,
-            error_type=error_type,
-            preview=runs.preview(content, 500) or "",
-        )
-
-    async def _child_answer(self, tenant_id: str, child_run_id: str) -> tuple[bool, str]:
-        """The result of an agent's child run, as the calling model reads it."""
-        async with self._pool.connection() as conn:
-            child = await runs.get_run(conn, tenant_id, child_run_id)
-        if child.outcome == "succeeded":
-            return True, child.result or "(the agent finished without an answer)"
-        return False, (
-            f"Agent '{child.agent_name}' did not finish the task (run {child.id}: "
-            f"{child.outcome or child.status}{': ' + child.reason if child.reason else ''})."
-        )
+    async def _outcome(
+        self,
+        input: ToolCallInput,
+        call: ToolCallRequest,
+        entry: CatalogEntry | None,
+        denial: str | None,
+    ) -> tuple[tuple[bool, str | None, str], bool]:
+        """The call's (ok, error type, content), and whether it counts in the tool's stats."""
+        # Inputs of workflows from before `record_tool_result` (replayed or in flight).
+        if denial is not None:
+            return tool_results.denied(denial), False
+        if input.failure is not None:
+            return tool_results.failed(call.name, input.failure), True
+        if input.result_text is not None:
+            return (True, None, input.result_text), False
+        if input.child_run_id is not None:
+            return await tool_results.child_answer(
+                self._pool, input.tenant_id, input.child_run_id
+            ), False
+        try:
+            return (True, None, await self._run(input, call, entry)), True
+        except ToolError as exc:
+            if exc.retryable:
+                raise ApplicationError(
+                    exc.message, type=exc.error_type.value, next_retry_delay=_retry_delay(exc)
+                ) from exc
+            return (False, exc.error_type.value, f"Error: {exc}"), True
 
     async def _policy_denial(
         self,

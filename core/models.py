@@ -389,13 +389,33 @@ class ToolCallInput(Payload):
     call_index: int
     result_seq: int
     mode: RunMode = "normal"
-    denied_reason: str | None = None  # policy/approval said no: record that, do not run
     agent_name: str = ""  # the run's agent version: the activity checks policy itself
     agent_version: int = 0
     approved: bool = False  # a human approved this call (tools that require approval)
+    # Results the workflow holds: since `record_tool_result` they go to the store lane,
+    # and these are set only by workflows from before it (replayed or in flight).
+    denied_reason: str | None = None  # policy/approval said no: record that, do not run
     result_text: str | None = None  # the workflow has the result (ask_human's answer)
     child_run_id: str | None = None  # an agent tool ran as this child run: its answer is the result
     failure: str | None = None  # the call failed for good (retries spent): record this error
+
+
+class ToolResultInput(Payload):
+    """Input of `record_tool_result`: store the result the workflow holds for a call.
+
+    Exactly one of the optional fields is set: the call was refused, the workflow has
+    its answer, a child run answered it, or it failed for good (retries spent).
+    """
+
+    tenant_id: str
+    run_id: str
+    message_seq: int
+    call_index: int
+    result_seq: int
+    denied_reason: str | None = None
+    result_text: str | None = None
+    child_run_id: str | None = None
+    failure: str | None = None
 
 
 class ToolCallOutput(Payload):

@@ -113,6 +113,7 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         store.start_run,
         store.adopt_messages,
         store.record_events,
+        store.record_tool_result,
         store.finish_run,
         store.create_child_run,
         swarms.start_swarm,

@@ -52,6 +52,7 @@ from core.models import (
     ToolCallOutput,
     ToolCallRef,
     ToolPolicy,
+    ToolResultInput,
 )
 from core.tool_names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
 from core.tool_search import ToolSearchInput, ToolSearchOutput
@@ -79,6 +80,9 @@ _PATCH_TOOL_FAILURES = "tool-failures-are-results-v1"
 """A tool call whose retries are spent becomes an error result; before, it failed the run."""
 _PATCH_WORKFLOW_TOOLS = "workflow-answered-tools-v1"
 """ask_human and agents as tools: before it, such calls went to the tools lane."""
+_PATCH_RECORDED_RESULTS = "known-tool-results-on-store-lane-v1"
+"""Results the workflow holds (denials, its own answers, a child run's, spent retries) are
+stored by `record_tool_result` on the store lane; before, `execute_tool` carried them."""
 
 
 @workflow.defn(name="AgentRunWorkflow")
@@ -293,7 +297,22 @@ class AgentRunWorkflow:
         answered: dict[str, str] = {}  # call id -> result text the workflow already has
         children: dict[str, str] = {}  # call id -> child run id
         if workflow.patched(_PATCH_WORKFLOW_TOOLS):
-            answered, children = await self._answer_in_workflow(plan, calls, denied)
+            answered, children, refused = await self._answer_in_workflow(plan, calls, denied)
+            denied = {**denied, **refused}
+        recording = workflow.patched(_PATCH_RECORDED_RESULTS)
+
+        async def record(call: ToolCallRef, failure: str | None = None) -> ToolCallOutput:
+            return await workflow.execute_activity_method(
+                StoreActivities.record_tool_result,
+                ToolResultInput(
+                    tenant_id=self._input.tenant_id, run_id=self._input.run_id,
+                    message_seq=llm.message_seq, call_index=call.index,
+                    result_seq=first_result + call.index, denied_reason=denied.get(call.id),
+                    result_text=answered.get(call.id), child_run_id=children.get(call.id),
+                    failure=failure,
+                ),
+                **RUN_STORE.kwargs(),
+            )  # fmt: skip
 
         def tool_input(call: ToolCallRef, failure: str | None = None) -> ToolCallInput:
             return ToolCallInput(
@@ -306,6 +325,8 @@ class AgentRunWorkflow:
             )  # fmt: skip
 
         async def execute(call: ToolCallRef) -> ToolCallOutput:
+            if recording and (call.id in denied or call.id in answered or call.id in children):
+                return await record(call)
             try:
                 return await workflow.execute_activity_method(
                     ToolActivities.execute_tool, tool_input(call), **TOOL_CALL.kwargs()
@@ -315,6 +336,8 @@ class AgentRunWorkflow:
                     raise
                 # Retries are spent (a dead MCP server, a tool that keeps timing out): the
                 # model is told, and decides what to do without the tool.
+                if recording:
+                    return await record(call, failure=_reason(exc))
                 return await workflow.execute_activity_method(
                     ToolActivities.execute_tool,
                     tool_input(call, failure=_reason(exc)),
@@ -330,13 +353,14 @@ class AgentRunWorkflow:
 
     async def _answer_in_workflow(
         self, plan: RunPlan, calls: list[ToolCallRef], denied: dict[str, str]
-    ) -> tuple[dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """Calls the workflow answers itself: questions for the human, agents as child runs.
 
-        Returns (results by call id, child run ids by call id).
+        Returns (results by call id, child run ids by call id, denials by call id).
         """
         answered: dict[str, str] = {}
         children: dict[str, str] = {}
+        refused: dict[str, str] = {}
         questions = [c for c in calls if c.name == ASK_HUMAN and c.id not in denied]
         if questions:
             answered.update(await self._ask_human(plan, questions))
@@ -359,7 +383,7 @@ class AgentRunWorkflow:
         delegated = [c for c in calls if c.name in plan.agent_tools and c.id not in denied]
         if delegated and self._input.depth >= MAX_AGENT_DEPTH:
             for call in delegated:
-                denied[call.id] = (
+                refused[call.id] = (
                     f"agents may call agents only {MAX_AGENT_DEPTH} levels deep; "
                     "do this part yourself"
                 )
@@ -377,7 +401,7 @@ class AgentRunWorkflow:
         else:
             for call in delegated:
                 await delegate(call)
-        return answered, children
+        return answered, children, refused
 
     async def _run_child(self, agent: str, call: ToolCallRef) -> tuple[str, str | None]:
         """Run `agent` on the call's task as a child run (own budget, cancelled with us).

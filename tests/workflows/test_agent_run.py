@@ -245,7 +245,7 @@ async def test_approval_granted_or_denied(harness: Harness, approved: bool) -> N
     resolved = next(e for e in events if e.type == "approval.resolved")
     assert resolved.data["approved"] is approved
     await assert_replays(handle)
-    record_history(f"agent_run_v1_approval_{approved}", await handle.fetch_history())
+    record_history(f"agent_run_v4_approval_{approved}", await handle.fetch_history())
 
 
 async def test_approval_of_an_unknown_call_is_rejected(harness: Harness) -> None:

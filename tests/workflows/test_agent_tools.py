@@ -209,7 +209,7 @@ async def test_an_agent_calls_another_agent_as_a_child_run(harness: Harness) -> 
     child_request = harness.server.chat_requests()[1]
     assert child_request.messages[0]["content"] == "You write short poems."
     await assert_replays(handle)
-    record_history("agent_run_v2_agent_as_tool", await handle.fetch_history())
+    record_history("agent_run_v4_agent_as_tool", await handle.fetch_history())
 
 
 async def test_a_child_run_is_cancelled_with_its_parent(harness: Harness) -> None:
@@ -234,7 +234,7 @@ async def test_a_child_run_is_cancelled_with_its_parent(harness: Harness) -> Non
         await handle.result()
     assert (await harness.run_row(run_id)).outcome == "cancelled"
     await assert_replays(handle)
-    record_history("agent_run_v2_child_cancelled", await handle.fetch_history())
+    record_history("agent_run_v4_child_cancelled", await handle.fetch_history())
 
 
 async def test_ask_human_waits_for_the_answer(harness: Harness) -> None:
@@ -259,7 +259,7 @@ async def test_ask_human_waits_for_the_answer(harness: Harness) -> None:
     resolved = [e for e in await harness.events(run_id) if e.type == "approval.resolved"]
     assert resolved[0].data["answer"] == "blue"
     await assert_replays(handle)
-    record_history("agent_run_v2_ask_human", await handle.fetch_history())
+    record_history("agent_run_v4_ask_human", await handle.fetch_history())
 
 
 async def test_policy_is_enforced_in_the_activity_layer(harness: Harness) -> None:
@@ -325,7 +325,7 @@ async def test_find_tools_loads_matching_tools_on_demand(harness: Harness) -> No
     assert "- forecast:" in ((await harness.messages(run_id))[2].content or "")
     assert "forecast" in {t["function"]["name"] for t in second.body["tools"]}
     await assert_replays(handle)
-    record_history("agent_run_v2_find_tools", await handle.fetch_history())
+    record_history("agent_run_v4_find_tools", await handle.fetch_history())
 
 
 async def test_a_dead_mcp_server_is_an_error_for_the_model_not_a_failed_run(
@@ -353,7 +353,7 @@ async def test_a_dead_mcp_server_is_an_error_for_the_model_not_a_failed_run(
     [event] = [e for e in await harness.events(run_id) if e.type == "tool.result"]
     assert event.data["ok"] is False
     await assert_replays(handle)
-    record_history("agent_run_v2_tool_unavailable", await handle.fetch_history())
+    record_history("agent_run_v4_tool_unavailable", await handle.fetch_history())
 
 
 async def test_a_registered_code_tool_runs_in_the_sandbox(harness: Harness) -> None:
