@@ -15,7 +15,7 @@ from activities.heartbeats import heartbeat_every
 from core import agents, policy, runs
 from core.db import Pool
 from core.errors import ErrorType
-from core.memory import ReflectInput, ReflectOutput
+from core.memory.payloads import ReflectInput, ReflectOutput
 from core.models import (
     ChatMessage,
     LaneReport,

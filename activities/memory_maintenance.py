@@ -34,16 +34,9 @@ from temporalio import activity
 from activities import model_client
 from activities.memory_store import translated_errors
 from activities.vectors import Embedder
-from core import memory_maintenance as queries
 from core.db import Pool
-from core.memory import (
-    DeleteMemoriesInput,
-    DeleteMemoriesOutput,
-    MemoryItem,
-    WriteMemoriesInput,
-    WriteMemoriesOutput,
-)
-from core.memory_maintenance import (
+from core.memory import maintenance as queries
+from core.memory.maintenance import (
     MAX_CLUSTER_SHOWN,
     MAX_CLUSTER_TEXT,
     DistilledSkill,
@@ -61,6 +54,13 @@ from core.memory_maintenance import (
     SkillCluster,
     WriteSkillInput,
     WriteSkillOutput,
+)
+from core.memory.payloads import (
+    DeleteMemoriesInput,
+    DeleteMemoriesOutput,
+    MemoryItem,
+    WriteMemoriesInput,
+    WriteMemoriesOutput,
 )
 from core.models import ChatMessage, ModelRequest
 from core.providers import default_model
@@ -388,7 +388,7 @@ class MaintenanceActivities:
     async def find_skill_clusters(self, input: FindClustersInput) -> FindClustersOutput:
         """Clusters of similar successful episodes per agent, not yet made into skills.
 
-        Candidates: see `core.memory_maintenance.skill_candidates`. Each agent's are
+        Candidates: see `core.memory.maintenance.skill_candidates`. Each agent's are
         clustered on their own (see the module docstring); at most `max_clusters`, the
         largest first.
         """

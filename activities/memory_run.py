@@ -15,7 +15,7 @@ from temporalio import activity
 
 from core import runs
 from core.db import Pool
-from core.memory import (
+from core.memory.payloads import (
     MemoryHit,
     MemoryItem,
     RecallInput,

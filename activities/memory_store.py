@@ -7,7 +7,7 @@ the maintenance workflow's) use it directly, and `MemoryStoreActivities` exposes
 Where things live:
 
     Postgres  `memories`: content, provenance, counters, retired flag, and the model the
-              vector was made with (`embedding_model`); see core/memory_store.py
+              vector was made with (`embedding_model`); see core/memory/store.py
     Qdrant    one collection per embedding model, `colony_memories_<model slug>` (the
               MiniLM default: `colony_memories_all_minilm_l6_v2_onnx_int8`, 384
               dimensions, cosine). The name records the model and the collection its
@@ -51,10 +51,10 @@ from activities.vectors import (
     VectorStoreError,
 )
 from activities.vectors import point_id as make_point_id
-from core import memory_store as rows
 from core.db import Pool
 from core.errors import ColonyError, ConfigError, ErrorType, InvalidInput
-from core.memory import (
+from core.memory import store as rows
+from core.memory.payloads import (
     DeleteMemoriesInput,
     DeleteMemoriesOutput,
     MemoryItem,
@@ -64,7 +64,7 @@ from core.memory import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
-from core.memory_store import MemoryRecord, NewMemory
+from core.memory.store import MemoryRecord, NewMemory
 from core.redact import mask_sensitive
 from core.settings import Settings
 
@@ -271,7 +271,7 @@ class MemoryStore:
         model, and their old points are deleted. Returns how many were re-embedded (a
         concurrent re-embed of the same rows counts here too); call again until it
         returns 0 (the maintenance workflow does, per tenant:
-        `core.memory_store.tenants_with_stale_embeddings` lists the tenants).
+        `core.memory.store.tenants_with_stale_embeddings` lists the tenants).
 
         Raises:
             VectorStoreError: Qdrant failed (retry; nothing is lost, the rows still

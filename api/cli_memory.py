@@ -6,7 +6,7 @@ from api.cli_output import console
 from api.cli_output import fail as _fail
 from api.client import ColonyClient
 from core.errors import ColonyError
-from core.memory import MEMORY_KINDS
+from core.memory.payloads import MEMORY_KINDS
 from core.settings import Settings
 
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, field_validator
 
 from api.schemas import Body
-from core.memory import MemoryKind, MemoryScope
+from core.memory.payloads import MemoryKind, MemoryScope
 from core.models import strip_query
 
 MAX_QUERY_CHARS = 4000

@@ -29,7 +29,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import search_attributes
-from core.memory_maintenance import MaintenanceInput
+from core.memory.maintenance import MaintenanceInput
 from core.queues import TaskQueue
 from core.settings import Settings
 from workflows.memory_maintenance import KIND, MemoryMaintenanceWorkflow

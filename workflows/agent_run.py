@@ -16,7 +16,7 @@ from temporalio.workflow import ParentClosePolicy
 
 from core import search_attributes
 from core.errors import ErrorType
-from core.memory import (
+from core.memory.payloads import (
     MemoryItem,
     RecallInput,
     RecallOutput,

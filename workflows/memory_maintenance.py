@@ -11,7 +11,7 @@ from core import search_attributes
 
 with workflow.unsafe.imports_passed_through():
     from activities.memory_maintenance import MaintenanceActivities, SkillActivities
-    from core.memory_maintenance import (
+    from core.memory.maintenance import (
         DistilledSkill,
         DistillSkillInput,
         FindClustersInput,

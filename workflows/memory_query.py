@@ -4,7 +4,12 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.memory_store import MemoryStoreActivities
-    from core.memory import DeleteMemoriesInput, DeleteMemoriesOutput, RecallInput, RecallOutput
+    from core.memory.payloads import (
+        DeleteMemoriesInput,
+        DeleteMemoriesOutput,
+        RecallInput,
+        RecallOutput,
+    )
     from workflows._options import MEMORY_DELETE, MEMORY_QUERY
 
 

@@ -24,7 +24,7 @@ from api.schemas_memory import (
 )
 from core import metrics, search_attributes
 from core.errors import ErrorType, InvalidInput, NotFound, StackError
-from core.memory import (
+from core.memory.payloads import (
     DeleteMemoriesInput,
     DeleteMemoriesOutput,
     MemoryKind,

@@ -44,9 +44,9 @@ from activities.embeddings import MODEL_ID, MiniLmEmbedder
 from activities.memory_store import MemoryStore, collection_for, memory_id
 from activities.vectors import VectorPoint, VectorStore
 from core import db, tenants
-from core import memory_store as rows
-from core.memory import RecallInput
-from core.memory_store import NewMemory
+from core.memory import store as rows
+from core.memory.payloads import RecallInput
+from core.memory.store import NewMemory
 from tests.conftest import make_settings
 from tests.support.services import fresh_database, postgres, world_traversable_tempdir
 

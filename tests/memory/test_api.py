@@ -19,7 +19,7 @@ from api.main import create_app
 from core import agents, runs, tenants
 from core import temporal as temporal_support
 from core.db import Pool
-from core.memory import DeleteMemoriesInput, MemoryItem, RecallInput, WriteMemoriesInput
+from core.memory.payloads import DeleteMemoriesInput, MemoryItem, RecallInput, WriteMemoriesInput
 from core.models import AgentSpec
 from core.queues import TaskQueue
 from core.settings import Settings

@@ -18,10 +18,10 @@ from activities.memory_store import (
 )
 from activities.vectors import MEMORY, VectorStore
 from core import agents, runs, tenants
-from core import memory_store as rows
 from core.db import Pool
 from core.errors import InvalidInput
-from core.memory import (
+from core.memory import store as rows
+from core.memory.payloads import (
     DeleteMemoriesInput,
     MemoryItem,
     RecallInput,

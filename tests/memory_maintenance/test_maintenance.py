@@ -28,8 +28,8 @@ from activities.memory_store import MemoryStore, collection_for
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
-from core.memory import MemoryItem, RecallInput, WriteMemoriesInput
-from core.memory_maintenance import CONSUMED_BY, MaintenanceInput, MaintenanceOutput
+from core.memory.maintenance import CONSUMED_BY, MaintenanceInput, MaintenanceOutput
+from core.memory.payloads import MemoryItem, RecallInput, WriteMemoriesInput
 from core.queues import TaskQueue
 from core.settings import Settings
 from tests.conftest import make_settings

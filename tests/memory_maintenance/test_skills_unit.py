@@ -12,7 +12,7 @@ from activities.memory_maintenance import (
     fallback_skill,
     parse_skill,
 )
-from core.memory_maintenance import SkillCluster
+from core.memory.maintenance import SkillCluster
 
 
 def unit(*rows: list[float]) -> np.ndarray:

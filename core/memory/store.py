@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from core.memory import DeleteMemoriesInput, MemoryHit, MemoryKind, MemoryScope
+from core.memory.payloads import DeleteMemoriesInput, MemoryHit, MemoryKind, MemoryScope
 
 Conn = psycopg.AsyncConnection[Any]
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 import psycopg
 from pydantic import Field
 
-from core.memory import MemoryScope
+from core.memory.payloads import MemoryScope
 from core.models import Payload
 
 SKILL_KEY_PREFIX: Final = "skill:"
