@@ -14,11 +14,12 @@ from temporalio import activity
 from activities import json_tools, model_client
 from activities.blackboard import format_post
 from activities.llm import check_budget, complete_any
-from core import agents, runs, swarm_store
+from core import agents, runs
 from core.db import Pool
 from core.models import ChatMessage, ModelRequest, ModelResult, RunEvent
 from core.settings import Settings
-from core.swarm import (
+from core.swarms import store as swarm_store
+from core.swarms.plan import (
     PlanInput,
     PlannedSubtask,
     PlanOutput,
@@ -30,7 +31,7 @@ from core.swarm import (
     parse_plan,
     shape,
 )
-from core.swarm_store import SubtaskRecord, SwarmRecord
+from core.swarms.store import SubtaskRecord, SwarmRecord
 
 MAX_ROLE_DESCRIPTION = 300
 MAX_RESULT_IN_PROMPT = 6000

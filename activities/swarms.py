@@ -4,13 +4,14 @@ from temporalio import activity
 
 from activities import model_client
 from activities.queen import planned_event
-from core import agents, runs, swarm_store
+from core import agents, runs
 from core.db import Pool
 from core.errors import NotFound
 from core.models import RunEvent
 from core.providers import default_model
 from core.settings import Settings
-from core.swarm import (
+from core.swarms import store as swarm_store
+from core.swarms.plan import (
     Complexity,
     FinishSubtaskInput,
     FinishSubtaskOutput,
@@ -23,7 +24,7 @@ from core.swarm import (
     SwarmInput,
     SwarmSetup,
 )
-from core.swarm_store import SubtaskRecord
+from core.swarms.store import SubtaskRecord
 from core.tool_names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
 MAX_FINISHED_RESULT = 50_000

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from api.schemas import Body
 from core.models import AGENT_NAME_PATTERN
-from core.swarm import (
+from core.swarms.plan import (
     QUEEN_AGENT,
     Complexity,
     SubtaskSpec,

@@ -14,7 +14,7 @@ from temporalio.exceptions import (
 from core import search_attributes
 from core.errors import ErrorType
 from core.models import AgentRunInput
-from core.swarm import (
+from core.swarms.plan import (
     Complexity,
     FinishSubtaskInput,
     FinishSubtaskOutput,

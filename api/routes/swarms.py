@@ -11,14 +11,15 @@ from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.live import query_status, request_cancel, start_once
 from api.schemas import EventPublic
 from api.schemas_swarms import SubtaskPublic, SwarmCreate, SwarmPublic
-from core import agents, search_attributes, swarm_store
+from core import agents, search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput
 from core.event_log import EventRecord
 from core.providers import default_model
 from core.runs import Conn
 from core.settings import Settings
-from core.swarm import (
+from core.swarms import store as swarm_store
+from core.swarms.plan import (
     QUEEN_AGENT,
     SubtaskState,
     SwarmInput,
@@ -27,7 +28,7 @@ from core.swarm import (
     child_workflow_id,
     shape,
 )
-from core.swarm_store import SubtaskRecord, SwarmRecord
+from core.swarms.store import SubtaskRecord, SwarmRecord
 from workflows.swarm import SwarmWorkflow
 
 router = APIRouter(prefix="/v1/swarms", tags=["swarms"])

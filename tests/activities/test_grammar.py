@@ -32,7 +32,7 @@ from core.db import Pool
 from core.errors import ConfigError
 from core.models import ChatMessage, ModelRequest, ToolSchema
 from core.providers import LOCAL_MODEL
-from core.swarm import BUILTIN_ROLES
+from core.swarms.plan import BUILTIN_ROLES
 from core.tool_names import WORKFLOW_TOOLS
 from tests.conftest import make_settings
 

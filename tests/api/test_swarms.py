@@ -21,9 +21,10 @@ from api import cli_swarms
 from api.cli import cli
 from api.client import ColonyClient
 from api.main import create_app
-from core import swarm_store, tenants
+from core import tenants
 from core.db import Pool
 from core.settings import Settings
+from core.swarms import store as swarm_store
 from tests.api.test_api import assert_error
 from tests.api.test_runs import parse_sse
 from tests.api.test_runs import wait_finished as wait_run_finished

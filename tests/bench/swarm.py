@@ -28,9 +28,10 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from core import db, runs, swarm_store
+from core import db, runs
 from core.queues import TaskQueue
-from core.swarm import (
+from core.swarms import store as swarm_store
+from core.swarms.plan import (
     QUEEN_AGENT,
     SubtaskSpec,
     SwarmInput,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from core import swarm_store
 from core.db import Pool
 from core.queues import TaskQueue
-from core.swarm import QUEEN_AGENT, SubtaskSpec, SwarmInput, SwarmOutput, SwarmSettings
+from core.swarms import store as swarm_store
+from core.swarms.plan import QUEEN_AGENT, SubtaskSpec, SwarmInput, SwarmOutput, SwarmSettings
 from core.temporal import ColonyPlugin
 from tests.e2e.test_worker_crash import start_worker
 from tests.support.model_server import ScriptedModelServer, reply

@@ -20,7 +20,7 @@ from temporalio.api.common.v1 import Payload
 from core.db import Pool
 from core.models import AgentLimits, AgentSpec, MemorySettings, RunPlan, ToolPolicy
 from core.specs import Spec
-from core.swarm import SwarmLimits
+from core.swarms.plan import SwarmLimits
 from core.temporal import DATA_CONVERTER
 from tests.conftest import make_settings
 from workers.registry import ALL_WORKFLOWS, LANES, Resources

@@ -9,11 +9,12 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
-from core import agents, runs, swarm_store
+from core import agents, runs
 from core.db import Pool
 from core.models import AgentSpec
 from core.queues import TaskQueue
-from core.swarm import (
+from core.swarms import store as swarm_store
+from core.swarms.plan import (
     QUEEN_AGENT,
     QUEEN_INSTRUCTIONS,
     SubtaskSpec,

@@ -19,7 +19,7 @@ from core.errors import NotFound
 from core.event_log import SWARM_EVENTS, EventRecord
 from core.models import AgentSpec, ModelUsage, RunEvent
 from core.runs import Conn
-from core.swarm import (
+from core.swarms.plan import (
     BUILTIN_ROLE_TOOLS,
     BUILTIN_ROLES,
     QUEEN_AGENT,
