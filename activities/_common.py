@@ -5,9 +5,10 @@ import socket
 from collections import OrderedDict
 from typing import Any
 
-from core import agents, runs
 from core.db import Pool
-from core.models import RunEvent
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import RunEvent
 
 
 def worker_identity() -> str:

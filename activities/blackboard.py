@@ -10,9 +10,9 @@ import hashlib
 from typing import Any, Final
 
 from activities.builtin_tools import ToolContext, ToolDefinition, ToolExecutionError
-from core import runs
 from core.db import Pool
-from core.models import RunEvent
+from core.runs import store as runs
+from core.runs.payloads import RunEvent
 from core.swarms import store as swarm_store
 from core.tool_names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 

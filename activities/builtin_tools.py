@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol
 from jsonschema import Draft202012Validator, ValidationError
 
 from core.errors import ErrorType
-from core.models import ToolCallRequest, ToolSchema
+from core.runs.payloads import ToolCallRequest, ToolSchema
 
 TOOL_FAILED: Final = ErrorType.TOOL_FAILED
 

@@ -45,11 +45,12 @@ from activities.http_tools import (
 )
 from activities.mcp import McpSessionPool
 from activities.sandbox import sandbox_tools
-from core import agents, policy, tool_names
 from core import mcp as mcp_names
+from core import policy, tool_names
 from core import tools as tool_store
 from core.errors import NotFound
-from core.models import ToolCallRequest, ToolSchema
+from core.runs import agents
+from core.runs.payloads import ToolCallRequest, ToolSchema
 from core.settings import Settings
 from core.tool_names import WORKFLOW_TOOLS
 

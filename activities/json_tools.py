@@ -33,7 +33,7 @@ from typing import Any, Literal
 from activities import call_grounding
 from activities.grammar import grammar_safe
 from core import policy
-from core.models import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
+from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
 
 PROVIDERS = frozenset({"local"})
 """Providers whose models use this protocol instead of native tool calling."""

@@ -12,11 +12,14 @@ from activities import llm_context, model_client, persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.catalog import ToolCatalog, answered_by_workflow, model_names
 from activities.heartbeats import heartbeat_every
-from core import agents, policy, runs
+from core import policy
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput
-from core.models import (
+from core.providers import ping_provider
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import (
     ChatMessage,
     LaneReport,
     LlmCallInput,
@@ -29,7 +32,6 @@ from core.models import (
     ToolCallRef,
     ToolCallRequest,
 )
-from core.providers import ping_provider
 from core.settings import Settings
 
 ATTEMPTS_PER_MODEL = 4

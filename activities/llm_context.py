@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from activities import model_client
-from core import runs
-from core.models import AgentSpec, ChatMessage
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec, ChatMessage
 
 DEFAULT_INPUT_TOKENS = 8192
 """Input limit assumed for models LiteLLM does not know (the local model's context)."""

@@ -9,7 +9,7 @@ from temporalio.exceptions import ApplicationError
 from activities._common import worker_identity
 from core.db import Pool
 from core.errors import ErrorType
-from core.models import LaneReport, StackCheckRecord
+from core.runs.payloads import LaneReport, StackCheckRecord
 
 
 class MemoryActivities:

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from temporalio import activity
 
-from core import runs
 from core.db import Pool
 from core.memory.payloads import (
     MemoryHit,
@@ -25,7 +24,8 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
-from core.models import RunEvent
+from core.runs import store as runs
+from core.runs.payloads import RunEvent
 
 MAX_CONTEXT_CHARS = 6_000
 """Memory context added to a run's system prompt, at most."""

@@ -14,9 +14,10 @@ from temporalio import activity
 from activities import json_tools, model_client
 from activities.blackboard import format_post
 from activities.llm import check_budget, complete_any
-from core import agents, runs
 from core.db import Pool
-from core.models import ChatMessage, ModelRequest, ModelResult, RunEvent
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import ChatMessage, ModelRequest, ModelResult, RunEvent
 from core.settings import Settings
 from core.swarms import store as swarm_store
 from core.swarms.plan import (

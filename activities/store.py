@@ -7,10 +7,12 @@ from temporalio import activity
 from activities import tool_results
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
-from core import agents, policy, runs
+from core import policy
 from core.db import Pool
 from core.errors import NotFound
-from core.models import (
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import (
     AdoptMessagesInput,
     AgentSpec,
     ChildRunInput,

@@ -4,11 +4,12 @@ from temporalio import activity
 
 from activities import model_client
 from activities.queen import planned_event
-from core import agents, runs
 from core.db import Pool
 from core.errors import NotFound
-from core.models import RunEvent
 from core.providers import default_model
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import RunEvent
 from core.settings import Settings
 from core.swarms import store as swarm_store
 from core.swarms.plan import (

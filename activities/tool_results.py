@@ -11,11 +11,17 @@ import time
 from typing import Any
 
 from activities import persistence
-from core import runs
 from core import tools as tool_store
 from core.db import Pool
 from core.errors import ErrorType, NotFound
-from core.models import ChatMessage, RunEvent, ToolCallOutput, ToolCallRequest, ToolResultInput
+from core.runs import store as runs
+from core.runs.payloads import (
+    ChatMessage,
+    RunEvent,
+    ToolCallOutput,
+    ToolCallRequest,
+    ToolResultInput,
+)
 
 MAX_RESULT_CHARS = 1_000_000
 """Tool output beyond this is cut before it is stored (prompts see less: see activities.llm)."""

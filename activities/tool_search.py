@@ -43,7 +43,7 @@ from activities.vectors import point_id as make_point_id
 from core import tools as tool_store
 from core.db import Pool
 from core.errors import ConfigError, ErrorType
-from core.models import ToolSchema
+from core.runs.payloads import ToolSchema
 from core.settings import Settings
 from core.tool_names import FIND_TOOLS, WORKFLOW_TOOLS
 from core.tool_search import ToolHit, ToolSearchInput, ToolSearchOutput, clip

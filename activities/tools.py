@@ -30,10 +30,11 @@ from activities.builtin_tools import ToolContext, ToolError
 from activities.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.heartbeats import heartbeat_every
 from activities.tool_limits import RetryableToolError, ToolLimiter
-from core import policy, runs
+from core import policy
 from core.db import Pool
 from core.errors import NotFound
-from core.models import (
+from core.runs import store as runs
+from core.runs.payloads import (
     LaneReport,
     ProbeInput,
     ToolCallInput,

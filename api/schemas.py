@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.models import AGENT_NAME_PATTERN, AgentSpec, LaneReport, PendingApproval, RunMode
+from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, LaneReport, PendingApproval, RunMode
 
 
 class Body(BaseModel):

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import NotFound
-from core.models import RunEvent
+from core.runs.payloads import RunEvent
 
 Conn = psycopg.AsyncConnection[Any]
 

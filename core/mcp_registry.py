@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.models import Payload
+from core.runs.payloads import Payload
 
 McpDiscoveryStatus = Literal["ready", "error", "superseded"]
 

@@ -47,7 +47,7 @@ import httpx
 import idna
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.models import AgentSpec, RunMode, ToolPolicy
+from core.runs.payloads import AgentSpec, RunMode, ToolPolicy
 from core.specs import Spec
 
 PolicyMode = Literal["allow", "deny", "requires_approval"]

@@ -28,7 +28,7 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
-from core.models import (
+from core.runs.payloads import (
     AdoptMessagesInput,
     AgentRunInput,
     AgentRunOutput,

@@ -13,7 +13,7 @@ from temporalio.exceptions import (
 
 from core import search_attributes
 from core.errors import ErrorType
-from core.models import AgentRunInput
+from core.runs.payloads import AgentRunInput
 from core.swarms.plan import (
     Complexity,
     FinishSubtaskInput,

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Path, Response, status
 from api.deps import PoolDep, PrincipalDep, SettingsDep
 from api.routes.tools import unknown_tools
 from api.schemas import AgentCreate, AgentPublic, AgentRollback
-from core import agents
 from core.errors import NotFound
-from core.models import AGENT_NAME_PATTERN, AgentSpec
+from core.runs import agents
+from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]

@@ -18,12 +18,14 @@ from api.schemas import (
     RunCreate,
     RunPublic,
 )
-from core import agents, runs, search_attributes
+from core import search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput, NotFound
 from core.event_log import EventRecord
-from core.models import AgentRunInput, AgentSpec, ApprovalDecision, RunStatus, SubmitMessage
 from core.providers import default_model
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentRunInput, AgentSpec, ApprovalDecision, RunStatus, SubmitMessage
 from core.settings import Settings
 from workflows.agent_run import AgentRunWorkflow
 

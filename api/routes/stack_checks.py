@@ -15,7 +15,7 @@ from api.live import start_once
 from api.schemas import StackCheckPublic
 from core import search_attributes
 from core.errors import InvalidInput, NotFound
-from core.models import StackCheckInput, StackCheckOutput
+from core.runs.payloads import StackCheckInput, StackCheckOutput
 from core.settings import Settings
 from workflows.stack_check import StackCheckWorkflow
 

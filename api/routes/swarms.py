@@ -11,12 +11,13 @@ from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.live import query_status, request_cancel, start_once
 from api.schemas import EventPublic
 from api.schemas_swarms import SubtaskPublic, SwarmCreate, SwarmPublic
-from core import agents, search_attributes
+from core import search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput
 from core.event_log import EventRecord
 from core.providers import default_model
-from core.runs import Conn
+from core.runs import agents
+from core.runs.store import Conn
 from core.settings import Settings
 from core.swarms import store as swarm_store
 from core.swarms.plan import (

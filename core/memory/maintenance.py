@@ -18,7 +18,7 @@ import psycopg
 from pydantic import Field
 
 from core.memory.payloads import MemoryScope
-from core.models import Payload
+from core.runs.payloads import Payload
 
 SKILL_KEY_PREFIX: Final = "skill:"
 CONSUMED_BY: Final = "skill_id"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from core.models import Payload
+from core.runs.payloads import Payload
 
 MemoryKind = Literal["episode", "reflexion", "skill", "fact"]
 MemoryScope = Literal["private", "shared"]

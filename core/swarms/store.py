@@ -14,11 +14,12 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from core import agents, event_log
+from core import event_log
 from core.errors import NotFound
 from core.event_log import SWARM_EVENTS, EventRecord
-from core.models import AgentSpec, ModelUsage, RunEvent
-from core.runs import Conn
+from core.runs import agents
+from core.runs.payloads import AgentSpec, ModelUsage, RunEvent
+from core.runs.store import Conn
 from core.swarms.plan import (
     BUILTIN_ROLE_TOOLS,
     BUILTIN_ROLES,

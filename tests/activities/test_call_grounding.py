@@ -6,7 +6,7 @@ import pytest
 
 from activities.call_grounding import ground, parts, uncovered
 from activities.grammar import grammar_safe
-from core.models import ToolSchema
+from core.runs.payloads import ToolSchema
 
 
 def tool(name: str, properties: dict[str, Any], required: list[str] | None = None) -> ToolSchema:

@@ -30,8 +30,8 @@ from activities.grammar import (
 from activities.queen import plan_schema
 from core.db import Pool
 from core.errors import ConfigError
-from core.models import ChatMessage, ModelRequest, ToolSchema
 from core.providers import LOCAL_MODEL
+from core.runs.payloads import ChatMessage, ModelRequest, ToolSchema
 from core.swarms.plan import BUILTIN_ROLES
 from core.tool_names import WORKFLOW_TOOLS
 from tests.conftest import make_settings

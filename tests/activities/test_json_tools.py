@@ -11,8 +11,8 @@ import pytest
 
 from activities import json_tools, model_client
 from activities.builtin_tools import BUILTIN
-from core.models import ChatMessage, ModelRequest, ToolCallRequest
 from core.providers import LOCAL_MODEL, local_model_installed
+from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, reply
 from workers import model_server as local_server

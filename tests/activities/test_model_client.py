@@ -29,7 +29,7 @@ from activities.model_client import (
     resolve,
 )
 from core.errors import ErrorType
-from core.models import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
+from core.runs.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.model_server import (

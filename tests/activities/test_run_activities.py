@@ -5,9 +5,10 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.llm import LlmActivities
 from activities.tools import ToolActivities
-from core import agents, runs
 from core.db import Pool
-from core.models import (
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import (
     AgentSpec,
     ChatMessage,
     LlmCallInput,

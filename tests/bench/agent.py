@@ -15,9 +15,11 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from core import agents, db, runs
-from core.models import AgentRunInput, AgentSpec
+from core import db
 from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentRunInput, AgentSpec
 from core.temporal import ColonyPlugin
 from tests.bench._workflows import SequentialActivities, noop
 from tests.conftest import make_settings

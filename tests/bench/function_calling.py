@@ -58,8 +58,8 @@ from activities.builtin_tools import (
 )
 from activities.llm import MAX_TOOL_RESULT_IN_PROMPT
 from core import policy
-from core.models import ChatMessage, ModelRequest, ToolCallRequest
 from core.providers import LOCAL_MODEL, local_model_installed
+from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.settings import Settings
 from tests.bench.fc_cases import CASES, CATEGORIES, FUNCTIONS, OMIT, Case, Category, GoldCall
 from tests.conftest import make_settings

@@ -25,7 +25,7 @@ from pathlib import Path
 from activities.builtin_tools import StaticToolRegistry, ToolContext, run_tool
 from activities.sandbox import BubblewrapSandbox, SandboxLimits, sandbox_tools
 from activities.workspace import workspace_for
-from core.models import ToolCallRequest
+from core.runs.payloads import ToolCallRequest
 from tests.conftest import make_settings
 
 Stats = dict[str, float]

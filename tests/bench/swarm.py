@@ -28,8 +28,9 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from core import db, runs
+from core import db
 from core.queues import TaskQueue
+from core.runs import store as runs
 from core.swarms import store as swarm_store
 from core.swarms.plan import (
     QUEEN_AGENT,

@@ -19,7 +19,7 @@ from activities.embeddings import MiniLmEmbedder
 from activities.tool_search import ToolSearchActivities
 from activities.vectors import VectorStore
 from core import db, tenants, tools
-from core.models import ToolSchema
+from core.runs.payloads import ToolSchema
 from core.tool_names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
 from core.tool_search import ToolSearchInput
 from tests.conftest import make_settings

@@ -19,9 +19,10 @@ from typing import Any
 
 from temporalio.client import Client
 
-from core import agents, db
+from core import db
 from core import tools as tool_store
-from core.models import AgentSpec
+from core.runs import agents
+from core.runs.payloads import AgentSpec
 from core.temporal import ColonyPlugin
 from tests.bench.agent import TENANT, Env, _activity_latencies, _pct, _start_run, environment
 from tests.bench.agent import model_process as _model_process

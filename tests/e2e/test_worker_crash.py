@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from core import agents, runs
 from core.db import Pool
-from core.models import AgentRunInput, AgentRunOutput, AgentSpec
 from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentRunInput, AgentRunOutput, AgentSpec
 from core.temporal import ColonyPlugin
 from tests.support.model_server import ScriptedModelServer, tool_call, tool_loop
 from tests.support.services import TemporalServer, child_env

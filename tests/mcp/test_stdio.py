@@ -20,7 +20,7 @@ from activities.builtin_tools import (
 )
 from activities.mcp import McpSessionPool, McpUnavailableError, mcp_tool_definition
 from core.errors import ErrorType
-from core.models import ToolCallRequest
+from core.runs.payloads import ToolCallRequest
 from tests.mcp._servers import alive, child_pids, git_config, stdio_config, time_config, wait_gone
 
 pytestmark = pytest.mark.timeout(60)

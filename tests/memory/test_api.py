@@ -16,12 +16,14 @@ from api import cli_memory
 from api.cli import cli
 from api.client import ColonyClient
 from api.main import create_app
-from core import agents, runs, tenants
 from core import temporal as temporal_support
+from core import tenants
 from core.db import Pool
 from core.memory.payloads import DeleteMemoriesInput, MemoryItem, RecallInput, WriteMemoriesInput
-from core.models import AgentSpec
 from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.replay import assert_replays, record_history

@@ -17,7 +17,7 @@ from activities.memory_store import (
     memory_id,
 )
 from activities.vectors import MEMORY, VectorStore
-from core import agents, runs, tenants
+from core import tenants
 from core.db import Pool
 from core.errors import InvalidInput
 from core.memory import store as rows
@@ -29,7 +29,9 @@ from core.memory.payloads import (
     SkillUse,
     WriteMemoriesInput,
 )
-from core.models import AgentSpec
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec
 from tests.conftest import make_settings
 
 TENANTS = ("m-rank", "m-idem", "m-scope", "m-del", "m-mask", "m-iso-a", "m-iso-b", "m-re", "m-err")

@@ -9,7 +9,7 @@ import pytest
 from activities.builtin_tools import StaticToolRegistry, ToolContext, run_tool
 from activities.sandbox import BubblewrapSandbox, SandboxLimits, probe, sandbox_tools
 from activities.workspace import workspace_for
-from core.models import ToolCallRequest
+from core.runs.payloads import ToolCallRequest
 from core.settings import Settings
 from tests.conftest import make_settings
 

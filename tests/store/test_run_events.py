@@ -4,10 +4,12 @@ import asyncio
 
 import pytest
 
-from core import agents, runs, tenants
+from core import tenants
 from core.db import Pool
 from core.errors import NotFound
-from core.models import AgentSpec, RunEvent
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec, RunEvent
 
 
 async def _run(pool: Pool) -> str:

@@ -18,7 +18,7 @@ from activities.tool_search import (
 from activities.vectors import VectorStore, point_id
 from core import tenants, tools
 from core.db import Pool
-from core.models import ToolSchema
+from core.runs.payloads import ToolSchema
 from core.tool_names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
 from core.tool_search import ToolSearchInput, ToolSearchOutput, clip
 from tests.conftest import make_settings

@@ -28,8 +28,8 @@ from activities.tool_limits import RetryableToolError
 from core import tenants, tools
 from core.db import Pool
 from core.errors import ErrorType, NotFound
-from core.models import ToolCallRequest
 from core.policy import EgressRule
+from core.runs.payloads import ToolCallRequest
 from core.tools import SecretCipher, StoredTool, ToolSpec
 from tests.tools.conftest import LocalServer
 from workers.process import free_port

@@ -3,7 +3,6 @@
 import pytest
 from pydantic import ValidationError
 
-from core.models import AgentSpec, ToolPolicy
 from core.policy import (
     EgressRule,
     ToolPolicyDefaults,
@@ -16,6 +15,7 @@ from core.policy import (
     validate_pattern,
     wrap_untrusted,
 )
+from core.runs.payloads import AgentSpec, ToolPolicy
 
 # -- patterns ------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from activities.builtin_tools import (
     run_tool,
 )
 from core.errors import ErrorType
-from core.models import ToolCallRequest, ToolSchema
+from core.runs.payloads import ToolCallRequest, ToolSchema
 
 NOW = datetime(2024, 7, 1, 12, 30, 15, 123456, tzinfo=UTC)  # a Monday
 CTX = ToolContext(tenant_id="t1", run_id="run-1", step=3, now=NOW)

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 
 from core.db import Pool
-from core.models import AgentLimits, AgentSpec, MemorySettings, RunPlan, ToolPolicy
+from core.runs.payloads import AgentLimits, AgentSpec, MemorySettings, RunPlan, ToolPolicy
 from core.specs import Spec
 from core.swarms.plan import SwarmLimits
 from core.temporal import DATA_CONVERTER

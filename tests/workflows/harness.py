@@ -10,10 +10,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from core import agents, runs
 from core.db import Pool
-from core.models import AgentRunInput, AgentRunOutput, AgentSpec
 from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentRunInput, AgentRunOutput, AgentSpec
 from core.temporal import ColonyPlugin
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer

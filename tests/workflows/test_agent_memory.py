@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from activities.llm_context import REFLECT_PROMPT, SUMMARY_PROMPT
-from core import runs
+from core.runs import store as runs
 from tests.support.model_server import RecordedRequest, Step, reply, tool_call, tool_calls
 from tests.support.replay import assert_replays, record_history
 from tests.workflows.harness import TENANT, Harness, spec

@@ -10,8 +10,8 @@ from temporalio.client import (
 )
 from temporalio.exceptions import CancelledError
 
-from core import runs
-from core.models import ApprovalDecision, SubmitMessage
+from core.runs import store as runs
+from core.runs.payloads import ApprovalDecision, SubmitMessage
 from tests.support.model_server import (
     fault,
     hang,

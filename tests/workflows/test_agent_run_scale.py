@@ -8,10 +8,11 @@ import pytest
 from temporalio.client import Client
 
 from activities.builtin_tools import ToolContext, ToolDefinition
-from core import agents, runs
 from core.db import Pool
-from core.models import AgentRunInput, AgentRunOutput, AgentSpec
 from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentRunInput, AgentRunOutput, AgentSpec
 from core.temporal import ColonyPlugin
 from tests.conftest import make_settings
 from tests.support.model_server import (

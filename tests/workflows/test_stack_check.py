@@ -10,8 +10,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from core import search_attributes
 from core.db import Pool
-from core.models import StackCheckInput, StackCheckOutput
 from core.queues import TaskQueue
+from core.runs.payloads import StackCheckInput, StackCheckOutput
 from core.temporal import ColonyPlugin
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer

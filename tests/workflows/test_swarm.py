@@ -9,10 +9,11 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
-from core import agents, runs
 from core.db import Pool
-from core.models import AgentSpec
 from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec
 from core.swarms import store as swarm_store
 from core.swarms.plan import (
     QUEEN_AGENT,

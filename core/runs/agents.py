@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import InvalidInput, NotFound
-from core.models import AgentSpec
+from core.runs.payloads import AgentSpec
 
 
 class AgentVersion(BaseModel):

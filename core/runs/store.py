@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from core import event_log
 from core.errors import NotFound
 from core.event_log import RUN_EVENTS, EventRecord
-from core.models import (
+from core.runs.payloads import (
     ChatMessage,
     ModelUsage,
     RunEvent,
