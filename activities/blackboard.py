@@ -14,7 +14,7 @@ from core.db import Pool
 from core.runs import store as runs
 from core.runs.payloads import RunEvent
 from core.swarms import store as swarm_store
-from core.tool_names import POST_TO_BLACKBOARD, READ_BLACKBOARD
+from core.tools.names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
 BLACKBOARD_TOOLS: Final = (POST_TO_BLACKBOARD, READ_BLACKBOARD)
 MAX_POST_CHARS: Final = 8000

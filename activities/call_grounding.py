@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from core.runs.payloads import ToolSchema
-from core.tool_names import FREE_TEXT
+from core.tools.names import FREE_TEXT
 
 COPY_PATTERN = "x-copy-pattern"
 """A string argument's hint: a regex that finds a complete value in the user's request.

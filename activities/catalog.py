@@ -5,7 +5,7 @@ Two sources:
     built-ins   code in this worker: calculator, get_time, http_fetch, the sandbox and
                 workspace tools (plus tests' own); `ask_human` and `find_tools` are
                 answered by the workflow itself and only described here
-    registered  rows of the `tools` table (core/tools.py): HTTP tools and MCP tools
+    registered  rows of the `tools` table (core/tools/store.py): HTTP tools and MCP tools
                 (`mcp:<server>/<tool>`, discovered from a registered server)
     agents      `agent:<name>`: another agent of the tenant, called as a tool; the
                 workflow runs it as a child run with its own budget
@@ -45,14 +45,15 @@ from activities.http_tools import (
 )
 from activities.mcp import McpSessionPool
 from activities.sandbox import sandbox_tools
-from core import mcp as mcp_names
-from core import policy, tool_names
-from core import tools as tool_store
 from core.errors import NotFound
 from core.runs import agents
 from core.runs.payloads import ToolCallRequest, ToolSchema
 from core.settings import Settings
-from core.tool_names import WORKFLOW_TOOLS
+from core.tools import mcp as mcp_names
+from core.tools import names as tool_names
+from core.tools import policy
+from core.tools import store as tool_store
+from core.tools.names import WORKFLOW_TOOLS
 
 EntryKind = Literal["builtin", "workflow", "http", "mcp", "code", "agent"]
 

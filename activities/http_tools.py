@@ -43,11 +43,11 @@ from activities.builtin_tools import (
     ToolExecutionError,
 )
 from activities.tool_limits import RetryableToolError
-from core import tools as tool_store
 from core.db import Pool
 from core.errors import ColonyError, ErrorType, NotFound
-from core.policy import EgressRule, egress_denial
-from core.tools import HttpToolConfig, SecretCipher, StoredTool
+from core.tools import store as tool_store
+from core.tools.policy import EgressRule, egress_denial
+from core.tools.store import HttpToolConfig, SecretCipher, StoredTool
 
 MAX_REDIRECTS: Final = 5
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1_000_000

@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 from activities import call_grounding
 from activities.grammar import grammar_safe
-from core import policy
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
+from core.tools import policy
 
 PROVIDERS = frozenset({"local"})
 """Providers whose models use this protocol instead of native tool calling."""

@@ -12,7 +12,6 @@ from activities import llm_context, model_client, persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.catalog import ToolCatalog, answered_by_workflow, model_names
 from activities.heartbeats import heartbeat_every
-from core import policy
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput
@@ -33,6 +32,7 @@ from core.runs.payloads import (
     ToolCallRequest,
 )
 from core.settings import Settings
+from core.tools import policy
 
 ATTEMPTS_PER_MODEL = 4
 """Retryable failures of one model before the fallback chain moves on (Temporal retries);

@@ -54,7 +54,7 @@ from activities.builtin_tools import (
     ToolExecutionError,
 )
 from core.errors import ConfigError, ErrorType
-from core.mcp import (
+from core.tools.mcp import (
     HttpServerConfig,
     McpServerConfig,
     SecretResolver,

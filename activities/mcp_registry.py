@@ -36,12 +36,12 @@ from temporalio.exceptions import ApplicationError
 from activities.builtin_tools import ToolError
 from activities.http_tools import SecretResolver
 from activities.mcp import DEFAULT_CALL_TIMEOUT_S, DiscoveredTool, McpSessionPool
-from core import tools as tool_store
 from core.db import Pool
 from core.errors import InvalidInput, NotFound
-from core.mcp import McpServerConfig, parse_server_config
-from core.mcp_registry import McpDiscoveryInput, McpDiscoveryOutput, McpSkippedTool
-from core.policy import ToolPolicyDefaults
+from core.tools import store as tool_store
+from core.tools.mcp import McpServerConfig, parse_server_config
+from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput, McpSkippedTool
+from core.tools.policy import ToolPolicyDefaults
 
 logger = logging.getLogger(__name__)
 

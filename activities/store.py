@@ -7,7 +7,6 @@ from temporalio import activity
 from activities import tool_results
 from activities.blackboard import BLACKBOARD_TOOLS
 from activities.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
-from core import policy
 from core.db import Pool
 from core.errors import NotFound
 from core.runs import agents
@@ -27,7 +26,8 @@ from core.runs.payloads import (
     ToolPolicy,
     ToolResultInput,
 )
-from core.tool_names import FIND_TOOLS
+from core.tools import policy
+from core.tools.names import FIND_TOOLS
 
 
 class StoreActivities:

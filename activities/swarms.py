@@ -26,7 +26,7 @@ from core.swarms.plan import (
     SwarmSetup,
 )
 from core.swarms.store import SubtaskRecord
-from core.tool_names import POST_TO_BLACKBOARD, READ_BLACKBOARD
+from core.tools.names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
 MAX_FINISHED_RESULT = 50_000
 """Characters of the answer in `swarm.finished` (the CLI prints it; GET has all of it)."""

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from activities import persistence
-from core import tools as tool_store
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.runs import store as runs
@@ -22,6 +21,7 @@ from core.runs.payloads import (
     ToolCallRequest,
     ToolResultInput,
 )
+from core.tools import store as tool_store
 
 MAX_RESULT_CHARS = 1_000_000
 """Tool output beyond this is cut before it is stored (prompts see less: see activities.llm)."""

@@ -40,13 +40,13 @@ from activities.vectors import (
     VectorStoreError,
 )
 from activities.vectors import point_id as make_point_id
-from core import tools as tool_store
 from core.db import Pool
 from core.errors import ConfigError, ErrorType
 from core.runs.payloads import ToolSchema
 from core.settings import Settings
-from core.tool_names import FIND_TOOLS, WORKFLOW_TOOLS
-from core.tool_search import ToolHit, ToolSearchInput, ToolSearchOutput, clip
+from core.tools import store as tool_store
+from core.tools.names import FIND_TOOLS, WORKFLOW_TOOLS
+from core.tools.search import ToolHit, ToolSearchInput, ToolSearchOutput, clip
 
 COLLECTION: Final = "colony_tools"
 BUILTIN_TENANT: Final = "*"

@@ -30,7 +30,6 @@ from activities.builtin_tools import ToolContext, ToolError
 from activities.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.heartbeats import heartbeat_every
 from activities.tool_limits import RetryableToolError, ToolLimiter
-from core import policy
 from core.db import Pool
 from core.errors import NotFound
 from core.runs import store as runs
@@ -42,7 +41,8 @@ from core.runs.payloads import (
     ToolCallRequest,
 )
 from core.settings import Settings
-from core.tool_names import FIND_TOOLS
+from core.tools import policy
+from core.tools.names import FIND_TOOLS
 
 
 class ToolActivities:

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from core.mcp import McpServerConfig
-from core.tools import McpStatus
+from core.tools.mcp import McpServerConfig
+from core.tools.store import McpStatus
 
 McpServerCreate = McpServerConfig
 """A registration: `transport` "stdio" (command, args, env) or "http" (url, headers)."""

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from api.schemas import Body
-from core.policy import EgressRule, ToolPolicyDefaults
-from core.tools import (
+from core.tools.policy import EgressRule, ToolPolicyDefaults
+from core.tools.store import (
     MAX_SECRET_BYTES,
     TOOL_NAME_PATTERN,
     HttpToolConfig,

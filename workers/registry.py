@@ -30,7 +30,7 @@ from activities.vectors import LazyEmbedder, open_vector_store
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
-from core.tools import cipher_from_settings
+from core.tools.store import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
 from workflows.mcp_discovery import McpDiscoveryWorkflow
 from workflows.memory_maintenance import MemoryMaintenanceWorkflow

@@ -54,8 +54,8 @@ from core.runs.payloads import (
     ToolPolicy,
     ToolResultInput,
 )
-from core.tool_names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
-from core.tool_search import ToolSearchInput, ToolSearchOutput
+from core.tools.names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
+from core.tools.search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities

@@ -7,7 +7,7 @@ from core import search_attributes
 
 with workflow.unsafe.imports_passed_through():
     from activities.mcp_registry import McpActivities
-    from core.mcp_registry import McpDiscoveryInput, McpDiscoveryOutput
+    from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
     from workflows._options import MCP_DISCOVERY
 
 

@@ -28,13 +28,13 @@ from api.schemas_mcp import (
     McpToolPublic,
 )
 from core import metrics, search_attributes
-from core import tools as tool_store
 from core.errors import InvalidInput
-from core.mcp import HttpServerConfig, secret_references
-from core.mcp_registry import McpDiscoveryInput, McpDiscoveryOutput
 from core.queues import TaskQueue
 from core.settings import Settings
-from core.tools import McpTransport
+from core.tools import store as tool_store
+from core.tools.mcp import HttpServerConfig, secret_references
+from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
+from core.tools.store import McpTransport
 from workflows.mcp_discovery import McpDiscoveryWorkflow
 
 router = APIRouter(prefix="/v1/mcp-servers", tags=["tools"])

@@ -18,7 +18,7 @@ from api.deps import PrincipalDep, SettingsDep, TemporalDep
 from core import metrics, search_attributes
 from core.errors import InvalidInput, StackError
 from core.queues import TaskQueue
-from core.tool_search import MAX_LIMIT, MAX_QUERY_CHARS, ToolSearchInput
+from core.tools.search import MAX_LIMIT, MAX_QUERY_CHARS, ToolSearchInput
 from workflows.tool_search import ToolSearchWorkflow
 
 router = APIRouter(prefix="/tools", tags=["tools"])

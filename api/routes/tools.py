@@ -25,12 +25,12 @@ from api.schemas_tools import (
     ToolPublic,
     ToolStatsPublic,
 )
-from core import tools
 from core.errors import InvalidInput, NotFound, PermissionDenied
-from core.mcp import SECRET_NAME_PATTERN
 from core.settings import Settings
-from core.tool_names import WORKFLOW_TOOLS
-from core.tools import StoredTool, ToolStats
+from core.tools import store as tools
+from core.tools.mcp import SECRET_NAME_PATTERN
+from core.tools.names import WORKFLOW_TOOLS
+from core.tools.store import StoredTool, ToolStats
 
 router = APIRouter(prefix="/v1", tags=["tools"])
 router.include_router(tool_search.router)  # /v1/tools/search, before get_tool below

@@ -140,7 +140,7 @@ class ModelResult(Payload):
 # -- agents --------------------------------------------------------------------------
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-_TOOL_ENTRY = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")  # core.policy patterns
+_TOOL_ENTRY = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")  # core.tools.policy patterns
 
 
 class ToolPolicy(Spec):

@@ -33,7 +33,7 @@ from core.errors import ConfigError
 from core.providers import LOCAL_MODEL
 from core.runs.payloads import ChatMessage, ModelRequest, ToolSchema
 from core.swarms.plan import BUILTIN_ROLES
-from core.tool_names import WORKFLOW_TOOLS
+from core.tools.names import WORKFLOW_TOOLS
 from tests.conftest import make_settings
 
 llama_cpp = pytest.importorskip("llama_cpp")

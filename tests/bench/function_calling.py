@@ -57,10 +57,10 @@ from activities.builtin_tools import (
     run_tool,
 )
 from activities.llm import MAX_TOOL_RESULT_IN_PROMPT
-from core import policy
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.settings import Settings
+from core.tools import policy
 from tests.bench.fc_cases import CASES, CATEGORIES, FUNCTIONS, OMIT, Case, Category, GoldCall
 from tests.conftest import make_settings
 from workers import model_server

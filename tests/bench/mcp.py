@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from activities.mcp import McpSessionPool
-from core.mcp import McpServerConfig
+from core.tools.mcp import McpServerConfig
 from tests.mcp._servers import everything_missing, everything_server, http_config, time_config
 
 

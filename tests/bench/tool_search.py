@@ -18,10 +18,11 @@ from activities.builtin_tools import CALCULATOR, GET_TIME
 from activities.embeddings import MiniLmEmbedder
 from activities.tool_search import ToolSearchActivities
 from activities.vectors import VectorStore
-from core import db, tenants, tools
+from core import db, tenants
 from core.runs.payloads import ToolSchema
-from core.tool_names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
-from core.tool_search import ToolSearchInput
+from core.tools import store as tools
+from core.tools.names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
+from core.tools.search import ToolSearchInput
 from tests.conftest import make_settings
 from tests.support.services import fresh_database, postgres, world_traversable_tempdir
 from tests.tool_search._catalog import QUERIES, TOOLS, http_spec

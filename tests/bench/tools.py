@@ -20,10 +20,10 @@ from typing import Any
 from temporalio.client import Client
 
 from core import db
-from core import tools as tool_store
 from core.runs import agents
 from core.runs.payloads import AgentSpec
 from core.temporal import ColonyPlugin
+from core.tools import store as tool_store
 from tests.bench.agent import TENANT, Env, _activity_latencies, _pct, _start_run, environment
 from tests.bench.agent import model_process as _model_process
 from tests.conftest import make_settings

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from core.mcp import HttpServerConfig, StdioServerConfig, parse_server_config
+from core.tools.mcp import HttpServerConfig, StdioServerConfig, parse_server_config
 from workers.process import free_port
 
 SERVERS_DIR = Path(__file__).parent / "servers"

@@ -1,4 +1,4 @@
-"""MCP server registrations and tool names (core/mcp.py): no servers needed."""
+"""MCP server registrations and tool names (core/tools/mcp.py): no servers needed."""
 
 import json
 import re
@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.errors import ConfigError, NotFound
-from core.mcp import (
+from core.tools.mcp import (
     HttpServerConfig,
     SecretRef,
     StdioServerConfig,

@@ -15,7 +15,7 @@ import pytest
 from activities.builtin_tools import ToolExecutionError
 from activities.mcp import McpSessionPool, McpUnavailableError
 from core.errors import ErrorType
-from core.mcp import StdioServerConfig, parse_server_config
+from core.tools.mcp import StdioServerConfig, parse_server_config
 from tests.mcp._servers import (
     EVERYTHING_BIN,
     EverythingServer,

@@ -18,11 +18,11 @@ from activities.builtin_tools import ToolExecutionError
 from activities.mcp import DiscoveredTool, McpSessionPool, McpUnavailableError
 from activities.mcp_registry import McpActivities
 from core import tenants
-from core import tools as tool_store
 from core.db import Pool
-from core.mcp import McpServerConfig, provider_safe_name, qualified_name
-from core.mcp_registry import McpDiscoveryInput, McpDiscoveryOutput
-from core.policy import ToolPolicyDefaults
+from core.tools import store as tool_store
+from core.tools.mcp import McpServerConfig, provider_safe_name, qualified_name
+from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
+from core.tools.policy import ToolPolicyDefaults
 
 TENANT = "mcp-act"
 CONFIG = {"command": "/bin/true", "args": [], "env": {}}

@@ -11,8 +11,8 @@ from temporalio.worker import Worker
 from core import search_attributes
 from core import temporal as temporal_support
 from core.errors import ErrorType
-from core.mcp_registry import McpDiscoveryInput, McpDiscoveryOutput
 from core.queues import TaskQueue
+from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
 from tests.conftest import make_settings
 from tests.support.replay import assert_replays
 from tests.support.services import TemporalServer

@@ -16,7 +16,7 @@ from core import tenants
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
-from core.tool_search import ToolSearchInput
+from core.tools.search import ToolSearchInput
 from tests.conftest import make_settings
 from tests.support.replay import assert_replays
 from tests.support.services import TemporalServer

@@ -16,11 +16,12 @@ from activities.tool_search import (
     words,
 )
 from activities.vectors import VectorStore, point_id
-from core import tenants, tools
+from core import tenants
 from core.db import Pool
 from core.runs.payloads import ToolSchema
-from core.tool_names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
-from core.tool_search import ToolSearchInput, ToolSearchOutput, clip
+from core.tools import store as tools
+from core.tools.names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
+from core.tools.search import ToolSearchInput, ToolSearchOutput, clip
 from tests.conftest import make_settings
 from tests.tool_search._catalog import QUERIES, TOOLS, http_spec
 

@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 from api.main import create_app
-from core import tenants, tools
+from core import tenants
 from core.db import Pool
-from core.tools import ToolSpec
+from core.tools import store as tools
+from core.tools.store import ToolSpec
 from tests.conftest import make_settings
 
 SECRET_VALUE = "ghp_super_secret_value_123"

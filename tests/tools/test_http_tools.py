@@ -25,12 +25,13 @@ from activities.http_tools import (
     redact,
 )
 from activities.tool_limits import RetryableToolError
-from core import tenants, tools
+from core import tenants
 from core.db import Pool
 from core.errors import ErrorType, NotFound
-from core.policy import EgressRule
 from core.runs.payloads import ToolCallRequest
-from core.tools import SecretCipher, StoredTool, ToolSpec
+from core.tools import store as tools
+from core.tools.policy import EgressRule
+from core.tools.store import SecretCipher, StoredTool, ToolSpec
 from tests.tools.conftest import LocalServer
 from workers.process import free_port
 

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from core.policy import (
+from core.runs.payloads import AgentSpec, ToolPolicy
+from core.tools.policy import (
     EgressRule,
     ToolPolicyDefaults,
     egress_denial,
@@ -15,7 +16,6 @@ from core.policy import (
     validate_pattern,
     wrap_untrusted,
 )
-from core.runs.payloads import AgentSpec, ToolPolicy
 
 # -- patterns ------------------------------------------------------------------------
 

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core import tenants, tools
+from core import tenants
 from core.db import Pool
 from core.errors import ConfigError, Conflict, InvalidInput, NotFound
-from core.policy import EgressRule, ToolPolicyDefaults
-from core.tool_names import RESERVED_TOOL_NAMES
-from core.tools import SecretCipher, ToolSpec, percentile
+from core.tools import store as tools
+from core.tools.names import RESERVED_TOOL_NAMES
+from core.tools.policy import EgressRule, ToolPolicyDefaults
+from core.tools.store import SecretCipher, ToolSpec, percentile
 from tests.conftest import make_settings
 
 CIPHER = SecretCipher(os.urandom(32))

@@ -6,7 +6,7 @@ from typing import cast
 from activities import catalog
 from activities.blackboard import blackboard_tools
 from core.db import Pool
-from core.tool_names import CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS
+from core.tools.names import CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS
 from tests.conftest import make_settings
 from workflows import agent_run
 

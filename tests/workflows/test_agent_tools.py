@@ -15,11 +15,11 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
 from activities.tools import ToolActivities
-from core import policy
-from core import tools as tool_store
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import ApprovalDecision, ToolCallInput
+from core.tools import policy
+from core.tools import store as tool_store
 from tests.support.model_server import hang, reply, tool_call, tool_calls
 from tests.support.replay import assert_replays, record_history
 from tests.workflows.harness import TENANT, Harness, spec

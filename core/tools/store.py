@@ -2,7 +2,7 @@
 
 Registered tools are a name plus immutable, numbered versions per tenant, like agents:
 registering an existing name adds a version unless the spec is identical to the latest.
-Colony's own tools (`core.tool_names.RESERVED_TOOL_NAMES`): their names are reserved.
+Colony's own tools (`core.tools.names.RESERVED_TOOL_NAMES`): their names are reserved.
 
 Tool records never hold secrets, only secret names (`{"secret": "NAME"}`); values live
 in `secrets`, encrypted with AES-256-GCM (`SecretCipher`) under a key from
@@ -35,11 +35,11 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import ConfigError, Conflict, InvalidInput, NotFound
-from core.mcp import SECRET_NAME_PATTERN, SERVER_NAME_PATTERN
-from core.policy import EgressRule, ToolPolicyDefaults
 from core.settings import Settings
 from core.specs import Spec
-from core.tool_names import RESERVED_TOOL_NAMES
+from core.tools.mcp import SECRET_NAME_PATTERN, SERVER_NAME_PATTERN
+from core.tools.names import RESERVED_TOOL_NAMES
+from core.tools.policy import EgressRule, ToolPolicyDefaults
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -49,7 +49,7 @@ ToolKind = Literal["builtin", "http", "mcp", "code", "agent"]
 StoredToolKind = Literal["http", "mcp", "code", "agent"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 McpTransport = Literal["stdio", "http", "streamable_http"]
-"""As core/mcp.py spells them ("streamable_http" is an alias of "http")."""
+"""As core/tools/mcp.py spells them ("streamable_http" is an alias of "http")."""
 McpStatus = Literal["pending", "ready", "error", "disabled"]
 
 TOOL_NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
