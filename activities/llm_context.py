@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from activities import model_client
+from activities.providers import client as model_client
 from core.runs import store as runs
 from core.runs.payloads import AgentSpec, ChatMessage
 

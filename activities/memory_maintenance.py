@@ -31,8 +31,8 @@ from typing import Any, Final, Protocol
 import numpy as np
 from temporalio import activity
 
-from activities import model_client
 from activities.memory_store import translated_errors
+from activities.providers import client as model_client
 from activities.vectors import Embedder
 from core.db import Pool
 from core.memory import maintenance as queries

@@ -11,9 +11,10 @@ from typing import Any
 
 from temporalio import activity
 
-from activities import json_tools, model_client
 from activities.blackboard import format_post
 from activities.llm import check_budget, complete_any
+from activities.providers import client as model_client
+from activities.providers import json_protocol as json_tools
 from core.db import Pool
 from core.runs import agents
 from core.runs import store as runs

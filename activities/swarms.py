@@ -2,7 +2,7 @@
 
 from temporalio import activity
 
-from activities import model_client
+from activities.providers import client as model_client
 from activities.queen import planned_event
 from core.db import Pool
 from core.errors import NotFound

@@ -19,7 +19,7 @@ from core.runs.payloads import ToolSchema
 
 FREE_TEXT: Final = "x-free-text"
 """A string argument's schema hint (true): the model writes its value, it does not copy it
-from the request (activities/call_grounding.py)."""
+from the request (activities/providers/call_grounding.py)."""
 
 CALCULATOR: Final = "calculator"
 GET_TIME: Final = "get_time"
@@ -54,7 +54,7 @@ _ASK_HUMAN: Final = ToolSchema(
     ),
     parameters={
         "type": "object",
-        # Written by the model, not copied from the request (activities/call_grounding.py).
+        # Written by the model, not copied from the request (activities/providers/call_grounding.py).
         "properties": {
             "question": {"type": "string", "minLength": 1, "maxLength": 4000, FREE_TEXT: True}
         },

@@ -1,11 +1,11 @@
-"""A call's argument grammar grounded in the request's words (activities/call_grounding.py)."""
+"""A call's argument grammar grounded in the request's words (activities/providers/call_grounding.py)."""
 
 from typing import Any
 
 import pytest
 
-from activities.call_grounding import ground, parts, uncovered
-from activities.grammar import grammar_safe
+from activities.providers.call_grounding import ground, parts, uncovered
+from activities.providers.grammar import grammar_safe
 from core.runs.payloads import ToolSchema
 
 

@@ -17,9 +17,10 @@ from typing import Any, cast
 import pytest
 from jsonschema import Draft202012Validator
 
-from activities import catalog, json_tools
+from activities import catalog
 from activities.blackboard import MAX_POST_CHARS, blackboard_tools
-from activities.grammar import (
+from activities.providers import json_protocol as json_tools
+from activities.providers.grammar import (
     ANY,
     MAX_ENUM,
     MAX_ITEMS,

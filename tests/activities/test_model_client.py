@@ -14,9 +14,9 @@ import pytest
 from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackError
 from temporalio.exceptions import ApplicationError
 
-from activities import json_tools, model_client
-from activities.grammar import grammar_safe
-from activities.model_client import (
+from activities.providers import client as model_client
+from activities.providers import json_protocol as json_tools
+from activities.providers.client import (
     MAX_RETRY_AFTER,
     BreakerState,
     CircuitBreaker,
@@ -28,6 +28,7 @@ from activities.model_client import (
     reset_breakers,
     resolve,
 )
+from activities.providers.grammar import grammar_safe
 from core.errors import ErrorType
 from core.runs.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
 from core.settings import Settings

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from activities import model_client
+from activities.providers import client as model_client
 from core.runs.payloads import ChatMessage, ModelRequest
 from core.settings import Settings
 from tests.conftest import make_settings

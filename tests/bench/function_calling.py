@@ -7,9 +7,9 @@ llama.cpp server it starts on a free port and stops:
 - direct: POST /v1/chat/completions with native `tools` and `tool_choice: "auto"` to a
   server in llama.cpp's `chatml-function-calling` chat format, no system prompt;
 - direct-prompt: the same with the one-line `DIRECT_SYSTEM_PROMPT`;
-- colony: `activities.model_client.complete` against the server as Colony configures it
+- colony: `activities.providers.client.complete` against the server as Colony configures it
   (`workers.model_server.server_spec`), with the tools as the agent loop sends them (the
-  local provider uses Colony's JSON tool protocol, activities/json_tools.py), the default
+  local provider uses Colony's JSON tool protocol, activities/providers/json_protocol.py), the default
   agent's instructions as system prompt, and the agent loop's dispatch: `run_tool`
   validates the arguments, and a `BadToolArgumentsError` goes back to the model as the
   tool result for one retry.
@@ -47,7 +47,6 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from activities import model_client
 from activities.builtin_tools import (
     BadToolArgumentsError,
     StaticToolRegistry,
@@ -57,6 +56,7 @@ from activities.builtin_tools import (
     run_tool,
 )
 from activities.llm import MAX_TOOL_RESULT_IN_PROMPT
+from activities.providers import client as model_client
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.settings import Settings

@@ -1,6 +1,6 @@
 r"""A registered tool with a hostile input schema, run by the real local model.
 
-Before `activities.grammar`, this schema (a long text bound, `\w`/`\d` escapes in a
+Before `activities.providers.grammar`, this schema (a long text bound, `\w`/`\d` escapes in a
 pattern, a quote in an enum value) made llama.cpp refuse the grammar and the local model
 server crash with SIGSEGV on the run's first model call. Now the run ends with an answer
 or an error the model or its user can act on, and the server keeps answering.

@@ -38,7 +38,8 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
-from activities import grammar, json_tools, openai_wire, tool_ranking
+from activities.providers import grammar, openai_wire, tool_ranking
+from activities.providers import json_protocol as json_tools
 from core.errors import ErrorType
 from core.runs.payloads import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings

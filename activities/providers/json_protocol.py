@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from activities import call_grounding
-from activities.grammar import grammar_safe
+from activities.providers import call_grounding
+from activities.providers.grammar import grammar_safe
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
 from core.tools import policy
 
