@@ -30,8 +30,8 @@ import numpy as np
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.embeddings import DIMENSION, MODEL_ID
-from activities.vectors import (
+from activities.memory.embeddings import DIMENSION, MODEL_ID
+from activities.memory.vectors import (
     TENANT_FIELD,
     Embedder,
     VectorPoint,
@@ -39,7 +39,7 @@ from activities.vectors import (
     VectorStore,
     VectorStoreError,
 )
-from activities.vectors import point_id as make_point_id
+from activities.memory.vectors import point_id as make_point_id
 from core.db import Pool
 from core.errors import ConfigError, ErrorType
 from core.runs.payloads import ToolSchema
@@ -128,7 +128,7 @@ class ToolSearchActivities:
     Args:
         settings: process settings.
         pool: Postgres, for the tenant's registered tools.
-        vectors: the vector store (see `activities/vectors.py`).
+        vectors: the vector store (see `activities/memory/vectors.py`).
         embedder: turns texts into unit vectors of `DIMENSION` dimensions.
         builtin_schemas: the built-in tools of this worker, as models see them.
     """

@@ -16,17 +16,17 @@ from activities.http_tools import HttpToolExecutor, StoreResolvers
 from activities.llm import LlmActivities
 from activities.mcp import McpSessionPool
 from activities.mcp_registry import McpActivities
-from activities.memory import MemoryActivities
-from activities.memory_maintenance import MaintenanceActivities, SkillActivities
-from activities.memory_run import RunMemoryActivities
-from activities.memory_store import MemoryStore, MemoryStoreActivities
+from activities.memory.maintenance import MaintenanceActivities, SkillActivities
+from activities.memory.run import RunMemoryActivities
+from activities.memory.store import MemoryStore, MemoryStoreActivities
+from activities.memory.vectors import LazyEmbedder, open_vector_store
 from activities.queen import QueenActivities
+from activities.stack_check import MemoryActivities
 from activities.store import StoreActivities
 from activities.swarms import SwarmActivities
 from activities.tool_limits import ToolLimiter
 from activities.tool_search import ToolSearchActivities
 from activities.tools import ToolActivities
-from activities.vectors import LazyEmbedder, open_vector_store
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings

@@ -59,8 +59,8 @@ from core.tools.search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities
-    from activities.memory_run import RunMemoryActivities
-    from activities.memory_store import MemoryStoreActivities
+    from activities.memory.run import RunMemoryActivities
+    from activities.memory.store import MemoryStoreActivities
     from activities.store import StoreActivities
     from activities.tool_search import ToolSearchActivities
     from activities.tools import ToolActivities

@@ -10,7 +10,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 from core import search_attributes
 
 with workflow.unsafe.imports_passed_through():
-    from activities.memory_maintenance import MaintenanceActivities, SkillActivities
+    from activities.memory.maintenance import MaintenanceActivities, SkillActivities
     from core.memory.maintenance import (
         DistilledSkill,
         DistillSkillInput,

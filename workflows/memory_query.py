@@ -3,7 +3,7 @@
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.memory_store import MemoryStoreActivities
+    from activities.memory.store import MemoryStoreActivities
     from core.memory.payloads import (
         DeleteMemoriesInput,
         DeleteMemoriesOutput,

@@ -4,7 +4,7 @@ Per tenant the workflow (1) deletes memories past the tenant's retention, (2) re
 memories written with another embedding model, (3) distills clusters of similar
 successful episodes into skills and (4) retires skills that keep failing. The queries
 here read and mark rows of the `memories` table; vectors are the memory store's
-business (`activities/memory_store.py`).
+business (`activities/memory/store.py`).
 
 An episode a skill was distilled from carries the skill's id in its metadata
 (`CONSUMED_BY`), so it joins no later cluster and a rerun distills nothing twice.

@@ -2,7 +2,7 @@
 
 The row is the system of record of a memory (content, provenance, counters, the model
 its vector was made with); its vector lives in Qdrant under the same id, written and
-deleted by `activities.memory_store.MemoryStore`, which is the only writer of both.
+deleted by `activities.memory.store.MemoryStore`, which is the only writer of both.
 Ids are `memory_id(tenant, key)`: a retried write finds its row and adds nothing.
 
 Every function takes the tenant explicitly and only touches that tenant's rows.

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from activities.builtin_tools import CALCULATOR, GET_TIME
-from activities.embeddings import MiniLmEmbedder
+from activities.memory.embeddings import MiniLmEmbedder
+from activities.memory.vectors import VectorStore
 from activities.tool_search import ToolSearchActivities
-from activities.vectors import VectorStore
 from core import db, tenants
 from core.runs.payloads import ToolSchema
 from core.tools import store as tools

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.embeddings import MODEL_ID, MiniLmEmbedder
-from activities.memory_store import (
+from activities.memory.embeddings import MODEL_ID, MiniLmEmbedder
+from activities.memory.store import (
     MemoryStore,
     MemoryStoreActivities,
     collection_for,
     mask_value,
     memory_id,
 )
-from activities.vectors import MEMORY, VectorStore
+from activities.memory.vectors import MEMORY, VectorStore
 from core import tenants
 from core.db import Pool
 from core.errors import InvalidInput
@@ -429,7 +429,7 @@ def test_memory_collections_are_named_by_model() -> None:
 def test_range_and_any_of_filters_in_the_vector_store(tmp_path: Path) -> None:
     import numpy as np
 
-    from activities.vectors import Range, VectorPoint
+    from activities.memory.vectors import Range, VectorPoint
 
     vs = VectorStore(MEMORY)
     vs.ensure_collection("c", 2)
@@ -456,7 +456,7 @@ def test_a_server_collection_gets_its_payload_indexes(monkeypatch: pytest.Monkey
 
     from qdrant_client import models
 
-    from activities.memory_store import PAYLOAD_INDEXES
+    from activities.memory.store import PAYLOAD_INDEXES
 
     client = MagicMock()
     client.collection_exists.return_value = False

@@ -22,8 +22,8 @@ from temporalio.client import (
     WorkflowHandle,
 )
 
-from activities.embeddings import MODEL_ID
-from activities.memory_store import MemoryStore, collection_for
+from activities.memory.embeddings import MODEL_ID
+from activities.memory.store import MemoryStore, collection_for
 from activities.providers import client as model_client
 from core import temporal as temporal_support
 from core import tenants

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from activities.memory_maintenance import (
+from activities.memory.maintenance import (
     cluster_indices,
     clustering_text,
     common_tool_sequence,

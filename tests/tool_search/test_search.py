@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from activities.builtin_tools import CALCULATOR, GET_TIME
-from activities.embeddings import MiniLmEmbedder
+from activities.memory.embeddings import MiniLmEmbedder
+from activities.memory.vectors import VectorStore, point_id
 from activities.tool_search import (
     COLLECTION,
     NAME_BOOST,
@@ -15,7 +16,6 @@ from activities.tool_search import (
     tool_text,
     words,
 )
-from activities.vectors import VectorStore, point_id
 from core import tenants
 from core.db import Pool
 from core.runs.payloads import ToolSchema

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from activities.vectors import (
+from activities.memory.vectors import (
     MEMORY,
     LazyEmbedder,
     Range,

@@ -31,9 +31,9 @@ from typing import Any, Final, Protocol
 import numpy as np
 from temporalio import activity
 
-from activities.memory_store import translated_errors
+from activities.memory.store import translated_errors
+from activities.memory.vectors import Embedder
 from activities.providers import client as model_client
-from activities.vectors import Embedder
 from core.db import Pool
 from core.memory import maintenance as queries
 from core.memory.maintenance import (
@@ -84,7 +84,7 @@ _STOPWORDS: Final = frozenset(
 
 
 class Store(Protocol):
-    """What maintenance needs of `activities.memory_store.MemoryStore`."""
+    """What maintenance needs of `activities.memory.store.MemoryStore`."""
 
     async def write(self, input: WriteMemoriesInput) -> WriteMemoriesOutput: ...  # noqa: D102
 
@@ -308,7 +308,7 @@ class MaintenanceActivities:
     Args:
         settings: process settings.
         pool: Postgres.
-        memory_store: the memory store (`activities.memory_store.MemoryStore`).
+        memory_store: the memory store (`activities.memory.store.MemoryStore`).
         embedder: embeds episodes for clustering (the memory store's model).
     """
 

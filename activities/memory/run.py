@@ -39,7 +39,7 @@ _SECTIONS = (
 
 
 class Store(Protocol):
-    """What this module needs of `activities.memory_store.MemoryStore`."""
+    """What this module needs of `activities.memory.store.MemoryStore`."""
 
     async def recall(self, input: RecallInput) -> RecallOutput: ...  # noqa: D102
 

@@ -39,8 +39,8 @@ import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.embeddings import DIMENSION, MODEL_ID
-from activities.vectors import (
+from activities.memory.embeddings import DIMENSION, MODEL_ID
+from activities.memory.vectors import (
     TENANT_FIELD,
     Embedder,
     IndexKind,
@@ -50,7 +50,7 @@ from activities.vectors import (
     VectorStore,
     VectorStoreError,
 )
-from activities.vectors import point_id as make_point_id
+from activities.memory.vectors import point_id as make_point_id
 from core.db import Pool
 from core.errors import ColonyError, ConfigError, ErrorType, InvalidInput
 from core.memory import store as rows
@@ -131,7 +131,7 @@ class MemoryStore:
     Args:
         settings: process settings.
         pool: Postgres.
-        vectors: the vector store (opened lazily; see `activities/vectors.py`).
+        vectors: the vector store (opened lazily; see `activities/memory/vectors.py`).
         embedder: turns texts into unit vectors of `dimension` dimensions; any model
             (a provider's embeddings API too) with its own `model_id`.
         model_id: recorded on each row and naming the collection.
