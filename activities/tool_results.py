@@ -24,7 +24,7 @@ from core.runs.payloads import (
 from core.tools import store as tool_store
 
 MAX_RESULT_CHARS = 1_000_000
-"""Tool output beyond this is cut before it is stored (prompts see less: see activities.llm)."""
+"""Tool output beyond this is cut before it is stored (prompts see less: see activities.runs.llm)."""
 
 
 def denied(reason: str) -> tuple[bool, str | None, str]:

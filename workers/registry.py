@@ -13,17 +13,17 @@ from activities.blackboard import blackboard_tools
 from activities.builtin_tools import ToolDefinition
 from activities.catalog import ToolCatalog, builtin_registry
 from activities.http_tools import HttpToolExecutor, StoreResolvers
-from activities.llm import LlmActivities
 from activities.mcp import McpSessionPool
 from activities.mcp_registry import McpActivities
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
 from activities.memory.run import RunMemoryActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
 from activities.memory.vectors import LazyEmbedder, open_vector_store
-from activities.queen import QueenActivities
+from activities.runs.llm import LlmActivities
+from activities.runs.store import StoreActivities
 from activities.stack_check import MemoryActivities
-from activities.store import StoreActivities
-from activities.swarms import SwarmActivities
+from activities.swarms.queen import QueenActivities
+from activities.swarms.store import SwarmActivities
 from activities.tool_limits import ToolLimiter
 from activities.tool_search import ToolSearchActivities
 from activities.tools import ToolActivities

@@ -58,10 +58,10 @@ from core.tools.names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
 from core.tools.search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
-    from activities.llm import LlmActivities
     from activities.memory.run import RunMemoryActivities
     from activities.memory.store import MemoryStoreActivities
-    from activities.store import StoreActivities
+    from activities.runs.llm import LlmActivities
+    from activities.runs.store import StoreActivities
     from activities.tool_search import ToolSearchActivities
     from activities.tools import ToolActivities
     from workflows._options import (

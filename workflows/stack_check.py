@@ -6,7 +6,7 @@ from core import search_attributes
 from core.queues import TaskQueue
 
 with workflow.unsafe.imports_passed_through():
-    from activities.llm import LlmActivities
+    from activities.runs.llm import LlmActivities
     from activities.stack_check import MemoryActivities
     from activities.tools import ToolActivities
     from core.runs.payloads import ProbeInput, StackCheckInput, StackCheckOutput, StackCheckRecord

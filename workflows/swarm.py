@@ -40,8 +40,8 @@ from core.swarms.plan import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.queen import QueenActivities
-    from activities.swarms import SwarmActivities
+    from activities.swarms.queen import QueenActivities
+    from activities.swarms.store import SwarmActivities
     from workflows._options import LLM_CALL, RUN_STORE
     from workflows.agent_run import run_child
 

@@ -28,7 +28,7 @@ from activities.providers.grammar import (
     grammar_pattern,
     grammar_safe,
 )
-from activities.queen import plan_schema
+from activities.swarms.queen import plan_schema
 from core.db import Pool
 from core.errors import ConfigError
 from core.providers import LOCAL_MODEL

@@ -3,7 +3,7 @@
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.llm import LlmActivities
+from activities.runs.llm import LlmActivities
 from activities.tools import ToolActivities
 from core.db import Pool
 from core.runs import agents

@@ -55,8 +55,8 @@ from activities.builtin_tools import (
     ToolError,
     run_tool,
 )
-from activities.llm import MAX_TOOL_RESULT_IN_PROMPT
 from activities.providers import client as model_client
+from activities.runs.llm import MAX_TOOL_RESULT_IN_PROMPT
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.settings import Settings

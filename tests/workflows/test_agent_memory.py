@@ -5,7 +5,7 @@ the model is scripted (its replies depend on what is asked)."""
 import json
 from typing import Any
 
-from activities.llm_context import REFLECT_PROMPT, SUMMARY_PROMPT
+from activities.runs.context import REFLECT_PROMPT, SUMMARY_PROMPT
 from core.runs import store as runs
 from tests.support.model_server import RecordedRequest, Step, reply, tool_call, tool_calls
 from tests.support.replay import assert_replays, record_history

@@ -8,11 +8,12 @@ import time
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import llm_context, persistence
+from activities import persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.catalog import ToolCatalog, answered_by_workflow, model_names
 from activities.heartbeats import heartbeat_every
 from activities.providers import client as model_client
+from activities.runs import context as llm_context
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput

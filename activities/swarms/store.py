@@ -3,7 +3,7 @@
 from temporalio import activity
 
 from activities.providers import client as model_client
-from activities.queen import planned_event
+from activities.swarms.queen import planned_event
 from core.db import Pool
 from core.errors import NotFound
 from core.providers import default_model
