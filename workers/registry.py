@@ -9,12 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.blackboard import blackboard_tools
-from activities.builtin_tools import ToolDefinition
-from activities.catalog import ToolCatalog, builtin_registry
-from activities.http_tools import HttpToolExecutor, StoreResolvers
-from activities.mcp import McpSessionPool
-from activities.mcp_registry import McpActivities
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
 from activities.memory.run import RunMemoryActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
@@ -24,9 +18,15 @@ from activities.runs.store import StoreActivities
 from activities.stack_check import MemoryActivities
 from activities.swarms.queen import QueenActivities
 from activities.swarms.store import SwarmActivities
-from activities.tool_limits import ToolLimiter
-from activities.tool_search import ToolSearchActivities
-from activities.tools import ToolActivities
+from activities.tools.blackboard import blackboard_tools
+from activities.tools.catalog import ToolCatalog, builtin_registry
+from activities.tools.execute import ToolActivities
+from activities.tools.framework import ToolDefinition
+from activities.tools.http import HttpToolExecutor, StoreResolvers
+from activities.tools.limits import ToolLimiter
+from activities.tools.mcp_client import McpSessionPool
+from activities.tools.mcp_discovery import McpActivities
+from activities.tools.search import ToolSearchActivities
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings

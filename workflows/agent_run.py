@@ -62,8 +62,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.memory.store import MemoryStoreActivities
     from activities.runs.llm import LlmActivities
     from activities.runs.store import StoreActivities
-    from activities.tool_search import ToolSearchActivities
-    from activities.tools import ToolActivities
+    from activities.tools.execute import ToolActivities
+    from activities.tools.search import ToolSearchActivities
     from workflows._options import (
         LLM_CALL,
         MEMORY_RECALL,

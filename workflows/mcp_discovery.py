@@ -6,7 +6,7 @@ from temporalio.exceptions import ActivityError
 from core import search_attributes
 
 with workflow.unsafe.imports_passed_through():
-    from activities.mcp_registry import McpActivities
+    from activities.tools.mcp_discovery import McpActivities
     from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
     from workflows._options import MCP_DISCOVERY
 

@@ -8,7 +8,7 @@ from core.queues import TaskQueue
 with workflow.unsafe.imports_passed_through():
     from activities.runs.llm import LlmActivities
     from activities.stack_check import MemoryActivities
-    from activities.tools import ToolActivities
+    from activities.tools.execute import ToolActivities
     from core.runs.payloads import ProbeInput, StackCheckInput, StackCheckOutput, StackCheckRecord
     from workflows._options import LANE_PROBE, MEMORY_WRITE
 

@@ -3,7 +3,7 @@
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.tool_search import ToolSearchActivities
+    from activities.tools.search import ToolSearchActivities
     from core.tools.search import ToolSearchInput, ToolSearchOutput
     from workflows._options import TOOL_SEARCH
 

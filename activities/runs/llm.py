@@ -10,10 +10,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities import persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
-from activities.catalog import ToolCatalog, answered_by_workflow, model_names
 from activities.heartbeats import heartbeat_every
 from activities.providers import client as model_client
 from activities.runs import context as llm_context
+from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput

@@ -4,9 +4,9 @@ import json
 
 from temporalio import activity
 
-from activities import tool_results
-from activities.blackboard import BLACKBOARD_TOOLS
-from activities.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
+from activities.tools import results as tool_results
+from activities.tools.blackboard import BLACKBOARD_TOOLS
+from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core.db import Pool
 from core.errors import NotFound
 from core.runs import agents

@@ -11,10 +11,10 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.blackboard import format_post
 from activities.providers import client as model_client
 from activities.providers import json_protocol as json_tools
 from activities.runs.llm import check_budget, complete_any
+from activities.tools.blackboard import format_post
 from core.db import Pool
 from core.runs import agents
 from core.runs import store as runs

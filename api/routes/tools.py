@@ -52,7 +52,7 @@ def _builtin_tools(settings: Settings) -> dict[str, ToolPublic]:
 def _describe_builtins(settings: Settings) -> dict[str, ToolPublic]:
     # Built-in tools are code in the activities package; importing it here (not at module
     # level: api does not depend on activities) only reads their definitions.
-    from activities.catalog import builtin_registry
+    from activities.tools.catalog import builtin_registry
 
     registry = builtin_registry(settings)
     found = {

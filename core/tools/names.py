@@ -3,7 +3,7 @@
 Two kinds of tool are Colony's own, and a tenant cannot register a tool by their names
 (`core.tools.store` checks `RESERVED_TOOL_NAMES`):
 
-- code tools, run by a tools worker: `CODE_TOOL_NAMES` (activities/builtin_tools.py,
+- code tools, run by a tools worker: `CODE_TOOL_NAMES` (activities/tools/framework.py,
   the sandbox and workspace tools, the swarm blackboard);
 - workflow tools, answered by the agent-run workflow without reaching the tools lane:
   `WORKFLOW_TOOLS` (asking the human, searching tools, long-term memory).

@@ -17,8 +17,6 @@ from typing import Any, cast
 import pytest
 from jsonschema import Draft202012Validator
 
-from activities import catalog
-from activities.blackboard import MAX_POST_CHARS, blackboard_tools
 from activities.providers import json_protocol as json_tools
 from activities.providers.grammar import (
     ANY,
@@ -29,6 +27,8 @@ from activities.providers.grammar import (
     grammar_safe,
 )
 from activities.swarms.queen import plan_schema
+from activities.tools import catalog
+from activities.tools.blackboard import MAX_POST_CHARS, blackboard_tools
 from core.db import Pool
 from core.errors import ConfigError
 from core.providers import LOCAL_MODEL

@@ -4,7 +4,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.runs.llm import LlmActivities
-from activities.tools import ToolActivities
+from activities.tools.execute import ToolActivities
 from core.db import Pool
 from core.runs import agents
 from core.runs import store as runs
@@ -125,9 +125,9 @@ async def test_a_long_tool_call_heartbeats(
 ) -> None:
     import asyncio
 
-    from activities import tools as tools_module
-    from activities.builtin_tools import ToolDefinition
-    from activities.catalog import ToolCatalog, builtin_registry
+    from activities.tools import execute as tools_module
+    from activities.tools.catalog import ToolCatalog, builtin_registry
+    from activities.tools.framework import ToolDefinition
 
     async def slow(args: dict[str, object], ctx: object) -> str:
         await asyncio.sleep(0.35)

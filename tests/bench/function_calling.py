@@ -47,7 +47,9 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from activities.builtin_tools import (
+from activities.providers import client as model_client
+from activities.runs.llm import MAX_TOOL_RESULT_IN_PROMPT
+from activities.tools.framework import (
     BadToolArgumentsError,
     StaticToolRegistry,
     ToolContext,
@@ -55,8 +57,6 @@ from activities.builtin_tools import (
     ToolError,
     run_tool,
 )
-from activities.providers import client as model_client
-from activities.runs.llm import MAX_TOOL_RESULT_IN_PROMPT
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.settings import Settings

@@ -12,7 +12,7 @@ import statistics
 import time
 from typing import Any
 
-from activities.mcp import McpSessionPool
+from activities.tools.mcp_client import McpSessionPool
 from core.tools.mcp import McpServerConfig
 from tests.mcp._servers import everything_missing, everything_server, http_config, time_config
 

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from activities.builtin_tools import StaticToolRegistry, ToolContext, run_tool
-from activities.sandbox import BubblewrapSandbox, SandboxLimits, sandbox_tools
-from activities.workspace import workspace_for
+from activities.tools.framework import StaticToolRegistry, ToolContext, run_tool
+from activities.tools.sandbox import BubblewrapSandbox, SandboxLimits, sandbox_tools
+from activities.tools.workspace import workspace_for
 from core.runs.payloads import ToolCallRequest
 from tests.conftest import make_settings
 

@@ -14,10 +14,10 @@ import statistics
 import time
 from pathlib import Path
 
-from activities.builtin_tools import CALCULATOR, GET_TIME
 from activities.memory.embeddings import MiniLmEmbedder
 from activities.memory.vectors import VectorStore
-from activities.tool_search import ToolSearchActivities
+from activities.tools.framework import CALCULATOR, GET_TIME
+from activities.tools.search import ToolSearchActivities
 from core import db, tenants
 from core.runs.payloads import ToolSchema
 from core.tools import store as tools

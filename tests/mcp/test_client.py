@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from mcp import types
 
-from activities.mcp import McpSessionPool, McpUnavailableError, render_result
+from activities.tools.mcp_client import McpSessionPool, McpUnavailableError, render_result
 from tests.mcp._servers import http_config
 from workers.process import free_port
 

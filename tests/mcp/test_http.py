@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.builtin_tools import ToolExecutionError
-from activities.mcp import McpSessionPool, McpUnavailableError
+from activities.tools.framework import ToolExecutionError
+from activities.tools.mcp_client import McpSessionPool, McpUnavailableError
 from core.errors import ErrorType
 from core.tools.mcp import StdioServerConfig, parse_server_config
 from tests.mcp._servers import (

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from activities.builtin_tools import (
+from activities.tools.framework import (
     BadToolArgumentsError,
     StaticToolRegistry,
     ToolContext,
     ToolExecutionError,
     run_tool,
 )
-from activities.mcp import McpSessionPool, McpUnavailableError, mcp_tool_definition
+from activities.tools.mcp_client import McpSessionPool, McpUnavailableError, mcp_tool_definition
 from core.errors import ErrorType
 from core.runs.payloads import ToolCallRequest
 from tests.mcp._servers import alive, child_pids, git_config, stdio_config, time_config, wait_gone

@@ -14,9 +14,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.builtin_tools import ToolExecutionError
-from activities.mcp import DiscoveredTool, McpSessionPool, McpUnavailableError
-from activities.mcp_registry import McpActivities
+from activities.tools.framework import ToolExecutionError
+from activities.tools.mcp_client import DiscoveredTool, McpSessionPool, McpUnavailableError
+from activities.tools.mcp_discovery import McpActivities
 from core import tenants
 from core.db import Pool
 from core.tools import store as tool_store

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities.builtin_tools import ToolContext
+from activities.tools.framework import ToolContext
 from api.main import create_app
 from core import temporal as temporal_support
 from core import tenants

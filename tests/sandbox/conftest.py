@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.builtin_tools import StaticToolRegistry, ToolContext, run_tool
-from activities.sandbox import BubblewrapSandbox, SandboxLimits, probe, sandbox_tools
-from activities.workspace import workspace_for
+from activities.tools.framework import StaticToolRegistry, ToolContext, run_tool
+from activities.tools.sandbox import BubblewrapSandbox, SandboxLimits, probe, sandbox_tools
+from activities.tools.workspace import workspace_for
 from core.runs.payloads import ToolCallRequest
 from core.settings import Settings
 from tests.conftest import make_settings

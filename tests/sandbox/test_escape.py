@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.sandbox import BubblewrapSandbox, Language, SandboxLimits
-from activities.workspace import sandbox_owner, workspace_for
+from activities.tools.sandbox import BubblewrapSandbox, Language, SandboxLimits
+from activities.tools.workspace import sandbox_owner, workspace_for
 from core.settings import Settings
 from tests.sandbox.conftest import FAST, TENANT
 
@@ -403,7 +403,7 @@ async def test_sandbox_dies_with_the_worker(tmp_path: Path) -> None:
     worker = f"""
 import asyncio
 from pathlib import Path
-from activities.sandbox import BubblewrapSandbox, Language, SandboxLimits
+from activities.tools.sandbox import BubblewrapSandbox, Language, SandboxLimits
 asyncio.run(BubblewrapSandbox().run(Path({str(workspace)!r}), "shell", "sleep {marker}", SandboxLimits()))
 """
     proc = await asyncio.create_subprocess_exec(

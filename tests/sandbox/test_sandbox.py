@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from activities.builtin_tools import BadToolArgumentsError, ToolDefinition, ToolExecutionError
-from activities.sandbox import (
+from activities.tools.framework import BadToolArgumentsError, ToolDefinition, ToolExecutionError
+from activities.tools.sandbox import (
     NO_BACKEND_MESSAGE,
     SANDBOX_TOOL_NAMES,
     BubblewrapSandbox,
@@ -26,7 +26,7 @@ from activities.sandbox import (
     select_backend,
     unpack_workspace,
 )
-from activities.workspace import SANDBOX_UID, workspace_for
+from activities.tools.workspace import SANDBOX_UID, workspace_for
 from core.errors import ErrorType
 from core.settings import Settings
 from tests.conftest import make_settings

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.builtin_tools import BadToolArgumentsError, ToolExecutionError
-from activities.workspace import (
+from activities.tools.framework import BadToolArgumentsError, ToolExecutionError
+from activities.tools.workspace import (
     READ_LIMIT,
     list_files,
     read_file,

@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from temporalio.client import Client
 
-from activities.builtin_tools import ToolDefinition
+from activities.tools.framework import ToolDefinition
 from api.main import create_app
 from core import temporal
 from core.db import Pool

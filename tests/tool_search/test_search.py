@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from activities.builtin_tools import CALCULATOR, GET_TIME
 from activities.memory.embeddings import MiniLmEmbedder
 from activities.memory.vectors import VectorStore, point_id
-from activities.tool_search import (
+from activities.tools.framework import CALCULATOR, GET_TIME
+from activities.tools.search import (
     COLLECTION,
     NAME_BOOST,
     ToolSearchActivities,

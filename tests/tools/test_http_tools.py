@@ -9,14 +9,14 @@ from urllib.parse import quote
 
 import pytest
 
-from activities.builtin_tools import (
+from activities.tools.framework import (
     BadToolArgumentsError,
     ToolContext,
     ToolError,
     ToolExecutionError,
     run_tool,
 )
-from activities.http_tools import (
+from activities.tools.http import (
     HttpToolExecutor,
     StoreResolvers,
     html_to_text,
@@ -24,7 +24,7 @@ from activities.http_tools import (
     load_registry,
     redact,
 )
-from activities.tool_limits import RetryableToolError
+from activities.tools.limits import RetryableToolError
 from core import tenants
 from core.db import Pool
 from core.errors import ErrorType, NotFound
@@ -340,7 +340,7 @@ async def test_no_cookies_are_kept_between_calls(
 
 @pytest.fixture
 async def fetch_registry(egress: Egress) -> AsyncIterator[Any]:
-    from activities.builtin_tools import StaticToolRegistry
+    from activities.tools.framework import StaticToolRegistry
 
     yield StaticToolRegistry([http_fetch_tool(egress, max_bytes=5000)])
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from activities.tool_limits import RetryableToolError, ToolLimiter
+from activities.tools.limits import RetryableToolError, ToolLimiter
 from core.errors import ErrorType
 
 

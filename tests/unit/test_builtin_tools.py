@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from activities.builtin_tools import (
+from activities.tools.framework import (
     BUILTIN,
     CALCULATOR,
     EXPRESSION_GRAMMAR,

@@ -3,8 +3,8 @@
 import inspect
 from typing import cast
 
-from activities import catalog
-from activities.blackboard import blackboard_tools
+from activities.tools import catalog
+from activities.tools.blackboard import blackboard_tools
 from core.db import Pool
 from core.tools.names import CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS
 from tests.conftest import make_settings

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from activities.builtin_tools import ToolContext, ToolDefinition
+from activities.tools.framework import ToolContext, ToolDefinition
 from core.db import Pool
 from core.queues import TaskQueue
 from core.runs import agents

@@ -9,7 +9,7 @@ only inside a swarm. Posts live in Postgres (`swarm_blackboard`) and are announc
 import hashlib
 from typing import Any, Final
 
-from activities.builtin_tools import ToolContext, ToolDefinition, ToolExecutionError
+from activities.tools.framework import ToolContext, ToolDefinition, ToolExecutionError
 from core.db import Pool
 from core.runs import store as runs
 from core.runs.payloads import RunEvent

@@ -23,13 +23,14 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import sandbox, tool_results
 from activities._common import PinnedVersions, worker_identity
-from activities.blackboard import BLACKBOARD_TOOLS
-from activities.builtin_tools import ToolContext, ToolError
-from activities.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.heartbeats import heartbeat_every
-from activities.tool_limits import RetryableToolError, ToolLimiter
+from activities.tools import results as tool_results
+from activities.tools import sandbox
+from activities.tools.blackboard import BLACKBOARD_TOOLS
+from activities.tools.catalog import CatalogEntry, ToolCatalog, run_entry
+from activities.tools.framework import ToolContext, ToolError
+from activities.tools.limits import RetryableToolError, ToolLimiter
 from core.db import Pool
 from core.errors import NotFound
 from core.runs import store as runs

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from activities.builtin_tools import (
+from activities.tools.framework import (
     BUILTIN,
     CALCULATOR,
     GET_TIME,
@@ -37,14 +37,14 @@ from activities.builtin_tools import (
     UnknownToolError,
     run_tool,
 )
-from activities.http_tools import (
+from activities.tools.http import (
     EgressResolver,
     HttpToolExecutor,
     SecretResolver,
     http_fetch_tool,
 )
-from activities.mcp import McpSessionPool
-from activities.sandbox import sandbox_tools
+from activities.tools.mcp_client import McpSessionPool
+from activities.tools.sandbox import sandbox_tools
 from core.errors import NotFound
 from core.runs import agents
 from core.runs.payloads import ToolCallRequest, ToolSchema

@@ -46,7 +46,7 @@ from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from activities.builtin_tools import (
+from activities.tools.framework import (
     BadToolArgumentsError,
     ToolContext,
     ToolDefinition,

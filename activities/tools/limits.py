@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from activities.builtin_tools import ToolError
+from activities.tools.framework import ToolError
 from core.errors import ErrorType
 
 DEFAULT_MAX_WAIT_S = 10.0

@@ -8,7 +8,7 @@ with `SandboxUnavailable`: nothing ever falls back to running unsandboxed.
     select_backend(settings) -> Sandbox.run(workspace, language, code, limits) -> ExecResult
 
 Each call is a new process tree; what persists between calls of a run is its workspace
-directory (activities.workspace), mounted at /workspace.
+directory (activities.tools.workspace), mounted at /workspace.
 """
 
 import asyncio
@@ -30,8 +30,8 @@ from typing import Any, Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities import workspace as ws
-from activities.builtin_tools import ToolContext, ToolDefinition, ToolError, ToolExecutionError
+from activities.tools import workspace as ws
+from activities.tools.framework import ToolContext, ToolDefinition, ToolError, ToolExecutionError
 from core.errors import ErrorType
 from core.settings import Settings
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from activities.builtin_tools import BadToolArgumentsError, ToolExecutionError
+from activities.tools.framework import BadToolArgumentsError, ToolExecutionError
 from core.settings import Settings
 
 SANDBOX_UID: Final = 65534

@@ -33,9 +33,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.builtin_tools import ToolError
-from activities.http_tools import SecretResolver
-from activities.mcp import DEFAULT_CALL_TIMEOUT_S, DiscoveredTool, McpSessionPool
+from activities.tools.framework import ToolError
+from activities.tools.http import SecretResolver
+from activities.tools.mcp_client import DEFAULT_CALL_TIMEOUT_S, DiscoveredTool, McpSessionPool
 from core.db import Pool
 from core.errors import InvalidInput, NotFound
 from core.tools import store as tool_store

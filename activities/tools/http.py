@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import httpx
 
-from activities.builtin_tools import (
+from activities.tools.framework import (
     BadToolArgumentsError,
     StaticToolRegistry,
     ToolContext,
@@ -42,7 +42,7 @@ from activities.builtin_tools import (
     ToolError,
     ToolExecutionError,
 )
-from activities.tool_limits import RetryableToolError
+from activities.tools.limits import RetryableToolError
 from core.db import Pool
 from core.errors import ColonyError, ErrorType, NotFound
 from core.tools import store as tool_store
