@@ -26,10 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from activities.tools.builtins import BUILTIN, CALCULATOR, GET_TIME
 from activities.tools.framework import (
-    BUILTIN,
-    CALCULATOR,
-    GET_TIME,
     StaticToolRegistry,
     ToolContext,
     ToolDefinition,

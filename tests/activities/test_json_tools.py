@@ -11,7 +11,7 @@ import pytest
 
 from activities.providers import client as model_client
 from activities.providers import json_protocol as json_tools
-from activities.tools.framework import BUILTIN
+from activities.tools.builtins import BUILTIN
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from tests.conftest import make_settings

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from activities.memory.embeddings import MiniLmEmbedder
 from activities.memory.vectors import VectorStore
-from activities.tools.framework import CALCULATOR, GET_TIME
+from activities.tools.builtins import CALCULATOR, GET_TIME
 from activities.tools.search import ToolSearchActivities
 from core import db, tenants
 from core.runs.payloads import ToolSchema

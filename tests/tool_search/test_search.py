@@ -7,7 +7,7 @@ import pytest
 
 from activities.memory.embeddings import MiniLmEmbedder
 from activities.memory.vectors import VectorStore, point_id
-from activities.tools.framework import CALCULATOR, GET_TIME
+from activities.tools.builtins import CALCULATOR, GET_TIME
 from activities.tools.search import (
     COLLECTION,
     NAME_BOOST,

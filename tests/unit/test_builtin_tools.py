@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from activities.tools.framework import (
+from activities.tools.builtins import (
     BUILTIN,
     CALCULATOR,
     EXPRESSION_GRAMMAR,
@@ -16,6 +16,9 @@ from activities.tools.framework import (
     EXPRESSION_PATTERN,
     GET_TIME,
     MAX_EXPRESSION_CHARS,
+    calculate,
+)
+from activities.tools.framework import (
     BadToolArgumentsError,
     StaticToolRegistry,
     ToolContext,
@@ -24,7 +27,6 @@ from activities.tools.framework import (
     ToolExecutionError,
     ToolRegistry,
     UnknownToolError,
-    calculate,
     parse_arguments,
     run_tool,
 )
