@@ -108,7 +108,7 @@ def stack_start(repeats: int) -> dict[str, float]:
     for _ in range(repeats + 1):
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "up"],
+            [sys.executable, "-m", "workers.cli", "up"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -24,7 +24,7 @@ from tests.support.services import (
 )
 from workers.process import free_port
 
-CLI = [sys.executable, "-m", "api.cli"]
+CLI = [sys.executable, "-m", "workers.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

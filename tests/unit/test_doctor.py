@@ -136,7 +136,7 @@ def test_doctor_command_prints_what_the_running_stack_uses(
     start_stack_state(data, keyed_server)
     env = child_env(COLONY_DATA_DIR=str(data), COLUMNS="250",
                     COLONY_LOCAL_MODEL_PORT=str(free_port()))  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "api.cli", "doctor"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "workers.cli", "doctor"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     out = done.stdout + done.stderr
     assert done.returncode == 1, out  # nothing else of the stack runs

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["core", "workflows", "activities", "workers", "api"]
-# Import direction (STYLE.md): who may import whom at module level.
+# Import direction (STYLE.md): who may import whom, at module level or lazily.
 ALLOWED = {
     "core": {"core"},
     "activities": {"core", "activities"},
@@ -34,11 +34,10 @@ def test_init_files_are_empty(name: str) -> None:
 
 @pytest.mark.parametrize("name", PACKAGES)
 def test_import_direction(name: str) -> None:
+    """Every import counts, lazy ones inside functions too; no file is exempt."""
     for path in (ROOT / name).rglob("*.py"):
-        if name == "api" and path.name == "cli.py":
-            continue  # the CLI starts workers and the stack: it may import anything, lazily
         tree = ast.parse(path.read_text())
-        for node in tree.body:  # module level only; lazy imports inside functions are allowed
+        for node in ast.walk(tree):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -46,5 +45,12 @@ def test_import_direction(name: str) -> None:
                 targets = [node.module]
             for target in targets:
                 top = target.split(".")[0]
-                if top in PACKAGES:
-                    assert top in ALLOWED[name], f"{path.relative_to(ROOT)} imports {target}"
+                if top not in PACKAGES or top in ALLOWED[name]:
+                    continue
+                where = (str(path.relative_to(ROOT)), target)
+                assert where in PENDING, f"{where[0]} imports {target}"
+
+
+PENDING = {("api/routes/tools.py", "activities.tools.catalog")}
+"""Known violations still to remove (issue 12): the API lists the built-in tools by
+reading their definitions in activities; they should come from a pure module in core."""
