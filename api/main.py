@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=version("colony"),
         description="Durable orchestration for AI agents on Temporal.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.settings = settings
     app.state.temporal = TemporalHandle(settings)

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     local_model_port: int = Field(default=8081, validation_alias="COLONY_LOCAL_MODEL_PORT")
     api_host: str = Field(default=LOCAL_HOST, validation_alias="COLONY_API_HOST")
     api_port: int = Field(default=8000, validation_alias="COLONY_API_PORT")
+    # The OpenAPI document and its pages (/openapi.json, /docs, /redoc): open by default
+    # (README, "The API's documentation"); false removes them.
+    api_docs: bool = Field(default=True, validation_alias="COLONY_API_DOCS")
 
     # Clients of the API (the CLI).
     api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")
