@@ -191,6 +191,18 @@ class FeedbackPublic(BaseModel):
     comment: str | None = None
 
 
+class MessagePublic(BaseModel):
+    """One message of a run's transcript (tool results whole, as stored)."""
+
+    seq: int
+    role: Literal["user", "assistant", "tool"]
+    content: str | None
+    tool_calls: list[dict[str, Any]] = []
+    tool_call_id: str | None = None
+    name: str | None = None
+    created_at: datetime
+
+
 class EventPublic(BaseModel):
     """One run event."""
 

@@ -26,6 +26,7 @@ from activities.tools.http import HttpToolExecutor, StoreResolvers
 from activities.tools.limits import ToolLimiter
 from activities.tools.mcp_client import McpSessionPool
 from activities.tools.mcp_discovery import McpActivities
+from activities.tools.outputs import output_tools
 from activities.tools.search import ToolSearchActivities
 from core.db import Pool
 from core.queues import TaskQueue
@@ -57,7 +58,9 @@ class Resources:
         self.mcp = McpSessionPool()
         self.limiter = ToolLimiter()
         self.builtins = builtin_registry(
-            settings, self.resolvers.egress, [*blackboard_tools(pool), *extra_tools]
+            settings,
+            self.resolvers.egress,
+            [*blackboard_tools(pool), *output_tools(pool), *extra_tools],
         )
         self.catalog = ToolCatalog(
             self.builtins, http=self.http, mcp=self.mcp, secret=self.resolvers.secret

@@ -15,6 +15,7 @@ from api.schemas import (
     FeedbackPublic,
     MessageAccepted,
     MessageCreate,
+    MessagePublic,
     RunCreate,
     RunPublic,
 )
@@ -176,6 +177,32 @@ async def _public(
         created_at=record.created_at,
         finished_at=record.finished_at,
     )  # fmt: skip
+
+
+@router.get("/{run_id}/messages", response_model=list[MessagePublic])
+async def run_messages(
+    run_id: str,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    after: Annotated[int, Query(ge=0, description="messages after this seq")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[MessagePublic]:
+    """The run's transcript, page by page: `colony://runs/{id}/messages/{seq}` is `seq` here."""
+    async with pool.connection() as conn:
+        await runs.get_run(conn, principal.tenant_id, run_id)  # 404 for other tenants' runs
+        found = await runs.list_messages(conn, run_id, after=after, limit=limit)
+    return [
+        MessagePublic(
+            seq=seq,
+            role=m.role,
+            content=m.content,
+            name=m.name,
+            created_at=at,
+            tool_calls=[c.model_dump() for c in m.tool_calls],
+            tool_call_id=m.tool_call_id,
+        )
+        for seq, m, at in found
+    ]
 
 
 @router.get("/{run_id}/events", response_model=list[EventPublic],

@@ -295,6 +295,18 @@ async def read_messages(conn: Conn, run_id: str, seqs: list[int]) -> dict[int, C
     return {int(row["seq"]): _message(row) for row in await cur.fetchall()}
 
 
+async def list_messages(
+    conn: Conn, run_id: str, *, after: int = 0, limit: int = 100
+) -> list[tuple[int, ChatMessage, datetime]]:
+    """The run's messages after seq `after`, in order: (seq, message, stored at)."""
+    cur = await conn.execute(
+        "SELECT seq, role, content, tool_calls, tool_call_id, name, created_at FROM run_messages"
+        " WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+        (run_id, after, limit),
+    )
+    return [(int(r["seq"]), _message(r), r["created_at"]) for r in await cur.fetchall()]
+
+
 async def find_message(conn: Conn, run_id: str, seq: int) -> ChatMessage | None:
     """Message `seq` of the run, or None if it is not stored (yet)."""
     cur = await conn.execute(

@@ -31,6 +31,7 @@ WRITE_FILE: Final = "write_file"
 LIST_FILES: Final = "list_files"
 POST_TO_BLACKBOARD: Final = "post_to_blackboard"
 READ_BLACKBOARD: Final = "read_blackboard"
+READ_OUTPUT: Final = "read_output"
 
 ASK_HUMAN: Final = "ask_human"
 FIND_TOOLS: Final = "find_tools"
@@ -40,7 +41,7 @@ RECALL: Final = "recall"
 CODE_TOOL_NAMES: Final = frozenset(
     {
         CALCULATOR, GET_TIME, HTTP_FETCH, RUN_PYTHON, RUN_SHELL, READ_FILE, WRITE_FILE,
-        LIST_FILES, POST_TO_BLACKBOARD, READ_BLACKBOARD,
+        LIST_FILES, POST_TO_BLACKBOARD, READ_BLACKBOARD, READ_OUTPUT,
     }
 )  # fmt: skip
 """Tools a tools worker runs as code."""

@@ -366,7 +366,7 @@ def wrap_untrusted(
     if len(body) > limit:
         note = (
             f"\n[truncated: {len(body) - limit} more characters; full output at "
-            f"colony://runs/{run_id}/messages/{seq}]"
+            f"colony://runs/{run_id}/messages/{seq} (read_output reads it)]"
         )
         body = body[:limit]
     body = _CLOSE_TAG_RE.sub(lambda m: m.group(0).replace("</", "<\\/"), body)

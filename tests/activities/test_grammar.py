@@ -29,6 +29,7 @@ from activities.providers.grammar import (
 from activities.swarms.queen import plan_schema
 from activities.tools import catalog
 from activities.tools.blackboard import MAX_POST_CHARS, blackboard_tools
+from activities.tools.outputs import output_tools
 from core.db import Pool
 from core.errors import ConfigError
 from core.providers import LOCAL_MODEL
@@ -127,6 +128,7 @@ def every_tool() -> list[ToolSchema]:
         *registry.schemas(registry.names),  # calculator, get_time, http_fetch, sandbox
         *WORKFLOW_TOOLS.values(),  # ask_human, find_tools, remember, recall
         *(tool.schema() for tool in blackboard_tools(cast(Pool, None))),
+        *(tool.schema() for tool in output_tools(cast(Pool, None))),
         ToolSchema(
             name=catalog.agent_model_name("researcher"),
             description="Delegate a task to the agent 'researcher'.",

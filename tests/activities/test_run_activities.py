@@ -153,3 +153,33 @@ async def test_a_long_tool_call_heartbeats(
     result = await env.run(ToolActivities(make_settings(), pool, catalog).execute_tool, call)
     assert result.ok and result.preview == "slept"
     assert 2 <= len(beats) <= 4
+
+
+async def test_read_output_pages_through_a_stored_message(pool: Pool, run_id: str) -> None:
+    from datetime import UTC, datetime
+
+    from activities.tools.framework import ToolContext
+    from activities.tools.outputs import PAGE_CHARS, output_tools
+    from core.runs.payloads import ChatMessage
+
+    long = "".join(f"{i:06d}" for i in range(5000))  # 30,000 characters
+    async with pool.connection() as conn:
+        await runs.write_message(
+            conn,
+            TENANT,
+            run_id,
+            900,
+            ChatMessage(role="tool", content=long, tool_call_id="c", name="t"),
+        )
+    (tool,) = output_tools(pool)
+    ctx = ToolContext(tenant_id=TENANT, run_id=run_id, step=1, now=datetime.now(UTC))
+    ref = f"colony://runs/{run_id}/messages/900"
+    first = await tool.handler({"ref": ref}, ctx)
+    assert first.startswith(f"[{ref}: characters 0-{PAGE_CHARS} of 30000. Next page: offset=")
+    assert first.endswith(long[PAGE_CHARS - 6 : PAGE_CHARS])
+    last = await tool.handler({"ref": ref, "offset": PAGE_CHARS}, ctx)
+    assert "This is the end." in last and last.endswith(long[-6:])
+    # Another tenant's run, or no such message: nothing is read.
+    other = ToolContext(tenant_id="someone-else", run_id="x", step=1, now=datetime.now(UTC))
+    assert await tool.handler({"ref": ref}, other) == f"No stored output at {ref}."
+    assert "No stored output" in await tool.handler({"ref": ref[:-3] + "901"}, ctx)

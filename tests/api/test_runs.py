@@ -171,6 +171,15 @@ async def test_a_run_over_http_with_events(
         "invalid_request",
     )
 
+    # The transcript: what colony://runs/{id}/messages/{seq} refers to, page by page.
+    messages = (await api.get(f"/v1/runs/{run['id']}/messages")).json()
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[2]["content"] == "42" and messages[-1]["content"] == "It is 42."
+    assert messages[1]["tool_calls"][0]["name"] == "calculator"
+    page = await api.get(f"/v1/runs/{run['id']}/messages", params={"after": 1, "limit": 2})
+    assert [m["seq"] for m in page.json()] == [messages[1]["seq"], messages[2]["seq"]]
+    assert_error(await api.get("/v1/runs/run_nope/messages"), 404, "not_found")
+
 
 async def test_idempotent_run_creation_and_inline_agents(
     api: httpx.AsyncClient, model_server: ScriptedModelServer

@@ -291,8 +291,9 @@ def test_wrap_untrusted_delimits_output_as_data() -> None:
 def test_wrap_untrusted_truncates_with_a_reference_to_the_full_output() -> None:
     text = wrap_untrusted("t", "c", "x" * 1000, 100, run_id="run-9", seq=12)
     assert "x" * 100 in text and "x" * 101 not in text
-    assert "[truncated: 900 more characters; full output at colony://runs/run-9/messages/12]" in (
-        text
+    assert (
+        "[truncated: 900 more characters; full output at colony://runs/run-9/messages/12 (read_output reads it)]"
+        in (text)
     )
 
 

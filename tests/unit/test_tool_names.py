@@ -5,6 +5,7 @@ from typing import cast
 
 from activities.tools import catalog
 from activities.tools.blackboard import blackboard_tools
+from activities.tools.outputs import output_tools
 from core.db import Pool
 from core.tools.names import CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS
 from tests.conftest import make_settings
@@ -12,7 +13,10 @@ from workflows import agent_run
 
 
 def test_every_code_tool_a_worker_runs_is_listed() -> None:
-    registry = catalog.builtin_registry(make_settings(), extra=blackboard_tools(cast(Pool, None)))
+    registry = catalog.builtin_registry(
+        make_settings(),
+        extra=[*blackboard_tools(cast(Pool, None)), *output_tools(cast(Pool, None))],
+    )
     assert set(registry.names) == CODE_TOOL_NAMES
 
 
