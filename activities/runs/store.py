@@ -5,7 +5,7 @@ import json
 from temporalio import activity
 
 from activities.tools import results as tool_results
-from activities.tools.blackboard import BLACKBOARD_TOOLS
+from activities.tools.blackboard import BLACKBOARD_TOOL_NAMES
 from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core.db import Pool
 from core.errors import NotFound
@@ -65,7 +65,7 @@ class StoreActivities:
             tools = await self._catalog.expand(conn, input.tenant_id, spec.tools)
             record = await runs.get_run(conn, input.tenant_id, input.run_id)
             if record.swarm_id is not None:
-                tools += [t for t in BLACKBOARD_TOOLS if t not in tools]
+                tools += [t for t in BLACKBOARD_TOOL_NAMES if t not in tools]
             entries = await self._catalog.entries(conn, input.tenant_id, tools)
         plan = _plan(spec, tools, entries, input.mode)
         if record.swarm_id is None:
@@ -205,7 +205,7 @@ def _plan(
     """The run's plan: every tool with its effective policy; agents run as child runs."""
     policies: dict[str, ToolPolicy] = {}
     for name in tools:
-        if name in BLACKBOARD_TOOLS and name not in spec.tools:
+        if name in BLACKBOARD_TOOL_NAMES and name not in spec.tools:
             continue  # a swarm's subtask gets them whatever its agent's tools
         entry = entries.get(name)
         effective = policy.resolve_for_agent(

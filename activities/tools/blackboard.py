@@ -14,10 +14,10 @@ from core.db import Pool
 from core.runs import store as runs
 from core.runs.payloads import RunEvent
 from core.swarms import store as swarm_store
+from core.tools.builtins import BLACKBOARD_TOOLS
 from core.tools.names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
-BLACKBOARD_TOOLS: Final = (POST_TO_BLACKBOARD, READ_BLACKBOARD)
-MAX_POST_CHARS: Final = 8000
+BLACKBOARD_TOOL_NAMES: Final = (POST_TO_BLACKBOARD, READ_BLACKBOARD)
 _NOT_IN_SWARM = "{tool} works only in a swarm's subtasks; this run is not part of one."
 
 
@@ -60,44 +60,8 @@ def blackboard_tools(pool: Pool) -> list[ToolDefinition]:
             return "The blackboard is empty" + (f" for topic {topic!r}." if topic else ".")
         return "\n".join(format_post(p) for p in posts)
 
-    return [
-        ToolDefinition(
-            name=POST_TO_BLACKBOARD,
-            description=(
-                "Share a finding with the other agents of your swarm and with the queen "
-                "(a fact, a partial result, a warning). Keep it short and self-contained."
-            ),
-            parameters={
-                "type": "object",
-                "properties": {
-                    "content": {"type": "string", "minLength": 1, "maxLength": MAX_POST_CHARS},
-                    "topic": {
-                        "type": "string",
-                        "maxLength": 100,
-                        "description": "a short label others can filter by",
-                    },
-                },
-                "required": ["content"],
-                "additionalProperties": False,
-            },
-            side_effects=False,
-            handler=post,
-        ),
-        ToolDefinition(
-            name=READ_BLACKBOARD,
-            description="Read what the agents of your swarm have posted, oldest first.",
-            parameters={
-                "type": "object",
-                "properties": {
-                    "topic": {"type": "string", "maxLength": 100},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
-                },
-                "additionalProperties": False,
-            },
-            side_effects=False,
-            handler=read,
-        ),
-    ]
+    handlers = {POST_TO_BLACKBOARD: post, READ_BLACKBOARD: read}
+    return [ToolDefinition.serving(tool, handlers[tool.name]) for tool in BLACKBOARD_TOOLS]
 
 
 def format_post(post: swarm_store.BlackboardPost) -> str:

@@ -18,10 +18,15 @@ from activities.tools.framework import (
     ToolExecutionError,
     clip,
 )
+from core.tools.builtins import (
+    CALCULATOR_TOOL,
+    GET_TIME_TOOL,
+    MAX_EXPRESSION_CHARS,
+    ZONE_EXAMPLES,
+)
 
 # -- calculator ----------------------------------------------------------------------
 
-MAX_EXPRESSION_CHARS: Final = 500
 MAX_EXPRESSION_NODES: Final = 200
 MAX_EXPRESSION_DEPTH: Final = 50
 MAX_INT_DIGITS: Final = 400  # 170! has 307 digits
@@ -369,65 +374,14 @@ def _format_number(value: Number) -> str:
     return "0" if text == "-0" else text
 
 
-EXPRESSION_PATTERN = r"^[0-9A-Za-z_ .,+*/%()-]+$"
-"""What a calculator expression is made of: numbers, names, operators, parentheses."""
-EXPRESSION_GRAMMAR = r"^[0-9(-][0-9 .+*/%()-]*$"
-"""The narrower form a small model is held to while it writes one (`x-grammar-pattern`):
-numbers and operators only, so prose after the arithmetic ("17 * 23, result of...")
-cannot continue it. It gives up names (sqrt, pi) for speed: one character class keeps
-llama.cpp's grammar sampler fast; letters allowed only before "(" slowed it to a crawl
-(over 120 s for one call on 2 cores)."""
-
-
-EXPRESSION_IN_TEXT = r"[0-9(][0-9 .()]*(\*\*|[-+*/%])[0-9 .+*/%()-]*[0-9)]"
-"""Arithmetic written out in a request ("17 * 23" in "What is 17 * 23?"): numbers joined
-by operators. A small model is held to it when the request holds exactly one
-(`json_tools.COPY_PATTERN`)."""
-
-
 def _calculator(args: dict[str, Any], ctx: ToolContext) -> str:
     return calculate(args["expression"])
 
 
-CALCULATOR = ToolDefinition(
-    name="calculator",
-    description=(
-        "Evaluate an arithmetic expression and return the result. Supports numbers, "
-        "+ - * / // % ** and parentheses; functions sqrt, sin, cos, tan, asin, acos, atan "
-        "(radians), log(x) or log(x, base), log10, exp, abs, round(x) or round(x, digits), "
-        "floor, ceil, min, max, hypot, factorial; constants pi, e, tau."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "expression": {
-                "type": "string",
-                "description": "The arithmetic expression, e.g. (1 + 2) * 3 / 4",
-                "maxLength": MAX_EXPRESSION_CHARS,
-                # Only what an expression can hold: a grammar built from the schema then
-                # keeps a small model from writing JSON or prose into it.
-                "pattern": EXPRESSION_PATTERN,
-                "x-grammar-pattern": EXPRESSION_GRAMMAR,
-                "x-copy-pattern": EXPRESSION_IN_TEXT,
-            }
-        },
-        "required": ["expression"],
-        "additionalProperties": False,
-    },
-    side_effects=False,
-    handler=_calculator,
-    examples=(
-        "What is 17 * 23?",
-        "Compute 2 ** 10",
-        "What is the square root of 144?",
-        "How much is 15% of 80?",
-    ),
-)
+CALCULATOR = ToolDefinition.serving(CALCULATOR_TOOL, _calculator)
 
 
 # -- get_time ------------------------------------------------------------------------
-
-_ZONE_EXAMPLES: Final = "UTC, Europe/London, America/New_York, Asia/Tokyo"
 
 
 @functools.cache
@@ -456,7 +410,7 @@ def _resolve_zone(name: str) -> tuple[str, zoneinfo.ZoneInfo | None]:
     close = difflib.get_close_matches(name, list(known.values()), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise BadToolArgumentsError(
-        f"Unknown time zone '{clip(name)}'.{hint} Use an IANA name such as {_ZONE_EXAMPLES}."
+        f"Unknown time zone '{clip(name)}'.{hint} Use an IANA name such as {ZONE_EXAMPLES}."
     )
 
 
@@ -466,28 +420,7 @@ def _get_time(args: dict[str, Any], ctx: ToolContext) -> str:
     return f"{local.isoformat(timespec='seconds')} {name} ({local.tzname()}, {local:%A})"
 
 
-GET_TIME = ToolDefinition(
-    name="get_time",
-    description=(
-        "Get the current date and time (ISO 8601) in a time zone, with the weekday. "
-        f"timezone is an IANA name such as {_ZONE_EXAMPLES}; the default is UTC."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "timezone": {
-                "type": "string",
-                "description": "IANA time zone name, e.g. Europe/Paris",
-                "default": "UTC",
-                "maxLength": 64,
-            }
-        },
-        "additionalProperties": False,
-    },
-    side_effects=False,
-    handler=_get_time,
-    examples=("What time is it in Tokyo?", "What is today's date?", "What day is it in London?"),
-)
+GET_TIME = ToolDefinition.serving(GET_TIME_TOOL, _get_time)
 
 
 BUILTIN = StaticToolRegistry([CALCULATOR, GET_TIME])

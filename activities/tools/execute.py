@@ -27,7 +27,7 @@ from activities._common import PinnedVersions, worker_identity
 from activities.heartbeats import heartbeat_every
 from activities.tools import results as tool_results
 from activities.tools import sandbox
-from activities.tools.blackboard import BLACKBOARD_TOOLS
+from activities.tools.blackboard import BLACKBOARD_TOOL_NAMES
 from activities.tools.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.tools.framework import ToolContext, ToolError
 from activities.tools.limits import RetryableToolError, ToolLimiter
@@ -138,7 +138,7 @@ class ToolActivities:
             return None  # a workflow from before the activity checked policy
         if call.name == FIND_TOOLS:
             return None  # offered to every agent with many tools; it only searches
-        if call.name in BLACKBOARD_TOOLS:
+        if call.name in BLACKBOARD_TOOL_NAMES:
             return None  # a swarm's subtasks get them; elsewhere they refuse to work
         version = await self._versions.get(
             conn, input.tenant_id, input.agent_name, input.agent_version

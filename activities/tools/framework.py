@@ -36,6 +36,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from core.errors import ErrorType
 from core.runs.payloads import ToolCallRequest, ToolSchema
+from core.tools.builtins import BuiltinTool
 
 TOOL_FAILED: Final = ErrorType.TOOL_FAILED
 
@@ -133,6 +134,14 @@ class ToolDefinition:
             raise ValueError(f"tool {self.name!r}: parameters must be a schema of type object")
         Draft202012Validator.check_schema(self.parameters)
         object.__setattr__(self, "_validator", Draft202012Validator(self.parameters))
+
+    @classmethod
+    def serving(cls, tool: BuiltinTool, handler: ToolHandler) -> "ToolDefinition":
+        """A built-in tool (as `core.tools.builtins` describes it) run by `handler`."""
+        return cls(
+            name=tool.name, description=tool.description, parameters=tool.parameters,
+            side_effects=tool.side_effects, handler=handler, examples=tool.examples,
+        )  # fmt: skip
 
     def schema(self) -> ToolSchema:
         """What the model is told about this tool."""

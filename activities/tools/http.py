@@ -46,6 +46,7 @@ from activities.tools.limits import RetryableToolError
 from core.db import Pool
 from core.errors import ColonyError, ErrorType, NotFound
 from core.tools import store as tool_store
+from core.tools.builtins import HTTP_FETCH_TOOL
 from core.tools.policy import EgressRule, egress_denial
 from core.tools.store import HttpToolConfig, SecretCipher, StoredTool
 
@@ -512,31 +513,7 @@ def load_registry(
 
 # -- http_fetch ----------------------------------------------------------------------
 
-HTTP_FETCH_DESCRIPTION: Final = (
-    "Fetch a URL with GET and return its status, content type and text (HTML is converted "
-    "to readable text). Only hosts on the tenant's egress allowlist can be reached. "
-    'Example: {"url": "https://example.com/page"}'
-)
-HTTP_FETCH_PARAMETERS: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "url": {
-            "type": "string",
-            "description": "Absolute http(s) URL",
-            "minLength": 8,
-            "maxLength": 2048,
-        },
-        "max_chars": {
-            "type": "integer",
-            "description": "Longest text to return",
-            "minimum": 100,
-            "maximum": 100_000,
-            "default": 20_000,
-        },
-    },
-    "required": ["url"],
-    "additionalProperties": False,
-}
+
 _TEXT_TYPES = re.compile(
     r"^(text/.*|application/(json|xml|xhtml\+xml|javascript|x-javascript|ld\+json|rss\+xml|"
     r"atom\+xml|x-ndjson|yaml|x-yaml|csv)|.*\+(json|xml))$"
@@ -568,13 +545,7 @@ def http_fetch_tool(
         raise_for_status(result, method="GET", retry_safe=True, tool="http_fetch")
         return format_page(result, int(arguments.get("max_chars", 20_000)))
 
-    return ToolDefinition(
-        name="http_fetch",
-        description=HTTP_FETCH_DESCRIPTION,
-        parameters=HTTP_FETCH_PARAMETERS,
-        side_effects=False,
-        handler=handler,
-    )
+    return ToolDefinition.serving(HTTP_FETCH_TOOL, handler)
 
 
 def format_page(result: HttpResult, max_chars: int) -> str:

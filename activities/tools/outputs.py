@@ -13,10 +13,9 @@ from activities.tools.framework import BadToolArgumentsError, ToolContext, ToolD
 from core.db import Pool
 from core.errors import NotFound
 from core.runs import store as runs
-from core.tools.names import READ_OUTPUT
+from core.tools.builtins import OUTPUT_PAGE_CHARS, READ_OUTPUT_TOOL
 
-PAGE_CHARS: Final = 16_000
-"""Characters per page (as much as the prompt shows of one tool output)."""
+PAGE_CHARS: Final = OUTPUT_PAGE_CHARS
 _REF: Final = re.compile(r"^colony://runs/([A-Za-z0-9_.:-]{1,200})/messages/([0-9]{1,9})$")
 
 
@@ -47,27 +46,4 @@ def output_tools(pool: Pool) -> list[ToolDefinition]:
         more = f" Next page: offset={end}." if end < len(text) else " This is the end."
         return f"[{ref}: characters {offset}-{end} of {len(text)}.{more}]\n{page}"
 
-    return [
-        ToolDefinition(
-            name=READ_OUTPUT,
-            description=(
-                "Read a tool output that was cut short, by the colony:// reference in its "
-                f"note, {PAGE_CHARS} characters at a time from `offset`."
-            ),
-            parameters={
-                "type": "object",
-                "properties": {
-                    "ref": {
-                        "type": "string",
-                        "maxLength": 300,
-                        "description": "colony://runs/<run>/messages/<seq>",
-                    },
-                    "offset": {"type": "integer", "minimum": 0, "default": 0},
-                },
-                "required": ["ref"],
-                "additionalProperties": False,
-            },
-            side_effects=False,
-            handler=read,
-        )
-    ]
+    return [ToolDefinition.serving(READ_OUTPUT_TOOL, read)]

@@ -23,43 +23,24 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from activities.tools import workspace as ws
 from activities.tools.framework import ToolContext, ToolDefinition, ToolError, ToolExecutionError
 from core.errors import ErrorType
 from core.settings import Settings
+from core.tools.builtins import MIB, SandboxLimits
+from core.tools.builtins import sandbox_tools as describe_sandbox_tools
+from core.tools.names import LIST_FILES, READ_FILE, RUN_PYTHON, RUN_SHELL, WRITE_FILE
 
 Language = Literal["python", "shell"]
 
-MIB: Final = 1024 * 1024
 OUTPUT_KILL_FACTOR: Final = 16
 """A stream this many times over `max_output_bytes` gets the sandbox killed."""
 
 _KILL_GRACE_SECONDS: Final = 5.0
-
-
-class SandboxLimits(BaseModel):
-    """Resource limits of one sandboxed call (see the decision record for enforcement)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    cpu_seconds: int = Field(default=10, ge=1, le=3600)
-    memory_mb: int = Field(default=512, ge=64, le=65536)
-    """Address space per process (RLIMIT_AS)."""
-    max_processes: int = Field(default=64, ge=4, le=4096)
-    wall_seconds: float = Field(default=30, gt=0, le=3600)
-    max_output_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * MIB)
-    """Kept per stream (stdout, stderr); the rest is counted and dropped."""
-    max_workspace_mb: int = Field(default=256, ge=1, le=1024 * 1024)
-    """Largest file (RLIMIT_FSIZE); the workspace total is checked after each call."""
-    tmp_mb: int = Field(default=64, ge=1, le=4096)
-    """Size of the in-memory /tmp and /dev/shm of each call."""
 
 
 @dataclass(frozen=True)
@@ -774,15 +755,6 @@ class _SandboxTools:
         return await asyncio.to_thread(ws.list_files, workspace, args["path"])
 
 
-def _object(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(required),
-        "additionalProperties": False,
-    }
-
-
 def sandbox_tools(
     settings: Settings, *, backend: Sandbox | None = None, limits: SandboxLimits | None = None
 ) -> list[ToolDefinition]:
@@ -795,94 +767,8 @@ def sandbox_tools(
     """
     limits = limits or SandboxLimits()
     tools = _SandboxTools(settings, backend, limits)
-    where = (
-        "The working directory /workspace belongs to this run and persists between calls "
-        "(run_python, run_shell, read_file, write_file and list_files all see it); "
-        "everything else is read-only or discarded after the call. No network access. "
-        f"Limits per call: {limits.cpu_seconds} s CPU, {limits.wall_seconds:g} s wall clock, "
-        f"{limits.memory_mb} MB memory, {limits.max_processes} processes; output beyond "
-        f"{limits.max_output_bytes // 1024} KiB per stream is cut."
-    )
-    path = {
-        "type": "string",
-        "minLength": 1,
-        "description": "Path relative to the workspace, e.g. 'data/out.csv'.",
-    }
-    return [
-        ToolDefinition(
-            name="run_python",
-            description=(
-                "Run a Python 3 program in an isolated sandbox and get its exit code, "
-                f"stdout and stderr. Print what you want to see. {where}"
-            ),
-            parameters=_object(
-                {"code": {"type": "string", "minLength": 1, "description": "Python source."}},
-                ["code"],
-            ),
-            side_effects=False,
-            handler=tools.run_python,
-        ),
-        ToolDefinition(
-            name="run_shell",
-            description=(
-                "Run a bash script in an isolated Linux sandbox (coreutils, python3) and "
-                f"get its exit code, stdout and stderr. {where}"
-            ),
-            parameters=_object(
-                {"command": {"type": "string", "minLength": 1, "description": "Bash script."}},
-                ["command"],
-            ),
-            side_effects=False,
-            handler=tools.run_shell,
-        ),
-        ToolDefinition(
-            name="read_file",
-            description=(
-                f"Read a text file from this run's workspace (/workspace), "
-                f"{ws.READ_LIMIT // 1024} KiB per call; page on with `offset`."
-            ),
-            parameters=_object(
-                {
-                    "path": path,
-                    "offset": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "default": 0,
-                        "description": "Byte offset to start at.",
-                    },
-                },
-                ["path"],
-            ),
-            side_effects=False,
-            handler=tools.read_file,
-        ),
-        ToolDefinition(
-            name="write_file",
-            description=(
-                "Create or replace a text file in this run's workspace (/workspace); "
-                "missing directories are created. run_python and run_shell see the file."
-            ),
-            parameters=_object(
-                {"path": path, "content": {"type": "string", "description": "Full file text."}},
-                ["path", "content"],
-            ),
-            side_effects=False,
-            handler=tools.write_file,
-        ),
-        ToolDefinition(
-            name="list_files",
-            description="List files and directories in this run's workspace (/workspace), recursively.",
-            parameters=_object(
-                {
-                    "path": {
-                        "type": "string",
-                        "default": ".",
-                        "description": "Directory relative to the workspace.",
-                    }
-                },
-                [],
-            ),
-            side_effects=False,
-            handler=tools.list_files,
-        ),
-    ]
+    handlers = {
+        RUN_PYTHON: tools.run_python, RUN_SHELL: tools.run_shell, READ_FILE: tools.read_file,
+        WRITE_FILE: tools.write_file, LIST_FILES: tools.list_files,
+    }  # fmt: skip
+    return [ToolDefinition.serving(t, handlers[t.name]) for t in describe_sandbox_tools(limits)]

@@ -28,6 +28,7 @@ from api.schemas_tools import (
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.settings import Settings
 from core.tools import store as tools
+from core.tools.builtins import builtin_tools
 from core.tools.mcp import SECRET_NAME_PATTERN
 from core.tools.names import WORKFLOW_TOOLS
 from core.tools.store import StoredTool, ToolStats
@@ -45,26 +46,21 @@ _BUILTINS: dict[str, ToolPublic] = {}
 def _builtin_tools(settings: Settings) -> dict[str, ToolPublic]:
     """Built-in tools as the API shows them (built once: they are code)."""
     if not _BUILTINS:
-        _BUILTINS.update(_describe_builtins(settings))
+        _BUILTINS.update(_describe_builtins())
     return _BUILTINS
 
 
-def _describe_builtins(settings: Settings) -> dict[str, ToolPublic]:
-    # Built-in tools are code in the activities package; importing it here (not at module
-    # level: api does not depend on activities) only reads their definitions.
-    from activities.tools.catalog import builtin_registry
-
-    registry = builtin_registry(settings)
+def _describe_builtins() -> dict[str, ToolPublic]:
+    # Described in core (core/tools/builtins.py); the code that runs them is in activities.
     found = {
-        name: ToolPublic(
-            name=name,
+        tool.name: ToolPublic(
+            name=tool.name,
             kind="builtin",
-            description=definition.description,
-            input_schema=definition.parameters,
-            side_effects=definition.side_effects,
+            description=tool.description,
+            input_schema=tool.parameters,
+            side_effects=tool.side_effects,
         )
-        for name in registry.names
-        if (definition := registry.get(name))
+        for tool in builtin_tools()
     }
     for schema in WORKFLOW_TOOLS.values():
         found[schema.name] = ToolPublic(

@@ -28,13 +28,14 @@ from activities.providers.grammar import (
 )
 from activities.swarms.queen import plan_schema
 from activities.tools import catalog
-from activities.tools.blackboard import MAX_POST_CHARS, blackboard_tools
+from activities.tools.blackboard import blackboard_tools
 from activities.tools.outputs import output_tools
 from core.db import Pool
 from core.errors import ConfigError
 from core.providers import LOCAL_MODEL
 from core.runs.payloads import ChatMessage, ModelRequest, ToolSchema
 from core.swarms.plan import BUILTIN_ROLES
+from core.tools.builtins import MAX_POST_CHARS
 from core.tools.names import WORKFLOW_TOOLS
 from tests.conftest import make_settings
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from activities.tools.sandbox import BubblewrapSandbox, Language, SandboxLimits
+from activities.tools.sandbox import BubblewrapSandbox, Language
 from activities.tools.workspace import sandbox_owner, workspace_for
 from core.settings import Settings
+from core.tools.builtins import SandboxLimits
 from tests.sandbox.conftest import FAST, TENANT
 
 
@@ -403,7 +404,8 @@ async def test_sandbox_dies_with_the_worker(tmp_path: Path) -> None:
     worker = f"""
 import asyncio
 from pathlib import Path
-from activities.tools.sandbox import BubblewrapSandbox, Language, SandboxLimits
+from activities.tools.sandbox import BubblewrapSandbox, Language
+from core.tools.builtins import SandboxLimits
 asyncio.run(BubblewrapSandbox().run(Path({str(workspace)!r}), "shell", "sleep {marker}", SandboxLimits()))
 """
     proc = await asyncio.create_subprocess_exec(

@@ -11,11 +11,7 @@ import pytest
 from activities.tools.builtins import (
     BUILTIN,
     CALCULATOR,
-    EXPRESSION_GRAMMAR,
-    EXPRESSION_IN_TEXT,
-    EXPRESSION_PATTERN,
     GET_TIME,
-    MAX_EXPRESSION_CHARS,
     calculate,
 )
 from activities.tools.framework import (
@@ -32,6 +28,12 @@ from activities.tools.framework import (
 )
 from core.errors import ErrorType
 from core.runs.payloads import ToolCallRequest, ToolSchema
+from core.tools.builtins import (
+    EXPRESSION_GRAMMAR,
+    EXPRESSION_IN_TEXT,
+    EXPRESSION_PATTERN,
+    MAX_EXPRESSION_CHARS,
+)
 
 NOW = datetime(2024, 7, 1, 12, 30, 15, 123456, tzinfo=UTC)  # a Monday
 CTX = ToolContext(tenant_id="t1", run_id="run-1", step=3, now=NOW)

@@ -45,12 +45,5 @@ def test_import_direction(name: str) -> None:
                 targets = [node.module]
             for target in targets:
                 top = target.split(".")[0]
-                if top not in PACKAGES or top in ALLOWED[name]:
-                    continue
-                where = (str(path.relative_to(ROOT)), target)
-                assert where in PENDING, f"{where[0]} imports {target}"
-
-
-PENDING = {("api/routes/tools.py", "activities.tools.catalog")}
-"""Known violations still to remove (issue 12): the API lists the built-in tools by
-reading their definitions in activities; they should come from a pure module in core."""
+                if top in PACKAGES:
+                    assert top in ALLOWED[name], f"{path.relative_to(ROOT)} imports {target}"

@@ -7,6 +7,7 @@ from activities.tools import catalog
 from activities.tools.blackboard import blackboard_tools
 from activities.tools.outputs import output_tools
 from core.db import Pool
+from core.tools.builtins import builtin_tools
 from core.tools.names import CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS
 from tests.conftest import make_settings
 from workflows import agent_run
@@ -18,6 +19,14 @@ def test_every_code_tool_a_worker_runs_is_listed() -> None:
         extra=[*blackboard_tools(cast(Pool, None)), *output_tools(cast(Pool, None))],
     )
     assert set(registry.names) == CODE_TOOL_NAMES
+    # ... and each is described in core, as the API lists it.
+    described = {tool.name: tool for tool in builtin_tools()}
+    assert set(described) == CODE_TOOL_NAMES
+    for name in registry.names:
+        definition = registry.get(name)
+        assert definition is not None
+        assert definition.description == described[name].description
+        assert definition.parameters == described[name].parameters
 
 
 def test_every_workflow_tool_is_answered_by_the_workflow() -> None:
