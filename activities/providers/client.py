@@ -38,8 +38,7 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import grammar, openai_wire, tool_ranking
-from activities.providers import json_protocol as json_tools
+from activities.providers import grammar, json_protocol, openai_wire, tool_ranking
 from core.errors import ErrorType
 from core.runs.payloads import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings
@@ -246,7 +245,7 @@ async def complete(
             raised by ``on_delta`` and cancellation propagate unchanged.
     """
     resolved = resolve(request.model, settings)
-    protocol = json_tools.applies(resolved.provider, request)
+    protocol = json_protocol.applies(resolved.provider, request)
     if not protocol:
         messages = [_message_to_openai(m) for m in request.messages]
         kwargs = _call_kwargs(resolved, request, messages)
@@ -256,7 +255,7 @@ async def complete(
             # the shape). The caller validates the answer against the full schema.
             kwargs["response_format"] = (
                 {"type": "json_object", "schema": grammar.grammar_safe(request.json_schema)}
-                if resolved.provider in json_tools.PROVIDERS
+                if resolved.provider in json_protocol.PROVIDERS
                 else {"type": "json_object"}
             )
         if request.tools:
@@ -266,13 +265,13 @@ async def complete(
         usage = answer.usage or _estimate_usage(resolved, messages, kwargs.get("tools"), message)
         return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
 
-    # The JSON protocol: the turn plan decides what the model may say (json_tools).
-    turn = json_tools.plan_turn(request, await _tool_scores(request))
+    # The JSON protocol: the turn plan decides what the model may say (json_protocol).
+    turn = json_protocol.plan_turn(request, await _tool_scores(request))
     usage, latency_ms = ModelUsage(), 0.0
     while True:
-        messages = json_tools.messages(request, turn)
+        messages = json_protocol.messages(request, turn)
         kwargs = _call_kwargs(resolved, request, messages)
-        kwargs["response_format"] = json_tools.response_format(request, turn)
+        kwargs["response_format"] = json_protocol.response_format(request, turn)
         # Protocol replies are JSON: the decoded answer is published whole, not streamed.
         answer, spent_ms = await _stream(resolved, settings, kwargs, request.timeout_s, None)
         raw = answer.message()
@@ -283,20 +282,20 @@ async def complete(
                 f"(finish reason {answer.finish_reason or 'none'}); retrying",
                 type=ErrorType.PROVIDER_UNAVAILABLE.value,
             )
-        message = json_tools.decode(raw, request)
+        message = json_protocol.decode(raw, request)
         step = answer.usage or _estimate_usage(resolved, messages, None, raw)
         usage = ModelUsage(
             prompt_tokens=usage.prompt_tokens + step.prompt_tokens,
             completion_tokens=usage.completion_tokens + step.completion_tokens,
         )
         latency_ms += spent_ms
-        unusable = json_tools.is_repeat(message, request) or json_tools.is_protocol_fragment(
+        unusable = json_protocol.is_repeat(message, request) or json_protocol.is_protocol_fragment(
             message
         )
         if not unusable or turn.mode == "answer":
             break
         # A repeated call or a broken piece of protocol: ask once more for an answer only.
-        turn = json_tools.Turn("answer", ())
+        turn = json_protocol.Turn("answer", ())
     if on_delta is not None and message.content:
         await on_delta(message.content)
     return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
@@ -322,10 +321,10 @@ def _result(
 
 async def _tool_scores(request: ModelRequest) -> list[float] | None:
     """The offered tools' similarity to the user's words (None: no ranking this step)."""
-    query = json_tools.ranking_query(request)
+    query = json_protocol.ranking_query(request)
     if query is None:
         return None
-    texts = [json_tools.tool_texts(t) for t in request.tools]
+    texts = [json_protocol.tool_texts(t) for t in request.tools]
     return await asyncio.to_thread(tool_ranking.best_scores, query, texts)
 
 

@@ -3,7 +3,7 @@
 A 135M-parameter model cannot judge whether a question needs a tool, or which one; the
 embedding model already in the stack (all-MiniLM-L6-v2) judges that far better. Scores
 are cosine similarities of the user's message and each tool's name and description
-(`json_tools.tool_text`); `json_tools.plan_turn` turns them into what the model may say.
+(`json_protocol.tool_text`); `json_protocol.plan_turn` turns them into what the model may say.
 The model loads on first use (about 0.3 s) in the process that calls the local model.
 """
 
@@ -63,5 +63,5 @@ def _model() -> MiniLmEmbedder | None:
             try:
                 _embedder = MiniLmEmbedder()
             except ConfigError:
-                _unavailable = True  # the model chooses unaided (json_tools.plan_turn)
+                _unavailable = True  # the model chooses unaided (json_protocol.plan_turn)
         return _embedder

@@ -12,7 +12,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.providers import client as model_client
-from activities.providers import json_protocol as json_tools
+from activities.providers import json_protocol
 from activities.runs.llm import check_budget, complete_any
 from activities.tools.blackboard import format_post
 from core.db import Pool
@@ -252,7 +252,7 @@ class QueenActivities:
             result = await complete_any(input.models, request, self._settings)
             answer = result.message.content or ""
             if request.json_schema is not None:
-                answer = json_tools.answer_text(answer)
+                answer = json_protocol.answer_text(answer)
             cost = None if cost is None or result.cost_usd is None else cost + result.cost_usd
         cited = [c for c in dict.fromkeys(_CITATION.findall(answer)) if c in results]
         async with self._pool.connection() as conn, conn.transaction():
@@ -281,12 +281,12 @@ class QueenActivities:
         """For a small local model, an answer schema that must quote each short result.
 
         SmolLM2 left to itself garbles the numbers it combines; the grammar makes it
-        quote every subtask's clear result value (json_tools.salient), in order.
+        quote every subtask's clear result value (json_protocol.salient), in order.
         """
-        if model_client.resolve(model, self._settings).provider not in json_tools.PROVIDERS:
+        if model_client.resolve(model, self._settings).provider not in json_protocol.PROVIDERS:
             return None
-        values = [v for v in map(json_tools.salient, results) if v is not None]
-        return json_tools.answer_schema(values)
+        values = [v for v in map(json_protocol.salient, results) if v is not None]
+        return json_protocol.answer_schema(values)
 
     async def _condensed(
         self, input: SynthesizeInput, record: SubtaskRecord, text: str

@@ -124,7 +124,7 @@ class ToolDefinition:
     side_effects: bool
     handler: ToolHandler
     examples: tuple[str, ...] = ()
-    """Requests the tool serves, e.g. "What is 17 * 23?" (json_tools ranks tools by them)."""
+    """Requests the tool serves, e.g. "What is 17 * 23?" (the local model's tools are ranked by them)."""
     _validator: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

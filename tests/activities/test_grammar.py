@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from jsonschema import Draft202012Validator
 
-from activities.providers import json_protocol as json_tools
+from activities.providers import json_protocol
 from activities.providers.grammar import (
     ANY,
     MAX_ENUM,
@@ -199,13 +199,13 @@ def test_the_whole_protocol_over_every_tool_compiles(vocab: Any) -> None:
         messages=[ChatMessage(role="user", content="Post what you found.")],
         tools=tools,
     )
-    schema = json_tools.response_format(request)["schema"]
+    schema = json_protocol.response_format(request)["schema"]
     assert len(schema["anyOf"]) == len(tools) + 1  # every tool and the answer
     compiles(vocab, schema, MAX_PROTOCOL_RULES)
     # ... and so it does after a short tool result (the answer must quote it).
     result = ChatMessage(role="tool", content="391", tool_call_id="c", name="calculator")
     request = request.model_copy(update={"messages": [*request.messages, result]})
-    compiles(vocab, json_tools.response_format(request)["schema"], MAX_PROTOCOL_RULES)
+    compiles(vocab, json_protocol.response_format(request)["schema"], MAX_PROTOCOL_RULES)
 
 
 @pytest.mark.parametrize("max_subtasks", [1, 10, 100])
@@ -492,4 +492,4 @@ def test_grounded_arguments_compile_for_every_benchmark_question(vocab: Any) -> 
             messages=[ChatMessage(role="user", content=case.question)],
             tools=tools,
         )
-        compiles(vocab, json_tools.response_format(request)["schema"], MAX_PROTOCOL_RULES)
+        compiles(vocab, json_protocol.response_format(request)["schema"], MAX_PROTOCOL_RULES)

@@ -15,7 +15,7 @@ from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackErro
 from temporalio.exceptions import ApplicationError
 
 from activities.providers import client as model_client
-from activities.providers import json_protocol as json_tools
+from activities.providers import json_protocol
 from activities.providers.client import (
     MAX_RETRY_AFTER,
     BreakerState,
@@ -743,7 +743,7 @@ async def test_the_local_model_gets_grammar_safe_schemas(model_server: ScriptedM
 
     # The JSON tool protocol's arguments, likewise.
     tool = ToolSchema(name="note", description="Take a note.", parameters=shape)
-    protocol = json_tools.response_format(ask(model=LOCAL, tools=[tool]))["schema"]
+    protocol = json_protocol.response_format(ask(model=LOCAL, tools=[tool]))["schema"]
     options = protocol.get("anyOf", [protocol])
     arguments = next(o["properties"]["arguments"] for o in options if "tool" in o["properties"])
     # Grounded in the request's words ("hi"), and no maxLength's 8000 nested rules.

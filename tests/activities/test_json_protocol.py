@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from activities.providers import client as model_client
-from activities.providers import json_protocol as json_tools
+from activities.providers import json_protocol
 from activities.tools.builtins import BUILTIN
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
@@ -81,19 +81,19 @@ def turn_request(text: str, *names: str) -> ModelRequest:
 
 def test_the_turn_plan_follows_the_ranking() -> None:
     req = turn_request("What is 17 * 23?")
-    assert json_tools.plan_turn(req, None).mode == "either"
+    assert json_protocol.plan_turn(req, None).mode == "either"
     # A clear match must call, among the near-best tools only.
-    turn = json_tools.plan_turn(req, [0.6, 0.1])
+    turn = json_protocol.plan_turn(req, [0.6, 0.1])
     assert turn.mode == "call" and [t.name for t in turn.offered] == ["calculator"]
-    assert json_tools.plan_turn(req, [0.6, 0.55]).mode == "call"
-    assert len(json_tools.plan_turn(req, [0.6, 0.55]).offered) == 2
+    assert json_protocol.plan_turn(req, [0.6, 0.55]).mode == "call"
+    assert len(json_protocol.plan_turn(req, [0.6, 0.55]).offered) == 2
     # No tool fits: answer only. Unsure: either, best first.
-    assert json_tools.plan_turn(req, [0.05, 0.1]) == json_tools.Turn("answer", ())
-    turn = json_tools.plan_turn(req, [0.25, 0.3])
+    assert json_protocol.plan_turn(req, [0.05, 0.1]) == json_protocol.Turn("answer", ())
+    turn = json_protocol.plan_turn(req, [0.25, 0.3])
     assert turn.mode == "either" and [t.name for t in turn.offered] == ["get_time", "calculator"]
     # A tool named in the message is called whatever the scores.
     named = turn_request("Use the get time tool for Tokyo")
-    turn = json_tools.plan_turn(named, [0.0, 0.0])
+    turn = json_protocol.plan_turn(named, [0.0, 0.0])
     assert turn.mode == "call" and [t.name for t in turn.offered] == ["get_time"]
     # After a tool result the model decides.
     after = req.model_copy(
@@ -108,10 +108,10 @@ def test_the_turn_plan_follows_the_ranking() -> None:
             ]
         }
     )
-    assert json_tools.ranking_query(after) is None
+    assert json_protocol.ranking_query(after) is None
     # The one call asked for succeeded: answer. After an error, or when the question
     # asks for more ("and"), the model may call again.
-    assert json_tools.plan_turn(after, None) == json_tools.Turn("answer", ())
+    assert json_protocol.plan_turn(after, None) == json_protocol.Turn("answer", ())
     failed = after.model_copy(
         update={
             "messages": [
@@ -120,7 +120,7 @@ def test_the_turn_plan_follows_the_ranking() -> None:
             ]
         }
     )
-    assert json_tools.plan_turn(failed, None).mode == "either"
+    assert json_protocol.plan_turn(failed, None).mode == "either"
     two = after.model_copy(
         update={
             "messages": [
@@ -129,29 +129,31 @@ def test_the_turn_plan_follows_the_ranking() -> None:
             ]
         }
     )
-    assert json_tools.plan_turn(two, None).mode == "either"
+    assert json_protocol.plan_turn(two, None).mode == "either"
 
 
 def test_answer_only_and_call_only_grammars() -> None:
     req = turn_request("x")
-    answer = json_tools.response_format(req, json_tools.Turn("answer", ()))["schema"]
+    answer = json_protocol.response_format(req, json_protocol.Turn("answer", ()))["schema"]
     assert answer["required"] == ["answer"]
-    call = json_tools.response_format(req, json_tools.Turn("call", tuple(req.tools[:1])))
+    call = json_protocol.response_format(req, json_protocol.Turn("call", tuple(req.tools[:1])))
     assert call["schema"]["properties"]["tool"] == {"const": "calculator"}
     assert "answer" not in json.dumps(call)
-    assert "get_time" not in json_tools.instructions(req, json_tools.Turn("call", (req.tools[0],)))
+    assert "get_time" not in json_protocol.instructions(
+        req, json_protocol.Turn("call", (req.tools[0],))
+    )
 
 
 def test_a_protocol_answer_is_a_call_or_asked_again() -> None:
     req = turn_request("17 * 23?")
     inner = '{"tool": "calculator", "arguments": {"expression": "17 * 23"}}'
-    decoded = json_tools.decode(
+    decoded = json_protocol.decode(
         ChatMessage(role="assistant", content=json.dumps({"answer": inner})), req
     )
     assert decoded.tool_calls[0].name == "calculator"
     fragment = ChatMessage(role="assistant", content='{ "tool": "calculator", "arguments": ')
-    assert json_tools.is_protocol_fragment(json_tools.decode(fragment, req))
-    assert not json_tools.is_protocol_fragment(ChatMessage(role="assistant", content="391"))
+    assert json_protocol.is_protocol_fragment(json_protocol.decode(fragment, req))
+    assert not json_protocol.is_protocol_fragment(ChatMessage(role="assistant", content="391"))
 
 
 def test_a_repeated_call_is_recognised() -> None:
@@ -169,12 +171,12 @@ def test_a_repeated_call_is_recognised() -> None:
         role="assistant",
         tool_calls=[call.model_copy(update={"arguments": '{ "expression":"17*23" }'})],
     )
-    assert json_tools.is_repeat(again, req)
+    assert json_protocol.is_repeat(again, req)
     other = ChatMessage(
         role="assistant",
         tool_calls=[call.model_copy(update={"arguments": '{"expression": "2**10"}'})],
     )
-    assert not json_tools.is_repeat(other, req)
+    assert not json_protocol.is_repeat(other, req)
 
 
 async def test_a_repeated_call_is_answered_instead(model_server: ScriptedModelServer) -> None:
@@ -201,14 +203,14 @@ async def test_a_repeated_call_is_answered_instead(model_server: ScriptedModelSe
 def test_decode_never_fails() -> None:
     req = request(ChatMessage(role="user", content="x"))
     for text in ("plain words", '{"tool": "rm", "arguments": {}}', "[1, 2]", '{"answer": 5}', ""):
-        decoded = json_tools.decode(ChatMessage(role="assistant", content=text), req)
+        decoded = json_protocol.decode(ChatMessage(role="assistant", content=text), req)
         assert decoded.tool_calls == [] and decoded.content == text
     assert (
-        json_tools.decode(ChatMessage(role="assistant", content='{"answer": "ok"}'), req).content
+        json_protocol.decode(ChatMessage(role="assistant", content='{"answer": "ok"}'), req).content
         == "ok"
     )
     # Other providers keep native tool calling.
-    assert not json_tools.applies("openai", req) and json_tools.applies("local", req)
+    assert not json_protocol.applies("openai", req) and json_protocol.applies("local", req)
 
 
 @pytest.fixture
@@ -239,21 +241,21 @@ async def test_smollm2_makes_a_parseable_tool_call(smollm: str) -> None:
 
 
 def test_answers_quote_the_clear_value_of_a_result() -> None:
-    assert [json_tools.salient(t) for t in ("391", "2 ** 10 = 1024", "The result is 391.")] == [
+    assert [json_protocol.salient(t) for t in ("391", "2 ** 10 = 1024", "The result is 391.")] == [
         "391",
         "1024",
         "391",
     ]
     # Errors, long text and sentences without one clear number force nothing.
     for text in ("Error: bad", "x" * 60, "It is 12:00 on the 3rd"):
-        assert json_tools.salient(text) is None
-    one = json_tools.quoting_pattern(["391"])[1:-1]
+        assert json_protocol.salient(text) is None
+    one = json_protocol.quoting_pattern(["391"])[1:-1]
     for text in ("391", "The answer is 391.", "391, the product."):
         assert re.fullmatch(one, text), text
     # No other number beside the value, no value glued to more digits, no endless text.
     for text in ("17 * 23 = 409, then 391", "3910", "391.5", "391" + " and so on" * 10, "{391}"):
         assert not re.fullmatch(one, text), text
-    two = json_tools.quoting_pattern(["391", "1024"])[1:-1]
+    two = json_protocol.quoting_pattern(["391", "1024"])[1:-1]
     for text in ("The results are 391 and 1024.", "391, 1024", "391; 1024"):
         assert re.fullmatch(two, text), text
     for text in ("1024 and 391", "391, Report both:1024.", "391 and 1024 value as follows."):
@@ -266,10 +268,10 @@ def test_a_long_task_is_focused_on_its_request() -> None:
         "Your subtask (power):\nCompute 2 ** 10 with the calculator tool.\n\n"
         "You are one agent of a team working on a larger objective. " + "Context. " * 30
     )
-    assert json_tools.focus(task, tools) == "Compute 2 ** 10 with the calculator tool."
-    assert json_tools.focus("What is 17 * 23?", tools) == "What is 17 * 23?"
+    assert json_protocol.focus(task, tools) == "Compute 2 ** 10 with the calculator tool."
+    assert json_protocol.focus("What is 17 * 23?", tools) == "What is 17 * 23?"
     req = ModelRequest(
         model=LOCAL_MODEL, messages=[ChatMessage(role="user", content=task)], tools=tools
     )
-    sent = json_tools.messages(req, json_tools.Turn("call", tuple(tools)))
+    sent = json_protocol.messages(req, json_protocol.Turn("call", tuple(tools)))
     assert sent[-1]["content"] == "Compute 2 ** 10 with the calculator tool."
