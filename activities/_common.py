@@ -6,9 +6,9 @@ from collections import OrderedDict
 from typing import Any
 
 from core.db import Pool
+from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import RunEvent
 
 
 def worker_identity() -> str:

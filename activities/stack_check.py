@@ -9,7 +9,7 @@ from temporalio.exceptions import ApplicationError
 from activities._common import worker_identity
 from core.db import Pool
 from core.errors import ErrorType
-from core.runs.payloads import LaneReport, StackCheckRecord
+from core.stack_check import LaneReport, StackCheckRecord
 
 
 class MemoryActivities:

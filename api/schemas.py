@@ -5,7 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, LaneReport, PendingApproval, RunMode
+from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval, RunMode
+from core.stack_check import LaneReport
 
 
 class Body(BaseModel):

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.schemas import Body
 from core.memory.payloads import MemoryKind, MemoryScope
-from core.runs.payloads import strip_query
+from core.payloads import strip_query
 
 MAX_QUERY_CHARS = 4000
 MAX_LIMIT = 100

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import NotFound
-from core.runs.payloads import RunEvent
+from core.payloads import RunEvent
 
 Conn = psycopg.AsyncConnection[Any]
 

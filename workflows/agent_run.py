@@ -28,6 +28,7 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
+from core.payloads import RunEvent
 from core.runs.payloads import (
     AdoptMessagesInput,
     AgentRunInput,
@@ -40,7 +41,6 @@ from core.runs.payloads import (
     LlmCallOutput,
     PendingApproval,
     RecordEventsInput,
-    RunEvent,
     RunOutcome,
     RunPhase,
     RunPlan,

@@ -9,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.runs.llm import LlmActivities
     from activities.stack_check import MemoryActivities
     from activities.tools.execute import ToolActivities
-    from core.runs.payloads import ProbeInput, StackCheckInput, StackCheckOutput, StackCheckRecord
+    from core.stack_check import ProbeInput, StackCheckInput, StackCheckOutput, StackCheckRecord
     from workflows._options import LANE_PROBE, MEMORY_WRITE
 
 

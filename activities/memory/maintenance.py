@@ -62,8 +62,8 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
+from core.payloads import ChatMessage, ModelRequest
 from core.providers import default_model
-from core.runs.payloads import ChatMessage, ModelRequest
 from core.settings import Settings
 
 TIME_BUDGET: Final = timedelta(minutes=4)

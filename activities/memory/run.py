@@ -24,8 +24,8 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
+from core.payloads import RunEvent
 from core.runs import store as runs
-from core.runs.payloads import RunEvent
 
 MAX_CONTEXT_CHARS = 6_000
 """Memory context added to a run's system prompt, at most."""

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from core.runs.payloads import ToolSchema
+from core.payloads import ToolSchema
 from core.tools.names import FREE_TEXT
 
 COPY_PATTERN = "x-copy-pattern"

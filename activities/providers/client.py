@@ -40,7 +40,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.providers import grammar, json_protocol, openai_wire, tool_ranking
 from core.errors import ErrorType
-from core.runs.payloads import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
+from core.payloads import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings
 
 # Without this LiteLLM downloads its price map from GitHub at import.

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from activities.providers import call_grounding
 from activities.providers.grammar import grammar_safe
-from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
+from core.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
 from core.tools import policy
 
 PROVIDERS = frozenset({"local"})

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from activities.providers import client as model_client
+from core.payloads import ChatMessage
 from core.runs import store as runs
-from core.runs.payloads import AgentSpec, ChatMessage
+from core.runs.payloads import AgentSpec
 
 DEFAULT_INPUT_TOKENS = 8192
 """Input limit assumed for models LiteLLM does not know (the local model's context)."""

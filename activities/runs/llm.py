@@ -17,23 +17,20 @@ from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_na
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput
-from core.providers import ping_provider
-from core.runs import agents
-from core.runs import store as runs
-from core.runs.payloads import (
+from core.payloads import (
     ChatMessage,
-    LaneReport,
-    LlmCallInput,
-    LlmCallOutput,
     ModelRequest,
     ModelResult,
     ModelUsage,
-    ProbeInput,
     RunEvent,
-    ToolCallRef,
     ToolCallRequest,
 )
+from core.providers import ping_provider
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import LlmCallInput, LlmCallOutput, ToolCallRef
 from core.settings import Settings
+from core.stack_check import LaneReport, ProbeInput
 from core.tools import policy
 
 ATTEMPTS_PER_MODEL = 4

@@ -9,6 +9,7 @@ from activities.tools.blackboard import BLACKBOARD_TOOL_NAMES
 from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core.db import Pool
 from core.errors import NotFound
+from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import (
@@ -18,7 +19,6 @@ from core.runs.payloads import (
     ChildRunOutput,
     FinishRunInput,
     RecordEventsInput,
-    RunEvent,
     RunMode,
     RunPlan,
     StartRunInput,

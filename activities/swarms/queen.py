@@ -16,9 +16,9 @@ from activities.providers import json_protocol
 from activities.runs.llm import check_budget, complete_any
 from activities.tools.blackboard import format_post
 from core.db import Pool
+from core.payloads import ChatMessage, ModelRequest, ModelResult, RunEvent
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import ChatMessage, ModelRequest, ModelResult, RunEvent
 from core.settings import Settings
 from core.swarms import store as swarm_store
 from core.swarms.plan import (

@@ -6,10 +6,10 @@ from activities.providers import client as model_client
 from activities.swarms.queen import planned_event
 from core.db import Pool
 from core.errors import NotFound
+from core.payloads import RunEvent
 from core.providers import default_model
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import RunEvent
 from core.settings import Settings
 from core.swarms import store as swarm_store
 from core.swarms.plan import (

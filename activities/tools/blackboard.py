@@ -11,8 +11,8 @@ from typing import Any, Final
 
 from activities.tools.framework import ToolContext, ToolDefinition, ToolExecutionError
 from core.db import Pool
+from core.payloads import RunEvent
 from core.runs import store as runs
-from core.runs.payloads import RunEvent
 from core.swarms import store as swarm_store
 from core.tools.builtins import BLACKBOARD_TOOLS
 from core.tools.names import POST_TO_BLACKBOARD, READ_BLACKBOARD

@@ -44,8 +44,8 @@ from activities.tools.http import (
 from activities.tools.mcp_client import McpSessionPool
 from activities.tools.sandbox import sandbox_tools
 from core.errors import NotFound
+from core.payloads import ToolCallRequest, ToolSchema
 from core.runs import agents
-from core.runs.payloads import ToolCallRequest, ToolSchema
 from core.settings import Settings
 from core.tools import mcp as mcp_names
 from core.tools import names as tool_names

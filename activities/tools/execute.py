@@ -33,15 +33,11 @@ from activities.tools.framework import ToolContext, ToolError
 from activities.tools.limits import RetryableToolError, ToolLimiter
 from core.db import Pool
 from core.errors import NotFound
+from core.payloads import ToolCallRequest
 from core.runs import store as runs
-from core.runs.payloads import (
-    LaneReport,
-    ProbeInput,
-    ToolCallInput,
-    ToolCallOutput,
-    ToolCallRequest,
-)
+from core.runs.payloads import ToolCallInput, ToolCallOutput
 from core.settings import Settings
+from core.stack_check import LaneReport, ProbeInput
 from core.tools import policy
 from core.tools.names import FIND_TOOLS
 

@@ -35,7 +35,7 @@ from typing import Any, Final, Protocol
 from jsonschema import Draft202012Validator, ValidationError
 
 from core.errors import ErrorType
-from core.runs.payloads import ToolCallRequest, ToolSchema
+from core.payloads import ToolCallRequest, ToolSchema
 from core.tools.builtins import BuiltinTool
 
 TOOL_FAILED: Final = ErrorType.TOOL_FAILED

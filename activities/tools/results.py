@@ -13,14 +13,9 @@ from typing import Any
 from activities import persistence
 from core.db import Pool
 from core.errors import ErrorType, NotFound
+from core.payloads import ChatMessage, RunEvent, ToolCallRequest
 from core.runs import store as runs
-from core.runs.payloads import (
-    ChatMessage,
-    RunEvent,
-    ToolCallOutput,
-    ToolCallRequest,
-    ToolResultInput,
-)
+from core.runs.payloads import ToolCallOutput, ToolResultInput
 from core.tools import store as tool_store
 
 MAX_RESULT_CHARS = 1_000_000

@@ -42,7 +42,7 @@ from activities.memory.vectors import (
 from activities.memory.vectors import point_id as make_point_id
 from core.db import Pool
 from core.errors import ConfigError, ErrorType
-from core.runs.payloads import ToolSchema
+from core.payloads import ToolSchema
 from core.settings import Settings
 from core.tools import store as tool_store
 from core.tools.names import FIND_TOOLS, WORKFLOW_TOOLS

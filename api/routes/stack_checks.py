@@ -15,8 +15,8 @@ from api.live import start_once
 from api.schemas import StackCheckPublic
 from core import search_attributes
 from core.errors import InvalidInput, NotFound
-from core.runs.payloads import StackCheckInput, StackCheckOutput
 from core.settings import Settings
+from core.stack_check import StackCheckInput, StackCheckOutput
 from workflows.stack_check import StackCheckWorkflow
 
 router = APIRouter(prefix="/v1/stack-checks", tags=["ops"])

@@ -18,7 +18,7 @@ import psycopg
 from pydantic import Field
 
 from core.memory.payloads import MemoryScope
-from core.runs.payloads import Payload
+from core.payloads import Payload
 
 SKILL_KEY_PREFIX: Final = "skill:"
 CONSUMED_BY: Final = "skill_id"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from core.runs.payloads import Payload
+from core.payloads import Payload
 
 MemoryKind = Literal["episode", "reflexion", "skill", "fact"]
 MemoryScope = Literal["private", "shared"]

@@ -18,15 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from core import event_log
 from core.errors import NotFound
 from core.event_log import RUN_EVENTS, EventRecord
-from core.runs.payloads import (
-    ChatMessage,
-    ModelUsage,
-    RunEvent,
-    RunMode,
-    RunOutcome,
-    RunProgress,
-    ToolCallRequest,
-)
+from core.payloads import ChatMessage, ModelUsage, RunEvent, ToolCallRequest
+from core.runs.payloads import RunMode, RunOutcome, RunProgress
 
 LlmPurpose = Literal["step", "summary", "reflexion"]
 RunStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from core.runs.payloads import Payload
+from core.payloads import Payload
 from core.specs import Spec
 
 SwarmMode = Literal["sequential", "parallel", "hierarchical"]

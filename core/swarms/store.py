@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from core import event_log
 from core.errors import NotFound
 from core.event_log import SWARM_EVENTS, EventRecord
+from core.payloads import ModelUsage, RunEvent
 from core.runs import agents
-from core.runs.payloads import AgentSpec, ModelUsage, RunEvent
+from core.runs.payloads import AgentSpec
 from core.runs.store import Conn
 from core.swarms.plan import (
     BUILTIN_ROLE_TOOLS,

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.runs.payloads import Payload
+from core.payloads import Payload
 
 McpDiscoveryStatus = Literal["ready", "error", "superseded"]
 

@@ -15,7 +15,7 @@ that the lists and the code agree).
 
 from typing import Final
 
-from core.runs.payloads import ToolSchema
+from core.payloads import ToolSchema
 
 FREE_TEXT: Final = "x-free-text"
 """A string argument's schema hint (true): the model writes its value, it does not copy it

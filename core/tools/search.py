@@ -8,7 +8,7 @@ from typing import Final
 
 from pydantic import Field, field_validator
 
-from core.runs.payloads import Payload, strip_query
+from core.payloads import Payload, strip_query
 
 MAX_QUERY_CHARS: Final = 500
 MAX_LIMIT: Final = 50

@@ -6,7 +6,7 @@ import pytest
 
 from activities.providers.call_grounding import ground, parts, uncovered
 from activities.providers.grammar import grammar_safe
-from core.runs.payloads import ToolSchema
+from core.payloads import ToolSchema
 
 
 def tool(name: str, properties: dict[str, Any], required: list[str] | None = None) -> ToolSchema:

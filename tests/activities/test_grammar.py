@@ -32,8 +32,8 @@ from activities.tools.blackboard import blackboard_tools
 from activities.tools.outputs import output_tools
 from core.db import Pool
 from core.errors import ConfigError
+from core.payloads import ChatMessage, ModelRequest, ToolSchema
 from core.providers import LOCAL_MODEL
-from core.runs.payloads import ChatMessage, ModelRequest, ToolSchema
 from core.swarms.plan import BUILTIN_ROLES
 from core.tools.builtins import MAX_POST_CHARS
 from core.tools.names import WORKFLOW_TOOLS

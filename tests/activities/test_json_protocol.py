@@ -12,8 +12,8 @@ import pytest
 from activities.providers import client as model_client
 from activities.providers import json_protocol
 from activities.tools.builtins import BUILTIN
+from core.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.providers import LOCAL_MODEL, local_model_installed
-from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, reply
 from workers import model_server as local_server

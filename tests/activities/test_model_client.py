@@ -30,7 +30,7 @@ from activities.providers.client import (
 )
 from activities.providers.grammar import grammar_safe
 from core.errors import ErrorType
-from core.runs.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
+from core.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.model_server import (

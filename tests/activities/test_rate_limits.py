@@ -6,7 +6,7 @@ import time
 import pytest
 
 from activities.providers import client as model_client
-from core.runs.payloads import ChatMessage, ModelRequest
+from core.payloads import ChatMessage, ModelRequest
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, reply

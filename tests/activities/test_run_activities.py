@@ -6,16 +6,10 @@ from temporalio.testing import ActivityEnvironment
 from activities.runs.llm import LlmActivities
 from activities.tools.execute import ToolActivities
 from core.db import Pool
+from core.payloads import ChatMessage, ModelUsage, ToolCallRequest
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import (
-    AgentSpec,
-    ChatMessage,
-    LlmCallInput,
-    ModelUsage,
-    ToolCallInput,
-    ToolCallRequest,
-)
+from core.runs.payloads import AgentSpec, LlmCallInput, ToolCallInput
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 
@@ -160,7 +154,7 @@ async def test_read_output_pages_through_a_stored_message(pool: Pool, run_id: st
 
     from activities.tools.framework import ToolContext
     from activities.tools.outputs import PAGE_CHARS, output_tools
-    from core.runs.payloads import ChatMessage
+    from core.payloads import ChatMessage
 
     long = "".join(f"{i:06d}" for i in range(5000))  # 30,000 characters
     async with pool.connection() as conn:

@@ -57,8 +57,8 @@ from activities.tools.framework import (
     ToolError,
     run_tool,
 )
+from core.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.providers import LOCAL_MODEL, local_model_installed
-from core.runs.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.settings import Settings
 from core.tools import policy
 from tests.bench.fc_cases import CASES, CATEGORIES, FUNCTIONS, OMIT, Case, Category, GoldCall

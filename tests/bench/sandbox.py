@@ -25,7 +25,7 @@ from pathlib import Path
 from activities.tools.framework import StaticToolRegistry, ToolContext, run_tool
 from activities.tools.sandbox import BubblewrapSandbox, sandbox_tools
 from activities.tools.workspace import workspace_for
-from core.runs.payloads import ToolCallRequest
+from core.payloads import ToolCallRequest
 from core.tools.builtins import SandboxLimits
 from tests.conftest import make_settings
 

@@ -19,7 +19,7 @@ from activities.memory.vectors import VectorStore
 from activities.tools.builtins import CALCULATOR, GET_TIME
 from activities.tools.search import ToolSearchActivities
 from core import db, tenants
-from core.runs.payloads import ToolSchema
+from core.payloads import ToolSchema
 from core.tools import store as tools
 from core.tools.names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
 from core.tools.search import ToolSearchInput

@@ -20,7 +20,7 @@ from activities.tools.framework import (
 )
 from activities.tools.mcp_client import McpSessionPool, McpUnavailableError, mcp_tool_definition
 from core.errors import ErrorType
-from core.runs.payloads import ToolCallRequest
+from core.payloads import ToolCallRequest
 from tests.mcp._servers import alive, child_pids, git_config, stdio_config, time_config, wait_gone
 
 pytestmark = pytest.mark.timeout(60)

@@ -28,8 +28,8 @@ from api.main import create_app
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
+from core.payloads import ToolCallRequest
 from core.queues import TaskQueue
-from core.runs.payloads import ToolCallRequest
 from tests.conftest import make_settings
 from tests.mcp._servers import EverythingServer, everything_missing, everything_server
 from tests.support.replay import assert_replays, record_history

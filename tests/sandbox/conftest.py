@@ -9,7 +9,7 @@ import pytest
 from activities.tools.framework import StaticToolRegistry, ToolContext, run_tool
 from activities.tools.sandbox import BubblewrapSandbox, probe, sandbox_tools
 from activities.tools.workspace import workspace_for
-from core.runs.payloads import ToolCallRequest
+from core.payloads import ToolCallRequest
 from core.settings import Settings
 from core.tools.builtins import SandboxLimits
 from tests.conftest import make_settings

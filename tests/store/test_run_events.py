@@ -7,9 +7,10 @@ import pytest
 from core import tenants
 from core.db import Pool
 from core.errors import NotFound
+from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import AgentSpec, RunEvent
+from core.runs.payloads import AgentSpec
 
 
 async def _run(pool: Pool) -> str:

@@ -18,7 +18,7 @@ from activities.tools.search import (
 )
 from core import tenants
 from core.db import Pool
-from core.runs.payloads import ToolSchema
+from core.payloads import ToolSchema
 from core.tools import store as tools
 from core.tools.names import ASK_HUMAN, FIND_TOOLS, WORKFLOW_TOOLS
 from core.tools.search import ToolSearchInput, ToolSearchOutput, clip

@@ -28,7 +28,7 @@ from activities.tools.limits import RetryableToolError
 from core import tenants
 from core.db import Pool
 from core.errors import ErrorType, NotFound
-from core.runs.payloads import ToolCallRequest
+from core.payloads import ToolCallRequest
 from core.tools import store as tools
 from core.tools.policy import EgressRule
 from core.tools.store import SecretCipher, StoredTool, ToolSpec

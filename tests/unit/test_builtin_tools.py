@@ -27,7 +27,7 @@ from activities.tools.framework import (
     run_tool,
 )
 from core.errors import ErrorType
-from core.runs.payloads import ToolCallRequest, ToolSchema
+from core.payloads import ToolCallRequest, ToolSchema
 from core.tools.builtins import (
     EXPRESSION_GRAMMAR,
     EXPRESSION_IN_TEXT,

@@ -11,7 +11,7 @@ from temporalio.client import Client, WorkflowHandle
 from core import search_attributes
 from core.db import Pool
 from core.queues import TaskQueue
-from core.runs.payloads import StackCheckInput, StackCheckOutput
+from core.stack_check import StackCheckInput, StackCheckOutput
 from core.temporal import ColonyPlugin
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer
