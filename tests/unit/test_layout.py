@@ -47,3 +47,52 @@ def test_import_direction(name: str) -> None:
                 top = target.split(".")[0]
                 if top in PACKAGES:
                     assert top in ALLOWED[name], f"{path.relative_to(ROOT)} imports {target}"
+
+
+DOMAINS = ("swarms", "runs", "tools", "memory", "providers")
+"""Domain subpackages of core and activities, each may import only those after it."""
+PENDING_DOMAIN_IMPORTS = {
+    # The tool ranker borrows the memory lane's embedding model.
+    ("activities/providers/tool_ranking.py", "activities.memory"),
+    # The local model's protocol reads tool hints and unwraps untrusted tool output.
+    ("activities/providers/call_grounding.py", "core.tools"),
+    ("activities/providers/json_protocol.py", "core.tools"),
+    # A run's episode is memory written from the run's store.
+    ("activities/memory/run.py", "core.runs"),
+    # A tool's result is a message of the run; tools read runs (outputs, agents as tools)
+    # and policy resolves against an agent's spec.
+    ("activities/tools/execute.py", "core.runs"),
+    ("activities/tools/results.py", "core.runs"),
+    ("activities/tools/outputs.py", "core.runs"),
+    ("activities/tools/catalog.py", "core.runs"),
+    ("core/tools/policy.py", "core.runs"),
+    # The blackboard tools belong to swarms.
+    ("activities/tools/blackboard.py", "core.runs"),
+    ("activities/tools/blackboard.py", "core.swarms"),
+}
+"""Imports against the direction still to remove (issue 12); no new one may appear."""
+
+
+@pytest.mark.parametrize("layer", ["core", "activities"])
+def test_domains_depend_one_way(layer: str) -> None:
+    """swarms -> runs -> tools -> memory -> providers, in core and activities alike."""
+    for path in (ROOT / layer).rglob("*.py"):
+        relative = path.relative_to(ROOT)
+        if len(relative.parts) < 3 or relative.parts[1] not in DOMAINS:
+            continue
+        own = DOMAINS.index(relative.parts[1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            for module in modules:
+                top, _, rest = module.partition(".")
+                domain = rest.split(".")[0]
+                if top not in ("core", "activities") or domain not in DOMAINS:
+                    continue
+                if DOMAINS.index(domain) >= own:
+                    continue
+                where = (str(relative), f"{top}.{domain}")
+                assert where in PENDING_DOMAIN_IMPORTS, f"{relative} imports {module}"
