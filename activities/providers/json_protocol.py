@@ -16,8 +16,13 @@ that cannot judge it (`plan_turn`):
   (by the caller, with the embedding model; a tool named in the message ranks first).
   A clear match leaves the model only tool calls among the best-ranked tools; no match
   leaves it only an answer; in between it may do either.
-- After a tool result it may call again or answer. Repeating a call it already made is
+- A short request with several parts ("in Paris and in Rome") gets a call per part: after
+  a call, a part no call has served yet is called for next, ranked against its own words
+  (`request_parts`, `call_grounding.uncovered`). Once every part is served the model must
+  answer; after an error it may call again or answer. Repeating a call it already made is
   not useful, so the caller asks again with the answer-only form (`is_repeat`).
+- A call's arguments are grounded in the request's words while a turn (or a part)
+  starts: numbers, spans, enums and flags it states (`call_grounding.ground`).
 
 Earlier tool calls and results are rewritten into the same JSON form. A reply is decoded
 into a normal assistant message; an answer that is itself a tool call (the model wrote
@@ -72,9 +77,9 @@ def ranking_query(request: ModelRequest) -> str | None:
     """The text tools are ranked against at this step, when the model should call next.
 
     The latest user message when a turn starts (its first part, if it has several:
-    `request_parts`). After tool results, the next part of a
-    request with several ("in Paris and in Rome": after one call, "in Rome"), while
-    every call so far succeeded. Otherwise None: the model decides what comes next.
+    `request_parts`). After tool results, the next part of a request with several that
+    no call has served ("in Paris and in Rome": after one call, "in Rome"), while every
+    call so far succeeded. Otherwise None: the model decides what comes next.
     """
     state = _turn_state(request)
     if state is None:
