@@ -102,17 +102,14 @@ class ToolActivities:
         denial: str | None,
     ) -> tuple[tuple[bool, str | None, str], bool]:
         """The call's (ok, error type, content), and whether it counts in the tool's stats."""
-        # Inputs of workflows from before `record_tool_result` (replayed or in flight).
-        if denial is not None:
-            return tool_results.denied(denial), False
-        if input.failure is not None:
-            return tool_results.failed(call.name, input.failure), True
-        if input.result_text is not None:
-            return (True, None, input.result_text), False
-        if input.child_run_id is not None:
-            return await tool_results.child_answer(
-                self._pool, input.tenant_id, input.child_run_id
-            ), False
+        # Held results come from workflows from before `record_tool_result` (replayed or
+        # in flight); a spent call's error counts in the tool's stats.
+        held = await tool_results.held_result(
+            self._pool, input.tenant_id, call, denial=denial, failure=input.failure,
+            result_text=input.result_text, child_run_id=input.child_run_id,
+        )  # fmt: skip
+        if held is not None:
+            return held, denial is None and input.failure is not None
         try:
             return (True, None, await self._run(input, call, entry)), True
         except ToolError as exc:

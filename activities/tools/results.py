@@ -133,20 +133,33 @@ async def record(pool: Pool, input: ToolResultInput) -> ToolCallOutput:
     if input.message_seq not in found:
         raise NotFound(f"message {input.message_seq} of run {input.run_id!r} not found")
     call = found[input.message_seq].tool_calls[input.call_index]
-    outcome = kept() or await _known(pool, input, call)
+    outcome = kept() or await held_result(
+        pool, input.tenant_id, call, denial=input.denied_reason, failure=input.failure,
+        result_text=input.result_text, child_run_id=input.child_run_id,
+    ) or (True, None, "")  # fmt: skip
     return await save(
         pool, input.tenant_id, input.run_id, input.result_seq, call, outcome,
         started=started, stats=input.failure is not None,
     )  # fmt: skip
 
 
-async def _known(
-    pool: Pool, input: ToolResultInput, call: ToolCallRequest
-) -> tuple[bool, str | None, str]:
-    if input.denied_reason is not None:
-        return denied(input.denied_reason)
-    if input.failure is not None:
-        return failed(call.name, input.failure)
-    if input.child_run_id is not None:
-        return await child_answer(pool, input.tenant_id, input.child_run_id)
-    return True, None, input.result_text or ""
+async def held_result(
+    pool: Pool,
+    tenant_id: str,
+    call: ToolCallRequest,
+    *,
+    denial: str | None,
+    failure: str | None,
+    result_text: str | None,
+    child_run_id: str | None,
+) -> tuple[bool, str | None, str] | None:
+    """(ok, error type, content) of a call whose result the workflow holds; None: run it."""
+    if denial is not None:
+        return denied(denial)
+    if failure is not None:
+        return failed(call.name, failure)
+    if result_text is not None:
+        return True, None, result_text
+    if child_run_id is not None:
+        return await child_answer(pool, tenant_id, child_run_id)
+    return None
