@@ -1,9 +1,7 @@
 """AgentRunWorkflow: one agent's tool-calling loop for one objective (or conversation)."""
 
 import asyncio
-import json
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -17,16 +15,11 @@ from temporalio.workflow import ParentClosePolicy
 from core import search_attributes
 from core.errors import ErrorType
 from core.memory.payloads import (
-    MemoryItem,
-    RecallInput,
-    RecallOutput,
     ReflectInput,
     ReflectOutput,
     RunMemoryInput,
     RunRecallOutput,
     SkillUse,
-    WriteMemoriesInput,
-    WriteMemoriesOutput,
 )
 from core.payloads import RunEvent
 from core.runs.payloads import (
@@ -39,7 +32,6 @@ from core.runs.payloads import (
     FinishRunInput,
     LlmCallInput,
     LlmCallOutput,
-    PendingApproval,
     RecordEventsInput,
     RunOutcome,
     RunPhase,
@@ -51,11 +43,10 @@ from core.runs.payloads import (
     ToolCallInput,
     ToolCallOutput,
     ToolCallRef,
-    ToolPolicy,
     ToolResultInput,
 )
-from core.tools.names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
-from core.tools.search import ToolSearchInput, ToolSearchOutput
+from core.tools.names import ASK_HUMAN
+from workflows._agent_tools import HANDLERS, HumanDesk, ToolCallContext, failure_reason
 
 with workflow.unsafe.imports_passed_through():
     from activities.memory.run import RunMemoryActivities
@@ -63,14 +54,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.runs.llm import LlmActivities
     from activities.runs.store import StoreActivities
     from activities.tools.execute import ToolActivities
-    from activities.tools.search import ToolSearchActivities
     from workflows._options import (
         LLM_CALL,
         MEMORY_RECALL,
         MEMORY_WRITE,
         RUN_STORE,
         TOOL_CALL,
-        TOOL_SEARCH,
     )
 
 
@@ -109,8 +98,7 @@ class AgentRunWorkflow:
     def __init__(self) -> None:
         self._phase: RunPhase = "starting"
         self._progress = RunProgress()
-        self._pending: dict[str, PendingApproval] = {}
-        self._decisions: dict[str, ApprovalDecision] = {}
+        self._desk = HumanDesk()
         self._inbox: list[int] = []
         self._end_requested = False
         self._outcome: RunOutcome | None = None
@@ -128,25 +116,20 @@ class AgentRunWorkflow:
     @workflow.update
     def approve_tool_call(self, decision: ApprovalDecision) -> RunStatus:
         """Approve or deny a tool call that waits for a human."""
-        self._decisions[decision.call_id] = decision
+        self._desk.decide(decision)
         return self.status()
 
     @approve_tool_call.validator
     def _check_approval(self, decision: ApprovalDecision) -> None:
-        if decision.call_id not in self._pending or decision.call_id in self._decisions:
-            waiting = ", ".join(sorted(set(self._pending) - set(self._decisions))) or "none"
-            raise ValueError(
-                f"tool call {decision.call_id!r} is not waiting for approval (waiting: {waiting})"
-            )
+        self._desk.check(decision)
 
     @workflow.query
     def status(self) -> RunStatus:
         """Live state of the run."""
-        pending = [p for call_id, p in self._pending.items() if call_id not in self._decisions]
         return RunStatus(
             phase=self._phase,
             progress=self._progress,
-            pending_approvals=pending,
+            pending_approvals=self._desk.waiting(),
             outcome=self._outcome,
         )
 
@@ -234,7 +217,7 @@ class AgentRunWorkflow:
                 cause = exc.cause
                 if isinstance(cause, ApplicationError) and cause.type == ErrorType.BUDGET_EXCEEDED:
                     return await self._finish("limit_reached", cause.message, None)
-                return await self._finish("failed", _reason(exc), None)
+                return await self._finish("failed", failure_reason(exc), None)
             self._count_call(llm)
 
             if llm.tool_calls:
@@ -292,7 +275,7 @@ class AgentRunWorkflow:
             if c.id not in denied and (p := plan.policies.get(c.name)) is not None and p.mode == "requires_approval"
         ]  # fmt: skip
         if needs_approval:
-            denied.update(await self._ask_for_approval(plan, needs_approval))
+            denied.update(await self._desk.approve(plan, needs_approval, self._announce))
         approved = {c.id for c in needs_approval if c.id not in denied}
         answered: dict[str, str] = {}  # call id -> result text the workflow already has
         children: dict[str, str] = {}  # call id -> child run id
@@ -337,10 +320,10 @@ class AgentRunWorkflow:
                 # Retries are spent (a dead MCP server, a tool that keeps timing out): the
                 # model is told, and decides what to do without the tool.
                 if recording:
-                    return await record(call, failure=_reason(exc))
+                    return await record(call, failure=failure_reason(exc))
                 return await workflow.execute_activity_method(
                     ToolActivities.execute_tool,
-                    tool_input(call, failure=_reason(exc)),
+                    tool_input(call, failure=failure_reason(exc)),
                     **TOOL_CALL.kwargs(),
                 )
 
@@ -354,7 +337,7 @@ class AgentRunWorkflow:
     async def _answer_in_workflow(
         self, plan: RunPlan, calls: list[ToolCallRef], denied: dict[str, str]
     ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-        """Calls the workflow answers itself: questions for the human, agents as child runs.
+        """Calls the workflow answers itself: workflow tools, agents as child runs.
 
         Returns (results by call id, child run ids by call id, denials by call id).
         """
@@ -363,23 +346,22 @@ class AgentRunWorkflow:
         refused: dict[str, str] = {}
         questions = [c for c in calls if c.name == ASK_HUMAN and c.id not in denied]
         if questions:
-            answered.update(await self._ask_human(plan, questions))
+            answered.update(await self._desk.ask(plan, questions, self._announce))
         for call in calls:
-            if call.id in denied:
-                continue
-            handler = {
-                FIND_TOOLS: lambda c: self._find_tools(plan, c),
-                REMEMBER: lambda c: self._remember_fact(plan, c),
-                RECALL: self._recall_facts,
-            }.get(call.name)
-            if handler is None:
+            handler = HANDLERS.get(call.name)
+            if handler is None or call.id in denied:
                 continue
             try:
-                answered[call.id] = await handler(call)
+                answer = await handler(ToolCallContext(self._input, plan, call))
             except ActivityError as exc:
                 if is_cancelled_exception(exc):
                     raise
-                answered[call.id] = f"Error: {call.name} is unavailable now ({_reason(exc)})."
+                answered[call.id] = (
+                    f"Error: {call.name} is unavailable now ({failure_reason(exc)})."
+                )
+                continue
+            answered[call.id] = answer.text
+            self._offer(answer.offer)
         delegated = [c for c in calls if c.name in plan.agent_tools and c.id not in denied]
         if delegated and self._input.depth >= MAX_AGENT_DEPTH:
             for call in delegated:
@@ -402,6 +384,13 @@ class AgentRunWorkflow:
             for call in delegated:
                 await delegate(call)
         return answered, children, refused
+
+    def _offer(self, names: tuple[str, ...]) -> None:
+        """Offer more tools to the model from now on (when the run offers a subset)."""
+        offered = self._plan.offered
+        new = [name for name in names if offered is not None and name not in offered]
+        if offered is not None and new:
+            self._plan = self._plan.model_copy(update={"offered": [*offered, *new]})
 
     async def _run_child(self, agent: str, call: ToolCallRef) -> tuple[str, str | None]:
         """Run `agent` on the call's task as a child run (own budget, cancelled with us).
@@ -434,179 +423,6 @@ class AgentRunWorkflow:
             pass
         return child.run_id, None
 
-    async def _remember_fact(self, plan: RunPlan, call: ToolCallRef) -> str:
-        """The `remember` tool: a fact for later runs (memory lane)."""
-        args = _arguments(call)
-        content = args.get("content")
-        if not isinstance(content, str) or not content.strip():
-            return 'Error: send {"content": "..."} with what to remember.'
-        shared = args.get("shared") is True or plan.memory.scope == "shared"
-        written: WriteMemoriesOutput = await workflow.execute_activity_method(
-            MemoryStoreActivities.write_memories,
-            WriteMemoriesInput(
-                tenant_id=self._input.tenant_id,
-                items=[
-                    MemoryItem(
-                        key=f"fact:{self._input.run_id}:{call.id}",
-                        agent_name=self._input.agent_name,
-                        kind="fact",
-                        content=content[:4000],
-                        scope="shared" if shared else "private",
-                        source_run_id=self._input.run_id,
-                    )
-                ],
-            ),
-            **MEMORY_WRITE.kwargs(),
-        )
-        return f"Remembered (memory {written.ids[0]})."
-
-    async def _recall_facts(self, call: ToolCallRef) -> str:
-        """The `recall` tool: the agent's memories closest to a query."""
-        args = _arguments(call)
-        query = args.get("query")
-        if not isinstance(query, str) or not query.strip():
-            return 'Error: send {"query": "..."} describing what to recall.'
-        limit = args.get("limit", 5)
-        found: RecallOutput = await workflow.execute_activity_method(
-            MemoryStoreActivities.recall_memories,
-            RecallInput(
-                tenant_id=self._input.tenant_id,
-                query=query[:1000],
-                agent_name=self._input.agent_name,
-                limit=limit if isinstance(limit, int) and 1 <= limit <= 20 else 5,
-            ),
-            **MEMORY_RECALL.kwargs(),
-        )
-        if not found.hits:
-            return f"Nothing in memory matches {query!r}."
-        return "\n".join(
-            f"- [{h.kind}, {h.created_at:%Y-%m-%d}] {' '.join(h.content.split())[:500]}"
-            for h in found.hits
-        )
-
-    async def _find_tools(self, plan: RunPlan, call: ToolCallRef) -> str:
-        """Search the run's tools; the ones found are offered to the model from now on."""
-        args = _arguments(call)
-        query = args.get("query")
-        if not isinstance(query, str) or not query.strip():
-            return 'Error: send {"query": "..."} describing the tool you need.'
-        limit = args.get("limit", 5)
-        limit = limit if isinstance(limit, int) and 1 <= limit <= 20 else 5
-        found: ToolSearchOutput = await workflow.execute_activity_method(
-            ToolSearchActivities.search_tools,
-            ToolSearchInput(
-                tenant_id=self._input.tenant_id,
-                query=query[:500],
-                limit=limit,
-                names=[n for n in plan.tools if n != FIND_TOOLS],
-            ),
-            **TOOL_SEARCH.kwargs(),
-        )
-        if not found.hits:
-            return f"No tool matches {query!r}."
-        offered = list(plan.offered or [])
-        new = [h.name for h in found.hits if h.name not in offered]
-        if plan.offered is not None and new:
-            self._plan = plan.model_copy(update={"offered": offered + new})
-        lines = [f"- {h.name}: {h.description}" for h in found.hits]
-        return "Tools you can use now:\n" + "\n".join(lines)
-
-    async def _ask_human(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
-        """Put each question to the human (the approvals path); returns the answers."""
-        timeout = plan.policies.get(ASK_HUMAN, ToolPolicy()).approval_timeout_s
-        decisions = await self._put_to_human(calls, {c.id: timeout for c in calls}, asks=True)
-        return {
-            d.call_id: (
-                f"The human answered: {d.answer}"
-                if d.approved and d.answer
-                else f"The human did not answer ({d.reason or 'no reason given'})."
-            )
-            for d in decisions
-        }
-
-    async def _ask_for_approval(self, plan: RunPlan, calls: list[ToolCallRef]) -> dict[str, str]:
-        """Wait for a decision on each call; a timeout counts as a denial. Returns denials."""
-        timeouts = {c.id: plan.policies[c.name].approval_timeout_s for c in calls}
-        decisions = await self._put_to_human(calls, timeouts, asks=False)
-        return {
-            d.call_id: f"a human denied this call: {d.reason or 'no reason given'}"
-            for d in decisions
-            if not d.approved
-        }
-
-    async def _put_to_human(
-        self, calls: list[ToolCallRef], timeouts: dict[str, float], *, asks: bool
-    ) -> list[ApprovalDecision]:
-        """Make each call a pending approval (a question when it `asks`), and wait for them."""
-        now = workflow.now()
-        for call in calls:
-            self._pending[call.id] = PendingApproval(
-                call_id=call.id, tool=call.name,
-                deadline=now + timedelta(seconds=timeouts[call.id]),
-                question=_question(call) if asks else None,
-            )  # fmt: skip
-        return await self._wait_for_decisions(calls, timeouts)
-
-    async def _wait_for_decisions(
-        self, calls: list[ToolCallRef], timeouts: dict[str, float]
-    ) -> list[ApprovalDecision]:
-        """Announce the pending calls, wait for a human on each (or its timeout)."""
-        self._phase = "waiting_for_approval"
-        await self._record(
-            [
-                RunEvent(
-                    key=f"approval-requested-{call.id}",
-                    type="approval.requested",
-                    data={
-                        "call_id": call.id,
-                        "tool": call.name,
-                        "deadline": self._pending[call.id].deadline.isoformat(),
-                        **(
-                            {"question": q}
-                            if (q := self._pending[call.id].question) is not None
-                            else {}
-                        ),
-                    },
-                )
-                for call in calls
-            ],
-            status="waiting",
-        )
-
-        async def decide(call: ToolCallRef) -> ApprovalDecision:
-            timeout = timeouts[call.id]
-            try:
-                await workflow.wait_condition(lambda: call.id in self._decisions, timeout=timeout)
-            except TimeoutError:
-                return ApprovalDecision(
-                    call_id=call.id,
-                    approved=False,
-                    reason=f"no decision within {timeout:.0f}s (timed out)",
-                )
-            return self._decisions[call.id]
-
-        decisions = await asyncio.gather(*(decide(call) for call in calls))
-        self._phase = "running_tools"
-        await self._record(
-            [
-                RunEvent(
-                    key=f"approval-resolved-{d.call_id}",
-                    type="approval.resolved",
-                    data={
-                        "call_id": d.call_id,
-                        "approved": d.approved,
-                        "reason": d.reason,
-                        **({"answer": d.answer} if d.answer is not None else {}),
-                    },
-                )
-                for d in decisions
-            ],
-            status="running",
-        )
-        for call in calls:
-            self._pending.pop(call.id, None)
-        return list(decisions)
-
     # -- conversation ---------------------------------------------------------------
 
     async def _wait_for_message(self, idle_timeout_s: float) -> bool:
@@ -636,6 +452,13 @@ class AgentRunWorkflow:
         self._advance(seq=self._progress.seq + len(inbox))
 
     # -- bookkeeping ----------------------------------------------------------------
+
+    async def _announce(
+        self, events: list[RunEvent], status: Literal["running", "waiting"]
+    ) -> None:
+        """Record approval events; the run waits for a human, or runs its tools again."""
+        self._phase = "waiting_for_approval" if status == "waiting" else "running_tools"
+        await self._record(events, status=status)
 
     async def _record(
         self, events: list[RunEvent], status: Literal["running", "waiting"] | None = None
@@ -745,28 +568,6 @@ class AgentRunWorkflow:
             **RUN_STORE.kwargs(),
         )  # fmt: skip
         workflow.upsert_search_attributes([search_attributes.STATUS.value_set(outcome)])
-
-
-def _reason(exc: ActivityError) -> str:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}" if cause.type else cause.message
-    return str(cause or exc)
-
-
-def _question(call: ToolCallRef) -> str:
-    """The question of an `ask_human` call (its raw arguments when they hold none)."""
-    question = _arguments(call).get("question")
-    return question if isinstance(question, str) else call.arguments or ""
-
-
-def _arguments(call: ToolCallRef) -> dict[str, Any]:
-    """A workflow-answered call's arguments as an object ({} when they do not parse)."""
-    try:
-        data = json.loads(call.arguments or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 async def run_child(input: AgentRunInput, workflow_id: str) -> AgentRunOutput:

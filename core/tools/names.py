@@ -9,8 +9,8 @@ Two kinds of tool are Colony's own, and a tenant cannot register a tool by their
   `WORKFLOW_TOOLS` (asking the human, searching tools, long-term memory).
 
 A new code tool adds its name here; a new workflow tool adds its name and schema here
-and its handler to `workflows/agent_run.py` (`tests/unit/test_tool_names.py` checks
-that the lists and the code agree).
+and its handler to `HANDLERS` in `workflows/_agent_tools.py`
+(`tests/unit/test_tool_names.py` checks that the lists and the code agree).
 """
 
 from typing import Final
