@@ -14,7 +14,7 @@ import httpx
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from activities.memory import embeddings
+from activities.providers import embeddings
 from activities.tools import sandbox
 from core import health
 from core.providers import ProviderStatus, describe_provider, endpoint_of, ping_provider

@@ -10,23 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
-from activities.memory.run import RunMemoryActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
 from activities.memory.vectors import LazyEmbedder, open_vector_store
 from activities.runs.llm import LlmActivities
+from activities.runs.memory import RunMemoryActivities
+from activities.runs.outputs import output_tools
 from activities.runs.store import StoreActivities
+from activities.runs.tool_calls import ToolActivities
 from activities.stack_check import MemoryActivities
+from activities.swarms.blackboard import blackboard_tools
 from activities.swarms.queen import QueenActivities
 from activities.swarms.store import SwarmActivities
-from activities.tools.blackboard import blackboard_tools
 from activities.tools.catalog import ToolCatalog, builtin_registry
-from activities.tools.execute import ToolActivities
 from activities.tools.framework import ToolDefinition
 from activities.tools.http import HttpToolExecutor, StoreResolvers
 from activities.tools.limits import ToolLimiter
 from activities.tools.mcp_client import McpSessionPool
 from activities.tools.mcp_discovery import McpActivities
-from activities.tools.outputs import output_tools
 from activities.tools.search import ToolSearchActivities
 from core.db import Pool
 from core.queues import TaskQueue

@@ -49,11 +49,11 @@ from core.tools.names import ASK_HUMAN
 from workflows._agent_tools import HANDLERS, HumanDesk, ToolCallContext, failure_reason
 
 with workflow.unsafe.imports_passed_through():
-    from activities.memory.run import RunMemoryActivities
     from activities.memory.store import MemoryStoreActivities
     from activities.runs.llm import LlmActivities
+    from activities.runs.memory import RunMemoryActivities
     from activities.runs.store import StoreActivities
-    from activities.tools.execute import ToolActivities
+    from activities.runs.tool_calls import ToolActivities
     from workflows._options import (
         LLM_CALL,
         MEMORY_RECALL,

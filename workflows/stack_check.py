@@ -7,8 +7,8 @@ from core.queues import TaskQueue
 
 with workflow.unsafe.imports_passed_through():
     from activities.runs.llm import LlmActivities
+    from activities.runs.tool_calls import ToolActivities
     from activities.stack_check import MemoryActivities
-    from activities.tools.execute import ToolActivities
     from core.stack_check import ProbeInput, StackCheckInput, StackCheckOutput, StackCheckRecord
     from workflows._options import LANE_PROBE, MEMORY_WRITE
 

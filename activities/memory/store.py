@@ -39,7 +39,6 @@ import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.memory.embeddings import DIMENSION, MODEL_ID
 from activities.memory.vectors import (
     TENANT_FIELD,
     Embedder,
@@ -51,6 +50,7 @@ from activities.memory.vectors import (
     VectorStoreError,
 )
 from activities.memory.vectors import point_id as make_point_id
+from activities.providers.embeddings import DIMENSION, MODEL_ID
 from core.db import Pool
 from core.errors import ColonyError, ConfigError, ErrorType, InvalidInput
 from core.memory import store as rows

@@ -101,7 +101,7 @@ class LazyEmbedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    from activities.memory.embeddings import MiniLmEmbedder
+                    from activities.providers.embeddings import MiniLmEmbedder
 
                     self._model = MiniLmEmbedder(self._threads)
         return self._model.embed(texts)

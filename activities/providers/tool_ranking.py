@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from activities.memory.embeddings import MiniLmEmbedder
+from activities.providers.embeddings import MiniLmEmbedder
 from core.errors import ConfigError
 
 _CACHE_SIZE = 2048

@@ -4,8 +4,7 @@ import json
 
 from temporalio import activity
 
-from activities.tools import results as tool_results
-from activities.tools.blackboard import BLACKBOARD_TOOL_NAMES
+from activities.runs import tool_results
 from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core.db import Pool
 from core.errors import NotFound
@@ -27,7 +26,7 @@ from core.runs.payloads import (
     ToolResultInput,
 )
 from core.tools import policy
-from core.tools.names import FIND_TOOLS
+from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS
 
 
 class StoreActivities:

@@ -14,7 +14,7 @@ from temporalio import activity
 from activities.providers import client as model_client
 from activities.providers import json_protocol
 from activities.runs.llm import check_budget, complete_any
-from activities.tools.blackboard import format_post
+from activities.swarms.blackboard import format_post
 from core.db import Pool
 from core.payloads import ChatMessage, ModelRequest, ModelResult, RunEvent
 from core.runs import agents

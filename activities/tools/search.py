@@ -30,7 +30,6 @@ import numpy as np
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.memory.embeddings import DIMENSION, MODEL_ID
 from activities.memory.vectors import (
     TENANT_FIELD,
     Embedder,
@@ -40,6 +39,7 @@ from activities.memory.vectors import (
     VectorStoreError,
 )
 from activities.memory.vectors import point_id as make_point_id
+from activities.providers.embeddings import DIMENSION, MODEL_ID
 from core.db import Pool
 from core.errors import ConfigError, ErrorType
 from core.payloads import ToolSchema

@@ -31,6 +31,7 @@ WRITE_FILE: Final = "write_file"
 LIST_FILES: Final = "list_files"
 POST_TO_BLACKBOARD: Final = "post_to_blackboard"
 READ_BLACKBOARD: Final = "read_blackboard"
+BLACKBOARD_TOOL_NAMES: Final = (POST_TO_BLACKBOARD, READ_BLACKBOARD)
 READ_OUTPUT: Final = "read_output"
 
 ASK_HUMAN: Final = "ask_human"

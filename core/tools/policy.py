@@ -1,6 +1,6 @@
 """Tool policy: name patterns, effective policy resolution, egress rules, untrusted output.
 
-Pure logic, no I/O: the tools lane (`activities/tools/execute.py`) loads what it needs from
+Pure logic, no I/O: the tools lane (`activities/runs/tool_calls.py`) loads what it needs from
 Postgres and asks this module what to do.
 
 Tool name patterns are exact names (`calculator`, `mcp:github/create_issue`) or contain

@@ -26,10 +26,10 @@ from activities.providers.grammar import (
     grammar_pattern,
     grammar_safe,
 )
+from activities.runs.outputs import output_tools
+from activities.swarms.blackboard import blackboard_tools
 from activities.swarms.queen import plan_schema
 from activities.tools import catalog
-from activities.tools.blackboard import blackboard_tools
-from activities.tools.outputs import output_tools
 from core.db import Pool
 from core.errors import ConfigError
 from core.payloads import ChatMessage, ModelRequest, ToolSchema

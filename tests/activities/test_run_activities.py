@@ -4,7 +4,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.runs.llm import LlmActivities
-from activities.tools.execute import ToolActivities
+from activities.runs.tool_calls import ToolActivities
 from core.db import Pool
 from core.payloads import ChatMessage, ModelUsage, ToolCallRequest
 from core.runs import agents
@@ -119,7 +119,7 @@ async def test_a_long_tool_call_heartbeats(
 ) -> None:
     import asyncio
 
-    from activities.tools import execute as tools_module
+    from activities.runs import tool_calls as tools_module
     from activities.tools.catalog import ToolCatalog, builtin_registry
     from activities.tools.framework import ToolDefinition
 
@@ -152,8 +152,8 @@ async def test_a_long_tool_call_heartbeats(
 async def test_read_output_pages_through_a_stored_message(pool: Pool, run_id: str) -> None:
     from datetime import UTC, datetime
 
+    from activities.runs.outputs import PAGE_CHARS, output_tools
     from activities.tools.framework import ToolContext
-    from activities.tools.outputs import PAGE_CHARS, output_tools
     from core.payloads import ChatMessage
 
     long = "".join(f"{i:06d}" for i in range(5000))  # 30,000 characters

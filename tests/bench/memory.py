@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from activities.memory.embeddings import MODEL_ID, MiniLmEmbedder
 from activities.memory.store import MemoryStore, collection_for, memory_id
 from activities.memory.vectors import VectorPoint, VectorStore
+from activities.providers.embeddings import MODEL_ID, MiniLmEmbedder
 from core import db, tenants
 from core.memory import store as rows
 from core.memory.payloads import RecallInput

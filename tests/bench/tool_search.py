@@ -14,8 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from activities.memory.embeddings import MiniLmEmbedder
 from activities.memory.vectors import VectorStore
+from activities.providers.embeddings import MiniLmEmbedder
 from activities.tools.builtins import CALCULATOR, GET_TIME
 from activities.tools.search import ToolSearchActivities
 from core import db, tenants

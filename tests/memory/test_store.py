@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.memory.embeddings import MODEL_ID, MiniLmEmbedder
 from activities.memory.store import (
     MemoryStore,
     MemoryStoreActivities,
@@ -17,6 +16,7 @@ from activities.memory.store import (
     memory_id,
 )
 from activities.memory.vectors import MEMORY, VectorStore
+from activities.providers.embeddings import MODEL_ID, MiniLmEmbedder
 from core import tenants
 from core.db import Pool
 from core.errors import InvalidInput

@@ -22,9 +22,9 @@ from temporalio.client import (
     WorkflowHandle,
 )
 
-from activities.memory.embeddings import MODEL_ID
 from activities.memory.store import MemoryStore, collection_for
 from activities.providers import client as model_client
+from activities.providers.embeddings import MODEL_ID
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.memory.embeddings import MiniLmEmbedder
 from activities.memory.vectors import VectorStore, point_id
+from activities.providers.embeddings import MiniLmEmbedder
 from activities.tools.builtins import CALCULATOR, GET_TIME
 from activities.tools.search import (
     COLLECTION,

@@ -52,23 +52,12 @@ def test_import_direction(name: str) -> None:
 DOMAINS = ("swarms", "runs", "tools", "memory", "providers")
 """Domain subpackages of core and activities, each may import only those after it."""
 PENDING_DOMAIN_IMPORTS = {
-    # The tool ranker borrows the memory lane's embedding model.
-    ("activities/providers/tool_ranking.py", "activities.memory"),
     # The local model's protocol reads tool hints and unwraps untrusted tool output.
     ("activities/providers/call_grounding.py", "core.tools"),
     ("activities/providers/json_protocol.py", "core.tools"),
-    # A run's episode is memory written from the run's store.
-    ("activities/memory/run.py", "core.runs"),
-    # A tool's result is a message of the run; tools read runs (outputs, agents as tools)
-    # and policy resolves against an agent's spec.
-    ("activities/tools/execute.py", "core.runs"),
-    ("activities/tools/results.py", "core.runs"),
-    ("activities/tools/outputs.py", "core.runs"),
+    # Agents are offered as tools, and policy resolves against an agent's spec.
     ("activities/tools/catalog.py", "core.runs"),
     ("core/tools/policy.py", "core.runs"),
-    # The blackboard tools belong to swarms.
-    ("activities/tools/blackboard.py", "core.runs"),
-    ("activities/tools/blackboard.py", "core.swarms"),
 }
 """Imports against the direction still to remove (issue 12); no new one may appear."""
 

@@ -3,9 +3,9 @@
 import inspect
 from typing import cast
 
+from activities.runs.outputs import output_tools
+from activities.swarms.blackboard import blackboard_tools
 from activities.tools import catalog
-from activities.tools.blackboard import blackboard_tools
-from activities.tools.outputs import output_tools
 from core.db import Pool
 from core.tools.builtins import builtin_tools
 from core.tools.names import ASK_HUMAN, CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS

@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
-from activities.tools.execute import ToolActivities
+from activities.runs.tool_calls import ToolActivities
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import ApprovalDecision, ToolCallInput

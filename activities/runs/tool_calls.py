@@ -25,9 +25,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities._common import PinnedVersions, worker_identity
 from activities.heartbeats import heartbeat_every
-from activities.tools import results as tool_results
+from activities.runs import tool_results
 from activities.tools import sandbox
-from activities.tools.blackboard import BLACKBOARD_TOOL_NAMES
 from activities.tools.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.tools.framework import ToolContext, ToolError
 from activities.tools.limits import RetryableToolError, ToolLimiter
@@ -39,7 +38,7 @@ from core.runs.payloads import ToolCallInput, ToolCallOutput
 from core.settings import Settings
 from core.stack_check import LaneReport, ProbeInput
 from core.tools import policy
-from core.tools.names import FIND_TOOLS
+from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS
 
 
 class ToolActivities:

@@ -7,7 +7,7 @@ only inside a swarm. Posts live in Postgres (`swarm_blackboard`) and are announc
 """
 
 import hashlib
-from typing import Any, Final
+from typing import Any
 
 from activities.tools.framework import ToolContext, ToolDefinition, ToolExecutionError
 from core.db import Pool
@@ -17,7 +17,6 @@ from core.swarms import store as swarm_store
 from core.tools.builtins import BLACKBOARD_TOOLS
 from core.tools.names import POST_TO_BLACKBOARD, READ_BLACKBOARD
 
-BLACKBOARD_TOOL_NAMES: Final = (POST_TO_BLACKBOARD, READ_BLACKBOARD)
 _NOT_IN_SWARM = "{tool} works only in a swarm's subtasks; this run is not part of one."
 
 
