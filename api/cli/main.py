@@ -16,8 +16,8 @@ import httpx
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli_output import console, errors
-from api.cli_output import fail as _fail
+from api.cli.output import console, errors
+from api.cli.output import fail as _fail
 from core.errors import ColonyError
 from core.settings import Settings
 
@@ -235,7 +235,7 @@ DEMO_AGENT_EXPECTS = ("391",)
 
 def _run_demo_agent(settings: Settings) -> DemoPart:
     """A real agent run with the default model; ok when it succeeded with 17 * 23 = 391."""
-    from api.cli_runs import SMALL_MODEL_NOTE, render_events
+    from api.cli.runs import SMALL_MODEL_NOTE, render_events
     from api.client import ColonyClient, EventStream
     from core.providers import LOCAL_MODEL, default_model
 
@@ -284,7 +284,7 @@ DEMO_SWARM_EXPECTS = ("391", "1024")
 
 def _run_demo_swarm(settings: Settings) -> DemoPart:
     """A swarm of two parallel subtasks; ok when its answer holds 391 and 1024."""
-    from api.cli_swarms import render_swarm_events
+    from api.cli.swarms import render_swarm_events
     from api.client import ColonyClient, EventStream
 
     with ColonyClient(settings, timeout=60) as api_client:
@@ -315,7 +315,10 @@ def _judge(part: str, finished: dict[str, Any], expects: Sequence[str]) -> DemoP
 
 
 def _register() -> None:
-    from api import cli_memory, cli_runs, cli_swarms, cli_tools
+    from api.cli import memory as cli_memory
+    from api.cli import runs as cli_runs
+    from api.cli import swarms as cli_swarms
+    from api.cli import tools as cli_tools
 
     for command in (
         cli_runs.run_command,
