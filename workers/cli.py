@@ -13,7 +13,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from api.cli.main import api_is_up, cli, main_job, setup_logging
+from api.cli.demo import main_job
+from api.cli.main import api_is_up, cli, setup_logging
 from api.cli.output import console
 from api.cli.output import fail as _fail
 from core.errors import ColonyError
