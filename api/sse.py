@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.schemas import EventPublic
+from api.schemas.runs import EventPublic
 from core.db import Pool
 from core.errors import InvalidInput
 from core.event_log import Conn, EventRecord

@@ -1,4 +1,4 @@
-"""The `colony` command: the API's commands (api/cli.py) plus those that run the stack.
+"""The `colony` command: the API's commands (api/cli/main.py) plus those that run the stack.
 
 `up`, `demo`, `doctor` and `worker` start or inspect worker processes and embedded
 servers, which only the workers package may import (tests/unit/test_layout.py). They
@@ -13,9 +13,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from api.cli import api_is_up, cli, main_job, setup_logging
-from api.cli_output import console
-from api.cli_output import fail as _fail
+from api.cli.demo import main_job
+from api.cli.main import api_is_up, cli, setup_logging
+from api.cli.output import console
+from api.cli.output import fail as _fail
 from core.errors import ColonyError
 from core.settings import Settings
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep
 from api.routes.tools import unknown_tools
-from api.schemas import AgentCreate, AgentPublic, AgentRollback
+from api.schemas.runs import AgentCreate, AgentPublic, AgentRollback
 from core.errors import NotFound
 from core.runs import agents
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import PrincipalDep, SettingsDep, TemporalHandle
-from api.schemas import ComponentPublic, HealthPublic
+from api.schemas.ops import ComponentPublic, HealthPublic
 from core import health, metrics
 
 router = APIRouter()

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, status
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
-from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, WhoAmIPublic
+from api.schemas.ops import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, WhoAmIPublic
 from core import tenants
 
 router = APIRouter(prefix="/v1", tags=["keys"])

@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from api.deps import AdminDep, PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.schemas_mcp import (
+from api.schemas.mcp import (
     McpDiscoveryPublic,
     McpServerCreate,
     McpServerPublic,

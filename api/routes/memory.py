@@ -16,7 +16,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
-from api.schemas_memory import (
+from api.schemas.memory import (
     MemoryDeletedPublic,
     MemoryHitPublic,
     MemoryQueryCreate,

@@ -8,7 +8,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.live import query_status, request_cancel, start_once
-from api.schemas import (
+from api.schemas.runs import (
     ApprovalCreate,
     EventPublic,
     FeedbackCreate,

@@ -12,7 +12,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
 from api.live import start_once
-from api.schemas import StackCheckPublic
+from api.schemas.ops import StackCheckPublic
 from core import search_attributes
 from core.errors import InvalidInput, NotFound
 from core.settings import Settings

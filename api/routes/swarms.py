@@ -9,8 +9,8 @@ from temporalio.client import Client
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.live import query_status, request_cancel, start_once
-from api.schemas import EventPublic
-from api.schemas_swarms import SubtaskPublic, SwarmCreate, SwarmPublic
+from api.schemas.runs import EventPublic
+from api.schemas.swarms import SubtaskPublic, SwarmCreate, SwarmPublic
 from core import search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput

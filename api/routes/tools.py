@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import AdminDep, PoolDep, PrincipalDep, SettingsDep
 from api.routes import tool_search
-from api.schemas_tools import (
+from api.schemas.tools import (
     EgressPublic,
     EgressPut,
     HttpToolCreate,

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
-from api import cli_swarms
-from api.cli import cli
+from api.cli import swarms as cli_swarms
+from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
 from core import tenants

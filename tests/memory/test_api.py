@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from temporalio.client import Client
 
-from api import cli_memory
-from api.cli import cli
+from api.cli import memory as cli_memory
+from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
 from core import temporal as temporal_support

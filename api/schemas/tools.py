@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
-from api.schemas import Body
+from api.schemas.base import Body
 from core.tools.policy import EgressRule, ToolPolicyDefaults
 from core.tools.store import (
     MAX_SECRET_BYTES,

@@ -10,8 +10,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli_output import console
-from api.cli_output import fail as _fail
+from api.cli.output import console
+from api.cli.output import fail as _fail
 from api.client import ColonyClient, EventStream
 from core.errors import ColonyError
 from core.settings import Settings

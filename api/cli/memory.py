@@ -2,8 +2,8 @@
 
 import click
 
-from api.cli_output import console
-from api.cli_output import fail as _fail
+from api.cli.output import console
+from api.cli.output import fail as _fail
 from api.client import ColonyClient
 from core.errors import ColonyError
 from core.memory.payloads import MEMORY_KINDS

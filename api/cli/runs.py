@@ -7,8 +7,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from api.cli_output import console, errors
-from api.cli_output import fail as _fail
+from api.cli.output import console, errors
+from api.cli.output import fail as _fail
 from api.client import ColonyClient, EventStream
 from core.errors import ColonyError
 from core.providers import LOCAL_MODEL

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from api.schemas import Body
+from api.schemas.base import Body
 from core.runs.payloads import AGENT_NAME_PATTERN
 from core.swarms.plan import (
     QUEEN_AGENT,

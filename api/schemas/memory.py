@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, field_validator
 
-from api.schemas import Body
+from api.schemas.base import Body
 from core.memory.payloads import MemoryKind, MemoryScope
 from core.payloads import strip_query
 

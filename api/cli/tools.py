@@ -5,8 +5,8 @@ import sys
 import click
 from rich.table import Table
 
-from api.cli_output import console
-from api.cli_output import fail as _fail
+from api.cli.output import console
+from api.cli.output import fail as _fail
 from api.client import ColonyClient
 from core.errors import ColonyError
 from core.settings import Settings

@@ -1,77 +1,16 @@
-"""HTTP request and response bodies (`XxxCreate` in, `XxxPublic` out)."""
+"""HTTP bodies of the agent and run routes (`XxxCreate` in, `XxxPublic` out).
+
+Agents are the runs domain's (core/runs): their versions, then runs, a run's messages,
+approvals, feedback and events (swarms stream theirs as `EventPublic` too).
+"""
 
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.base import Body
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval, RunMode
-from core.stack_check import LaneReport
-
-
-class Body(BaseModel):
-    """Request bodies reject unknown fields, so typos are errors, not silent no-ops."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class ComponentPublic(BaseModel):
-    """One dependency in `/healthz`."""
-
-    ok: bool
-    detail: str
-    latency_ms: float
-
-
-class HealthPublic(BaseModel):
-    """`/healthz` body."""
-
-    status: Literal["ok", "degraded"]
-    version: str
-    components: dict[str, ComponentPublic]
-
-
-class WhoAmIPublic(BaseModel):
-    """The caller's identity."""
-
-    tenant_id: str
-    key_id: str
-    role: Literal["admin", "member"]
-
-
-class ApiKeyCreate(Body):
-    """Create an API key for the caller's tenant."""
-
-    name: str = Field(min_length=1, max_length=200)
-    role: Literal["admin", "member"] = "member"
-
-
-class ApiKeyPublic(BaseModel):
-    """An API key as listed (never the secret)."""
-
-    id: str
-    name: str
-    prefix: str
-    role: Literal["admin", "member"]
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-
-class ApiKeyCreated(ApiKeyPublic):
-    """The response to creating a key: the only time the secret is shown."""
-
-    key: str
-
-
-class StackCheckPublic(BaseModel):
-    """A stack-check workflow and, once finished, its lane reports."""
-
-    id: str
-    status: Literal["running", "succeeded", "failed", "cancelled", "timed_out", "terminated"]
-    temporal_ui: str | None
-    lanes: list[LaneReport] = []
-    error: str | None = None
 
 
 class AgentCreate(AgentSpec):
