@@ -30,6 +30,7 @@ from activities.tools.mcp_discovery import McpActivities
 from activities.tools.search import ToolSearchActivities
 from core.db import Pool
 from core.queues import TaskQueue
+from core.runs.agents import AgentsAsTools
 from core.settings import Settings
 from core.tools.store import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
@@ -63,7 +64,11 @@ class Resources:
             [*blackboard_tools(pool), *output_tools(pool), *extra_tools],
         )
         self.catalog = ToolCatalog(
-            self.builtins, http=self.http, mcp=self.mcp, secret=self.resolvers.secret
+            self.builtins,
+            http=self.http,
+            mcp=self.mcp,
+            secret=self.resolvers.secret,
+            agents=AgentsAsTools(),
         )
         # Memory lane: Qdrant opens and the embedding model loads on first use.
         self.vectors = open_vector_store(settings)

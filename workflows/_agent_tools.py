@@ -38,9 +38,9 @@ from core.runs.payloads import (
     PendingApproval,
     RunPlan,
     ToolCallRef,
-    ToolPolicy,
 )
 from core.tools.names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
+from core.tools.payloads import ToolPolicy
 from core.tools.search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():

@@ -24,8 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from core.payloads import ToolSchema
-from core.tools.names import FREE_TEXT
+from core.payloads import FREE_TEXT, ToolSchema
 
 COPY_PATTERN = "x-copy-pattern"
 """A string argument's hint: a regex that finds a complete value in the user's request.

@@ -37,8 +37,7 @@ from typing import Any, Literal
 
 from activities.providers import call_grounding
 from activities.providers.grammar import grammar_safe
-from core.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema
-from core.tools import policy
+from core.payloads import ChatMessage, ModelRequest, ToolCallRequest, ToolSchema, unwrap_untrusted
 
 PROVIDERS = frozenset({"local"})
 """Providers whose models use this protocol instead of native tool calling."""
@@ -301,7 +300,7 @@ def grounding(request: ModelRequest) -> str | None:
     last = request.messages[-1] if request.messages else None
     if last is None or last.role != "tool":
         return None
-    return salient(policy.unwrap_untrusted(last.content or ""))
+    return salient(unwrap_untrusted(last.content or ""))
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -380,7 +379,7 @@ def _short_result(content: str) -> str | None:
 
     Unwrapped from its untrusted-output block: it is too short to hold instructions.
     """
-    text = policy.unwrap_untrusted(content).strip()
+    text = unwrap_untrusted(content).strip()
     return text if _GROUNDABLE.fullmatch(text) else None
 
 

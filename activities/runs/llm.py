@@ -24,14 +24,15 @@ from core.payloads import (
     ModelUsage,
     RunEvent,
     ToolCallRequest,
+    wrap_untrusted,
 )
 from core.providers import ping_provider
 from core.runs import agents
 from core.runs import store as runs
+from core.runs.agents import AgentsAsTools
 from core.runs.payloads import LlmCallInput, LlmCallOutput, ToolCallRef
 from core.settings import Settings
 from core.stack_check import LaneReport, ProbeInput
-from core.tools import policy
 
 ATTEMPTS_PER_MODEL = 4
 """Retryable failures of one model before the fallback chain moves on (Temporal retries);
@@ -58,7 +59,7 @@ class LlmActivities:
     def __init__(self, settings: Settings, pool: Pool, catalog: ToolCatalog | None = None) -> None:
         self._settings = settings
         self._pool = pool
-        self._catalog = catalog or ToolCatalog()
+        self._catalog = catalog or ToolCatalog(agents=AgentsAsTools())
         self._versions = PinnedVersions()
 
     @activity.defn(name="probe_llm_lane")
@@ -418,7 +419,7 @@ def _for_prompt(
     if message.role == "tool":
         return message.model_copy(
             update={
-                "content": policy.wrap_untrusted(
+                "content": wrap_untrusted(
                     message.name or "tool",
                     message.tool_call_id or "",
                     message.content or "",

@@ -1,7 +1,7 @@
 """`read_output`: a stored message read back by its `colony://` reference, page by page.
 
 The prompt cuts a long tool output and says where the whole text is:
-`colony://runs/{run_id}/messages/{seq}` (core/tools/policy.py `wrap_untrusted`). This tool
+`colony://runs/{run_id}/messages/{seq}` (core/payloads.py `wrap_untrusted`). This tool
 reads it, `PAGE_CHARS` characters from `offset`, for runs of the caller's tenant only.
 `GET /v1/runs/{id}/messages` serves the same messages to people.
 """

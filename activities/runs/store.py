@@ -8,9 +8,10 @@ from activities.runs import tool_results
 from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
 from core.db import Pool
 from core.errors import NotFound
-from core.payloads import RunEvent
+from core.payloads import RunEvent, RunMode
 from core.runs import agents
 from core.runs import store as runs
+from core.runs.agents import AgentsAsTools
 from core.runs.payloads import (
     AdoptMessagesInput,
     AgentSpec,
@@ -18,15 +19,13 @@ from core.runs.payloads import (
     ChildRunOutput,
     FinishRunInput,
     RecordEventsInput,
-    RunMode,
     RunPlan,
     StartRunInput,
     ToolCallOutput,
-    ToolPolicy,
     ToolResultInput,
 )
-from core.tools import policy
 from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS
+from core.tools.payloads import ToolPolicy
 
 
 class StoreActivities:
@@ -34,7 +33,7 @@ class StoreActivities:
 
     def __init__(self, pool: Pool, catalog: ToolCatalog | None = None) -> None:
         self._pool = pool
-        self._catalog = catalog or ToolCatalog()
+        self._catalog = catalog or ToolCatalog(agents=AgentsAsTools())
 
     @activity.defn(name="start_run")
     async def start_run(self, input: StartRunInput) -> RunPlan:
@@ -207,7 +206,7 @@ def _plan(
         if name in BLACKBOARD_TOOL_NAMES and name not in spec.tools:
             continue  # a swarm's subtask gets them whatever its agent's tools
         entry = entries.get(name)
-        effective = policy.resolve_for_agent(
+        effective = agents.resolve_for_agent(
             spec,
             name,
             defaults=entry.policy_defaults if entry else None,

@@ -33,11 +33,12 @@ from activities.tools.limits import RetryableToolError, ToolLimiter
 from core.db import Pool
 from core.errors import NotFound
 from core.payloads import ToolCallRequest
+from core.runs import agents
 from core.runs import store as runs
+from core.runs.agents import AgentsAsTools
 from core.runs.payloads import ToolCallInput, ToolCallOutput
 from core.settings import Settings
 from core.stack_check import LaneReport, ProbeInput
-from core.tools import policy
 from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS
 
 
@@ -53,7 +54,7 @@ class ToolActivities:
     ) -> None:
         self._settings = settings
         self._pool = pool
-        self._catalog = catalog or ToolCatalog()
+        self._catalog = catalog or ToolCatalog(agents=AgentsAsTools())
         self._limiter = limiter or ToolLimiter()
         self._versions = PinnedVersions()
 
@@ -135,7 +136,7 @@ class ToolActivities:
         version = await self._versions.get(
             conn, input.tenant_id, input.agent_name, input.agent_version
         )
-        effective = policy.resolve_for_agent(
+        effective = agents.resolve_for_agent(
             version.spec,
             call.name,
             defaults=entry.policy_defaults if entry else None,

@@ -24,7 +24,7 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from activities.tools.builtins import BUILTIN, CALCULATOR, GET_TIME
 from activities.tools.framework import (
@@ -44,11 +44,9 @@ from activities.tools.http import (
 from activities.tools.mcp_client import McpSessionPool
 from activities.tools.sandbox import sandbox_tools
 from core.errors import NotFound
-from core.payloads import ToolCallRequest, ToolSchema
-from core.runs import agents
+from core.payloads import FREE_TEXT, ToolCallRequest, ToolSchema
 from core.settings import Settings
 from core.tools import mcp as mcp_names
-from core.tools import names as tool_names
 from core.tools import policy
 from core.tools import store as tool_store
 from core.tools.names import WORKFLOW_TOOLS
@@ -111,8 +109,28 @@ async def _no_egress(tenant_id: str) -> list[policy.EgressRule]:
     return []
 
 
+class AgentDirectory(Protocol):
+    """The tenant's agents, which the catalog offers as tools (`agent:<name>`).
+
+    The runs domain keeps agents (`core.runs.agents.AgentsAsTools`); the worker hands it
+    to the catalog, so tools need not know how agents are stored.
+    """
+
+    async def agent_names(self, conn: tool_store.Conn, tenant_id: str) -> list[str]:
+        """Names of the tenant's agents."""
+        ...
+
+    async def agent_instructions(
+        self, conn: tool_store.Conn, tenant_id: str, name: str
+    ) -> str | None:
+        """The latest instructions of an agent (None: no such agent)."""
+        ...
+
+
 class ToolCatalog:
     """Resolves tool names for one tenant: built-ins from code, the rest from Postgres.
+
+    Without `agents`, agents are not offered as tools.
 
     Stored definitions are rebuilt per call (a row is small and the tenant may have
     re-registered the tool); the MCP session pool and HTTP client behind them are the
@@ -126,8 +144,10 @@ class ToolCatalog:
         http: HttpToolExecutor | None = None,
         mcp: McpSessionPool | None = None,
         secret: SecretResolver | None = None,
+        agents: AgentDirectory | None = None,
     ) -> None:
         self._builtins = builtins
+        self._agents = agents
         self._http = http
         self._mcp = mcp
         self._secret = secret
@@ -143,7 +163,9 @@ class ToolCatalog:
     async def available(self, conn: tool_store.Conn, tenant_id: str) -> list[str]:
         """Every tool name the tenant has: built-ins, enabled registered tools, agents."""
         stored = await tool_store.list_tools(conn, tenant_id)
-        agent_names = [a.name for a in await agents.list_agents(conn, tenant_id)]
+        agent_names = (
+            [] if self._agents is None else await self._agents.agent_names(conn, tenant_id)
+        )
         return [
             *self.builtin_names(),
             *(t.name for t in stored if t.enabled),
@@ -180,7 +202,7 @@ class ToolCatalog:
                 builtin = self._builtins.get(name)
                 out[name] = CatalogEntry(name, "builtin", builtin.schema(), builtin)
             elif name.startswith(AGENT_TOOL_PREFIX):
-                agent = await _agent_entry(conn, tenant_id, name)
+                agent = await self._agent_entry(conn, tenant_id, name)
                 if agent is not None:
                     out[name] = agent
             else:
@@ -195,6 +217,30 @@ class ToolCatalog:
                         tool.name, tool.kind, definition.schema(), definition, tool
                     )
         return {name: out[name] for name in wanted if name in out}
+
+    async def _agent_entry(
+        self, conn: tool_store.Conn, tenant_id: str, name: str
+    ) -> CatalogEntry | None:
+        agent = name.removeprefix(AGENT_TOOL_PREFIX)
+        found = (
+            None
+            if self._agents is None
+            else await self._agents.agent_instructions(conn, tenant_id, agent)
+        )
+        if found is None:
+            return None
+        instructions = " ".join(found.split())
+        if len(instructions) > MAX_AGENT_DESCRIPTION:
+            instructions = instructions[: MAX_AGENT_DESCRIPTION - 3] + "..."
+        schema = ToolSchema(
+            name=agent_model_name(agent),
+            description=(
+                f"Delegate a task to the agent '{agent}', which works on it on its own and "
+                f"returns its answer. Its instructions: {instructions}"
+            ),
+            parameters=AGENT_TOOL_PARAMETERS,
+        )
+        return CatalogEntry(name, "agent", schema, None)
 
     async def _definition(
         self,
@@ -283,32 +329,12 @@ AGENT_TOOL_PARAMETERS: Final[dict[str, Any]] = {
             "minLength": 1,
             "maxLength": 20_000,
             "description": "What the agent should do, with everything it needs to know.",
-            tool_names.FREE_TEXT: True,
+            FREE_TEXT: True,
         }
     },
     "required": ["task"],
     "additionalProperties": False,
 }
-
-
-async def _agent_entry(conn: tool_store.Conn, tenant_id: str, name: str) -> CatalogEntry | None:
-    agent = name.removeprefix(AGENT_TOOL_PREFIX)
-    try:
-        version = await agents.get_version(conn, tenant_id, agent)
-    except NotFound:
-        return None
-    instructions = " ".join(version.spec.instructions.split())
-    if len(instructions) > MAX_AGENT_DESCRIPTION:
-        instructions = instructions[: MAX_AGENT_DESCRIPTION - 3] + "..."
-    schema = ToolSchema(
-        name=agent_model_name(agent),
-        description=(
-            f"Delegate a task to the agent '{agent}', which works on it on its own and "
-            f"returns its answer. Its instructions: {instructions}"
-        ),
-        parameters=AGENT_TOOL_PARAMETERS,
-    )
-    return CatalogEntry(name, "agent", schema, None)
 
 
 def agent_model_name(agent: str) -> str:

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.base import Body
-from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval, RunMode
+from core.payloads import RunMode
+from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval
 
 
 class AgentCreate(AgentSpec):

@@ -13,7 +13,9 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import InvalidInput, NotFound
+from core.payloads import RunMode
 from core.runs.payloads import AgentSpec
+from core.tools.policy import EffectivePolicy, ToolPolicyDefaults, resolve_policy
 
 
 class AgentVersion(BaseModel):
@@ -168,3 +170,42 @@ async def rollback(
         if latest == to_version:
             raise InvalidInput(f"version {to_version} of agent {name!r} is already the latest")
         return await _insert_version(conn, tenant_id, name, latest + 1, target.spec)
+
+
+def resolve_for_agent(
+    spec: AgentSpec,
+    tool: str,
+    *,
+    defaults: ToolPolicyDefaults | None = None,
+    side_effects: bool = False,
+    enabled: bool = True,
+    run_mode: RunMode = "normal",
+) -> EffectivePolicy:
+    """`resolve_policy` with the agent's `tools` and `tool_policies` taken from its spec."""
+    return resolve_policy(
+        tool,
+        agent_tools=spec.tools,
+        agent_policies=spec.tool_policies,
+        defaults=defaults,
+        side_effects=side_effects,
+        enabled=enabled,
+        run_mode=run_mode,
+    )
+
+
+class AgentsAsTools:
+    """The tenant's agents as the tool catalog offers them (`ToolCatalog(agents=...)`)."""
+
+    async def agent_names(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> list[str]:
+        """Names of the tenant's agents."""
+        return [agent.name for agent in await list_agents(conn, tenant_id)]
+
+    async def agent_instructions(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str
+    ) -> str | None:
+        """The latest instructions of an agent (None: no such agent)."""
+        try:
+            version = await get_version(conn, tenant_id, name)
+        except NotFound:
+            return None
+        return version.spec.instructions

@@ -11,20 +11,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from core.payloads import ModelUsage, Payload, RunEvent
+from core.payloads import ModelUsage, Payload, RunEvent, RunMode
 from core.specs import Spec
+from core.tools.payloads import ToolPolicy
 
 # -- agents --------------------------------------------------------------------------
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _TOOL_ENTRY = re.compile(r"^[A-Za-z0-9_.:/*-]{1,200}$")  # core.tools.policy patterns
-
-
-class ToolPolicy(Spec):
-    """What happens when the agent calls a tool."""
-
-    mode: Literal["allow", "deny", "requires_approval"] = "allow"
-    approval_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
 
 
 class AgentLimits(Spec):
@@ -96,7 +90,6 @@ class AgentSpec(Spec):
 # -- agent runs ----------------------------------------------------------------------
 
 RunOutcome = Literal["succeeded", "failed", "cancelled", "limit_reached"]
-RunMode = Literal["normal", "evaluation"]
 
 
 class RunProgress(Payload):

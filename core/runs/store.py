@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from core import event_log
 from core.errors import NotFound
 from core.event_log import RUN_EVENTS, EventRecord
-from core.payloads import ChatMessage, ModelUsage, RunEvent, ToolCallRequest
-from core.runs.payloads import RunMode, RunOutcome, RunProgress
+from core.payloads import ChatMessage, ModelUsage, RunEvent, RunMode, ToolCallRequest
+from core.runs.payloads import RunOutcome, RunProgress
 
 LlmPurpose = Literal["step", "summary", "reflexion"]
 RunStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]

@@ -15,11 +15,7 @@ and its handler to `HANDLERS` in `workflows/_agent_tools.py`
 
 from typing import Final
 
-from core.payloads import ToolSchema
-
-FREE_TEXT: Final = "x-free-text"
-"""A string argument's schema hint (true): the model writes its value, it does not copy it
-from the request (activities/providers/call_grounding.py)."""
+from core.payloads import FREE_TEXT, ToolSchema
 
 CALCULATOR: Final = "calculator"
 GET_TIME: Final = "get_time"

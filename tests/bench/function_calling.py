@@ -57,10 +57,9 @@ from activities.tools.framework import (
     ToolError,
     run_tool,
 )
-from core.payloads import ChatMessage, ModelRequest, ToolCallRequest
+from core.payloads import ChatMessage, ModelRequest, ToolCallRequest, wrap_untrusted
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.settings import Settings
-from core.tools import policy
 from tests.bench.fc_cases import CASES, CATEGORIES, FUNCTIONS, OMIT, Case, Category, GoldCall
 from tests.conftest import make_settings
 from workers import model_server
@@ -434,7 +433,7 @@ async def run_colony(loop: Loop, settings: Settings) -> None:
             messages.append(
                 ChatMessage(
                     role="tool", tool_call_id=call.id, name=call.name,
-                    content=policy.wrap_untrusted(
+                    content=wrap_untrusted(
                         call.name, call.id, content, MAX_TOOL_RESULT_IN_PROMPT,
                         run_id="bench", seq=len(messages),
                     ),

@@ -3,18 +3,19 @@
 import pytest
 from pydantic import ValidationError
 
-from core.runs.payloads import AgentSpec, ToolPolicy
+from core.payloads import wrap_untrusted
+from core.runs.agents import resolve_for_agent
+from core.runs.payloads import AgentSpec
+from core.tools.payloads import ToolPolicy
 from core.tools.policy import (
     EgressRule,
     ToolPolicyDefaults,
     egress_denial,
     host_allowed,
     matches,
-    resolve_for_agent,
     resolve_policy,
     specificity,
     validate_pattern,
-    wrap_untrusted,
 )
 
 # -- patterns ------------------------------------------------------------------------

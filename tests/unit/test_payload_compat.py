@@ -18,10 +18,11 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 
 from core.db import Pool
-from core.runs.payloads import AgentLimits, AgentSpec, MemorySettings, RunPlan, ToolPolicy
+from core.runs.payloads import AgentLimits, AgentSpec, MemorySettings, RunPlan
 from core.specs import Spec
 from core.swarms.plan import SwarmLimits
 from core.temporal import DATA_CONVERTER
+from core.tools.payloads import ToolPolicy
 from tests.conftest import make_settings
 from workers.registry import ALL_WORKFLOWS, LANES, Resources
 
