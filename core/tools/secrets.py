@@ -229,6 +229,8 @@ async def delete_secret(conn: Conn, tenant_id: str, name: str) -> None:
         raise NotFound(f"secret {name!r} not found")
 
 
+# -- references in records -----------------------------------------------------------
+
 _CREDENTIAL_KEY = re.compile(
     r"token|secret|password|passwd|api[_-]?key|authorization|credential|cookie", re.IGNORECASE
 )

@@ -135,7 +135,7 @@ class HttpToolConfig(Spec):
         return sorted({h.secret for h in self.headers.values() if h.secret is not None})
 
 
-# -- tool specs and records ------------------------------------------------------------
+# -- tool specs ----------------------------------------------------------------------
 
 
 def check_json_schema(schema: dict[str, Any], *, what: str, object_only: bool) -> None:

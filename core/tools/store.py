@@ -23,8 +23,6 @@ from core.tools.spec import HttpToolConfig, StoredToolKind, ToolSpec, validate_t
 
 Conn = psycopg.AsyncConnection[Any]
 
-"""Names of tools that are code; no tenant may register them."""
-
 LATENCY_WINDOW: Final = 256
 """Latencies kept per tool for p50/p95: the most recent calls."""
 
