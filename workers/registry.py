@@ -32,7 +32,7 @@ from core.db import Pool
 from core.queues import TaskQueue
 from core.runs.agents import AgentsAsTools
 from core.settings import Settings
-from core.tools.store import cipher_from_settings
+from core.tools.secrets import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
 from workflows.mcp_discovery import McpDiscoveryWorkflow
 from workflows.memory_maintenance import MemoryMaintenanceWorkflow

@@ -47,7 +47,7 @@ from core.errors import NotFound
 from core.payloads import FREE_TEXT, ToolCallRequest, ToolSchema
 from core.settings import Settings
 from core.tools import mcp as mcp_names
-from core.tools import policy
+from core.tools import mcp_servers, policy
 from core.tools import store as tool_store
 from core.tools.names import WORKFLOW_TOOLS
 
@@ -209,7 +209,7 @@ class ToolCatalog:
                 registered.append(name)
         if registered:
             stored = await tool_store.get_latest_tools(conn, tenant_id, registered)
-            servers: dict[str, tool_store.McpServer | None] = {}
+            servers: dict[str, mcp_servers.McpServer | None] = {}
             for tool in stored.values():
                 definition = await self._definition(conn, tenant_id, tool, servers)
                 if definition is not None:
@@ -247,7 +247,7 @@ class ToolCatalog:
         conn: tool_store.Conn,
         tenant_id: str,
         tool: tool_store.StoredTool,
-        servers: dict[str, tool_store.McpServer | None],
+        servers: dict[str, mcp_servers.McpServer | None],
     ) -> ToolDefinition | None:
         if tool.kind == "http" and self._http is not None:
             return self._http.definition(tool)
@@ -257,7 +257,7 @@ class ToolCatalog:
             server = str(tool.config.get("server", ""))
             if server not in servers:
                 try:
-                    servers[server] = await tool_store.get_mcp_server(conn, tenant_id, server)
+                    servers[server] = await mcp_servers.get_mcp_server(conn, tenant_id, server)
                 except NotFound:  # deleted since: the tool is unknown now
                     servers[server] = None
                 # Anything else (Postgres down) fails the activity, which Temporal retries.
@@ -380,7 +380,7 @@ def _code_definition(builtins: StaticToolRegistry, tool: tool_store.StoredTool) 
 
 def _mcp_definition(
     pool: McpSessionPool,
-    server: tool_store.McpServer,
+    server: mcp_servers.McpServer,
     tool: tool_store.StoredTool,
     secret: SecretResolver | None,
 ) -> ToolDefinition:

@@ -45,10 +45,13 @@ from activities.tools.framework import (
 from activities.tools.limits import RetryableToolError
 from core.db import Pool
 from core.errors import ColonyError, ErrorType, NotFound
-from core.tools import store as tool_store
+from core.tools import egress as tool_egress
+from core.tools import secrets as tool_secrets
 from core.tools.builtins import HTTP_FETCH_TOOL
 from core.tools.policy import EgressRule, egress_denial
-from core.tools.store import HttpToolConfig, SecretCipher, StoredTool
+from core.tools.secrets import SecretCipher
+from core.tools.spec import HttpToolConfig
+from core.tools.store import StoredTool
 
 MAX_REDIRECTS: Final = 5
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1_000_000
@@ -95,7 +98,7 @@ class StoreResolvers:
             assert callable(source)
             self._cipher = source()
         async with self._pool.connection() as conn:
-            return await tool_store.get_secret_value(conn, self._cipher, tenant_id, name)
+            return await tool_secrets.get_secret_value(conn, self._cipher, tenant_id, name)
 
     async def egress(self, tenant_id: str) -> list[EgressRule]:
         """The tenant's egress allowlist (cached briefly)."""
@@ -104,7 +107,7 @@ class StoreResolvers:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         async with self._pool.connection() as conn:
-            rules = await tool_store.get_egress_rules(conn, tenant_id)
+            rules = await tool_egress.get_egress_rules(conn, tenant_id)
         self._egress[tenant_id] = (now, rules)
         return rules
 

@@ -38,10 +38,12 @@ from activities.tools.http import SecretResolver
 from activities.tools.mcp_client import DEFAULT_CALL_TIMEOUT_S, DiscoveredTool, McpSessionPool
 from core.db import Pool
 from core.errors import InvalidInput, NotFound
+from core.tools import mcp_servers
 from core.tools import store as tool_store
 from core.tools.mcp import McpServerConfig, parse_server_config
 from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput, McpSkippedTool
 from core.tools.policy import ToolPolicyDefaults
+from core.tools.spec import MCP_TOOL_PREFIX, ToolSpec, check_json_schema
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class McpActivities:
         tenant_id, name = input.tenant_id, input.server
         async with self._pool.connection() as conn:
             try:
-                record = await tool_store.get_mcp_server(conn, tenant_id, name)
+                record = await mcp_servers.get_mcp_server(conn, tenant_id, name)
             except NotFound:
                 return McpDiscoveryOutput(
                     server=name, status="error", error=f"MCP server {name!r} is not registered"
@@ -118,11 +120,11 @@ class McpActivities:
     async def _register(
         self,
         input: McpDiscoveryInput,
-        record: tool_store.McpServer,
+        record: mcp_servers.McpServer,
         discovered: list[DiscoveredTool],
     ) -> McpDiscoveryOutput:
         tenant_id, server = input.tenant_id, input.server
-        prefix = f"{tool_store.MCP_TOOL_PREFIX}{server}/"
+        prefix = f"{MCP_TOOL_PREFIX}{server}/"
         registered: list[str] = []
         added: list[str] = []
         updated: list[str] = []
@@ -170,7 +172,7 @@ class McpActivities:
             disabled = [n for n, t in existing.items() if n not in listed and t.enabled]
             for gone in disabled:
                 await tool_store.set_tool_enabled(conn, tenant_id, gone, False)
-            await tool_store.set_mcp_server_status(conn, tenant_id, server, "ready")
+            await mcp_servers.set_mcp_server_status(conn, tenant_id, server, "ready")
         logger.info(
             "MCP server '%s' of tenant %s: %d tools (%d added, %d updated, %d disabled)",
             server,
@@ -191,7 +193,7 @@ class McpActivities:
         )
 
     async def _failed(
-        self, input: McpDiscoveryInput, error: str, record: tool_store.McpServer
+        self, input: McpDiscoveryInput, error: str, record: mcp_servers.McpServer
     ) -> McpDiscoveryOutput:
         async with self._pool.connection() as conn, conn.transaction():
             superseded = await _superseded(conn, record, input.tenant_id)
@@ -199,7 +201,7 @@ class McpActivities:
                 return McpDiscoveryOutput(
                     server=input.server, status="superseded", error=superseded
                 )
-            await tool_store.set_mcp_server_status(
+            await mcp_servers.set_mcp_server_status(
                 conn, input.tenant_id, input.server, "error", error
             )
         logger.info("MCP server '%s' of tenant %s: %s", input.server, input.tenant_id, error)
@@ -207,7 +209,7 @@ class McpActivities:
 
 
 async def _superseded(
-    conn: tool_store.Conn, record: tool_store.McpServer, tenant_id: str
+    conn: tool_store.Conn, record: mcp_servers.McpServer, tenant_id: str
 ) -> str | None:
     """Why this discovery's outcome no longer applies, or None (the row is then locked).
 
@@ -219,7 +221,7 @@ async def _superseded(
         (tenant_id, record.name),
     )
     try:
-        current = await tool_store.get_mcp_server(conn, tenant_id, record.name)
+        current = await mcp_servers.get_mcp_server(conn, tenant_id, record.name)
     except NotFound:
         return f"MCP server {record.name!r} was deleted during discovery"
     if (current.transport, current.config) != (record.transport, record.config):
@@ -227,7 +229,7 @@ async def _superseded(
     return None
 
 
-def tool_spec(found: DiscoveredTool, previous: tool_store.StoredTool | None) -> tool_store.ToolSpec:
+def tool_spec(found: DiscoveredTool, previous: tool_store.StoredTool | None) -> ToolSpec:
     """The stored spec of a discovered tool.
 
     The server decides the description, schemas and side effects; the operator's policy
@@ -243,7 +245,7 @@ def tool_spec(found: DiscoveredTool, previous: tool_store.StoredTool | None) -> 
     if output_schema is not None:
         output_schema.pop("$schema", None)
         try:
-            tool_store.check_json_schema(output_schema, what="output_schema", object_only=False)
+            check_json_schema(output_schema, what="output_schema", object_only=False)
         except ValueError:
             output_schema = None  # informative only: an unusable one is dropped, not fatal
     description = (
@@ -253,7 +255,7 @@ def tool_spec(found: DiscoveredTool, previous: tool_store.StoredTool | None) -> 
     )
     if len(description) > MAX_DESCRIPTION_CHARS:
         description = description[: MAX_DESCRIPTION_CHARS - 3] + "..."
-    return tool_store.ToolSpec(
+    return ToolSpec(
         kind="mcp",
         description=description,
         input_schema=input_schema,

@@ -47,6 +47,7 @@ from core.settings import Settings
 from core.tools import store as tool_store
 from core.tools.names import FIND_TOOLS, WORKFLOW_TOOLS
 from core.tools.search import ToolHit, ToolSearchInput, ToolSearchOutput, clip
+from core.tools.spec import MCP_TOOL_PREFIX
 
 COLLECTION: Final = "colony_tools"
 BUILTIN_TENANT: Final = "*"
@@ -88,7 +89,7 @@ def words(text: str) -> list[str]:
 
 def tool_text(name: str, description: str, parameters: dict[str, Any]) -> str:
     """What is embedded for a tool: its name as words, description and parameter names."""
-    label = " ".join(words(name.removeprefix(tool_store.MCP_TOOL_PREFIX)))
+    label = " ".join(words(name.removeprefix(MCP_TOOL_PREFIX)))
     text = f"{label}: {' '.join(description.split())}"
     properties = parameters.get("properties")
     if isinstance(properties, dict) and properties:
@@ -114,7 +115,7 @@ def name_boost(query: str, name: str) -> float:
     issue" names `mcp:github/create_issue`).
     """
     asked = f" {' '.join(words(query))} "
-    full = name.removeprefix(tool_store.MCP_TOOL_PREFIX)
+    full = name.removeprefix(MCP_TOOL_PREFIX)
     for candidate in {full, full.rpartition("/")[2]}:
         phrase = " ".join(words(candidate))
         if phrase and f" {phrase} " in asked:

@@ -31,10 +31,12 @@ from core import metrics, search_attributes
 from core.errors import InvalidInput
 from core.queues import TaskQueue
 from core.settings import Settings
+from core.tools import mcp_servers
+from core.tools import secrets as tool_secrets
 from core.tools import store as tool_store
 from core.tools.mcp import HttpServerConfig, secret_references
-from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
-from core.tools.store import McpTransport
+from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput, McpTransport
+from core.tools.spec import MCP_TOOL_PREFIX
 from workflows.mcp_discovery import McpDiscoveryWorkflow
 
 router = APIRouter(prefix="/v1/mcp-servers", tags=["tools"])
@@ -63,7 +65,7 @@ async def register_mcp_server(
     transport: McpTransport = "http" if isinstance(body, HttpServerConfig) else "stdio"
     config = body.model_dump(mode="json", exclude={"name", "transport"})
     async with pool.connection() as conn:
-        missing = await tool_store.missing_secrets(conn, tenant_id, secret_references(body))
+        missing = await tool_secrets.missing_secrets(conn, tenant_id, secret_references(body))
         if missing:
             where = "headers" if transport == "http" else "env"
             raise InvalidInput(
@@ -71,7 +73,7 @@ async def register_mcp_server(
                 "(create them with PUT /v1/secrets/NAME)",
                 details={"missing_secrets": missing},
             )
-        _, created = await tool_store.upsert_mcp_server(
+        _, created = await mcp_servers.upsert_mcp_server(
             conn, tenant_id, body.name, transport, config
         )
     discovery = await _discover(client, settings, tenant_id, body.name, wait)
@@ -84,7 +86,7 @@ async def register_mcp_server(
 async def list_mcp_servers(principal: PrincipalDep, pool: PoolDep) -> list[McpServerPublic]:
     """The tenant's MCP servers with their tools."""
     async with pool.connection() as conn:
-        servers = await tool_store.list_mcp_servers(conn, principal.tenant_id)
+        servers = await mcp_servers.list_mcp_servers(conn, principal.tenant_id)
         tools = await _tools_by_server(conn, principal.tenant_id)
     return [_public(s, tools.get(s.name, [])) for s in servers]
 
@@ -109,8 +111,8 @@ async def refresh_mcp_server(
     New tools are added, changed ones get a new version, vanished ones are disabled.
     """
     async with pool.connection() as conn:
-        await tool_store.get_mcp_server(conn, principal.tenant_id, name)  # 404 first
-        await tool_store.set_mcp_server_status(conn, principal.tenant_id, name, "pending")
+        await mcp_servers.get_mcp_server(conn, principal.tenant_id, name)  # 404 first
+        await mcp_servers.set_mcp_server_status(conn, principal.tenant_id, name, "pending")
     discovery = await _discover(client, settings, principal.tenant_id, name, wait)
     return await _server(pool, principal.tenant_id, name, discovery)
 
@@ -123,7 +125,7 @@ async def delete_mcp_server(name: str, principal: AdminDep, pool: PoolDep) -> Re
     """
     tenant_id = principal.tenant_id
     async with pool.connection() as conn, conn.transaction():
-        await tool_store.delete_mcp_server(conn, tenant_id, name)
+        await mcp_servers.delete_mcp_server(conn, tenant_id, name)
         for tool in (await _tools_by_server(conn, tenant_id)).get(name, []):
             if tool.enabled:
                 await tool_store.set_tool_enabled(conn, tenant_id, tool.name, False)
@@ -183,7 +185,7 @@ async def _discover(
 async def _tools_by_server(conn: tool_store.Conn, tenant_id: str) -> dict[str, list[McpToolPublic]]:
     found: dict[str, list[McpToolPublic]] = defaultdict(list)
     for tool in await tool_store.list_tools(conn, tenant_id, kind="mcp"):
-        server, _, remote = tool.name.removeprefix(tool_store.MCP_TOOL_PREFIX).partition("/")
+        server, _, remote = tool.name.removeprefix(MCP_TOOL_PREFIX).partition("/")
         found[server].append(
             McpToolPublic(
                 name=tool.name,
@@ -201,13 +203,13 @@ async def _server(
     pool: PoolDep, tenant_id: str, name: str, discovery: McpDiscoveryPublic | None = None
 ) -> McpServerPublic:
     async with pool.connection() as conn:
-        record = await tool_store.get_mcp_server(conn, tenant_id, name)
+        record = await mcp_servers.get_mcp_server(conn, tenant_id, name)
         tools = await _tools_by_server(conn, tenant_id)
     return _public(record, tools.get(name, []), discovery)
 
 
 def _public(
-    record: tool_store.McpServer,
+    record: mcp_servers.McpServer,
     tools: list[McpToolPublic],
     discovery: McpDiscoveryPublic | None = None,
 ) -> McpServerPublic:

@@ -27,6 +27,8 @@ from api.schemas.tools import (
 )
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.settings import Settings
+from core.tools import egress as tool_egress
+from core.tools import secrets as tool_secrets
 from core.tools import store as tools
 from core.tools.builtins import builtin_tools
 from core.tools.mcp import SECRET_NAME_PATTERN
@@ -128,7 +130,7 @@ async def register_tool(
         raise PermissionDenied("registering a tool that sends secrets needs an admin API key")
     spec = body.to_spec()
     async with pool.connection() as conn:
-        missing = await tools.missing_secrets(conn, principal.tenant_id, secret_names)
+        missing = await tool_secrets.missing_secrets(conn, principal.tenant_id, secret_names)
         if missing:
             raise InvalidInput(
                 f"headers refer to secrets that do not exist: {', '.join(missing)} "
@@ -196,9 +198,11 @@ async def put_secret(
     response: Response,
 ) -> SecretPublic:
     """Create or replace a secret (admin only). The value is never returned."""
-    cipher = tools.cipher_from_settings(settings)
+    cipher = tool_secrets.cipher_from_settings(settings)
     async with pool.connection() as conn:
-        info, created = await tools.put_secret(conn, cipher, principal.tenant_id, name, body.value)
+        info, created = await tool_secrets.put_secret(
+            conn, cipher, principal.tenant_id, name, body.value
+        )
     if not created:
         response.status_code = status.HTTP_200_OK
     return SecretPublic(**info.model_dump())
@@ -208,7 +212,7 @@ async def put_secret(
 async def list_secrets(principal: PrincipalDep, pool: PoolDep) -> list[SecretPublic]:
     """The tenant's secrets by name (never their values)."""
     async with pool.connection() as conn:
-        infos = await tools.list_secret_names(conn, principal.tenant_id)
+        infos = await tool_secrets.list_secret_names(conn, principal.tenant_id)
     return [SecretPublic(**info.model_dump()) for info in infos]
 
 
@@ -216,7 +220,7 @@ async def list_secrets(principal: PrincipalDep, pool: PoolDep) -> list[SecretPub
 async def delete_secret(name: SecretName, principal: AdminDep, pool: PoolDep) -> Response:
     """Delete a secret (admin only); tools that use it fail until it is set again."""
     async with pool.connection() as conn:
-        await tools.delete_secret(conn, principal.tenant_id, name)
+        await tool_secrets.delete_secret(conn, principal.tenant_id, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -227,12 +231,12 @@ async def delete_secret(name: SecretName, principal: AdminDep, pool: PoolDep) ->
 async def get_egress(principal: PrincipalDep, pool: PoolDep) -> EgressPublic:
     """The tenant's egress allowlist for HTTP tools and http_fetch."""
     async with pool.connection() as conn:
-        return EgressPublic(rules=await tools.get_egress_rules(conn, principal.tenant_id))
+        return EgressPublic(rules=await tool_egress.get_egress_rules(conn, principal.tenant_id))
 
 
 @router.put("/egress", response_model=EgressPublic)
 async def put_egress(body: EgressPut, principal: AdminDep, pool: PoolDep) -> EgressPublic:
     """Replace the tenant's egress allowlist (admin only). Workers see it within seconds."""
     async with pool.connection() as conn:
-        rules = await tools.replace_egress_rules(conn, principal.tenant_id, body.rules)
+        rules = await tool_egress.replace_egress_rules(conn, principal.tenant_id, body.rules)
     return EgressPublic(rules=rules)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from core.tools.mcp import McpServerConfig
-from core.tools.store import McpStatus
+from core.tools.mcp_servers import McpStatus
 
 McpServerCreate = McpServerConfig
 """A registration: `transport` "stdio" (command, args, env) or "http" (url, headers)."""

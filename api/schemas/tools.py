@@ -7,8 +7,8 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from api.schemas.base import Body
 from core.tools.policy import EgressRule, ToolPolicyDefaults
-from core.tools.store import (
-    MAX_SECRET_BYTES,
+from core.tools.secrets import MAX_SECRET_BYTES
+from core.tools.spec import (
     TOOL_NAME_PATTERN,
     HttpToolConfig,
     ToolKind,

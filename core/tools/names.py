@@ -1,7 +1,7 @@
 """The one list of tool names Colony reserves, with the schemas of the tools it answers itself.
 
 Two kinds of tool are Colony's own, and a tenant cannot register a tool by their names
-(`core.tools.store` checks `RESERVED_TOOL_NAMES`):
+(`core.tools.spec` checks `RESERVED_TOOL_NAMES`):
 
 - code tools, run by a tools worker: `CODE_TOOL_NAMES` (activities/tools/framework.py,
   the sandbox and workspace tools, the swarm blackboard);

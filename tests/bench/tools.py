@@ -23,7 +23,9 @@ from core import db
 from core.runs import agents
 from core.runs.payloads import AgentSpec
 from core.temporal import ColonyPlugin
+from core.tools import mcp_servers
 from core.tools import store as tool_store
+from core.tools.spec import ToolSpec
 from tests.bench.agent import TENANT, Env, _activity_latencies, _pct, _start_run, environment
 from tests.bench.agent import model_process as _model_process
 from tests.conftest import make_settings
@@ -48,13 +50,13 @@ async def _setup(url: str, tool: str) -> None:
             "INSERT INTO tenants (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (TENANT,)
         )
         if tool.startswith("mcp:"):
-            await tool_store.upsert_mcp_server(
+            await mcp_servers.upsert_mcp_server(
                 conn, TENANT, "time", "stdio",
                 {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
             )  # fmt: skip
             await tool_store.register_tool(
                 conn, TENANT, tool,
-                tool_store.ToolSpec(
+                ToolSpec(
                     kind="mcp", description="Current time in a time zone.",
                     input_schema={"type": "object", "properties": {"timezone": {"type": "string"}}},
                     config={"server": "time", "tool": "get_current_time"},

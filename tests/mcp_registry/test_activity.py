@@ -19,6 +19,7 @@ from activities.tools.mcp_client import DiscoveredTool, McpSessionPool, McpUnava
 from activities.tools.mcp_discovery import McpActivities
 from core import tenants
 from core.db import Pool
+from core.tools import mcp_servers
 from core.tools import store as tool_store
 from core.tools.mcp import McpServerConfig, provider_safe_name, qualified_name
 from core.tools.mcp_servers import McpDiscoveryInput, McpDiscoveryOutput
@@ -69,7 +70,7 @@ async def tenant(pool: Pool) -> None:
 async def server(pool: Pool) -> str:
     async with pool.connection() as conn:
         await conn.execute("DELETE FROM tools WHERE tenant_id = %s", (TENANT,))
-        await tool_store.upsert_mcp_server(conn, TENANT, "srv", "stdio", CONFIG)
+        await mcp_servers.upsert_mcp_server(conn, TENANT, "srv", "stdio", CONFIG)
     return "srv"
 
 
@@ -85,9 +86,9 @@ async def discover(pool: Pool, scripted: ScriptedPool, *, attempt: int = 1) -> M
     return output
 
 
-async def record(pool: Pool) -> tool_store.McpServer:
+async def record(pool: Pool) -> mcp_servers.McpServer:
     async with pool.connection() as conn:
-        return await tool_store.get_mcp_server(conn, TENANT, "srv")
+        return await mcp_servers.get_mcp_server(conn, TENANT, "srv")
 
 
 async def stored(pool: Pool) -> dict[str, tool_store.StoredTool]:
@@ -155,10 +156,10 @@ async def test_a_registration_changed_meanwhile_is_not_overwritten(
     async def meanwhile() -> None:
         async with pool.connection() as conn:
             if change == "deleted":
-                await tool_store.delete_mcp_server(conn, TENANT, "srv")
+                await mcp_servers.delete_mcp_server(conn, TENANT, "srv")
             else:
                 config = {**CONFIG, "args": ["--other"]}
-                await tool_store.upsert_mcp_server(conn, TENANT, "srv", "stdio", config)
+                await mcp_servers.upsert_mcp_server(conn, TENANT, "srv", "stdio", config)
 
     scripted.during = meanwhile
     output = await discover(pool, scripted)
@@ -188,6 +189,6 @@ async def test_other_failures_are_recorded_at_once(pool: Pool, server: str) -> N
     assert output.status == "error" and output.error == missing.message
     assert (await record(pool)).last_error == missing.message
     async with pool.connection() as conn:
-        await tool_store.delete_mcp_server(conn, TENANT, "srv")
+        await mcp_servers.delete_mcp_server(conn, TENANT, "srv")
     gone = await discover(pool, ScriptedPool([tool("a")]))
     assert gone.status == "error" and gone.error == "MCP server 'srv' is not registered"

@@ -5,7 +5,7 @@ Shared by the ranking tests and `python -m tests.bench.tool_search`.
 
 from typing import Any
 
-from core.tools.store import ToolSpec
+from core.tools.spec import ToolSpec
 
 # name: (description, parameter names)
 TOOLS: dict[str, tuple[str, list[str]]] = {

@@ -11,7 +11,7 @@ from api.main import create_app
 from core import tenants
 from core.db import Pool
 from core.tools import store as tools
-from core.tools.store import ToolSpec
+from core.tools.spec import ToolSpec
 from tests.conftest import make_settings
 
 SECRET_VALUE = "ghp_super_secret_value_123"

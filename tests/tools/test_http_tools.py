@@ -29,9 +29,12 @@ from core import tenants
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.payloads import ToolCallRequest
-from core.tools import store as tools
+from core.tools import egress as tool_egress
+from core.tools import secrets as tool_secrets
 from core.tools.policy import EgressRule
-from core.tools.store import SecretCipher, StoredTool, ToolSpec
+from core.tools.secrets import SecretCipher
+from core.tools.spec import ToolSpec
+from core.tools.store import StoredTool
 from tests.tools.conftest import LocalServer
 from workers.process import free_port
 
@@ -409,8 +412,8 @@ async def test_store_resolvers_read_secrets_and_egress_per_tenant(
     async with pool.connection() as conn:
         for tenant in ("acme", "other"):
             await tenants.ensure_tenant(conn, tenant, tenant)
-        await tools.put_secret(conn, cipher, "acme", "WEATHER_KEY", SECRET)
-        await tools.replace_egress_rules(
+        await tool_secrets.put_secret(conn, cipher, "acme", "WEATHER_KEY", SECRET)
+        await tool_egress.replace_egress_rules(
             conn, "acme", [EgressRule(pattern="127.0.0.1", port=http_server.port)]
         )
     resolvers = StoreResolvers(pool, cipher, egress_ttl_s=0)

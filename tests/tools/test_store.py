@@ -11,10 +11,15 @@ from pydantic import ValidationError
 from core import tenants
 from core.db import Pool
 from core.errors import ConfigError, Conflict, InvalidInput, NotFound
+from core.tools import egress as tool_egress
+from core.tools import mcp_servers
+from core.tools import secrets as tool_secrets
 from core.tools import store as tools
 from core.tools.names import RESERVED_TOOL_NAMES
 from core.tools.policy import EgressRule, ToolPolicyDefaults
-from core.tools.store import SecretCipher, ToolSpec, percentile
+from core.tools.secrets import SecretCipher
+from core.tools.spec import ToolSpec
+from core.tools.store import percentile
 from tests.conftest import make_settings
 
 CIPHER = SecretCipher(os.urandom(32))
@@ -223,31 +228,37 @@ async def test_concurrent_stat_updates_are_not_lost(pool: Pool) -> None:
 
 async def test_secret_lifecycle_and_encryption_at_rest(pool: Pool) -> None:
     async with pool.connection() as conn:
-        info, created = await tools.put_secret(conn, CIPHER, "acme", "WEATHER_KEY", "s3cr3t-v1")
+        info, created = await tool_secrets.put_secret(
+            conn, CIPHER, "acme", "WEATHER_KEY", "s3cr3t-v1"
+        )
         assert created and info.name == "WEATHER_KEY"
-        _, created = await tools.put_secret(conn, CIPHER, "acme", "WEATHER_KEY", "s3cr3t-v2")
+        _, created = await tool_secrets.put_secret(conn, CIPHER, "acme", "WEATHER_KEY", "s3cr3t-v2")
         assert not created
-        assert await tools.get_secret_value(conn, CIPHER, "acme", "WEATHER_KEY") == "s3cr3t-v2"
+        assert (
+            await tool_secrets.get_secret_value(conn, CIPHER, "acme", "WEATHER_KEY") == "s3cr3t-v2"
+        )
         cur = await conn.execute(
             "SELECT ciphertext FROM secrets WHERE tenant_id = 'acme' AND name = 'WEATHER_KEY'"
         )
         row = await cur.fetchone()
         assert row is not None and b"s3cr3t" not in bytes(row["ciphertext"])
-        assert [s.name for s in await tools.list_secret_names(conn, "acme")] == ["WEATHER_KEY"]
-        assert await tools.missing_secrets(conn, "acme", ["WEATHER_KEY", "NOPE"]) == ["NOPE"]
-        await tools.delete_secret(conn, "acme", "WEATHER_KEY")
+        assert [s.name for s in await tool_secrets.list_secret_names(conn, "acme")] == [
+            "WEATHER_KEY"
+        ]
+        assert await tool_secrets.missing_secrets(conn, "acme", ["WEATHER_KEY", "NOPE"]) == ["NOPE"]
+        await tool_secrets.delete_secret(conn, "acme", "WEATHER_KEY")
         with pytest.raises(NotFound):
-            await tools.get_secret_value(conn, CIPHER, "acme", "WEATHER_KEY")
+            await tool_secrets.get_secret_value(conn, CIPHER, "acme", "WEATHER_KEY")
         with pytest.raises(NotFound):
-            await tools.delete_secret(conn, "acme", "WEATHER_KEY")
+            await tool_secrets.delete_secret(conn, "acme", "WEATHER_KEY")
 
 
 async def test_secrets_are_tenant_isolated_and_bound_to_their_row(pool: Pool) -> None:
     async with pool.connection() as conn:
-        await tools.put_secret(conn, CIPHER, "acme", "TOKEN", "acme-token")
+        await tool_secrets.put_secret(conn, CIPHER, "acme", "TOKEN", "acme-token")
         with pytest.raises(NotFound):
-            await tools.get_secret_value(conn, CIPHER, "other", "TOKEN")
-        assert await tools.list_secret_names(conn, "other") == []
+            await tool_secrets.get_secret_value(conn, CIPHER, "other", "TOKEN")
+        assert await tool_secrets.list_secret_names(conn, "other") == []
         # A ciphertext copied to another tenant's row does not decrypt there.
         await conn.execute(
             "INSERT INTO secrets (tenant_id, name, ciphertext, key_id)"
@@ -255,24 +266,24 @@ async def test_secrets_are_tenant_isolated_and_bound_to_their_row(pool: Pool) ->
             " WHERE tenant_id = 'acme' AND name = 'TOKEN'"
         )
         with pytest.raises(ConfigError, match="cannot be decrypted"):
-            await tools.get_secret_value(conn, CIPHER, "other", "TOKEN")
+            await tool_secrets.get_secret_value(conn, CIPHER, "other", "TOKEN")
         with pytest.raises(ConfigError, match="COLONY_SECRETS_KEY"):
-            await tools.get_secret_value(conn, SecretCipher(os.urandom(32)), "acme", "TOKEN")
+            await tool_secrets.get_secret_value(conn, SecretCipher(os.urandom(32)), "acme", "TOKEN")
 
 
 @pytest.mark.parametrize(("name", "value"), [("bad name", "v"), ("OK", ""), ("9x", "v")])
 async def test_bad_secrets_are_refused(pool: Pool, name: str, value: str) -> None:
     async with pool.connection() as conn:
         with pytest.raises(InvalidInput):
-            await tools.put_secret(conn, CIPHER, "acme", name, value)
+            await tool_secrets.put_secret(conn, CIPHER, "acme", name, value)
 
 
 def test_cipher_key_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
     settings = make_settings(COLONY_DATA_DIR=str(tmp_path))
-    first = tools.cipher_from_settings(settings)
-    second = tools.cipher_from_settings(settings)
+    first = tool_secrets.cipher_from_settings(settings)
+    second = tool_secrets.cipher_from_settings(settings)
     assert first.key_id == second.key_id
-    key_file = tmp_path / tools.SECRETS_KEY_FILE
+    key_file = tmp_path / tool_secrets.SECRETS_KEY_FILE
     assert key_file.stat().st_mode & 0o777 == 0o600
     blob = first.encrypt("t", "n", "value")
     assert second.decrypt("t", "n", blob) == "value"
@@ -294,18 +305,18 @@ async def test_egress_rules_replace_add_delete(pool: Pool) -> None:
         EgressRule(pattern="API.example.com"),  # duplicate after normalisation
     ]
     async with pool.connection() as conn:
-        stored = await tools.replace_egress_rules(conn, "acme", rules)
+        stored = await tool_egress.replace_egress_rules(conn, "acme", rules)
         assert stored == [
             EgressRule(pattern="*.example.org", port=8443),
             EgressRule(pattern="api.example.com"),
         ]
-        assert await tools.get_egress_rules(conn, "other") == []
-        assert await tools.add_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
-        assert not await tools.add_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
-        await tools.delete_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
+        assert await tool_egress.get_egress_rules(conn, "other") == []
+        assert await tool_egress.add_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
+        assert not await tool_egress.add_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
+        await tool_egress.delete_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
         with pytest.raises(NotFound):
-            await tools.delete_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
-        assert await tools.replace_egress_rules(conn, "acme", []) == []
+            await tool_egress.delete_egress_rule(conn, "acme", EgressRule(pattern="b.com"))
+        assert await tool_egress.replace_egress_rules(conn, "acme", []) == []
 
 
 # -- MCP servers ---------------------------------------------------------------------
@@ -317,31 +328,31 @@ async def test_mcp_server_crud(pool: Pool) -> None:
         "headers": {"Authorization": {"secret": "GITHUB_TOKEN"}},
     }
     async with pool.connection() as conn:
-        server, created = await tools.upsert_mcp_server(
+        server, created = await mcp_servers.upsert_mcp_server(
             conn, "acme", "github", "streamable_http", config
         )
         assert created and server.status == "pending" and server.config == config
-        assert tools.secret_refs(server.config) == {"GITHUB_TOKEN"}
-        await tools.set_mcp_server_status(conn, "acme", "github", "error", "boom" * 1000)
-        failed = await tools.get_mcp_server(conn, "acme", "github")
+        assert tool_secrets.secret_refs(server.config) == {"GITHUB_TOKEN"}
+        await mcp_servers.set_mcp_server_status(conn, "acme", "github", "error", "boom" * 1000)
+        failed = await mcp_servers.get_mcp_server(conn, "acme", "github")
         assert failed.status == "error" and len(failed.last_error or "") == 2000
-        again, created = await tools.upsert_mcp_server(
+        again, created = await mcp_servers.upsert_mcp_server(
             conn, "acme", "github", "streamable_http", config
         )
         assert not created and again.status == "pending" and again.last_error is None
-        assert [s.name for s in await tools.list_mcp_servers(conn, "acme")] == ["github"]
-        assert await tools.list_mcp_servers(conn, "other") == []
+        assert [s.name for s in await mcp_servers.list_mcp_servers(conn, "acme")] == ["github"]
+        assert await mcp_servers.list_mcp_servers(conn, "other") == []
         with pytest.raises(NotFound):
-            await tools.get_mcp_server(conn, "other", "github")
-        await tools.delete_mcp_server(conn, "acme", "github")
+            await mcp_servers.get_mcp_server(conn, "other", "github")
+        await mcp_servers.delete_mcp_server(conn, "acme", "github")
         with pytest.raises(NotFound):
-            await tools.delete_mcp_server(conn, "acme", "github")
+            await mcp_servers.delete_mcp_server(conn, "acme", "github")
 
 
 async def test_mcp_config_must_not_hold_inline_credentials(pool: Pool) -> None:
     config = {"command": "npx", "env": {"GITHUB_TOKEN": "ghp_live_value"}}
     async with pool.connection() as conn:
         with pytest.raises(InvalidInput) as info:
-            await tools.upsert_mcp_server(conn, "acme", "gh", "stdio", config)
+            await mcp_servers.upsert_mcp_server(conn, "acme", "gh", "stdio", config)
     assert info.value.details == {"fields": ["env.GITHUB_TOKEN"]}
     assert "ghp_live_value" not in info.value.message

@@ -18,8 +18,11 @@ from activities.runs.tool_calls import ToolActivities
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import ApprovalDecision, ToolCallInput
-from core.tools import policy
+from core.tools import egress as tool_egress
+from core.tools import mcp_servers, policy
+from core.tools import secrets as tool_secrets
 from core.tools import store as tool_store
+from core.tools.spec import ToolSpec
 from tests.support.model_server import hang, reply, tool_call, tool_calls
 from tests.support.replay import assert_replays, record_history
 from tests.workflows.harness import TENANT, Harness, spec
@@ -66,16 +69,16 @@ def weather_api() -> Iterator[int]:
 
 async def _register_weather(harness: Harness, port: int) -> None:
     async with harness.pool.connection() as conn:
-        cipher = tool_store.cipher_from_settings(harness.resources.settings)
-        await tool_store.put_secret(conn, cipher, TENANT, "WEATHER_KEY", SECRET)
-        await tool_store.replace_egress_rules(
+        cipher = tool_secrets.cipher_from_settings(harness.resources.settings)
+        await tool_secrets.put_secret(conn, cipher, TENANT, "WEATHER_KEY", SECRET)
+        await tool_egress.replace_egress_rules(
             conn, TENANT, [policy.EgressRule(pattern="127.0.0.1", port=port)]
         )
         await tool_store.register_tool(
             conn,
             TENANT,
             "weather",
-            tool_store.ToolSpec(
+            ToolSpec(
                 kind="http",
                 description="Current weather of a city.",
                 input_schema={
@@ -131,7 +134,7 @@ async def test_egress_outside_the_allowlist_is_an_error_for_the_model(
 
 async def test_mcp_tool_of_a_third_party_server(harness: Harness) -> None:
     async with harness.pool.connection() as conn:
-        await tool_store.upsert_mcp_server(
+        await mcp_servers.upsert_mcp_server(
             conn, TENANT, "time", "stdio",
             {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
         )  # fmt: skip
@@ -139,7 +142,7 @@ async def test_mcp_tool_of_a_third_party_server(harness: Harness) -> None:
             conn,
             TENANT,
             "mcp:time/get_current_time",
-            tool_store.ToolSpec(
+            ToolSpec(
                 kind="mcp",
                 description="Get the current time in a time zone.",
                 input_schema={
@@ -300,7 +303,7 @@ async def test_find_tools_loads_matching_tools_on_demand(harness: Harness) -> No
         for i in range(24):
             await tool_store.register_tool(
                 conn, TENANT, f"svc_{i:02d}",
-                tool_store.ToolSpec(
+                ToolSpec(
                     kind="http", description=f"Look up {topics[i % len(topics)]} (service {i}).",
                     input_schema={"type": "object", "properties": {}},
                     config={"url_template": f"http://127.0.0.1:9/svc/{i}", "method": "GET"},
@@ -308,7 +311,7 @@ async def test_find_tools_loads_matching_tools_on_demand(harness: Harness) -> No
             )  # fmt: skip
         await tool_store.register_tool(
             conn, TENANT, "forecast",
-            tool_store.ToolSpec(
+            ToolSpec(
                 kind="http", description="Weather forecast for a city: temperature and rain.",
                 input_schema={"type": "object", "properties": {"city": {"type": "string"}}},
                 config={"url_template": "http://127.0.0.1:9/forecast", "method": "GET"},
@@ -334,13 +337,13 @@ async def test_a_dead_mcp_server_is_an_error_for_the_model_not_a_failed_run(
     harness: Harness,
 ) -> None:
     async with harness.pool.connection() as conn:
-        await tool_store.upsert_mcp_server(
+        await mcp_servers.upsert_mcp_server(
             conn, TENANT, "dead", "stdio",
             {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]},
         )  # fmt: skip
         await tool_store.register_tool(
             conn, TENANT, "mcp:dead/ping",
-            tool_store.ToolSpec(
+            ToolSpec(
                 kind="mcp", description="Ping.", input_schema={"type": "object", "properties": {}},
                 config={"server": "dead", "tool": "ping"},
             ),
@@ -362,7 +365,7 @@ async def test_a_registered_code_tool_runs_in_the_sandbox(harness: Harness) -> N
     async with harness.pool.connection() as conn:
         await tool_store.register_tool(
             conn, TENANT, "word_count",
-            tool_store.ToolSpec(
+            ToolSpec(
                 kind="code", description="Count the words of a text.",
                 input_schema={"type": "object", "properties": {"text": {"type": "string"}},
                               "required": ["text"]},
