@@ -100,18 +100,16 @@ async def remember(context: ToolCallContext) -> Answer:
 
 async def recall(context: ToolCallContext) -> Answer:
     """The `recall` tool: the agent's memories closest to a query."""
-    args = context.arguments
-    query = args.get("query")
-    if not isinstance(query, str) or not query.strip():
+    query, limit = _search(context)
+    if query is None:
         return Answer('Error: send {"query": "..."} describing what to recall.')
-    limit = args.get("limit", 5)
     found: RecallOutput = await workflow.execute_activity_method(
         MemoryStoreActivities.recall_memories,
         RecallInput(
             tenant_id=context.run.tenant_id,
             query=query[:1000],
             agent_name=context.run.agent_name,
-            limit=limit if isinstance(limit, int) and 1 <= limit <= 20 else 5,
+            limit=limit,
         ),
         **MEMORY_RECALL.kwargs(),
     )
@@ -127,17 +125,15 @@ async def recall(context: ToolCallContext) -> Answer:
 
 async def find_tools(context: ToolCallContext) -> Answer:
     """The `find_tools` tool: search the run's tools; the ones found are offered from now on."""
-    args = context.arguments
-    query = args.get("query")
-    if not isinstance(query, str) or not query.strip():
+    query, limit = _search(context)
+    if query is None:
         return Answer('Error: send {"query": "..."} describing the tool you need.')
-    limit = args.get("limit", 5)
     found: ToolSearchOutput = await workflow.execute_activity_method(
         ToolSearchActivities.search_tools,
         ToolSearchInput(
             tenant_id=context.run.tenant_id,
             query=query[:500],
-            limit=limit if isinstance(limit, int) and 1 <= limit <= 20 else 5,
+            limit=limit,
             names=[n for n in context.plan.tools if n != FIND_TOOLS],
         ),
         **TOOL_SEARCH.kwargs(),
@@ -148,6 +144,17 @@ async def find_tools(context: ToolCallContext) -> Answer:
     return Answer(
         "Tools you can use now:\n" + "\n".join(lines),
         offer=tuple(h.name for h in found.hits),
+    )
+
+
+def _search(context: ToolCallContext) -> tuple[str | None, int]:
+    """A search call's query (None when missing or blank) and limit (1-20, default 5)."""
+    args = context.arguments
+    query = args.get("query")
+    limit = args.get("limit", 5)
+    return (
+        query if isinstance(query, str) and query.strip() else None,
+        limit if isinstance(limit, int) and 1 <= limit <= 20 else 5,
     )
 
 

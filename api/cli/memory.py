@@ -2,16 +2,9 @@
 
 import click
 
-from api.cli.output import console
-from api.cli.output import fail as _fail
-from api.client import ColonyClient
+from api.cli.output import api_client, console, fail_api
 from core.errors import ColonyError
 from core.memory.payloads import MEMORY_KINDS
-from core.settings import Settings
-
-
-def _client() -> ColonyClient:
-    return ColonyClient(Settings())
 
 
 @click.group("memory")
@@ -32,10 +25,10 @@ def query_memory(text: str, agent: str | None, kinds: tuple[str, ...], limit: in
     if kinds:
         body["kinds"] = list(kinds)
     try:
-        with _client() as api:
+        with api_client() as api:
             found = api.post("/v1/memory/query", json=body)
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     if not found["hits"]:
         console.print("no memories found", highlight=False)
     for hit in found["hits"]:
@@ -59,12 +52,12 @@ def delete_memory(agent: str | None, run_id: str | None, memory_id: str | None) 
     if not (memory_id or agent or run_id):
         raise click.UsageError("give --agent, --run or --id")
     try:
-        with _client() as api:
+        with api_client() as api:
             if memory_id:
                 result = api.request("DELETE", f"/v1/memory/{memory_id}")
             else:
                 params = {k: v for k, v in (("agent", agent), ("run", run_id)) if v}
                 result = api.request("DELETE", "/v1/memory", params=params)
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"deleted {result['deleted']} memories", highlight=False)

@@ -7,21 +7,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from api.cli.output import console, errors
-from api.cli.output import fail as _fail
-from api.client import ColonyClient, EventStream
+from api.cli.output import api_client, console, errors, fail_api
+from api.client import EventStream
 from core.errors import ColonyError
 from core.providers import LOCAL_MODEL
-from core.settings import Settings
 
 SMALL_MODEL_NOTE = (
     "note: this agent uses the local SmolLM2-135M model. It is tiny and often wrong; set "
     "ANTHROPIC_API_KEY or OPENAI_API_KEY (or COLONY_DEFAULT_MODEL) before `colony up` for real work."
 )
-
-
-def _client() -> ColonyClient:
-    return ColonyClient(Settings())
 
 
 @click.command("run")
@@ -37,7 +31,7 @@ def run_command(objective: str, agent: str | None, follow: bool, conversation: b
     if agent:
         body["agent"] = agent
     try:
-        with _client() as api:
+        with api_client() as api:
             run = api.post("/v1/runs", json=body)
             console.print(
                 f"run [bold]{run['id']}[/] · agent {run['agent']} v{run['agent_version']}",
@@ -52,7 +46,7 @@ def run_command(objective: str, agent: str | None, follow: bool, conversation: b
                 return
             outcome = render_events(EventStream.of_run(api, run["id"]), run["id"])
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     if outcome != "succeeded":
         sys.exit(1)
 
@@ -143,13 +137,13 @@ def approve_command(
 ) -> None:
     """Approve (or --deny) a tool call that waits for a human, or --answer its question."""
     try:
-        with _client() as api:
+        with api_client() as api:
             api.post(
                 f"/v1/runs/{run_id}/approvals",
                 json={"call_id": call_id, "approved": not deny, "reason": reason, "answer": answer},
             )
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"{'denied' if deny else 'answered' if answer else 'approved'} {call_id}")
 
 
@@ -160,10 +154,10 @@ def approve_command(
 def feedback_command(run_id: str, rating: int, comment: str | None) -> None:
     """Rate a finished run; memory weighs its episode and lesson by it."""
     try:
-        with _client() as api:
+        with api_client() as api:
             api.post(f"/v1/runs/{run_id}/feedback", json={"rating": rating, "comment": comment})
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"rated {run_id}: {rating}/5", highlight=False)
 
 
@@ -172,10 +166,10 @@ def feedback_command(run_id: str, rating: int, comment: str | None) -> None:
 def cancel_command(run_id: str) -> None:
     """Cancel a run."""
     try:
-        with _client() as api:
+        with api_client() as api:
             api.post(f"/v1/runs/{run_id}/cancel")
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"cancellation requested for {run_id}")
 
 
@@ -188,10 +182,10 @@ def agents_group() -> None:
 def agents_list() -> None:
     """The tenant's agents."""
     try:
-        with _client() as api:
+        with api_client() as api:
             agents = api.get("/v1/agents")
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     table = Table(title="agents", title_justify="left")
     for column in ("name", "version", "model", "tools"):
         table.add_column(column)
@@ -205,10 +199,10 @@ def agents_list() -> None:
 def agents_show(name: str) -> None:
     """An agent's latest version as JSON."""
     try:
-        with _client() as api:
+        with api_client() as api:
             console.print_json(json.dumps(api.get(f"/v1/agents/{name}")))
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
 
 
 @agents_group.command("create")
@@ -233,8 +227,8 @@ def agents_create(
         "tools": list(tools),
     }
     try:
-        with _client() as api:
+        with api_client() as api:
             agent = api.post("/v1/agents", json=body)
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"agent {agent['name']} version {agent['version']}")

@@ -4,35 +4,17 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli.output import console
-from api.cli.output import fail as _fail
-from api.client import ColonyClient, EventStream
+from api.cli.output import api_client, console, fail_api
+from api.client import EventStream
 from core.errors import ColonyError
-from core.settings import Settings
 
 MAX_PREVIEW = 200
-
-
-def _client() -> ColonyClient:
-    return ColonyClient(Settings())
-
-
-def _api_failure(exc: ColonyError) -> NoReturn:
-    """Fail with the API's message and, for a rejected plan or body, each error."""
-    lines = [exc.message]
-    for error in exc.details.get("errors", []):
-        if isinstance(error, dict):  # a request validation error
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-            lines.append(f"  - {where}: {error.get('msg')}")
-        else:
-            lines.append(f"  - {error}")
-    _fail("\n".join(lines))
 
 
 def _read_plan(ctx: click.Context, param: click.Parameter, path: Path | None) -> list[Any] | None:
@@ -111,7 +93,7 @@ def swarm_command(
     if queen:
         body["queen"] = queen
     try:
-        with _client() as api:
+        with api_client() as api:
             swarm = api.post("/v1/swarms", json=body)
             console.print(
                 f"swarm [bold]{swarm['id']}[/] · {swarm['mode']} · queen {swarm['queen']} "
@@ -126,7 +108,7 @@ def swarm_command(
                 return
             finished = render_swarm_events(EventStream.of_swarm(api, swarm["id"]))
     except ColonyError as exc:
-        _api_failure(exc)
+        fail_api(exc)
     if finished is None or finished["outcome"] != "succeeded":
         sys.exit(1)
 
@@ -252,10 +234,10 @@ def swarms_group() -> None:
 def swarms_list(limit: int) -> None:
     """The tenant's most recent swarms."""
     try:
-        with _client() as api:
+        with api_client() as api:
             swarms = api.get("/v1/swarms", params={"limit": limit})
     except ColonyError as exc:
-        _api_failure(exc)
+        fail_api(exc)
     table = Table(title="swarms", title_justify="left")
     table.add_column("id", no_wrap=True)
     for column in ("status", "mode", "subtasks", "cost", "created", "objective"):
@@ -275,10 +257,10 @@ def swarms_list(limit: int) -> None:
 def swarms_show(swarm_id: str) -> None:
     """A swarm: its subtasks, their runs and the result."""
     try:
-        with _client() as api:
+        with api_client() as api:
             s = api.get(f"/v1/swarms/{swarm_id}")
     except ColonyError as exc:
-        _api_failure(exc)
+        fail_api(exc)
     outcome = f" ({s['outcome']})" if s["outcome"] and s["outcome"] != s["status"] else ""
     console.print(
         f"swarm [bold]{s['id']}[/] · {s['status']}{outcome} · {s['mode']} · queen "
@@ -313,8 +295,8 @@ def swarms_show(swarm_id: str) -> None:
 def swarms_cancel(swarm_id: str) -> None:
     """Cancel a swarm and its running subtasks."""
     try:
-        with _client() as api:
+        with api_client() as api:
             api.post(f"/v1/swarms/{swarm_id}/cancel")
     except ColonyError as exc:
-        _api_failure(exc)
+        fail_api(exc)
     console.print(f"cancellation requested for {swarm_id}", highlight=False)

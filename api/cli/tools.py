@@ -5,15 +5,8 @@ import sys
 import click
 from rich.table import Table
 
-from api.cli.output import console
-from api.cli.output import fail as _fail
-from api.client import ColonyClient
+from api.cli.output import api_client, console, fail_api
 from core.errors import ColonyError
-from core.settings import Settings
-
-
-def _client() -> ColonyClient:
-    return ColonyClient(Settings())
 
 
 @click.group("tools")
@@ -25,10 +18,10 @@ def tools_group() -> None:
 def list_tools() -> None:
     """Every tool this tenant's agents can use, with live stats."""
     try:
-        with _client() as api:
+        with api_client() as api:
             found = api.get("/v1/tools")
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     table = Table("name", "kind", "calls", "success", "p50 / p95 ms", "description")
     for tool in found:
         stats = tool.get("stats") or {}
@@ -52,10 +45,10 @@ def list_tools() -> None:
 def search_tools(query: str, limit: int) -> None:
     """Tools ranked by how well their description matches QUERY."""
     try:
-        with _client() as api:
+        with api_client() as api:
             found = api.get("/v1/tools/search", params={"q": query, "limit": limit})
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     for hit in found["hits"]:
         console.print(
             f"{hit['score']:.2f}  [bold]{hit['name']}[/] ({hit['kind']}): {hit['description']}",
@@ -105,10 +98,10 @@ def add_server(
             "env": _pairs(env),
         }
     try:
-        with _client() as api:
+        with api_client() as api:
             server = api.post("/v1/mcp-servers", json=body, params={"wait": 60})
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"{server['name']}: {server['status']}", highlight=False)
     if server.get("last_error"):
         console.print(f"[red]{server['last_error']}[/]", highlight=False)
@@ -122,10 +115,10 @@ def add_server(
 def list_servers() -> None:
     """Registered MCP servers and their status."""
     try:
-        with _client() as api:
+        with api_client() as api:
             servers = api.get("/v1/mcp-servers")
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     table = Table("name", "transport", "status", "tools", "last error")
     for server in servers:
         table.add_row(
@@ -144,10 +137,10 @@ def list_servers() -> None:
 def put_secret(name: str, value: str) -> None:
     """Store a named secret (encrypted; HTTP tools and MCP servers refer to it by name)."""
     try:
-        with _client() as api:
+        with api_client() as api:
             api.request("PUT", f"/v1/secrets/{name}", json={"value": value})
     except ColonyError as exc:
-        _fail(exc.message)
+        fail_api(exc)
     console.print(f"secret {name} stored", highlight=False)
 
 

@@ -311,7 +311,7 @@ async def test_the_cli(
             client = ColonyClient(make_settings(COLONY_API_KEY=keys[TENANT]))
             http.headers["Authorization"] = f"Bearer {keys[TENANT]}"
             client._http = http  # type: ignore[assignment]  # an httpx-like client over the app
-            monkeypatch.setattr(cli_swarms, "_client", lambda: client)
+            monkeypatch.setattr(cli_swarms, "api_client", lambda: client)
             return CliRunner().invoke(cli, list(args), env={"COLUMNS": "200"})
 
     # Plan files are read before anything is sent.

@@ -239,7 +239,7 @@ async def test_the_cli(
             api = ColonyClient(make_settings(COLONY_API_KEY=keys["mem-one"]))
             http.headers["Authorization"] = f"Bearer {keys['mem-one']}"
             api._http = http  # type: ignore[assignment]  # an httpx-like client over the app
-            monkeypatch.setattr(cli_memory, "_client", lambda: api)
+            monkeypatch.setattr(cli_memory, "api_client", lambda: api)
             return CliRunner().invoke(cli, ["memory", *args])
 
     # The app runs in TestClient's thread; this loop keeps serving the workers.
