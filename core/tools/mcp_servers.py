@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidInput, NotFound
 from core.payloads import Payload
+from core.tools.mcp import SERVER_NAME_PATTERN
 from core.tools.secrets import inline_credentials
-from core.tools.spec import MCP_SERVER_NAME_PATTERN
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -100,8 +100,8 @@ async def upsert_mcp_server(
     Raises:
         InvalidInput: bad name, or a credential written inline instead of as a secret ref.
     """
-    if not re.fullmatch(MCP_SERVER_NAME_PATTERN, name):
-        raise InvalidInput(f"MCP server name {name!r} must match {MCP_SERVER_NAME_PATTERN}")
+    if not re.fullmatch(SERVER_NAME_PATTERN, name):
+        raise InvalidInput(f"MCP server name {name!r} must match {SERVER_NAME_PATTERN}")
     inline = inline_credentials(config)
     if inline:
         raise InvalidInput(

@@ -5,7 +5,8 @@ Values live in `secrets`, encrypted (`SecretCipher`) under a key from
 first use (fine for one machine; set the variable when the API and workers run on
 different hosts). Each ciphertext is bound to its tenant and name, so a row copied to
 another tenant or name does not decrypt. Records that need a secret (tools, MCP servers)
-hold only its name, as `{"secret": "NAME"}` (`secret_refs`, `inline_credentials`).
+hold only its name, as `{"secret": "NAME"}`; `inline_credentials` finds literals where
+such a reference belongs.
 
 Every function takes the tenant explicitly and only ever touches that tenant's rows.
 """
@@ -234,21 +235,6 @@ async def delete_secret(conn: Conn, tenant_id: str, name: str) -> None:
 _CREDENTIAL_KEY = re.compile(
     r"token|secret|password|passwd|api[_-]?key|authorization|credential|cookie", re.IGNORECASE
 )
-
-
-def secret_refs(config: Any) -> set[str]:
-    """Names of the secrets a config refers to (`{"secret": NAME}` anywhere in it)."""
-    found: set[str] = set()
-    if isinstance(config, dict):
-        if set(config) == {"secret"} and isinstance(config["secret"], str):
-            found.add(config["secret"])
-        else:
-            for value in config.values():
-                found |= secret_refs(value)
-    elif isinstance(config, list):
-        for value in config:
-            found |= secret_refs(value)
-    return found
 
 
 def inline_credentials(config: Any, path: str = "") -> list[str]:

@@ -29,7 +29,6 @@ HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 TOOL_NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 """Names of HTTP (and other non-MCP) tools: what every model provider accepts."""
 MCP_TOOL_PREFIX: Final = "mcp:"
-MCP_SERVER_NAME_PATTERN: Final = SERVER_NAME_PATTERN
 
 
 # -- HTTP tool configuration ---------------------------------------------------------
@@ -243,7 +242,7 @@ def validate_tool_name(name: str, kind: StoredToolKind) -> None:
         server, _, remote = name.removeprefix(MCP_TOOL_PREFIX).partition("/")
         if (
             not name.startswith(MCP_TOOL_PREFIX)
-            or not re.fullmatch(MCP_SERVER_NAME_PATTERN, server)
+            or not re.fullmatch(SERVER_NAME_PATTERN, server)
             or not re.fullmatch(r"^[A-Za-z0-9_.-]{1,128}$", remote)
         ):
             raise InvalidInput(f"MCP tool names look like 'mcp:SERVER/TOOL', not {name!r}")
