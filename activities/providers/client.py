@@ -25,6 +25,7 @@ import enum
 import functools
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -33,8 +34,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
+import httpx
+import openai
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
@@ -43,38 +47,51 @@ from core.errors import ErrorType
 from core.payloads import ChatMessage, ModelRequest, ModelResult, ModelUsage, ToolCallRequest
 from core.settings import Settings
 
-# Without this LiteLLM downloads its price map from GitHub at import.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+if TYPE_CHECKING:
+    from litellm.types.llms.openai import ChatCompletionToolParam
 
-with warnings.catch_warnings():
-    # LiteLLM's own import-time deprecations (none in 1.106) must not fail
-    # `filterwarnings = error` runs.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"litellm(\.|$)")
-    # LiteLLM's response models build their pydantic schemas on first use, and pydantic
-    # warns about the ReadOnly TypedDict items in them: build them here, once, instead
-    # of inside the first model call.
-    warnings.filterwarnings("ignore", message=r".*`ReadOnly` qualifier", category=UserWarning)
-    import httpx
-    import litellm
-    import openai
-    from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackError
-    from litellm.litellm_core_utils import model_response_utils as _litellm_response_utils
-    from litellm.types.llms.openai import (
-        ChatCompletionToolParam,
-        ChatCompletionToolParamFunctionChunk,
-    )
-    from litellm.types.utils import ModelResponse, ModelResponseStream
+COST_MAP_ENV = "LITELLM_LOCAL_MODEL_COST_MAP"
+"""Set to ``True`` in the environment (unless already set) before LiteLLM is imported."""
 
-    ModelResponse()
-    ModelResponseStream()
 
-# LiteLLM 1.106 has no telemetry switch left; these keep it quiet and offline.
-litellm.suppress_debug_info = True
-litellm.turn_off_message_logging = True  # callbacks, if anyone adds them, never see prompts
-litellm.disable_hf_tokenizer_download = True  # token_counter uses the bundled tiktoken files
-# httpx, not LiteLLM's aiohttp transport: aiohttp warns on (and copies) request bodies over
-# 1 MB, which long conversations reach; httpx streams them.
-litellm.disable_aiohttp_transport = True
+@functools.cache
+def load_litellm() -> ModuleType:
+    """LiteLLM, imported and configured on first use (once per process).
+
+    Nothing imports LiteLLM at module level: importing it takes about a second, and it
+    reads its configuration from the environment at that moment. Before the first
+    import this sets `COST_MAP_ENV` to ``True`` unless the operator set it, the only
+    change Colony makes to ``os.environ``: otherwise LiteLLM downloads its price map
+    from GitHub at import (the bundled copy is used instead). Then it applies LiteLLM's
+    process-wide settings once: no debug output, no prompts in logging callbacks, no
+    tokenizer downloads, httpx instead of aiohttp.
+    """
+    os.environ.setdefault(COST_MAP_ENV, "True")
+    with warnings.catch_warnings():
+        # LiteLLM's own import-time deprecations (none in 1.106) must not fail
+        # `filterwarnings = error` runs.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"litellm(\.|$)")
+        # LiteLLM's response models build their pydantic schemas on first use, and pydantic
+        # warns about the ReadOnly TypedDict items in them: build them here, once, instead
+        # of inside the first model call.
+        warnings.filterwarnings("ignore", message=r".*`ReadOnly` qualifier", category=UserWarning)
+        import litellm
+        from litellm.litellm_core_utils import model_response_utils
+        from litellm.types.utils import ModelResponse, ModelResponseStream
+
+        ModelResponse()
+        ModelResponseStream()
+
+    # LiteLLM 1.106 has no telemetry switch left; these keep it quiet and offline.
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True  # callbacks, if anyone adds them, never see prompts
+    litellm.disable_hf_tokenizer_download = True  # token_counter uses the bundled tiktoken files
+    # httpx, not LiteLLM's aiohttp transport: aiohttp warns on (and copies) request bodies
+    # over 1 MB, which long conversations reach; httpx streams them.
+    litellm.disable_aiohttp_transport = True
+    if hasattr(model_response_utils, "_attribute_of"):
+        model_response_utils._attribute_of = _class_level_attribute_of
+    return litellm
 
 
 def _class_level_attribute_of(source: object, name: str) -> object:
@@ -86,8 +103,14 @@ def _class_level_attribute_of(source: object, name: str) -> object:
     return getattr(type(source) if name.startswith("model_") else source, name)
 
 
-if hasattr(_litellm_response_utils, "_attribute_of"):
-    _litellm_response_utils._attribute_of = _class_level_attribute_of
+def _is_litellm_error(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is LiteLLM's exception ``name`` (false while LiteLLM is not loaded).
+
+    Only a loaded LiteLLM raises its exceptions, so classifying a failure never loads it.
+    """
+    exceptions = sys.modules.get("litellm.exceptions")
+    return exceptions is not None and isinstance(exc, getattr(exceptions, name))
+
 
 LOCAL_PLACEHOLDER_KEY = "not-needed"
 """Sent to OpenAI-compatible servers that ignore keys (llama.cpp, vLLM without auth)."""
@@ -149,7 +172,7 @@ def _secret(value: SecretStr | None) -> str | None:
 
 def _guess_provider(model_id: str) -> str:
     try:
-        return str(litellm.get_llm_provider(model_id)[1])
+        return str(load_litellm().get_llm_provider(model_id)[1])
     except Exception:
         return model_id
 
@@ -424,6 +447,9 @@ async def _open_stream(resolved: ResolvedModel, kwargs: dict[str, Any]) -> Async
         finally:
             await chunks.aclose()
         return
+    load_litellm()
+    import litellm  # loaded and configured just above, never at module level
+
     # Set per call: the client belongs to the running loop (LiteLLM reads this global).
     litellm.aclient_session = _http_client()
     stream: Any = await litellm.acompletion(**kwargs)
@@ -448,14 +474,12 @@ class _CallbackError(Exception):
         self.error = error
 
 
-def _tools_to_openai(request: ModelRequest) -> list[ChatCompletionToolParam]:
+def _tools_to_openai(request: ModelRequest) -> "list[ChatCompletionToolParam]":
     return [
-        ChatCompletionToolParam(
-            type="function",
-            function=ChatCompletionToolParamFunctionChunk(
-                name=t.name, description=t.description, parameters=t.parameters
-            ),
-        )
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
         for t in request.tools
     ]
 
@@ -549,7 +573,7 @@ class _Assembly:
 def _estimate_usage(
     resolved: ResolvedModel,
     messages: list[dict[str, Any]],
-    tools: list[ChatCompletionToolParam] | None,
+    tools: "list[ChatCompletionToolParam] | None",
     answer: ChatMessage,
 ) -> ModelUsage:
     # The provider sent no usage chunk (some OpenAI-compatible servers ignore
@@ -559,7 +583,7 @@ def _estimate_usage(
     try:
         prompt_tokens = _prompt_tokens(resolved, messages, tools)
         completion_tokens = (
-            litellm.token_counter(
+            load_litellm().token_counter(
                 model=resolved.litellm_model, text=completion, count_response_tokens=True
             )
             if completion
@@ -573,10 +597,10 @@ def _estimate_usage(
 def _prompt_tokens(
     resolved: ResolvedModel,
     messages: list[dict[str, Any]],
-    tools: list[ChatCompletionToolParam] | None,
+    tools: "list[ChatCompletionToolParam] | None",
 ) -> int:
     return int(
-        litellm.token_counter(
+        load_litellm().token_counter(
             model=resolved.litellm_model,
             messages=messages,
             tools=tools or None,
@@ -609,7 +633,7 @@ def cost_usd(resolved: ResolvedModel, usage: ModelUsage) -> float | None:
     if not _priced(resolved.litellm_model):
         return None
     try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
+        prompt_cost, completion_cost = load_litellm().cost_per_token(
             model=resolved.litellm_model,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
@@ -622,7 +646,7 @@ def cost_usd(resolved: ResolvedModel, usage: ModelUsage) -> float | None:
 def model_info(model: str) -> dict[str, Any]:
     """LiteLLM's bundled facts about a model (limits, prices); {} when it does not know it."""
     try:
-        return dict(litellm.get_model_info(model))
+        return dict(load_litellm().get_model_info(model))
     except Exception:
         return {}
 
@@ -632,7 +656,7 @@ def _priced(litellm_model: str) -> bool:
     # For an unpriced model LiteLLM searches its whole price table and raises, on every
     # call; the table is bundled and fixed for the life of the process.
     try:
-        litellm.cost_per_token(model=litellm_model, prompt_tokens=1, completion_tokens=1)
+        load_litellm().cost_per_token(model=litellm_model, prompt_tokens=1, completion_tokens=1)
     except Exception:
         return False
     return True
@@ -679,7 +703,7 @@ def classify(
         return exc
     # LiteLLM wraps failures inside a stream; the provider's own exception says more.
     inner = getattr(exc, "original_exception", None)
-    if isinstance(exc, MidStreamFallbackError) and isinstance(inner, BaseException):
+    if _is_litellm_error(exc, "MidStreamFallbackError") and isinstance(inner, BaseException):
         exc = inner
     status = _status_code(exc)
     text = str(getattr(exc, "message", None) or exc) or "no details"
@@ -727,7 +751,7 @@ def _server_gone(exc: BaseException) -> str | None:
 
 
 def _error_type(exc: BaseException, status: int | None, text: str) -> ErrorType:
-    if isinstance(exc, ContextWindowExceededError):
+    if _is_litellm_error(exc, "ContextWindowExceededError"):
         return ErrorType.CONTEXT_TOO_LONG
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
         return ErrorType.TIMEOUT

@@ -8,10 +8,8 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
-import litellm
 import openai
 import pytest
-from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackError
 from temporalio.exceptions import ApplicationError
 
 from activities.providers import client as model_client
@@ -25,6 +23,7 @@ from activities.providers.client import (
     complete,
     complete_with_breaker,
     cost_usd,
+    load_litellm,
     reset_breakers,
     resolve,
 )
@@ -45,6 +44,8 @@ from tests.support.model_server import (
     truncated_stream,
 )
 from workers.process import free_port
+
+litellm = load_litellm()  # configured as the client uses it
 
 MODEL = "openai/scripted-model"
 LOCAL = "local/smollm2-135m"
@@ -544,13 +545,15 @@ def test_retry_after_as_http_date_and_in_milliseconds() -> None:
 
 def test_classify_unwraps_and_recognises_exception_kinds() -> None:
     rate_limited = _status_error(openai.RateLimitError, 429, {"retry-after": "3"})
-    wrapped = MidStreamFallbackError(
+    wrapped = litellm.exceptions.MidStreamFallbackError(
         message="stream broke", model="m", llm_provider="anthropic", original_exception=rate_limited
     )
     assert classify(wrapped, provider="anthropic").type == ErrorType.RATE_LIMITED.value
     assert classify(wrapped, provider="anthropic").next_retry_delay == timedelta(seconds=3)
 
-    too_long = ContextWindowExceededError(message="too long", model="m", llm_provider="openai")
+    too_long = litellm.exceptions.ContextWindowExceededError(
+        message="too long", model="m", llm_provider="openai"
+    )
     assert classify(too_long, provider="openai").type == ErrorType.CONTEXT_TOO_LONG.value
 
     request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
