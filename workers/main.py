@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.providers.client import load_litellm
+from activities.providers.litellm_loader import load_litellm
 from core import db, telemetry
 from core import temporal as temporal_support
 from core.queues import TaskQueue

@@ -12,6 +12,8 @@ from activities import persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.heartbeats import heartbeat_every
 from activities.providers import client as model_client
+from activities.providers.pricing import estimate_prompt_cost
+from activities.providers.routing import resolve
 from activities.runs import context as llm_context
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
@@ -272,7 +274,7 @@ class LlmActivities:
         """The cost ledger's row for a model call of the run's step; False if already there."""
         return await runs.record_llm_call(
             conn, tenant_id=call.tenant_id, run_id=call.run_id, step=call.step,
-            model=result.model, provider=model_client.resolve(result.model, self._settings).provider,
+            model=result.model, provider=resolve(result.model, self._settings).provider,
             usage=result.usage, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
             purpose=purpose,
         )  # fmt: skip
@@ -365,9 +367,7 @@ def check_budget(
     """
     if remaining_usd is None:
         return
-    estimate = model_client.estimate_prompt_cost(
-        request.model_copy(update={"model": model}), settings
-    )
+    estimate = estimate_prompt_cost(request.model_copy(update={"model": model}), settings)
     if estimate is not None and estimate > remaining_usd:
         raise ApplicationError(
             f"the next call to {model} would cost about ${estimate:.6f} for the prompt alone; "

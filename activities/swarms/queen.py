@@ -11,8 +11,8 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.providers import client as model_client
 from activities.providers import json_protocol
+from activities.providers.routing import resolve
 from activities.runs.llm import check_budget, complete_any
 from activities.tools.blackboard import format_post
 from core.db import Pool
@@ -283,7 +283,7 @@ class QueenActivities:
         SmolLM2 left to itself garbles the numbers it combines; the grammar makes it
         quote every subtask's clear result value (json_protocol.salient), in order.
         """
-        if model_client.resolve(model, self._settings).provider not in json_protocol.PROVIDERS:
+        if resolve(model, self._settings).provider not in json_protocol.PROVIDERS:
             return None
         values = [v for v in map(json_protocol.salient, results) if v is not None]
         return json_protocol.answer_schema(values)
@@ -335,7 +335,7 @@ class QueenActivities:
     ) -> None:
         await swarm_store.record_call(
             conn, tenant_id=tenant_id, swarm_id=swarm_id, key=key, purpose=purpose,
-            model=result.model, provider=model_client.resolve(result.model, self._settings).provider,
+            model=result.model, provider=resolve(result.model, self._settings).provider,
             usage=result.usage, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
             answer=answer if answer is not None else result.message.content or "",
             errors=errors or [],

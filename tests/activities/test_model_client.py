@@ -12,22 +12,14 @@ import openai
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import client as model_client
 from activities.providers import json_protocol
-from activities.providers.client import (
-    MAX_RETRY_AFTER,
-    BreakerState,
-    CircuitBreaker,
-    breaker_for,
-    classify,
-    complete,
-    complete_with_breaker,
-    cost_usd,
-    load_litellm,
-    reset_breakers,
-    resolve,
-)
+from activities.providers.breaker import BreakerState, CircuitBreaker, breaker_for, reset_breakers
+from activities.providers.client import complete, complete_with_breaker
+from activities.providers.errors import MAX_RETRY_AFTER, classify
 from activities.providers.grammar import grammar_safe
+from activities.providers.litellm_loader import load_litellm
+from activities.providers.pricing import cost_usd, estimate_prompt_cost, estimate_usage
+from activities.providers.routing import ResolvedModel, resolve
 from core.errors import ErrorType
 from core.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
 from core.settings import Settings
@@ -432,7 +424,7 @@ def test_usage_estimate_when_the_provider_sends_none() -> None:
         tool_calls=[ToolCallRequest(id="c", name="search", arguments='{"q": "tokens"}')],
     )
 
-    usage = model_client._estimate_usage(resolved, messages, None, answer)
+    usage = estimate_usage(resolved, messages, None, answer)
 
     assert 5 < usage.prompt_tokens < 40
     assert 10 < usage.completion_tokens < 40
@@ -448,16 +440,16 @@ def test_estimate_prompt_cost_before_a_call() -> None:
     short = ask("hi", model="openai/gpt-4o-mini")
     long = ask("hi " * 2000, model="openai/gpt-4o-mini", tools=[CALCULATOR])
 
-    short_cost = model_client.estimate_prompt_cost(short, settings)
-    long_cost = model_client.estimate_prompt_cost(long, settings)
+    short_cost = estimate_prompt_cost(short, settings)
+    long_cost = estimate_prompt_cost(long, settings)
 
     assert short_cost is not None and long_cost is not None
     assert 0 < short_cost < long_cost
     assert long_cost == pytest.approx(
         2000 * litellm.model_cost["gpt-4o-mini"]["input_cost_per_token"], rel=0.1
     )
-    assert model_client.estimate_prompt_cost(ask(model="local/smollm2-135m"), settings) == 0.0
-    assert model_client.estimate_prompt_cost(ask(), settings) is None
+    assert estimate_prompt_cost(ask(model="local/smollm2-135m"), settings) == 0.0
+    assert estimate_prompt_cost(ask(), settings) is None
 
 
 # -- resolution ------------------------------------------------------------------------
@@ -497,9 +489,7 @@ def test_resolve_maps_each_provider() -> None:
         "sk-ant",
         "anthropic",
     )
-    assert resolve("ollama/llama3", keyed) == model_client.ResolvedModel(
-        "ollama/llama3", None, None, "ollama"
-    )
+    assert resolve("ollama/llama3", keyed) == ResolvedModel("ollama/llama3", None, None, "ollama")
     local = resolve("local/smollm2-135m", keyed)
     assert local.litellm_model == "openai/local/smollm2-135m"
     assert local.api_base == "http://127.0.0.1:9999/v1"

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from activities.providers import client as model_client
+from activities.providers.limits import RateLimiter, limiter_for
 from core.payloads import ChatMessage, ModelRequest
 from core.settings import Settings
 from tests.conftest import make_settings
@@ -13,7 +14,7 @@ from tests.support.model_server import ScriptedModelServer, reply
 
 
 async def test_token_bucket_spaces_calls() -> None:
-    limiter = model_client.RateLimiter(rate=20)
+    limiter = RateLimiter(rate=20)
     started = time.monotonic()
     for _ in range(5):
         await limiter.acquire()
@@ -21,7 +22,7 @@ async def test_token_bucket_spaces_calls() -> None:
     assert time.monotonic() - started >= 0.19
     # Without a rate, acquiring never suspends (checked by stepping the coroutine once,
     # not by a clock: this machine is too noisy for an upper time bound).
-    unlimited = model_client.RateLimiter(rate=None)
+    unlimited = RateLimiter(rate=None)
     for _ in range(100):
         step = unlimited.acquire().__await__()
         with pytest.raises(StopIteration):
@@ -33,8 +34,8 @@ async def test_provider_limit_applies_to_model_calls(model_server: ScriptedModel
     settings = make_settings(
         OPENAI_BASE_URL=model_server.base_url, COLONY_LLM_PROVIDER_RATE_LIMITS={"openai": 10}
     )
-    assert model_client.limiter_for("openai", settings).rate == 10
-    assert model_client.limiter_for("anthropic", settings).rate is None
+    assert limiter_for("openai", settings).rate == 10
+    assert limiter_for("anthropic", settings).rate is None
     request = ModelRequest(
         model="openai/scripted-model", messages=[ChatMessage(role="user", content="hi")]
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.providers.client import COST_MAP_ENV
+from activities.providers.litellm_loader import COST_MAP_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def test_importing_colony_does_not_import_litellm(module: str) -> None:
 LOAD = """
 import json, os, sys
 before = dict(os.environ)
-from activities.providers.client import load_litellm
+from activities.providers.litellm_loader import load_litellm
 load_litellm()
 assert "litellm" in sys.modules
 after = dict(os.environ)
