@@ -127,20 +127,17 @@ def _unhealthy(error_type: ErrorType | str | None) -> bool:
         return False
 
 
-_BREAKERS: dict[str, CircuitBreaker] = {}
-_BREAKERS_LOCK = threading.Lock()
+class Breakers:
+    """A worker's `CircuitBreaker` of each provider, shared by all its calls (thread-safe)."""
 
+    def __init__(self) -> None:
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
 
-def breaker_for(provider: str) -> CircuitBreaker:
-    """The process-wide breaker of ``provider`` (created closed, with defaults)."""
-    with _BREAKERS_LOCK:
-        breaker = _BREAKERS.get(provider)
-        if breaker is None:
-            breaker = _BREAKERS[provider] = CircuitBreaker(provider)
-        return breaker
-
-
-def reset_breakers() -> None:
-    """Forget every provider's breaker (tests, or an operator's reset)."""
-    with _BREAKERS_LOCK:
-        _BREAKERS.clear()
+    def for_provider(self, provider: str) -> CircuitBreaker:
+        """The breaker of ``provider`` (created closed, with defaults)."""
+        with self._lock:
+            breaker = self._breakers.get(provider)
+            if breaker is None:
+                breaker = self._breakers[provider] = CircuitBreaker(provider)
+            return breaker

@@ -7,7 +7,11 @@ otherwise. Every failure leaves it as an `ApplicationError` built by `errors.cla
 
 LiteLLM and the openai SDK below it never retry (``num_retries=0``, ``max_retries=0``):
 Temporal's retry policy is the only retry loop. `CircuitBreaker` keeps per-provider
-health for the caller's fallback chain; `complete` itself does not consult it.
+health for the caller's fallback chain (`complete_with_breaker`); `complete` itself
+does not consult it.
+
+`ModelClient` holds what a worker's calls share (rate limiters, breakers, HTTP clients);
+the worker registry builds one per process and passes it to the activity classes.
 """
 
 import asyncio
@@ -16,15 +20,15 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from temporalio.exceptions import ApplicationError
 
 from activities.providers import grammar, json_protocol, openai_wire, tool_ranking
-from activities.providers.breaker import CircuitBreaker, breaker_for
+from activities.providers.breaker import Breakers, CircuitBreaker
 from activities.providers.errors import MAX_MESSAGE_CHARS, classify
-from activities.providers.limits import limiter_for
+from activities.providers.limits import RateLimits
 from activities.providers.litellm_loader import load_litellm
 from activities.providers.openai_wire import message_to_openai, tools_to_openai
 from activities.providers.pricing import cost_usd, estimate_usage
@@ -36,107 +40,269 @@ from core.settings import Settings
 OnDelta = Callable[[str], Awaitable[None]]
 
 
-_HTTP_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _http_client() -> httpx.AsyncClient:
-    """One HTTP client per event loop for every model call, without a connection cap.
+class HttpClients:
+    """The HTTP client of every model call: one per event loop, without a connection cap.
 
     LiteLLM's default client allows 100 connections, so the 101st concurrent model call
     would queue inside the worker instead of waiting on the provider; the llm lane's
     concurrency is bounded by the worker (`COLONY_LLM_MAX_CONCURRENCY`) instead.
     """
-    loop = asyncio.get_running_loop()
-    client = _HTTP_CLIENTS.get(loop)
-    if client is None:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            follow_redirects=True,
+
+    def __init__(self) -> None:
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
         )
-        _HTTP_CLIENTS[loop] = client
-    return client
 
-
-async def complete(
-    request: ModelRequest, settings: Settings, *, on_delta: OnDelta | None = None
-) -> ModelResult:
-    """Run one streamed model call and return the reassembled answer.
-
-    Args:
-        request: The call; ``timeout_s`` bounds connect and every read, and the whole call.
-        settings: Provider keys and endpoints.
-        on_delta: Awaited with each text delta, in order, as it arrives.
-
-    Returns:
-        The assistant message with tool calls (arguments verbatim, even invalid JSON),
-        finish reason, usage, latency and cost (None when the model's price is unknown).
-
-    Raises:
-        ApplicationError: Every provider failure, classified by `classify`. Exceptions
-            raised by ``on_delta`` and cancellation propagate unchanged.
-    """
-    resolved = resolve(request.model, settings)
-    protocol = json_protocol.applies(resolved.provider, request)
-    if not protocol:
-        messages = [message_to_openai(m) for m in request.messages]
-        kwargs = _call_kwargs(resolved, request, messages)
-        if request.json_schema is not None:
-            # Grammar-constrained servers (llama.cpp) take the schema, cut down to what
-            # they compile safely; OpenAI-style APIs take JSON mode (the prompt describes
-            # the shape). The caller validates the answer against the full schema.
-            kwargs["response_format"] = (
-                {"type": "json_object", "schema": grammar.grammar_safe(request.json_schema)}
-                if resolved.provider in json_protocol.PROVIDERS
-                else {"type": "json_object"}
+    def get(self) -> httpx.AsyncClient:
+        """The running event loop's client, created on first use."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+                follow_redirects=True,
             )
-        if request.tools:
-            kwargs["tools"] = tools_to_openai(request)
-        answer, latency_ms = await _stream(resolved, settings, kwargs, request.timeout_s, on_delta)
-        message = answer.message()
-        usage = answer.usage or estimate_usage(resolved, messages, kwargs.get("tools"), message)
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running event loop's client (clients of other loops went with them)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+class ModelClient:
+    """A worker's model calls, with the clients they share: rate limits, breakers, HTTP.
+
+    The worker registry builds one per process and hands it to every activity class that
+    calls models, so all of them wait on the same rate limiters and see the same provider
+    health. Tests build their own, or pass fakes for ``limits``, ``breakers`` and
+    ``http``. Building one does no I/O: HTTP clients open, and LiteLLM loads, on first use.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limits: RateLimits | None = None,
+        breakers: Breakers | None = None,
+        http: HttpClients | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limits = RateLimits(settings.llm_provider_rate_limits) if limits is None else limits
+        self.breakers = Breakers() if breakers is None else breakers
+        self.http = HttpClients() if http is None else http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running event loop."""
+        await self.http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def complete(
+        self, request: ModelRequest, *, on_delta: OnDelta | None = None
+    ) -> ModelResult:
+        """Run one streamed model call and return the reassembled answer.
+
+        Args:
+            request: The call; ``timeout_s`` bounds connect and every read, and the whole call.
+            on_delta: Awaited with each text delta, in order, as it arrives.
+
+        Returns:
+            The assistant message with tool calls (arguments verbatim, even invalid JSON),
+            finish reason, usage, latency and cost (None when the model's price is unknown).
+
+        Raises:
+            ApplicationError: Every provider failure, classified by `classify`. Exceptions
+                raised by ``on_delta`` and cancellation propagate unchanged.
+        """
+        resolved = resolve(request.model, self.settings)
+        protocol = json_protocol.applies(resolved.provider, request)
+        if not protocol:
+            messages = [message_to_openai(m) for m in request.messages]
+            kwargs = _call_kwargs(resolved, request, messages)
+            if request.json_schema is not None:
+                # Grammar-constrained servers (llama.cpp) take the schema, cut down to what
+                # they compile safely; OpenAI-style APIs take JSON mode (the prompt describes
+                # the shape). The caller validates the answer against the full schema.
+                kwargs["response_format"] = (
+                    {"type": "json_object", "schema": grammar.grammar_safe(request.json_schema)}
+                    if resolved.provider in json_protocol.PROVIDERS
+                    else {"type": "json_object"}
+                )
+            if request.tools:
+                kwargs["tools"] = tools_to_openai(request)
+            answer, latency_ms = await self._stream(resolved, kwargs, request.timeout_s, on_delta)
+            message = answer.message()
+            usage = answer.usage or estimate_usage(resolved, messages, kwargs.get("tools"), message)
+            return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
+
+        # The JSON protocol: the turn plan decides what the model may say (json_protocol).
+        turn = json_protocol.plan_turn(request, await _tool_scores(request))
+        usage, latency_ms = ModelUsage(), 0.0
+        while True:
+            messages = json_protocol.messages(request, turn)
+            kwargs = _call_kwargs(resolved, request, messages)
+            kwargs["response_format"] = json_protocol.response_format(request, turn)
+            # Protocol replies are JSON: the decoded answer is published whole, not streamed.
+            answer, spent_ms = await self._stream(resolved, kwargs, request.timeout_s, None)
+            raw = answer.message()
+            if not (raw.content or "").strip() and not raw.tool_calls:
+                # A grammar-constrained reply is never empty: the server cut the answer off.
+                raise ApplicationError(
+                    f"{resolved.provider}: the model server ended its reply before any output "
+                    f"(finish reason {answer.finish_reason or 'none'}); retrying",
+                    type=ErrorType.PROVIDER_UNAVAILABLE.value,
+                )
+            message = json_protocol.decode(raw, request)
+            step = answer.usage or estimate_usage(resolved, messages, None, raw)
+            usage = ModelUsage(
+                prompt_tokens=usage.prompt_tokens + step.prompt_tokens,
+                completion_tokens=usage.completion_tokens + step.completion_tokens,
+            )
+            latency_ms += spent_ms
+            unusable = json_protocol.is_repeat(
+                message, request
+            ) or json_protocol.is_protocol_fragment(message)
+            if not unusable or turn.mode == "answer":
+                break
+            # A repeated call or a broken piece of protocol: ask once more for an answer only.
+            turn = json_protocol.Turn("answer", ())
+        if on_delta is not None and message.content:
+            await on_delta(message.content)
         return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
 
-    # The JSON protocol: the turn plan decides what the model may say (json_protocol).
-    turn = json_protocol.plan_turn(request, await _tool_scores(request))
-    usage, latency_ms = ModelUsage(), 0.0
-    while True:
-        messages = json_protocol.messages(request, turn)
-        kwargs = _call_kwargs(resolved, request, messages)
-        kwargs["response_format"] = json_protocol.response_format(request, turn)
-        # Protocol replies are JSON: the decoded answer is published whole, not streamed.
-        answer, spent_ms = await _stream(resolved, settings, kwargs, request.timeout_s, None)
-        raw = answer.message()
-        if not (raw.content or "").strip() and not raw.tool_calls:
-            # A grammar-constrained reply is never empty: the server cut the answer off.
+    async def complete_with_breaker(
+        self,
+        request: ModelRequest,
+        *,
+        on_delta: OnDelta | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> ModelResult:
+        """`complete`, guarded by the provider's circuit breaker (this worker's, by default).
+
+        Raises:
+            ApplicationError: ``ProviderUnavailable``, non-retryable, without calling the
+                provider when the breaker is open (the caller moves on to its fallback); its
+                message ends with the failure that last counted against the provider;
+                otherwise whatever `complete` raises, after recording the outcome.
+        """
+        if breaker is None:
+            breaker = self.breakers.for_provider(resolve(request.model, self.settings).provider)
+        if not breaker.allow():
+            # "circuit open" alone leaves the run's reader guessing: name what kept failing.
+            last = breaker.last_failure
             raise ApplicationError(
-                f"{resolved.provider}: the model server ended its reply before any output "
-                f"(finish reason {answer.finish_reason or 'none'}); retrying",
+                f"{breaker.provider}: circuit open after repeated failures; "
+                f"not calling {request.model} for now"
+                + (f". Last failure: {_clip(last, MAX_MESSAGE_CHARS - 150)}" if last else ""),
+                {
+                    "provider": breaker.provider,
+                    "circuit": breaker.state.value,
+                    "last_failure": last,
+                },
                 type=ErrorType.PROVIDER_UNAVAILABLE.value,
+                non_retryable=True,
             )
-        message = json_protocol.decode(raw, request)
-        step = answer.usage or estimate_usage(resolved, messages, None, raw)
-        usage = ModelUsage(
-            prompt_tokens=usage.prompt_tokens + step.prompt_tokens,
-            completion_tokens=usage.completion_tokens + step.completion_tokens,
-        )
-        latency_ms += spent_ms
-        unusable = json_protocol.is_repeat(message, request) or json_protocol.is_protocol_fragment(
-            message
-        )
-        if not unusable or turn.mode == "answer":
-            break
-        # A repeated call or a broken piece of protocol: ask once more for an answer only.
-        turn = json_protocol.Turn("answer", ())
-    if on_delta is not None and message.content:
-        await on_delta(message.content)
-    return _result(request, resolved, message, answer.finish_reason, usage, latency_ms)
+        try:
+            result = await self.complete(request, on_delta=on_delta)
+        except ApplicationError as exc:
+            breaker.record_failure(exc.type, exc.message)
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.record_success()
+        return result
+
+    async def _stream(
+        self,
+        resolved: ResolvedModel,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        on_delta: OnDelta | None,
+    ) -> tuple["_Assembly", float]:
+        """One streamed call: the reassembled answer and its latency in ms."""
+        secrets = [resolved.api_key] if resolved.api_key else []
+        await self.limits.for_provider(resolved.provider).acquire()
+        started = time.perf_counter()
+        answer = _Assembly()
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                async with self._open_stream(resolved, kwargs) as stream:
+                    async for chunk in stream:
+                        text = answer.add(chunk)
+                        if text and on_delta is not None:
+                            try:
+                                await on_delta(text)
+                            except Exception as exc:
+                                raise _CallbackError(exc) from exc
+        except _CallbackError as wrapper:
+            raise wrapper.error from None
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                exc = TimeoutError(f"no complete answer within {timeout_s:g} s")
+            raise classify(
+                exc,
+                provider=resolved.provider,
+                secrets=secrets,
+                server_log=_server_log(resolved, self.settings),
+            ) from None
+        return answer, (time.perf_counter() - started) * 1000
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(
+        self, resolved: ResolvedModel, kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        """The answer's chunks, closed when the block ends.
+
+        Straight over the OpenAI wire where the endpoint speaks it, through LiteLLM otherwise.
+        """
+        if resolved.openai_wire:
+            if resolved.api_key is None:
+                raise ApplicationError(
+                    f"{resolved.provider}: no API key: set OPENAI_API_KEY (or OPENAI_BASE_URL "
+                    "for a server that needs none)",
+                    type=ErrorType.AUTH_FAILED.value,
+                    non_retryable=True,
+                )
+            body = {k: v for k, v in kwargs.items() if k not in _LITELLM_ONLY}
+            body["model"] = openai_wire.wire_model(resolved.litellm_model)
+            chunks = openai_wire.stream_chat(
+                self.http.get(),
+                resolved.api_base or OPENAI_API_BASE,
+                resolved.api_key,
+                body,
+                kwargs["timeout"],
+            )
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+            return
+        load_litellm()
+        import litellm  # loaded and configured just above, never at module level
+
+        # Set per call: the client belongs to the running loop (LiteLLM reads this global).
+        litellm.aclient_session = self.http.get()
+        stream: Any = await litellm.acompletion(**kwargs)
+        try:
+            yield stream
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _result(
     request: ModelRequest,
-    resolved: "ResolvedModel",
+    resolved: ResolvedModel,
     message: ChatMessage,
     finish_reason: str | None,
     usage: ModelUsage,
@@ -162,7 +328,7 @@ async def _tool_scores(request: ModelRequest) -> list[float] | None:
 
 
 def _call_kwargs(
-    resolved: "ResolvedModel", request: ModelRequest, messages: list[dict[str, Any]]
+    resolved: ResolvedModel, request: ModelRequest, messages: list[dict[str, Any]]
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": resolved.litellm_model,
@@ -185,90 +351,11 @@ def _call_kwargs(
     return kwargs
 
 
-async def _stream(
-    resolved: "ResolvedModel",
-    settings: Settings,
-    kwargs: dict[str, Any],
-    timeout_s: float,
-    on_delta: OnDelta | None,
-) -> tuple["_Assembly", float]:
-    """One streamed call: the reassembled answer and its latency in ms."""
-    secrets = [resolved.api_key] if resolved.api_key else []
-    await limiter_for(resolved.provider, settings).acquire()
-    started = time.perf_counter()
-    answer = _Assembly()
-    deadline = asyncio.timeout(timeout_s)
-    try:
-        async with deadline:
-            async with _open_stream(resolved, kwargs) as stream:
-                async for chunk in stream:
-                    text = answer.add(chunk)
-                    if text and on_delta is not None:
-                        try:
-                            await on_delta(text)
-                        except Exception as exc:
-                            raise _CallbackError(exc) from exc
-    except _CallbackError as wrapper:
-        raise wrapper.error from None
-    except Exception as exc:
-        if isinstance(exc, TimeoutError) and deadline.expired():
-            exc = TimeoutError(f"no complete answer within {timeout_s:g} s")
-        raise classify(
-            exc,
-            provider=resolved.provider,
-            secrets=secrets,
-            server_log=_server_log(resolved, settings),
-        ) from None
-    return answer, (time.perf_counter() - started) * 1000
-
-
 def _server_log(resolved: ResolvedModel, settings: Settings) -> str | None:
     """The log of the model server `colony up` runs for this provider (the local model)."""
     if resolved.provider != "local":
         return None
     return str(settings.data_dir / "logs" / "local-model.log")
-
-
-@contextlib.asynccontextmanager
-async def _open_stream(resolved: ResolvedModel, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-    """The answer's chunks, closed when the block ends.
-
-    Straight over the OpenAI wire where the endpoint speaks it, through LiteLLM otherwise.
-    """
-    if resolved.openai_wire:
-        if resolved.api_key is None:
-            raise ApplicationError(
-                f"{resolved.provider}: no API key: set OPENAI_API_KEY (or OPENAI_BASE_URL "
-                "for a server that needs none)",
-                type=ErrorType.AUTH_FAILED.value,
-                non_retryable=True,
-            )
-        body = {k: v for k, v in kwargs.items() if k not in _LITELLM_ONLY}
-        body["model"] = openai_wire.wire_model(resolved.litellm_model)
-        chunks = openai_wire.stream_chat(
-            _http_client(),
-            resolved.api_base or OPENAI_API_BASE,
-            resolved.api_key,
-            body,
-            kwargs["timeout"],
-        )
-        try:
-            yield chunks
-        finally:
-            await chunks.aclose()
-        return
-    load_litellm()
-    import litellm  # loaded and configured just above, never at module level
-
-    # Set per call: the client belongs to the running loop (LiteLLM reads this global).
-    litellm.aclient_session = _http_client()
-    stream: Any = await litellm.acompletion(**kwargs)
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 _LITELLM_ONLY = frozenset({"num_retries", "max_retries", "timeout", "api_base", "api_key"})
@@ -348,43 +435,3 @@ class _Assembly:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-async def complete_with_breaker(
-    request: ModelRequest,
-    settings: Settings,
-    *,
-    on_delta: OnDelta | None = None,
-    breaker: CircuitBreaker | None = None,
-) -> ModelResult:
-    """`complete`, guarded by the provider's circuit breaker.
-
-    Raises:
-        ApplicationError: ``ProviderUnavailable``, non-retryable, without calling the
-            provider when the breaker is open (the caller moves on to its fallback); its
-            message ends with the failure that last counted against the provider;
-            otherwise whatever `complete` raises, after recording the outcome.
-    """
-    if breaker is None:
-        breaker = breaker_for(resolve(request.model, settings).provider)
-    if not breaker.allow():
-        # "circuit open" alone leaves the run's reader guessing: name what kept failing.
-        last = breaker.last_failure
-        raise ApplicationError(
-            f"{breaker.provider}: circuit open after repeated failures; "
-            f"not calling {request.model} for now"
-            + (f". Last failure: {_clip(last, MAX_MESSAGE_CHARS - 150)}" if last else ""),
-            {"provider": breaker.provider, "circuit": breaker.state.value, "last_failure": last},
-            type=ErrorType.PROVIDER_UNAVAILABLE.value,
-            non_retryable=True,
-        )
-    try:
-        result = await complete(request, settings, on_delta=on_delta)
-    except ApplicationError as exc:
-        breaker.record_failure(exc.type, exc.message)
-        raise
-    except BaseException:
-        breaker.release()
-        raise
-    breaker.record_success()
-    return result

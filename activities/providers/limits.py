@@ -1,10 +1,8 @@
-"""Per-provider rate limits of model calls in a worker process."""
+"""Per-provider rate limits of model calls in a worker process (`RateLimits`)."""
 
 import asyncio
 import time
-from collections.abc import Callable
-
-from core.settings import Settings
+from collections.abc import Callable, Mapping
 
 
 class RateLimiter:
@@ -38,14 +36,20 @@ class RateLimiter:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
 
 
-_LIMITERS: dict[tuple[str, float | None], RateLimiter] = {}
+class RateLimits:
+    """A worker's `RateLimiter` of each provider, created on first use.
 
+    ``rates`` are calls per second by provider (`COLONY_LLM_PROVIDER_RATE_LIMITS`);
+    providers without one are unlimited.
+    """
 
-def limiter_for(provider: str, settings: Settings) -> RateLimiter:
-    """The worker's limiter of a provider (`COLONY_LLM_PROVIDER_RATE_LIMITS`; none: unlimited)."""
-    rate = settings.llm_provider_rate_limits.get(provider)
-    key = (provider, rate)
-    limiter = _LIMITERS.get(key)
-    if limiter is None:
-        limiter = _LIMITERS[key] = RateLimiter(rate)
-    return limiter
+    def __init__(self, rates: Mapping[str, float]) -> None:
+        self._rates = dict(rates)
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def for_provider(self, provider: str) -> RateLimiter:
+        """The limiter every call to ``provider`` in this worker waits on."""
+        limiter = self._limiters.get(provider)
+        if limiter is None:
+            limiter = self._limiters[provider] = RateLimiter(self._rates.get(provider))
+        return limiter

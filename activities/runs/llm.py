@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from activities import persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.heartbeats import heartbeat_every
-from activities.providers import client as model_client
+from activities.providers.client import ModelClient
 from activities.providers.pricing import estimate_prompt_cost
 from activities.providers.routing import resolve
 from activities.runs import context as llm_context
@@ -57,9 +57,16 @@ _HEARTBEAT_SECONDS = 5.0
 class LlmActivities:
     """Activities served by the `llm` lane."""
 
-    def __init__(self, settings: Settings, pool: Pool, catalog: ToolCatalog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        models: ModelClient,
+        catalog: ToolCatalog | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        self._models = models
         self._catalog = catalog or ToolCatalog()
         self._versions = PinnedVersions()
 
@@ -195,6 +202,7 @@ class LlmActivities:
             previous[1] if previous else None, older, int(budget * llm_context.CHARS_PER_TOKEN)
         )
         result = await complete_any(
+            self._models,
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -205,7 +213,6 @@ class LlmActivities:
                 max_tokens=1000,
                 temperature=0.0,
             ),
-            self._settings,
         )
         summary = (result.message.content or "").strip() or text[-4000:]
         async with self._pool.connection() as conn:
@@ -235,6 +242,7 @@ class LlmActivities:
             run = await runs.get_run(conn, input.tenant_id, input.run_id)
             messages = await runs.load_messages(conn, input.run_id, 1_000_000)
         result = await complete_any(
+            self._models,
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -245,7 +253,6 @@ class LlmActivities:
                 max_tokens=500,
                 temperature=0.0,
             ),
-            self._settings,
         )
         critique = llm_context.parse_critique(result.message.content, run.outcome)
         output = ReflectOutput(
@@ -292,10 +299,8 @@ class LlmActivities:
             publisher = _DeltaPublisher(self._pool, input, model, dead)
             try:
                 async with publisher:
-                    return await model_client.complete_with_breaker(
-                        request.model_copy(update={"model": model}),
-                        self._settings,
-                        on_delta=publisher.add,
+                    return await self._models.complete_with_breaker(
+                        request.model_copy(update={"model": model}), on_delta=publisher.add
                     )
             except ApplicationError as exc:
                 last_error = exc
@@ -338,7 +343,9 @@ class LlmActivities:
         return _output(input.write_seq, message, model, usage, cost, None)
 
 
-async def complete_any(models: list[str], request: ModelRequest, settings: Settings) -> ModelResult:
+async def complete_any(
+    client: ModelClient, models: list[str], request: ModelRequest
+) -> ModelResult:
     """One call outside the step loop: each model in turn while they fail for good.
 
     Retryable failures raise (Temporal retries the activity).
@@ -346,9 +353,7 @@ async def complete_any(models: list[str], request: ModelRequest, settings: Setti
     last: ApplicationError | None = None
     for model in models:
         try:
-            return await model_client.complete_with_breaker(
-                request.model_copy(update={"model": model}), settings
-            )
+            return await client.complete_with_breaker(request.model_copy(update={"model": model}))
         except ApplicationError as exc:
             if not exc.non_retryable:
                 raise

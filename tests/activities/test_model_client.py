@@ -2,7 +2,6 @@
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -13,15 +12,22 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.providers import json_protocol
-from activities.providers.breaker import BreakerState, CircuitBreaker, breaker_for, reset_breakers
-from activities.providers.client import complete, complete_with_breaker
+from activities.providers.breaker import BreakerState, CircuitBreaker
+from activities.providers.client import ModelClient
 from activities.providers.errors import MAX_RETRY_AFTER, classify
 from activities.providers.grammar import grammar_safe
 from activities.providers.litellm_loader import load_litellm
 from activities.providers.pricing import cost_usd, estimate_prompt_cost, estimate_usage
 from activities.providers.routing import ResolvedModel, resolve
 from core.errors import ErrorType
-from core.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
+from core.payloads import (
+    ChatMessage,
+    ModelRequest,
+    ModelResult,
+    ModelUsage,
+    ToolCallRequest,
+    ToolSchema,
+)
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.model_server import (
@@ -35,6 +41,7 @@ from tests.support.model_server import (
     tool_calls,
     truncated_stream,
 )
+from tests.support.models import complete
 from workers.process import free_port
 
 litellm = load_litellm()  # configured as the client uses it
@@ -62,13 +69,6 @@ CALCULATOR = ToolSchema(
 )
 
 
-@pytest.fixture(autouse=True)
-def _fresh_breakers() -> Iterator[None]:
-    reset_breakers()
-    yield
-    reset_breakers()
-
-
 def settings_for(server: ScriptedModelServer, **env: str) -> Settings:
     return make_settings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="k", **env)
 
@@ -92,6 +92,13 @@ async def failure(request: ModelRequest, settings: Settings) -> ApplicationError
     with pytest.raises(ApplicationError) as caught:
         await complete(request, settings)
     return caught.value
+
+
+async def complete_with_breaker(
+    request: ModelRequest, settings: Settings, *, breaker: CircuitBreaker
+) -> ModelResult:
+    async with ModelClient(settings) as client:
+        return await client.complete_with_breaker(request, breaker=breaker)
 
 
 class FakeClock:
@@ -641,21 +648,27 @@ def test_breaker_ignores_failures_that_say_nothing_about_health() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_default_breaker_is_shared_per_provider(model_server: ScriptedModelServer) -> None:
-    assert breaker_for("openai") is breaker_for("openai")
-    assert breaker_for("openai") is not breaker_for("anthropic")
-
-    model_server.script(*[fault(500)] * 5)
+async def test_a_model_client_shares_one_breaker_per_provider(
+    model_server: ScriptedModelServer,
+) -> None:
     settings = settings_for(model_server)
-    for _ in range(5):
-        with pytest.raises(ApplicationError):
-            await complete_with_breaker(ask(), settings)
-    assert breaker_for("openai").state is BreakerState.OPEN
-    assert breaker_for("anthropic").state is BreakerState.CLOSED
+    async with ModelClient(settings) as client:
+        breakers = client.breakers
+        assert breakers.for_provider("openai") is breakers.for_provider("openai")
+        assert breakers.for_provider("openai") is not breakers.for_provider("anthropic")
 
-    with pytest.raises(ApplicationError, match="circuit open"):
-        await complete_with_breaker(ask(), settings)
+        model_server.script(*[fault(500)] * 5)
+        for _ in range(5):
+            with pytest.raises(ApplicationError):
+                await client.complete_with_breaker(ask())
+        assert breakers.for_provider("openai").state is BreakerState.OPEN
+        assert breakers.for_provider("anthropic").state is BreakerState.CLOSED
+
+        with pytest.raises(ApplicationError, match="circuit open"):
+            await client.complete_with_breaker(ask())
     assert len(model_server.chat_requests()) == 5
+    # Breakers belong to the client the worker registry built, not to the process.
+    assert ModelClient(settings).breakers.for_provider("openai").state is BreakerState.CLOSED
 
 
 async def test_a_crashed_local_model_server_is_named_and_the_open_circuit_says_why(

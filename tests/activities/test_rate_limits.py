@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from activities.providers import client as model_client
-from activities.providers.limits import RateLimiter, limiter_for
+from activities.providers.client import ModelClient
+from activities.providers.limits import RateLimiter
 from core.payloads import ChatMessage, ModelRequest
 from core.settings import Settings
 from tests.conftest import make_settings
@@ -34,14 +34,20 @@ async def test_provider_limit_applies_to_model_calls(model_server: ScriptedModel
     settings = make_settings(
         OPENAI_BASE_URL=model_server.base_url, COLONY_LLM_PROVIDER_RATE_LIMITS={"openai": 10}
     )
-    assert limiter_for("openai", settings).rate == 10
-    assert limiter_for("anthropic", settings).rate is None
     request = ModelRequest(
         model="openai/scripted-model", messages=[ChatMessage(role="user", content="hi")]
     )
-    started = time.monotonic()
-    await asyncio.gather(*(model_client.complete(request, settings) for _ in range(4)))
-    assert time.monotonic() - started >= 0.29  # 4 calls at 10/s: 3 gaps of 100 ms
+    async with ModelClient(settings) as client:
+        assert client.limits.for_provider("openai").rate == 10
+        assert client.limits.for_provider("anthropic").rate is None
+        assert client.limits.for_provider("openai") is client.limits.for_provider("openai")
+        started = time.monotonic()
+        await asyncio.gather(*(client.complete(request) for _ in range(4)))
+        assert time.monotonic() - started >= 0.29  # 4 calls at 10/s: 3 gaps of 100 ms
+    # Each worker's client has limiters of its own.
+    assert ModelClient(settings).limits.for_provider("openai") is not client.limits.for_provider(
+        "openai"
+    )
     assert len(model_server.chat_requests()) == 4
 
 

@@ -24,7 +24,6 @@ from temporalio.client import (
 
 from activities.memory.embeddings import MODEL_ID
 from activities.memory.store import MemoryStore, collection_for
-from activities.providers.breaker import reset_breakers
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
@@ -75,7 +74,6 @@ async def stack(
     server: ScriptedModelServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Settings, Client, Resources]]:
-    reset_breakers()
     settings = make_settings(
         DATABASE_URL=database_url,
         TEMPORAL_ADDRESS=temporal.address,

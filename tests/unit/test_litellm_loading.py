@@ -35,7 +35,12 @@ def _environ_without_cost_map() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["activities.providers.client", "activities.runs.llm", "workers.registry"]
+    "module",
+    [
+        *(f"activities.providers.{m}" for m in ("client", "errors", "pricing", "routing")),
+        "workers.registry",
+        "workers.main",
+    ],
 )
 def test_importing_colony_does_not_import_litellm(module: str) -> None:
     _run(
@@ -47,21 +52,28 @@ def test_importing_colony_does_not_import_litellm(module: str) -> None:
 
 LOAD = """
 import json, os, sys
-before = dict(os.environ)
+from activities.providers.client import ModelClient
 from activities.providers.litellm_loader import load_litellm
+from core.settings import Settings
+
+def changes(before, after):
+    return {k: after.get(k) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+before = dict(os.environ)
+ModelClient(Settings(_env_file=None))
+assert "litellm" not in sys.modules, "building the client imported litellm"
+built = dict(os.environ)
 load_litellm()
 assert "litellm" in sys.modules
-after = dict(os.environ)
-changed = {k: after.get(k) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-print(json.dumps(changed))
+print(json.dumps({"built": changes(before, built), "loaded": changes(before, dict(os.environ))}))
 """
 
 
-def test_loading_litellm_only_adds_the_cost_map_default() -> None:
+def test_the_client_leaves_the_environment_alone_but_for_the_cost_map_default() -> None:
     changed = json.loads(_run(LOAD, _environ_without_cost_map()))
-    assert changed == {COST_MAP_ENV: "True"}
+    assert changed == {"built": {}, "loaded": {COST_MAP_ENV: "True"}}
 
 
 def test_loading_litellm_keeps_an_operators_cost_map_setting() -> None:
     changed = json.loads(_run(LOAD, {**_environ_without_cost_map(), COST_MAP_ENV: "True"}))
-    assert changed == {}
+    assert changed == {"built": {}, "loaded": {}}
