@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.providers.litellm_loader import load_litellm
 from core import db, telemetry
 from core import temporal as temporal_support
 from core.queues import TaskQueue
@@ -24,6 +25,9 @@ from workers.registry import LANES, Resources, parse_lanes
 from workers.schedules import ensure_schedules
 
 log = logging.getLogger("colony.worker")
+
+MODEL_LANES = frozenset({TaskQueue.LLM, TaskQueue.MEMORY})
+"""Lanes whose activities call models or read LiteLLM's price table."""
 
 
 def build_workers(
@@ -70,6 +74,9 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
     async with db.open_pool(settings.effective_database_url, min_size=1, max_size=10) as pool:
         with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
             resources = Resources(settings, pool)
+            if MODEL_LANES & set(queues):
+                # Off the event loop, before the first task: LiteLLM loads on first use.
+                await asyncio.to_thread(load_litellm)
             workers = build_workers(
                 client, queues, resources, executor=executor,
                 task_queue_suffix=settings.task_queue_suffix,

@@ -12,6 +12,7 @@ from typing import Any
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
 from activities.memory.vectors import LazyEmbedder, open_vector_store
+from activities.providers.client import ModelClient
 from activities.runs.llm import LlmActivities
 from activities.runs.memory import RunMemoryActivities
 from activities.runs.outputs import output_tools
@@ -74,11 +75,14 @@ class Resources:
         self.vectors = open_vector_store(settings)
         self.embedder = LazyEmbedder()
         self.memory = MemoryStore(settings, pool, self.vectors, self.embedder)
+        # Model calls: the worker's rate limiters, circuit breakers and HTTP client.
+        self.models = ModelClient(settings)
 
     async def aclose(self) -> None:
         """Close MCP sessions (stopping their server processes) and HTTP clients."""
         await self.mcp.close()
         await self.http.aclose()
+        await self.models.aclose()
         self.vectors.close()
 
 
@@ -95,13 +99,13 @@ class Lane:
 
 
 def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
-    llm = LlmActivities(res.settings, res.pool, res.catalog)
-    queen = QueenActivities(res.settings, res.pool)
+    llm = LlmActivities(res.settings, res.pool, res.models, res.catalog)
+    queen = QueenActivities(res.settings, res.pool, res.models)
     return [
         llm.probe_llm_lane,
         llm.call_llm,
         llm.reflect_on_run,
-        SkillActivities(res.settings).distill_skill,
+        SkillActivities(res.settings, res.models).distill_skill,
         queen.plan_swarm,
         queen.synthesize_swarm,
     ]

@@ -33,7 +33,7 @@ from temporalio import activity
 
 from activities.memory.store import translated_errors
 from activities.memory.vectors import Embedder
-from activities.providers import client as model_client
+from activities.providers.client import ModelClient
 from core.db import Pool
 from core.memory import maintenance as queries
 from core.memory.maintenance import (
@@ -497,8 +497,9 @@ class MaintenanceActivities:
 class SkillActivities:
     """The maintenance workflow's llm-lane activity: distilling a skill."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, models: ModelClient) -> None:
         self._settings = settings
+        self._models = models
 
     @activity.defn(name="distill_skill")
     async def distill_skill(self, input: DistillSkillInput) -> DistilledSkill:
@@ -509,15 +510,14 @@ class SkillActivities:
         """
         cluster = input.cluster
         model = cluster.model or default_model(self._settings)
-        result = await model_client.complete_with_breaker(
+        result = await self._models.complete_with_breaker(
             ModelRequest(
                 model=model,
                 messages=distill_messages(cluster),
                 max_tokens=700,
                 temperature=0.0,
                 timeout_s=120.0,
-            ),
-            self._settings,
+            )
         )
         parsed = parse_skill(result.message.content)
         tools = list(dict.fromkeys(t for seq in cluster.tool_sequences for t in seq))

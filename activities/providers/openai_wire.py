@@ -1,13 +1,13 @@
 """Streamed chat completions over the OpenAI wire protocol, straight on httpx.
 
 OpenAI, llama.cpp, vLLM, Ollama's `/v1` and most gateways speak this protocol. For them
-`model_client.complete` skips LiteLLM and the openai SDK: on an agent step with an
+`client.complete` skips LiteLLM and the openai SDK: on an agent step with an
 instant model those two cost ~20 ms of CPU (request transforms that walk the whole
 conversation, response objects, logging), several times the orchestration round trip
 the step is measured against (docs/benchmarks.md). Other providers keep going through
 LiteLLM.
 
-Failures are raised as the exceptions `model_client.classify` already understands:
+Failures are raised as the exceptions `errors.classify` already understands:
 `ProviderHTTPError` (with the status, headers and the provider's message), httpx's
 transport and timeout errors, and `MalformedStream` for bodies that are not the
 protocol.
@@ -15,9 +15,14 @@ protocol.
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from core.payloads import ChatMessage, ModelRequest
+
+if TYPE_CHECKING:
+    from litellm.types.llms.openai import ChatCompletionToolParam
 
 MAX_ERROR_BODY = 64 * 1024
 """Bytes of an error response read for its message."""
@@ -137,3 +142,37 @@ def _status(error: Chunk) -> int:
         if isinstance(value, int) and 400 <= value < 600:
             return value
     return 500  # a provider failing mid-answer: retry
+
+
+def tools_to_openai(request: ModelRequest) -> "list[ChatCompletionToolParam]":
+    """The request's tools as OpenAI function tools."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in request.tools
+    ]
+
+
+def message_to_openai(message: ChatMessage) -> dict[str, Any]:
+    """A message in the OpenAI chat format."""
+    if message.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id,
+            "content": message.content or "",
+        }
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    elif out["content"] is None:
+        out["content"] = ""
+    return out

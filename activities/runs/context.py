@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from activities.providers import client as model_client
+from activities.providers import pricing
 from core.payloads import ChatMessage
 from core.runs import store as runs
 from core.runs.payloads import AgentSpec
@@ -40,7 +40,7 @@ REFLECT_PROMPT = (
 @functools.lru_cache(maxsize=256)
 def input_limit(model: str) -> int:
     """The model's input token limit from LiteLLM's table (DEFAULT_INPUT_TOKENS if unknown)."""
-    info = model_client.model_info(model.removeprefix("local/"))
+    info = pricing.model_info(model.removeprefix("local/"))
     limit = info.get("max_input_tokens") or info.get("max_tokens")
     return int(limit) if isinstance(limit, int) and limit > 0 else DEFAULT_INPUT_TOKENS
 

@@ -11,7 +11,9 @@ from temporalio.exceptions import ApplicationError
 from activities import persistence
 from activities._common import PinnedVersions, append_run_event, worker_identity
 from activities.heartbeats import heartbeat_every
-from activities.providers import client as model_client
+from activities.providers.client import ModelClient
+from activities.providers.pricing import estimate_prompt_cost
+from activities.providers.routing import resolve
 from activities.runs import context as llm_context
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
@@ -56,9 +58,16 @@ _HEARTBEAT_SECONDS = 5.0
 class LlmActivities:
     """Activities served by the `llm` lane."""
 
-    def __init__(self, settings: Settings, pool: Pool, catalog: ToolCatalog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        models: ModelClient,
+        catalog: ToolCatalog | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        self._models = models
         self._catalog = catalog or ToolCatalog(agents=AgentsAsTools())
         self._versions = PinnedVersions()
 
@@ -194,6 +203,7 @@ class LlmActivities:
             previous[1] if previous else None, older, int(budget * llm_context.CHARS_PER_TOKEN)
         )
         result = await complete_any(
+            self._models,
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -204,7 +214,6 @@ class LlmActivities:
                 max_tokens=1000,
                 temperature=0.0,
             ),
-            self._settings,
         )
         summary = (result.message.content or "").strip() or text[-4000:]
         async with self._pool.connection() as conn:
@@ -234,6 +243,7 @@ class LlmActivities:
             run = await runs.get_run(conn, input.tenant_id, input.run_id)
             messages = await runs.load_messages(conn, input.run_id, 1_000_000)
         result = await complete_any(
+            self._models,
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -244,7 +254,6 @@ class LlmActivities:
                 max_tokens=500,
                 temperature=0.0,
             ),
-            self._settings,
         )
         critique = llm_context.parse_critique(result.message.content, run.outcome)
         output = ReflectOutput(
@@ -273,7 +282,7 @@ class LlmActivities:
         """The cost ledger's row for a model call of the run's step; False if already there."""
         return await runs.record_llm_call(
             conn, tenant_id=call.tenant_id, run_id=call.run_id, step=call.step,
-            model=result.model, provider=model_client.resolve(result.model, self._settings).provider,
+            model=result.model, provider=resolve(result.model, self._settings).provider,
             usage=result.usage, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
             purpose=purpose,
         )  # fmt: skip
@@ -291,10 +300,8 @@ class LlmActivities:
             publisher = _DeltaPublisher(self._pool, input, model, dead)
             try:
                 async with publisher:
-                    return await model_client.complete_with_breaker(
-                        request.model_copy(update={"model": model}),
-                        self._settings,
-                        on_delta=publisher.add,
+                    return await self._models.complete_with_breaker(
+                        request.model_copy(update={"model": model}), on_delta=publisher.add
                     )
             except ApplicationError as exc:
                 last_error = exc
@@ -337,7 +344,9 @@ class LlmActivities:
         return _output(input.write_seq, message, model, usage, cost, None)
 
 
-async def complete_any(models: list[str], request: ModelRequest, settings: Settings) -> ModelResult:
+async def complete_any(
+    client: ModelClient, models: list[str], request: ModelRequest
+) -> ModelResult:
     """One call outside the step loop: each model in turn while they fail for good.
 
     Retryable failures raise (Temporal retries the activity).
@@ -345,9 +354,7 @@ async def complete_any(models: list[str], request: ModelRequest, settings: Setti
     last: ApplicationError | None = None
     for model in models:
         try:
-            return await model_client.complete_with_breaker(
-                request.model_copy(update={"model": model}), settings
-            )
+            return await client.complete_with_breaker(request.model_copy(update={"model": model}))
         except ApplicationError as exc:
             if not exc.non_retryable:
                 raise
@@ -366,9 +373,7 @@ def check_budget(
     """
     if remaining_usd is None:
         return
-    estimate = model_client.estimate_prompt_cost(
-        request.model_copy(update={"model": model}), settings
-    )
+    estimate = estimate_prompt_cost(request.model_copy(update={"model": model}), settings)
     if estimate is not None and estimate > remaining_usd:
         raise ApplicationError(
             f"the next call to {model} would cost about ${estimate:.6f} for the prompt alone; "

@@ -11,8 +11,9 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.providers import client as model_client
 from activities.providers import json_protocol
+from activities.providers.client import ModelClient
+from activities.providers.routing import resolve
 from activities.runs.llm import check_budget, complete_any
 from activities.swarms.blackboard import format_post
 from core.db import Pool
@@ -64,9 +65,10 @@ team's results: keep every fact, number, name and conclusion; drop repetition. A
 class QueenActivities:
     """Activities of a swarm's queen, served by the `llm` lane."""
 
-    def __init__(self, settings: Settings, pool: Pool) -> None:
+    def __init__(self, settings: Settings, pool: Pool, models: ModelClient) -> None:
         self._settings = settings
         self._pool = pool
+        self._models = models
 
     @activity.defn(name="plan_swarm")
     async def plan_swarm(self, input: PlanInput) -> PlanOutput:
@@ -90,7 +92,7 @@ class QueenActivities:
         else:
             assert request is not None
             check_budget(request, input.models[0], input.budget_remaining_usd, self._settings)
-            result = await complete_any(input.models, request, self._settings)
+            result = await complete_any(self._models, input.models, request)
             answer, model, cost = result.message.content or "", result.model, result.cost_usd
         completed = {s.id for s in subtasks if s.status == "succeeded"} if input.replan else set()
         specs, errors = parse_plan(answer)
@@ -249,7 +251,7 @@ class QueenActivities:
             if remaining is not None:
                 remaining -= cost or 0.0
             check_budget(request, input.models[0], remaining, self._settings)
-            result = await complete_any(input.models, request, self._settings)
+            result = await complete_any(self._models, input.models, request)
             answer = result.message.content or ""
             if request.json_schema is not None:
                 answer = json_protocol.answer_text(answer)
@@ -283,7 +285,7 @@ class QueenActivities:
         SmolLM2 left to itself garbles the numbers it combines; the grammar makes it
         quote every subtask's clear result value (json_protocol.salient), in order.
         """
-        if model_client.resolve(model, self._settings).provider not in json_protocol.PROVIDERS:
+        if resolve(model, self._settings).provider not in json_protocol.PROVIDERS:
             return None
         values = [v for v in map(json_protocol.salient, results) if v is not None]
         return json_protocol.answer_schema(values)
@@ -300,6 +302,7 @@ class QueenActivities:
         if stored is not None:
             return stored.answer, stored.cost_usd
         result = await complete_any(
+            self._models,
             input.models,
             ModelRequest(
                 model=input.models[0],
@@ -313,7 +316,6 @@ class QueenActivities:
                 max_tokens=800,
                 temperature=0.0,
             ),
-            self._settings,
         )
         summary = (result.message.content or "").strip() or text[:MAX_RESULT_IN_PROMPT]
         async with self._pool.connection() as conn:
@@ -335,7 +337,7 @@ class QueenActivities:
     ) -> None:
         await swarm_store.record_call(
             conn, tenant_id=tenant_id, swarm_id=swarm_id, key=key, purpose=purpose,
-            model=result.model, provider=model_client.resolve(result.model, self._settings).provider,
+            model=result.model, provider=resolve(result.model, self._settings).provider,
             usage=result.usage, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
             answer=answer if answer is not None else result.message.content or "",
             errors=errors or [],

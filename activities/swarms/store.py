@@ -2,7 +2,7 @@
 
 from temporalio import activity
 
-from activities.providers import client as model_client
+from activities.providers import pricing
 from activities.swarms.queen import planned_event
 from core.db import Pool
 from core.errors import NotFound
@@ -223,7 +223,7 @@ def tier_models(
         prices = {
             m: p
             for m in chain
-            if (p := model_client.model_info(m).get("input_cost_per_token")) is not None
+            if (p := pricing.model_info(m).get("input_cost_per_token")) is not None
         }
         chosen = min(prices, key=lambda m: prices[m]) if prices else None
     if chosen is None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from activities.providers import client as model_client
 from activities.providers import json_protocol
 from activities.tools.builtins import BUILTIN
 from core.payloads import ChatMessage, ModelRequest, ToolCallRequest
 from core.providers import LOCAL_MODEL, local_model_installed
 from tests.conftest import make_settings
 from tests.support.model_server import ScriptedModelServer, reply
+from tests.support.models import complete
 from workers import model_server as local_server
 from workers.process import ManagedProcess, free_port
 
@@ -36,7 +36,7 @@ async def test_local_calls_use_a_constrained_json_protocol(
         reply('{"tool": "calculator", "arguments": {"expression": "17*23"}}'),
         reply('{"answer": "391"}'),
     )
-    first = await model_client.complete(
+    first = await complete(
         request(ChatMessage(role="user", content="17*23? Use the calculator.")), settings
     )
     assert first.message.tool_calls == [
@@ -56,7 +56,7 @@ async def test_local_calls_use_a_constrained_json_protocol(
         first.message,
         ChatMessage(role="tool", content="391", tool_call_id="call_0", name="calculator"),
     ]
-    second = await model_client.complete(request(*history), settings)
+    second = await complete(request(*history), settings)
     assert second.message.content == "391" and not second.message.tool_calls
     roles = [
         (m["role"], m["content"]) for m in model_server.chat_requests()[1].body["messages"][1:]
@@ -186,7 +186,7 @@ async def test_a_repeated_call_is_answered_instead(model_server: ScriptedModelSe
         reply('{"tool": "calculator", "arguments": {"expression": "17*23"}}'),
         reply('{"answer": "17 * 23 = 391"}'),
     )
-    result = await model_client.complete(
+    result = await complete(
         request(
             ChatMessage(role="user", content="17*23 and 2**10?"),
             ChatMessage(role="assistant", tool_calls=[call]),
@@ -233,7 +233,7 @@ async def test_smollm2_makes_a_parseable_tool_call(smollm: str) -> None:
     settings = make_settings(COLONY_LOCAL_MODEL_URL=smollm)
     req = request(ChatMessage(role="user", content="What is 17 * 23? Use the calculator tool."))
     req = req.model_copy(update={"temperature": 0.0, "max_tokens": 128})
-    result = await model_client.complete(req, settings)
+    result = await complete(req, settings)
     # The tiny model's arguments may be wrong, but its reply is always a tool call or an answer.
     assert result.message.tool_calls or result.message.content
     if result.message.tool_calls:

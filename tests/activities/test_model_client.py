@@ -2,35 +2,32 @@
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
-import litellm
 import openai
 import pytest
-from litellm.exceptions import ContextWindowExceededError, MidStreamFallbackError
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import client as model_client
 from activities.providers import json_protocol
-from activities.providers.client import (
-    MAX_RETRY_AFTER,
-    BreakerState,
-    CircuitBreaker,
-    breaker_for,
-    classify,
-    complete,
-    complete_with_breaker,
-    cost_usd,
-    reset_breakers,
-    resolve,
-)
+from activities.providers.breaker import BreakerState, CircuitBreaker
+from activities.providers.client import ModelClient
+from activities.providers.errors import MAX_RETRY_AFTER, classify
 from activities.providers.grammar import grammar_safe
+from activities.providers.litellm_loader import load_litellm
+from activities.providers.pricing import cost_usd, estimate_prompt_cost, estimate_usage
+from activities.providers.routing import ResolvedModel, resolve
 from core.errors import ErrorType
-from core.payloads import ChatMessage, ModelRequest, ModelUsage, ToolCallRequest, ToolSchema
+from core.payloads import (
+    ChatMessage,
+    ModelRequest,
+    ModelResult,
+    ModelUsage,
+    ToolCallRequest,
+    ToolSchema,
+)
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.support.model_server import (
@@ -44,7 +41,10 @@ from tests.support.model_server import (
     tool_calls,
     truncated_stream,
 )
+from tests.support.models import complete
 from workers.process import free_port
+
+litellm = load_litellm()  # configured as the client uses it
 
 MODEL = "openai/scripted-model"
 LOCAL = "local/smollm2-135m"
@@ -67,13 +67,6 @@ CALCULATOR = ToolSchema(
         "required": ["expression"],
     },
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_breakers() -> Iterator[None]:
-    reset_breakers()
-    yield
-    reset_breakers()
 
 
 def settings_for(server: ScriptedModelServer, **env: str) -> Settings:
@@ -99,6 +92,13 @@ async def failure(request: ModelRequest, settings: Settings) -> ApplicationError
     with pytest.raises(ApplicationError) as caught:
         await complete(request, settings)
     return caught.value
+
+
+async def complete_with_breaker(
+    request: ModelRequest, settings: Settings, *, breaker: CircuitBreaker
+) -> ModelResult:
+    async with ModelClient(settings) as client:
+        return await client.complete_with_breaker(request, breaker=breaker)
 
 
 class FakeClock:
@@ -431,7 +431,7 @@ def test_usage_estimate_when_the_provider_sends_none() -> None:
         tool_calls=[ToolCallRequest(id="c", name="search", arguments='{"q": "tokens"}')],
     )
 
-    usage = model_client._estimate_usage(resolved, messages, None, answer)
+    usage = estimate_usage(resolved, messages, None, answer)
 
     assert 5 < usage.prompt_tokens < 40
     assert 10 < usage.completion_tokens < 40
@@ -447,16 +447,16 @@ def test_estimate_prompt_cost_before_a_call() -> None:
     short = ask("hi", model="openai/gpt-4o-mini")
     long = ask("hi " * 2000, model="openai/gpt-4o-mini", tools=[CALCULATOR])
 
-    short_cost = model_client.estimate_prompt_cost(short, settings)
-    long_cost = model_client.estimate_prompt_cost(long, settings)
+    short_cost = estimate_prompt_cost(short, settings)
+    long_cost = estimate_prompt_cost(long, settings)
 
     assert short_cost is not None and long_cost is not None
     assert 0 < short_cost < long_cost
     assert long_cost == pytest.approx(
         2000 * litellm.model_cost["gpt-4o-mini"]["input_cost_per_token"], rel=0.1
     )
-    assert model_client.estimate_prompt_cost(ask(model="local/smollm2-135m"), settings) == 0.0
-    assert model_client.estimate_prompt_cost(ask(), settings) is None
+    assert estimate_prompt_cost(ask(model="local/smollm2-135m"), settings) == 0.0
+    assert estimate_prompt_cost(ask(), settings) is None
 
 
 # -- resolution ------------------------------------------------------------------------
@@ -496,9 +496,7 @@ def test_resolve_maps_each_provider() -> None:
         "sk-ant",
         "anthropic",
     )
-    assert resolve("ollama/llama3", keyed) == model_client.ResolvedModel(
-        "ollama/llama3", None, None, "ollama"
-    )
+    assert resolve("ollama/llama3", keyed) == ResolvedModel("ollama/llama3", None, None, "ollama")
     local = resolve("local/smollm2-135m", keyed)
     assert local.litellm_model == "openai/local/smollm2-135m"
     assert local.api_base == "http://127.0.0.1:9999/v1"
@@ -544,13 +542,15 @@ def test_retry_after_as_http_date_and_in_milliseconds() -> None:
 
 def test_classify_unwraps_and_recognises_exception_kinds() -> None:
     rate_limited = _status_error(openai.RateLimitError, 429, {"retry-after": "3"})
-    wrapped = MidStreamFallbackError(
+    wrapped = litellm.exceptions.MidStreamFallbackError(
         message="stream broke", model="m", llm_provider="anthropic", original_exception=rate_limited
     )
     assert classify(wrapped, provider="anthropic").type == ErrorType.RATE_LIMITED.value
     assert classify(wrapped, provider="anthropic").next_retry_delay == timedelta(seconds=3)
 
-    too_long = ContextWindowExceededError(message="too long", model="m", llm_provider="openai")
+    too_long = litellm.exceptions.ContextWindowExceededError(
+        message="too long", model="m", llm_provider="openai"
+    )
     assert classify(too_long, provider="openai").type == ErrorType.CONTEXT_TOO_LONG.value
 
     request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
@@ -648,21 +648,27 @@ def test_breaker_ignores_failures_that_say_nothing_about_health() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-async def test_default_breaker_is_shared_per_provider(model_server: ScriptedModelServer) -> None:
-    assert breaker_for("openai") is breaker_for("openai")
-    assert breaker_for("openai") is not breaker_for("anthropic")
-
-    model_server.script(*[fault(500)] * 5)
+async def test_a_model_client_shares_one_breaker_per_provider(
+    model_server: ScriptedModelServer,
+) -> None:
     settings = settings_for(model_server)
-    for _ in range(5):
-        with pytest.raises(ApplicationError):
-            await complete_with_breaker(ask(), settings)
-    assert breaker_for("openai").state is BreakerState.OPEN
-    assert breaker_for("anthropic").state is BreakerState.CLOSED
+    async with ModelClient(settings) as client:
+        breakers = client.breakers
+        assert breakers.for_provider("openai") is breakers.for_provider("openai")
+        assert breakers.for_provider("openai") is not breakers.for_provider("anthropic")
 
-    with pytest.raises(ApplicationError, match="circuit open"):
-        await complete_with_breaker(ask(), settings)
+        model_server.script(*[fault(500)] * 5)
+        for _ in range(5):
+            with pytest.raises(ApplicationError):
+                await client.complete_with_breaker(ask())
+        assert breakers.for_provider("openai").state is BreakerState.OPEN
+        assert breakers.for_provider("anthropic").state is BreakerState.CLOSED
+
+        with pytest.raises(ApplicationError, match="circuit open"):
+            await client.complete_with_breaker(ask())
     assert len(model_server.chat_requests()) == 5
+    # Breakers belong to the client the worker registry built, not to the process.
+    assert ModelClient(settings).breakers.for_provider("openai").state is BreakerState.CLOSED
 
 
 async def test_a_crashed_local_model_server_is_named_and_the_open_circuit_says_why(

@@ -1,8 +1,11 @@
 """call_llm and execute_tool as plain activities (ActivityEnvironment, real Postgres + HTTP)."""
 
+from collections.abc import AsyncIterator
+
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.providers.client import ModelClient
 from activities.runs.llm import LlmActivities
 from activities.runs.tool_calls import ToolActivities
 from core.db import Pool
@@ -31,6 +34,15 @@ async def run_id(pool: Pool) -> str:
         return record.id
 
 
+@pytest.fixture
+async def llm_activities(
+    pool: Pool, model_server: ScriptedModelServer
+) -> AsyncIterator[LlmActivities]:
+    settings = make_settings(OPENAI_BASE_URL=model_server.base_url)
+    async with ModelClient(settings) as models:
+        yield LlmActivities(settings, pool, models)
+
+
 def llm_input(run_id: str, step: int, upto: int) -> LlmCallInput:
     return LlmCallInput(
         tenant_id=TENANT, run_id=run_id, agent_name="a", agent_version=1, step=step,
@@ -39,9 +51,9 @@ def llm_input(run_id: str, step: int, upto: int) -> LlmCallInput:
 
 
 async def test_call_llm_stores_the_answer_and_is_idempotent(
-    pool: Pool, run_id: str, model_server: ScriptedModelServer
+    pool: Pool, run_id: str, model_server: ScriptedModelServer, llm_activities: LlmActivities
 ) -> None:
-    activities = LlmActivities(make_settings(OPENAI_BASE_URL=model_server.base_url), pool)
+    activities = llm_activities
     model_server.script(
         tool_calls(
             tool_call("calculator", {"expression": "2+2"}, id="dup"),
@@ -75,9 +87,9 @@ async def test_call_llm_stores_the_answer_and_is_idempotent(
 
 
 async def test_streamed_text_becomes_delta_events(
-    pool: Pool, run_id: str, model_server: ScriptedModelServer
+    pool: Pool, run_id: str, model_server: ScriptedModelServer, llm_activities: LlmActivities
 ) -> None:
-    activities = LlmActivities(make_settings(OPENAI_BASE_URL=model_server.base_url), pool)
+    activities = llm_activities
     text = "The answer is four. " * 40
     model_server.script(reply(text, chunk_delay=0.002))
     output = await ActivityEnvironment().run(activities.call_llm, llm_input(run_id, 2, 3))

@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from activities.providers import client as model_client
+from activities.providers.client import ModelClient
 from activities.runs.llm import MAX_TOOL_RESULT_IN_PROMPT
 from activities.tools.framework import (
     BadToolArgumentsError,
@@ -59,7 +59,6 @@ from activities.tools.framework import (
 )
 from core.payloads import ChatMessage, ModelRequest, ToolCallRequest, wrap_untrusted
 from core.providers import LOCAL_MODEL, local_model_installed
-from core.settings import Settings
 from tests.bench.fc_cases import CASES, CATEGORIES, FUNCTIONS, OMIT, Case, Category, GoldCall
 from tests.conftest import make_settings
 from workers import model_server
@@ -85,7 +84,7 @@ PATHS = ("direct", "direct-prompt", "colony")
 LABELS = {
     "direct": "direct (native tools)",
     "direct-prompt": "direct + one-line system prompt",
-    "colony": "colony (`model_client.complete`)",
+    "colony": "colony (`ModelClient.complete`)",
 }
 CATEGORY_LABELS: dict[Category, str] = {
     "single": "single function",
@@ -381,8 +380,8 @@ def _definitions(case: Case) -> StaticToolRegistry:
     )
 
 
-async def run_colony(loop: Loop, settings: Settings) -> None:
-    """One case through `model_client.complete` and the agent loop's tool dispatch."""
+async def run_colony(loop: Loop, client: ModelClient) -> None:
+    """One case through `ModelClient.complete` and the agent loop's tool dispatch."""
     case = loop.case
     registry = _definitions(case)
     schemas = registry.schemas(list(case.functions))
@@ -397,7 +396,7 @@ async def run_colony(loop: Loop, settings: Settings) -> None:
             model=LOCAL_MODEL, messages=messages, tools=schemas, temperature=0.0,
             max_tokens=MAX_TOKENS, timeout_s=REQUEST_TIMEOUT_S,
         )  # fmt: skip
-        message = (await model_client.complete(request, settings)).message
+        message = (await client.complete(request)).message
         loop.model_calls += 1
         step = loop.model_calls
         loop.result.replies.append(
@@ -484,7 +483,8 @@ async def run_path(
             try:
                 if path == "colony":
                     settings = make_settings(COLONY_LOCAL_MODEL_URL=server.url)
-                    await run_colony(loop, settings)
+                    async with ModelClient(settings) as client:
+                        await run_colony(loop, client)
                 else:
                     prompt = DIRECT_SYSTEM_PROMPT if path == "direct-prompt" else None
                     await run_direct(loop, http, server.url, prompt)

@@ -23,7 +23,6 @@ from temporalio.client import (
 )
 
 from activities.memory.store import MemoryStore, collection_for
-from activities.providers import client as model_client
 from activities.providers.embeddings import MODEL_ID
 from core import temporal as temporal_support
 from core import tenants
@@ -75,7 +74,6 @@ async def stack(
     server: ScriptedModelServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Settings, Client, Resources]]:
-    model_client.reset_breakers()
     settings = make_settings(
         DATABASE_URL=database_url,
         TEMPORAL_ADDRESS=temporal.address,
