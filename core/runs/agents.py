@@ -3,10 +3,15 @@
 Creating an agent under an existing name adds a version when the spec differs from the
 latest one (an identical spec returns the latest version, so a repeated POST is
 harmless). Runs pin the version they start with.
+
+Versions form a lineage: each records its parent and its cause (`manual`, `rollback`,
+`evolution`). An evolution cycle adds `candidate` versions, which runs use only when
+asked for them by number (its evaluations do); `release` makes a candidate the latest.
+Numbers are unique per agent across released and candidate versions.
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -17,9 +22,12 @@ from core.payloads import RunMode
 from core.runs.payloads import AgentSpec
 from core.tools.policy import EffectivePolicy, ToolPolicyDefaults, resolve_policy
 
+VersionStatus = Literal["released", "candidate"]
+VersionCause = Literal["manual", "rollback", "evolution"]
+
 
 class AgentVersion(BaseModel):
-    """One stored version."""
+    """One stored version, with where it came from."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -27,6 +35,29 @@ class AgentVersion(BaseModel):
     version: int
     spec: AgentSpec
     created_at: datetime
+    status: VersionStatus = "released"
+    parent_version: int | None = None
+    cause: VersionCause = "manual"
+    evolution_id: str | None = None
+    rationale: str | None = None
+
+
+_COLUMNS = "version, spec, created_at, status, parent_version, cause, evolution_id, rationale"
+_V_COLUMNS = ", ".join(f"v.{column}" for column in _COLUMNS.split(", "))
+
+
+def _version(name: str, row: dict[str, Any]) -> AgentVersion:
+    return AgentVersion(
+        name=name,
+        version=row["version"],
+        spec=AgentSpec.model_validate(row["spec"]),
+        created_at=row["created_at"],
+        status=row["status"],
+        parent_version=row["parent_version"],
+        cause=row["cause"],
+        evolution_id=row["evolution_id"],
+        rationale=row["rationale"],
+    )
 
 
 async def create_version(
@@ -44,7 +75,10 @@ async def create_version(
             current = await get_version(conn, tenant_id, name, latest)
             if current.spec.spec_hash() == spec.spec_hash():
                 return current, False
-        return await _insert_version(conn, tenant_id, name, latest + 1, spec), True
+        version = await _insert_version(
+            conn, tenant_id, name, spec, parent=latest or None, cause="manual"
+        )
+        return version, True
 
 
 async def _lock_latest(conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str) -> int:
@@ -60,20 +94,93 @@ async def _lock_latest(conn: psycopg.AsyncConnection[Any], tenant_id: str, name:
 
 
 async def _insert_version(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str, version: int, spec: AgentSpec
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    name: str,
+    spec: AgentSpec,
+    *,
+    parent: int | None,
+    cause: VersionCause,
+    candidate: bool = False,
+    evolution_id: str | None = None,
+    rationale: str | None = None,
 ) -> AgentVersion:
+    """Insert the agent's next version number (the caller holds the agent row's lock)."""
     cur = await conn.execute(
-        "INSERT INTO agent_versions (tenant_id, agent_name, version, spec, spec_hash)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
-        (tenant_id, name, version, Jsonb(spec.model_dump(mode="json")), spec.spec_hash()),
-    )
+        "INSERT INTO agent_versions (tenant_id, agent_name, version, spec, spec_hash, status,"
+        " parent_version, cause, evolution_id, rationale)"
+        " SELECT %(t)s, %(n)s, coalesce(max(version), 0) + 1, %(spec)s, %(hash)s, %(status)s,"
+        " %(parent)s, %(cause)s, %(evolution)s, %(rationale)s"
+        " FROM agent_versions WHERE tenant_id = %(t)s AND agent_name = %(n)s"
+        f" RETURNING {_COLUMNS}",
+        {
+            "t": tenant_id, "n": name, "spec": Jsonb(spec.model_dump(mode="json")),
+            "hash": spec.spec_hash(), "status": "candidate" if candidate else "released",
+            "parent": parent, "cause": cause, "evolution": evolution_id, "rationale": rationale,
+        },
+    )  # fmt: skip
     row = await cur.fetchone()
     assert row is not None
+    if not candidate:
+        await _make_latest(conn, tenant_id, name, row["version"])
+    return _version(name, row)
+
+
+async def _make_latest(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str, version: int
+) -> None:
     await conn.execute(
         "UPDATE agents SET latest_version = %s, updated_at = now() WHERE tenant_id = %s AND name = %s",
         (version, tenant_id, name),
     )
-    return AgentVersion(name=name, version=version, spec=spec, created_at=row["created_at"])
+
+
+async def add_candidate(
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    name: str,
+    spec: AgentSpec,
+    *,
+    parent: int,
+    evolution_id: str,
+    rationale: str,
+) -> AgentVersion:
+    """Store a candidate version an evolution cycle proposes (runs do not pick it up).
+
+    Raises:
+        NotFound: no such agent.
+    """
+    async with conn.transaction():
+        await _lock_latest(conn, tenant_id, name)
+        return await _insert_version(
+            conn, tenant_id, name, spec, parent=parent, cause="evolution", candidate=True,
+            evolution_id=evolution_id, rationale=rationale,
+        )  # fmt: skip
+
+
+async def release(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str, version: int
+) -> AgentVersion:
+    """Make a candidate version released and the latest (an evolution cycle's promotion).
+
+    Idempotent: releasing the latest version again changes nothing.
+
+    Raises:
+        NotFound: no such agent or version.
+    """
+    async with conn.transaction():
+        await _lock_latest(conn, tenant_id, name)
+        cur = await conn.execute(
+            "UPDATE agent_versions SET status = 'released'"
+            " WHERE tenant_id = %s AND agent_name = %s AND version = %s"
+            f" RETURNING {_COLUMNS}",
+            (tenant_id, name, version),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"version {version} of agent {name!r} not found")
+        await _make_latest(conn, tenant_id, name, version)
+        return _version(name, row)
 
 
 async def get_version(
@@ -86,14 +193,14 @@ async def get_version(
     """
     if version is None:
         cur = await conn.execute(
-            "SELECT v.version, v.spec, v.created_at FROM agents a JOIN agent_versions v"
+            f"SELECT {_V_COLUMNS} FROM agent_versions v JOIN agents a"
             " ON v.tenant_id = a.tenant_id AND v.agent_name = a.name AND v.version = a.latest_version"
             " WHERE a.tenant_id = %s AND a.name = %s",
             (tenant_id, name),
         )
     else:
         cur = await conn.execute(
-            "SELECT version, spec, created_at FROM agent_versions"
+            f"SELECT {_COLUMNS} FROM agent_versions"
             " WHERE tenant_id = %s AND agent_name = %s AND version = %s",
             (tenant_id, name, version),
         )
@@ -101,31 +208,18 @@ async def get_version(
     if row is None:
         what = f"agent {name!r}" if version is None else f"version {version} of agent {name!r}"
         raise NotFound(f"{what} not found")
-    return AgentVersion(
-        name=name,
-        version=row["version"],
-        spec=AgentSpec.model_validate(row["spec"]),
-        created_at=row["created_at"],
-    )
+    return _version(name, row)
 
 
 async def list_agents(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> list[AgentVersion]:
     """Every agent of the tenant at its latest version, by name."""
     cur = await conn.execute(
-        "SELECT a.name, v.version, v.spec, v.created_at FROM agents a JOIN agent_versions v"
+        f"SELECT a.name, {_V_COLUMNS} FROM agent_versions v JOIN agents a"
         " ON v.tenant_id = a.tenant_id AND v.agent_name = a.name AND v.version = a.latest_version"
         " WHERE a.tenant_id = %s ORDER BY a.name",
         (tenant_id,),
     )
-    return [
-        AgentVersion(
-            name=r["name"],
-            version=r["version"],
-            spec=AgentSpec.model_validate(r["spec"]),
-            created_at=r["created_at"],
-        )
-        for r in await cur.fetchall()
-    ]
+    return [_version(r["name"], r) for r in await cur.fetchall()]
 
 
 async def list_versions(
@@ -137,22 +231,14 @@ async def list_versions(
         NotFound: no such agent.
     """
     cur = await conn.execute(
-        "SELECT version, spec, created_at FROM agent_versions WHERE tenant_id = %s AND agent_name = %s"
+        f"SELECT {_COLUMNS} FROM agent_versions WHERE tenant_id = %s AND agent_name = %s"
         " ORDER BY version DESC",
         (tenant_id, name),
     )
     rows = await cur.fetchall()
     if not rows:
         raise NotFound(f"agent {name!r} not found")
-    return [
-        AgentVersion(
-            name=name,
-            version=r["version"],
-            spec=AgentSpec.model_validate(r["spec"]),
-            created_at=r["created_at"],
-        )
-        for r in rows
-    ]
+    return [_version(name, r) for r in rows]
 
 
 async def rollback(
@@ -169,7 +255,10 @@ async def rollback(
         latest = await _lock_latest(conn, tenant_id, name)
         if latest == to_version:
             raise InvalidInput(f"version {to_version} of agent {name!r} is already the latest")
-        return await _insert_version(conn, tenant_id, name, latest + 1, target.spec)
+        return await _insert_version(
+            conn, tenant_id, name, target.spec, parent=latest, cause="rollback",
+            rationale=f"rollback to version {to_version}",
+        )  # fmt: skip
 
 
 def resolve_for_agent(
