@@ -27,7 +27,7 @@ from core.runs.payloads import (
     ToolResultInput,
 )
 from core.tools import policy
-from core.tools.names import FIND_TOOLS
+from core.tools.names import FIND_TOOLS, WORKSPACE_TOOL_NAMES
 
 
 class StoreActivities:
@@ -240,4 +240,9 @@ def _plan(
         agent_tools=agent_tools,
         offered=offered,
         memory=spec.memory,
+        workspace_tools=[
+            n
+            for n in tools
+            if n in WORKSPACE_TOOL_NAMES or (n in entries and entries[n].kind == "code")
+        ],
     )
