@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from temporalio.client import Client
+import pytest
+from temporalio.client import Client, WorkflowFailureError
 
 from activities.tools.execute import WORKSPACE_RESET_NOTE
 from core.db import Pool
@@ -49,7 +50,14 @@ def workspace(data_dir: Path, run_id: str) -> Path:
 async def test_every_call_of_a_run_reaches_its_workspace_with_two_tools_workers(
     temporal: TemporalServer, pool: Pool, model_server: ScriptedModelServer
 ) -> None:
-    steps = []
+    # Two calls in parallel first: both wait for the one claim, and share its workspace.
+    steps = [
+        tool_calls(
+            tool_call("write_file", {"path": "p.txt", "content": "pp"}, id="p"),
+            tool_call("write_file", {"path": "q.txt", "content": "qq"}, id="q"),
+        ),
+        tool_calls(tool_call("run_shell", {"command": "cat p.txt q.txt"}, id="pq")),
+    ]
     for i in range(4):
         steps += [
             tool_calls(tool_call("write_file", {"path": f"f{i}.txt", "content": f"v{i}"}, id=f"w{i}")),
@@ -65,6 +73,8 @@ async def test_every_call_of_a_run_reaches_its_workspace_with_two_tools_workers(
         assert (await handle.result()).outcome == "succeeded"
         messages = await harness.messages(run_id)
         results = [m.content or "" for m in messages if m.role == "tool"]
+        assert "ppqq" in results[2], results[2]
+        results = results[3:]
         for i in range(4):
             assert results[3 * i] == f"Wrote 2 bytes to f{i}.txt."
             assert f"v{i}" in results[3 * i + 1], results[3 * i + 1]
@@ -73,8 +83,17 @@ async def test_every_call_of_a_run_reaches_its_workspace_with_two_tools_workers(
         # The run's end deleted its workspace, wherever it was.
         assert not workspace(harness.data_dir, run_id).exists()
         assert not workspace(other_disk, run_id).exists()
+        history = await handle.fetch_history()
+        scheduled = [
+            e.activity_task_scheduled_event_attributes
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert [a.activity_type.name for a in scheduled].count("claim_workspace") == 1
+        hosts = {a.task_queue.name for a in scheduled if a.activity_type.name == "execute_tool"}
+        assert len(hosts) == 1 and "-host-" in hosts.pop()
         await assert_replays(handle)
-        record_history("agent_run_v5_workspace", await handle.fetch_history())
+        record_history("agent_run_v5_workspace", history)
 
 
 async def test_a_run_whose_tools_worker_is_gone_gets_a_new_workspace(
@@ -124,3 +143,22 @@ async def test_a_run_whose_tools_worker_is_gone_gets_a_new_workspace(
         assert not workspace(survivor, run_id).exists()
         await assert_replays(handle)
         record_history("agent_run_v5_workspace_reset", await handle.fetch_history())
+
+
+async def test_a_cancelled_run_deletes_its_workspace(harness: Harness) -> None:
+    harness.server.script(
+        tool_calls(tool_call("write_file", {"path": "a.txt", "content": "a"}, id="w")),
+        tool_calls(tool_call("ask_human", {"question": "Go on?"}, id="q")),
+    )
+    handle, run_id = await harness.start(spec(tools=["write_file", "ask_human"]))
+    for _ in range(400):
+        if (await handle.query(AgentRunWorkflow.status)).pending_approvals:
+            break
+        await asyncio.sleep(0.05)
+    assert workspace(harness.data_dir, run_id).is_dir()
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert (await harness.run_row(run_id)).status == "cancelled"
+    assert not workspace(harness.data_dir, run_id).exists()
+    await assert_replays(handle)
