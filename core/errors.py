@@ -112,6 +112,7 @@ class ErrorType(StrEnum):
     POLICY_DENIED = "PolicyDenied"
     SANDBOX_UNAVAILABLE = "SandboxUnavailable"
     BUDGET_EXCEEDED = "BudgetExceeded"
+    WORKSPACE_LOST = "WorkspaceLost"  # the tools host holds no workspace for the run
 
     @property
     def retryable(self) -> bool:

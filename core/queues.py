@@ -24,3 +24,12 @@ class TaskQueue(StrEnum):
                 return queue
         known = ", ".join(q.lane for q in cls)
         raise ValueError(f"unknown lane {lane!r}; known lanes: {known}")
+
+
+def workspace_host_queue(tools_queue: str, host_id: str) -> str:
+    """The task queue of the tools workers that share one disk (their run workspaces).
+
+    `tools_queue` is the tools lane's queue (with its suffix, if any); `host_id` names the
+    disk (`activities.tools.workspace.host_id`). A run's workspace calls go there.
+    """
+    return f"{tools_queue}-host-{host_id}"

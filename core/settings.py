@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias="COLONY_LLM_PROVIDER_RATE_LIMITS"
     )
 
+    # Tools hosts: how long a run's workspace call waits for the host holding the workspace
+    # before the run takes a new one (files lost); a starting tools worker deletes the
+    # workspaces of finished runs and those untouched for this many hours.
+    workspace_host_wait_s: float = Field(
+        default=20.0, gt=0, validation_alias="COLONY_WORKSPACE_HOST_WAIT_S"
+    )
+    workspace_max_age_h: float = Field(
+        default=168.0, gt=0, validation_alias="COLONY_WORKSPACE_MAX_AGE_H"
+    )
+
     # Seconds between memory maintenance runs (a Temporal Schedule); 0 pauses them.
     memory_maintenance_every: int = Field(
         default=86400, ge=0, validation_alias="COLONY_MEMORY_MAINTENANCE_EVERY"

@@ -7,6 +7,7 @@ hand; `colony up` starts one process for all lanes, or one per lane with --split
 import argparse
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -17,9 +18,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.providers.litellm_loader import load_litellm
+from activities.tools import workspace
+from activities.tools.workspace_host import sweep_workspaces
 from core import db, telemetry
 from core import temporal as temporal_support
-from core.queues import TaskQueue
+from core.queues import TaskQueue, workspace_host_queue
+from core.runs import store as runs
 from core.settings import Settings
 from workers.registry import LANES, Resources, parse_lanes
 from workers.schedules import ensure_schedules
@@ -55,15 +59,23 @@ def build_workers(
         # Only sync activities need the thread pool; a lane of async ones runs without it.
         if any(not inspect.iscoroutinefunction(fn) for fn in activities):
             extra["activity_executor"] = executor
+        task_queue = queue.value + task_queue_suffix
         workers.append(
             Worker(
                 client,
-                task_queue=queue.value + task_queue_suffix,
+                task_queue=task_queue,
                 workflows=list(lane.workflows),
                 activities=activities,
                 **extra,  # type: ignore[arg-type]
             )
         )
+        if queue is TaskQueue.TOOLS:
+            # The host's own queue: runs whose workspace is on this disk send their
+            # workspace calls here (activities/tools/workspace_host.py).
+            host_queue = workspace_host_queue(task_queue, workspace.host_id(settings))
+            workers.append(
+                Worker(client, task_queue=host_queue, activities=activities, **extra)  # type: ignore[arg-type]
+            )
     return workers
 
 
@@ -88,10 +100,17 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
                     log.info("worker serving lanes: %s", ", ".join(q.lane for q in queues))
                     if TaskQueue.ORCHESTRATION in queues:
                         await ensure_schedules(client, settings)  # logs, never raises
+                    if TaskQueue.TOOLS in queues:
+                        await sweep_workspaces(settings, functools.partial(_live_runs, pool))
                     await stop.wait()
                     log.info("worker stopping")
             finally:
                 await resources.aclose()
+
+
+async def _live_runs(pool: db.Pool, run_ids: list[str]) -> set[str]:
+    async with pool.connection() as conn:
+        return await runs.live_run_ids(conn, run_ids)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,6 +29,7 @@ from activities.tools.limits import ToolLimiter
 from activities.tools.mcp_client import McpSessionPool
 from activities.tools.mcp_discovery import McpActivities
 from activities.tools.search import ToolSearchActivities
+from activities.tools.workspace_host import WorkspaceActivities
 from core.db import Pool
 from core.queues import TaskQueue
 from core.runs.agents import AgentsAsTools
@@ -91,7 +92,11 @@ ActivityFactory = Callable[[Resources], Sequence[Callable[..., Any]]]
 
 @dataclass(frozen=True)
 class Lane:
-    """One task queue's workflows and activities."""
+    """One task queue's workflows and activities.
+
+    The tools lane's workers also serve their host's own queue with the same activities
+    (`workers.main.build_workers`): a run's workspace calls go there.
+    """
 
     queue: TaskQueue
     workflows: Sequence[type] = ()
@@ -114,7 +119,14 @@ def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
 def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
     tools = ToolActivities(res.settings, res.pool, res.catalog, res.limiter)
     mcp = McpActivities(res.pool, res.mcp, res.resolvers.secret)
-    return [tools.probe_tools_lane, tools.execute_tool, mcp.discover_mcp_server]
+    workspaces = WorkspaceActivities(res.settings)
+    return [
+        tools.probe_tools_lane,
+        tools.execute_tool,
+        mcp.discover_mcp_server,
+        workspaces.claim_workspace,
+        workspaces.release_workspace,
+    ]
 
 
 def _memory(res: Resources) -> Sequence[Callable[..., Any]]:

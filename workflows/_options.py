@@ -16,7 +16,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from core.errors import NON_RETRYABLE_ERROR_TYPES
-from core.queues import TaskQueue
+from core.queues import TaskQueue, workspace_host_queue
+from core.tools.workspaces import WorkspaceHost
 
 
 def retry_policy(
@@ -105,6 +106,36 @@ TOOL_CALL = ActivityPreset(
 """One tool call: retryable failures (a rate limit, a server that is down) are tried four
 times over about 7 s (longer when the tool says Retry-After); then the workflow tells the
 model the tool is unavailable."""
+
+WORKSPACE_CLAIM = ActivityPreset(
+    TaskQueue.TOOLS,
+    start_to_close=timedelta(seconds=30),
+    schedule_to_close=timedelta(minutes=10),
+    retry=retry_policy(maximum=timedelta(seconds=10)),
+)
+"""Claiming a run's workspace on the shared tools queue (any tools worker will do)."""
+
+WORKSPACE_RELEASE = ActivityPreset(
+    TaskQueue.TOOLS,
+    start_to_close=timedelta(minutes=1),
+    retry=retry_policy(attempts=3),
+)
+"""Deleting a run's workspace at its end, on its host; best effort (a starting tools
+worker sweeps what is left)."""
+
+
+def on_workspace_host(preset: ActivityPreset, host: WorkspaceHost) -> dict[str, Any]:
+    """`preset`'s kwargs, sent to the queue of the tools host holding a run's workspace.
+
+    A call no worker of that host picks up within `host.wait_s` fails with a
+    schedule-to-start timeout: the host is gone.
+    """
+    tools_queue = TaskQueue.TOOLS.value + queue_suffix()
+    return preset.kwargs() | {
+        "task_queue": workspace_host_queue(tools_queue, host.host_id),
+        "schedule_to_start_timeout": timedelta(seconds=host.wait_s),
+    }
+
 
 MCP_DISCOVERY = ActivityPreset(
     TaskQueue.TOOLS,

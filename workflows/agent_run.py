@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         RUN_STORE,
         TOOL_CALL,
     )
+    from workflows._workspace import RunWorkspace
 
 
 MAX_AGENT_DEPTH = 3
@@ -143,6 +144,7 @@ class AgentRunWorkflow:
         self._end_requested = self._end_requested or input.end_requested
         self._skill_ids = list(input.skill_ids)
         self._progress = input.progress or RunProgress(started_at=workflow.now())
+        self._workspace = RunWorkspace(input.tenant_id, input.run_id, input.workspace, self._record)
         try:
             if input.plan is not None:
                 self._plan = input.plan
@@ -185,6 +187,7 @@ class AgentRunWorkflow:
                             "inbox_ids": self._inbox,
                             "end_requested": self._end_requested,
                             "skill_ids": self._skill_ids,
+                            "workspace": self._workspace.host,
                         }
                     )
                 )
@@ -311,6 +314,8 @@ class AgentRunWorkflow:
             if recording and (call.id in denied or call.id in answered or call.id in children):
                 return await record(call)
             try:
+                if call.id not in denied and self._workspace.routes(plan, call.name):
+                    return await self._workspace.execute_tool(tool_input(call))
                 return await workflow.execute_activity_method(
                     ToolActivities.execute_tool, tool_input(call), **TOOL_CALL.kwargs()
                 )
@@ -568,6 +573,7 @@ class AgentRunWorkflow:
             **RUN_STORE.kwargs(),
         )  # fmt: skip
         workflow.upsert_search_attributes([search_attributes.STATUS.value_set(outcome)])
+        await self._workspace.release()
 
 
 async def run_child(input: AgentRunInput, workflow_id: str) -> AgentRunOutput:

@@ -24,7 +24,7 @@ from core.runs.payloads import (
     ToolCallOutput,
     ToolResultInput,
 )
-from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS
+from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS, WORKSPACE_TOOL_NAMES
 from core.tools.payloads import ToolPolicy
 
 
@@ -238,4 +238,9 @@ def _plan(
         agent_tools=agent_tools,
         offered=offered,
         memory=spec.memory,
+        workspace_tools=[
+            n
+            for n in tools
+            if n in WORKSPACE_TOOL_NAMES or (n in entries and entries[n].kind == "code")
+        ],
     )

@@ -6,6 +6,8 @@ One call goes through the same steps whatever the tool's kind:
     policy         -> resolved again here from the agent version and the tool's defaults:
                       the workflow's view is not trusted alone (a denial is a result)
     limits         -> the tool's rate limit and concurrency cap (per worker)
+    workspace      -> a call routed to the run's workspace host fails WorkspaceLost when
+                      this host does not hold the workspace (workspace_host.py)
     run            -> `ToolCatalog` resolves the name; arguments are checked against the
                       schema before anything runs
     record         -> the result message and its event commit together; stats updated
@@ -27,11 +29,12 @@ from activities._common import PinnedVersions, worker_identity
 from activities.heartbeats import heartbeat_every
 from activities.runs import tool_results
 from activities.tools import sandbox
+from activities.tools import workspace as ws
 from activities.tools.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.tools.framework import ToolContext, ToolError
 from activities.tools.limits import RetryableToolError, ToolLimiter
 from core.db import Pool
-from core.errors import NotFound
+from core.errors import ErrorType, NotFound
 from core.payloads import ToolCallRequest
 from core.runs import agents
 from core.runs import store as runs
@@ -86,6 +89,8 @@ class ToolActivities:
             call = found[input.message_seq].tool_calls[input.call_index]
             entry = (await self._catalog.entries(conn, input.tenant_id, [call.name])).get(call.name)
             denial = input.denied_reason or await self._policy_denial(conn, input, call, entry)
+        if input.workspace_host is not None:
+            await asyncio.to_thread(self._check_workspace, input, input.workspace_host)
         started = time.perf_counter()
         kept = tool_results.kept()  # run by an attempt that could not store it
         outcome, ran = (kept, False) if kept else await self._outcome(input, call, entry, denial)
@@ -110,14 +115,26 @@ class ToolActivities:
         )  # fmt: skip
         if held is not None:
             return held, denial is None and input.failure is not None
+        note = f"{WORKSPACE_RESET_NOTE}\n\n" if input.workspace_reset else ""
         try:
-            return (True, None, await self._run(input, call, entry)), True
+            return (True, None, note + await self._run(input, call, entry)), True
         except ToolError as exc:
             if exc.retryable:
                 raise ApplicationError(
                     exc.message, type=exc.error_type.value, next_retry_delay=_retry_delay(exc)
                 ) from exc
-            return (False, exc.error_type.value, f"Error: {exc}"), True
+            return (False, exc.error_type.value, f"{note}Error: {exc}"), True
+
+    def _check_workspace(self, input: ToolCallInput, host: str) -> None:
+        """Fail for good unless this host holds the run's workspace (the run claims anew)."""
+        if ws.host_id(self._settings) != host or not ws.holds_workspace(
+            self._settings, input.tenant_id, input.run_id
+        ):
+            raise ApplicationError(
+                f"this tools host does not hold the workspace of run {input.run_id!r}",
+                type=ErrorType.WORKSPACE_LOST,
+                non_retryable=True,
+            )
 
     async def _policy_denial(
         self,
@@ -169,6 +186,12 @@ class ToolActivities:
         ):
             return await _heartbeating(run_entry(entry, call, context))
 
+
+WORKSPACE_RESET_NOTE = (
+    "[Note: the workspace was reset. The tools worker holding it is gone, so this call "
+    "ran in a new, empty workspace: files written earlier in this run are lost.]"
+)
+"""Put before a call's result when it ran in a workspace that replaced a lost one."""
 
 HEARTBEAT_SECONDS = 10.0
 """Heartbeat interval when the activity has no heartbeat timeout (else a third of it:

@@ -2,7 +2,9 @@
 
 A run's workspace is `<data dir>/workspaces/<tenant_id>/<run_id>`. It is created on first
 use and kept between tool calls of the run, so files written by one `run_python` call
-are there for the next one and for `read_file`.
+are there for the next one and for `read_file`. The directory is on one machine's disk:
+the tools workers sharing that data directory are one *host* (`host_id`), and a run's
+workspace calls are routed to its host (activities/tools/workspace_host.py).
 
 The file operations here run in the worker, outside any sandbox, on a directory that
 sandboxed code can change at any time (it can create symlinks, FIFOs, deep trees). So
@@ -16,7 +18,8 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -105,6 +108,77 @@ def workspace_for(settings: Settings, tenant_id: str, run_id: str) -> Path:
     if owner is not None:
         os.chown(path, *owner)
     return path
+
+
+_HOST_ID_FILE: Final = ".host-id"
+
+
+def host_id(settings: Settings) -> str:
+    """The id of this data directory's disk: every worker using it shares the id.
+
+    Made on first use and kept in `<data dir>/workspaces/.host-id`, so a worker restarted
+    on the same disk serves the workspaces it held before. Workers racing to make it
+    agree on one (it is linked into place, never overwritten).
+    """
+    root = workspaces_root(settings)
+    path = root / _HOST_ID_FILE
+    try:
+        return _read_host_id(path)
+    except FileNotFoundError:
+        pass
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = root / f"{_HOST_ID_FILE}.{secrets.token_hex(4)}"
+    tmp.write_text(secrets.token_hex(8) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return _read_host_id(path)
+
+
+def _read_host_id(path: Path) -> str:
+    text = path.read_text().strip()
+    _check_id("host id", text)
+    return text
+
+
+def holds_workspace(settings: Settings, tenant_id: str, run_id: str) -> bool:
+    """Whether this host has the run's workspace (a directory, not a link)."""
+    path = workspace_path(settings, tenant_id, run_id)
+    return path.is_dir() and not path.is_symlink()
+
+
+@dataclass(frozen=True)
+class StoredWorkspace:
+    """A workspace found on disk: its run and when its top level last changed."""
+
+    tenant_id: str
+    run_id: str
+    modified: float
+
+    def age_hours(self, now: float | None = None) -> float:
+        """Hours since the workspace's top level last changed."""
+        return ((time.time() if now is None else now) - self.modified) / 3600
+
+
+def stored_workspaces(settings: Settings) -> Iterator[StoredWorkspace]:
+    """Every run workspace on this host (entries that cannot name one are skipped)."""
+    root = workspaces_root(settings)
+    if not root.is_dir():
+        return
+    for tenant in sorted(root.iterdir()):
+        if not _ID.fullmatch(tenant.name) or tenant.is_symlink() or not tenant.is_dir():
+            continue
+        for run in sorted(tenant.iterdir()):
+            if not _ID.fullmatch(run.name):
+                continue
+            try:
+                info = run.lstat()
+            except OSError:
+                continue
+            yield StoredWorkspace(tenant.name, run.name, info.st_mtime)
 
 
 def remove_workspace(settings: Settings, tenant_id: str, run_id: str) -> bool:

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from core.payloads import ModelUsage, Payload, RunEvent, RunMode
 from core.specs import Spec
 from core.tools.payloads import ToolPolicy
+from core.tools.workspaces import WorkspaceHost
 
 # -- agents --------------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class AgentRunInput(Payload):
     end_requested: bool = False  # set when continuing as new: the user ended the conversation
     depth: int = 0  # 0 for a run started by a user; a child run is its parent's depth + 1
     skill_ids: list[str] = []  # set when continuing as new: skills recalled at the start
+    workspace: WorkspaceHost | None = None  # set when continuing as new: where /workspace is
 
 
 class RunPlan(Payload):
@@ -131,6 +133,9 @@ class RunPlan(Payload):
     agent_tools: dict[str, str] = {}  # tool name -> agent it runs as a child run
     offered: list[str] | None = None  # tools the model sees now, when not all (find_tools)
     memory: "MemorySettings" = MemorySettings()
+    # Tools that work on the run's /workspace (sandbox and registered code tools); None in
+    # plans from before it (the workflow then uses the built-in names).
+    workspace_tools: list[str] | None = None
 
 
 class AgentRunOutput(Payload):
@@ -260,6 +265,10 @@ class ToolCallInput(Payload):
     result_text: str | None = None  # the workflow has the result (ask_human's answer)
     child_run_id: str | None = None  # an agent tool ran as this child run: its answer is the result
     failure: str | None = None  # the call failed for good (retries spent): record this error
+    # Set for a call routed to the tools host holding the run's workspace: that host must
+    # hold it (else WorkspaceLost); `workspace_reset` notes in the result it is a new one.
+    workspace_host: str | None = None
+    workspace_reset: bool = False
 
 
 class ToolResultInput(Payload):

@@ -171,6 +171,16 @@ async def list_runs(conn: Conn, tenant_id: str, *, limit: int = 50) -> list[RunR
     return [RunRecord.model_validate(_row(r)) for r in await cur.fetchall()]
 
 
+async def live_run_ids(conn: Conn, run_ids: list[str]) -> set[str]:
+    """Those of `run_ids` that name a run not finished yet (queued, running or waiting)."""
+    cur = await conn.execute(
+        "SELECT id FROM runs WHERE id = ANY(%s) AND status NOT IN"
+        " ('succeeded', 'failed', 'cancelled')",
+        (run_ids,),
+    )
+    return {row["id"] for row in await cur.fetchall()}
+
+
 async def set_status(conn: Conn, run_id: str, status: RunStatusName) -> None:
     """Move a live run between running and waiting (never out of a terminal state)."""
     await conn.execute(

@@ -43,6 +43,10 @@ CODE_TOOL_NAMES: Final = frozenset(
 )  # fmt: skip
 """Tools a tools worker runs as code."""
 
+WORKSPACE_TOOL_NAMES: Final = frozenset({RUN_PYTHON, RUN_SHELL, READ_FILE, WRITE_FILE, LIST_FILES})
+"""Built-in tools that work on the run's workspace (registered `code` tools do too): their
+calls go to the tools host that holds it (workflows/_workspace.py)."""
+
 _ASK_HUMAN: Final = ToolSchema(
     name=ASK_HUMAN,
     description=(

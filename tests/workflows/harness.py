@@ -2,7 +2,7 @@
 
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +77,15 @@ class Harness:
 
 @asynccontextmanager
 async def running_harness(
-    temporal: TemporalServer, pool: Pool, server: ScriptedModelServer, **env: str
+    temporal: TemporalServer,
+    pool: Pool,
+    server: ScriptedModelServer,
+    *,
+    queues: Sequence[TaskQueue] = tuple(TaskQueue),
+    **env: str,
 ) -> AsyncIterator[Harness]:
-    """Workers on fresh task queues, with a data dir (sandbox workspaces) of their own."""
+    """Workers for `queues` on fresh task queues, with a data dir (sandbox workspaces) of
+    their own."""
     with tempfile.TemporaryDirectory(prefix="colony-harness-") as data_dir:
         settings = make_settings(
             TEMPORAL_ADDRESS=temporal.address,
@@ -89,7 +95,9 @@ async def running_harness(
         )
         client = await Client.connect(temporal.address, plugins=[ColonyPlugin()])
         suffix = "-" + uuid.uuid4().hex[:8]
-        async with running_workers(client, settings, pool, suffix=suffix) as resources:
+        async with running_workers(
+            client, settings, pool, suffix=suffix, queues=queues
+        ) as resources:
             yield Harness(client, pool, server, suffix, resources, Path(data_dir))
 
 
