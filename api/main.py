@@ -17,6 +17,7 @@ from api import errors
 from api.deps import TemporalHandle
 from api.routes import (
     agents,
+    evolution,
     health,
     keys,
     mcp_servers,
@@ -74,4 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tools.router)
     app.include_router(mcp_servers.router)
     app.include_router(memory.router)
+    app.include_router(evolution.router)
+    app.include_router(evolution.runs_router)
     return app

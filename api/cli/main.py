@@ -153,6 +153,7 @@ async def api_is_up(settings: Settings) -> bool:
 
 
 def _register() -> None:
+    from api.cli import evolution as cli_evolution
     from api.cli import memory as cli_memory
     from api.cli import runs as cli_runs
     from api.cli import swarms as cli_swarms
@@ -170,6 +171,7 @@ def _register() -> None:
         cli_tools.mcp_group,
         cli_tools.put_secret,
         cli_memory.memory_group,
+        cli_evolution.eval_cases_group,
     ):
         cli.add_command(command)
 

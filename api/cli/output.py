@@ -13,6 +13,15 @@ console = Console()
 errors = Console(stderr=True)
 
 
+MAX_PREVIEW = 200
+
+
+def preview(text: str | None, limit: int = MAX_PREVIEW) -> str:
+    """`text` on one line, cut to `limit` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error and exit with `code`."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
@@ -30,7 +39,7 @@ def fail_api(exc: ColonyError) -> NoReturn:
     for error in exc.details.get("errors", []):
         if isinstance(error, dict):  # a request validation error
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-            lines.append(f"  - {where}: {error.get('msg')}")
+            lines.append(f"  - {where}: {error.get('msg')}" if where else f"  - {error.get('msg')}")
         else:
             lines.append(f"  - {error}")
     fail("\n".join(lines))

@@ -5,9 +5,10 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from api.cli.output import api_client, console, errors, fail_api
+from api.cli.output import api_client, console, errors, fail_api, preview
 from api.client import EventStream
 from core.errors import ColonyError
 from core.providers import LOCAL_MODEL
@@ -151,11 +152,17 @@ def approve_command(
 @click.argument("run_id")
 @click.option("--rating", type=click.IntRange(1, 5), required=True, help="1 (bad) to 5 (great).")
 @click.option("--comment", default=None)
-def feedback_command(run_id: str, rating: int, comment: str | None) -> None:
+@click.option(
+    "--expected",
+    default=None,
+    help="The answer the run should have given; `colony eval-cases from-run` makes a check of it.",
+)
+def feedback_command(run_id: str, rating: int, comment: str | None, expected: str | None) -> None:
     """Rate a finished run; memory weighs its episode and lesson by it."""
+    body = {"rating": rating, "comment": comment, "expected": expected}
     try:
         with api_client() as api:
-            api.post(f"/v1/runs/{run_id}/feedback", json={"rating": rating, "comment": comment})
+            api.post(f"/v1/runs/{run_id}/feedback", json=body)
     except ColonyError as exc:
         fail_api(exc)
     console.print(f"rated {run_id}: {rating}/5", highlight=False)
@@ -203,6 +210,29 @@ def agents_show(name: str) -> None:
             console.print_json(json.dumps(api.get(f"/v1/agents/{name}")))
     except ColonyError as exc:
         fail_api(exc)
+
+
+@agents_group.command("history")
+@click.argument("name")
+def agents_history(name: str) -> None:
+    """An agent's versions, newest first: where each came from and why."""
+    try:
+        with api_client() as api:
+            versions = api.get(f"/v1/agents/{name}/versions")
+    except ColonyError as exc:
+        fail_api(exc)
+    table = Table(title=f"lineage of {escape(name)}", title_justify="left")
+    table.add_column("version", justify="right", no_wrap=True)
+    for column in ("status", "parent", "cause", "evolution", "created", "rationale"):
+        table.add_column(column, overflow="fold")
+    for v in versions:
+        parent = v.get("parent_version")
+        table.add_row(
+            str(v["version"]), v.get("status", "released"), "-" if parent is None else str(parent),
+            v.get("cause", "manual"), v.get("evolution_id") or "-",
+            v["created_at"][:19].replace("T", " "), escape(preview(v.get("rationale"), 80)) or "-",
+        )  # fmt: skip
+    console.print(table)
 
 
 @agents_group.command("create")

@@ -10,11 +10,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli.output import api_client, console, fail_api
+from api.cli.output import api_client, console, fail_api, preview
 from api.client import EventStream
 from core.errors import ColonyError
-
-MAX_PREVIEW = 200
 
 
 def _read_plan(ctx: click.Context, param: click.Parameter, path: Path | None) -> list[Any] | None:
@@ -146,7 +144,7 @@ def render_swarm_events(events: Iterable[dict[str, Any]]) -> dict[str, Any] | No
             subtasks[data["subtask_id"]] = "succeeded"
             console.print(
                 f"[green]✔ {data['subtask_id']}[/] · {_cost(data)} · "
-                f"{escape(_preview(data.get('result')))}",
+                f"{escape(preview(data.get('result')))}",
                 highlight=False,
             )
             _progress(subtasks)
@@ -160,7 +158,7 @@ def render_swarm_events(events: Iterable[dict[str, Any]]) -> dict[str, Any] | No
         elif kind == "blackboard.posted":
             topic = f" ({data['topic']})" if data.get("topic") else ""
             console.print(
-                f"  ✎ {data.get('subtask_id') or '?'}{topic}: {_preview(data['content'])}",
+                f"  ✎ {data.get('subtask_id') or '?'}{topic}: {preview(data['content'])}",
                 style="dim",
                 markup=False,
                 highlight=False,
@@ -185,7 +183,7 @@ def _plan_table(kind: str, data: dict[str, Any]) -> Table:
     for s in data["subtasks"]:
         table.add_row(
             s["id"], escape(s["role"]), ", ".join(s["depends_on"]) or "-", s["complexity"],
-            escape(_preview(s["description"])),
+            escape(preview(s["description"])),
         )  # fmt: skip
     return table
 
@@ -202,11 +200,6 @@ def _progress(subtasks: dict[str, str]) -> None:
 def _cost(data: dict[str, Any]) -> str:
     cost = f"${data['cost_usd']:.6f}"
     return cost if data.get("cost_complete", True) else cost + " (some prices unknown)"
-
-
-def _preview(text: str | None, limit: int = MAX_PREVIEW) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _print_finished(data: dict[str, Any]) -> None:
@@ -247,7 +240,7 @@ def swarms_list(limit: int) -> None:
         active = sum(1 for t in s["subtasks"] if t["status"] != "dropped")
         table.add_row(
             s["id"], s["status"], s["mode"], f"{done}/{active}", f"${s['cost_usd']:.6f}",
-            s["created_at"][:19].replace("T", " "), escape(_preview(s["objective"], 60)),
+            s["created_at"][:19].replace("T", " "), escape(preview(s["objective"], 60)),
         )  # fmt: skip
     console.print(table)
 
@@ -267,7 +260,7 @@ def swarms_show(swarm_id: str) -> None:
         f"{escape(s['queen'])} v{s['queen_version']} · {_cost(s)}",
         highlight=False,
     )
-    console.print(f"objective: {_preview(s['objective'], 500)}", markup=False, highlight=False)
+    console.print(f"objective: {preview(s['objective'], 500)}", markup=False, highlight=False)
     if s.get("reason"):
         console.print(f"reason: {s['reason']}", markup=False, highlight=False)
     if s.get("temporal_ui"):

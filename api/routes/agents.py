@@ -20,6 +20,11 @@ def _public(version: agents.AgentVersion) -> AgentPublic:
         name=version.name,
         version=version.version,
         created_at=version.created_at,
+        status=version.status,
+        parent_version=version.parent_version,
+        cause=version.cause,
+        evolution_id=version.evolution_id,
+        rationale=version.rationale,
         **version.spec.model_dump(),
     )
 

@@ -277,17 +277,20 @@ async def approve(
 async def feedback(
     run_id: str, body: FeedbackCreate, principal: PrincipalDep, pool: PoolDep
 ) -> FeedbackPublic:
-    """Rate a finished run (1-5, with a comment).
+    """Rate a finished run (1-5, with a comment and the answer you expected).
 
     The rating goes to the run's episode in memory and rewards its lesson; recall and
-    skill consolidation weigh them by it.
+    skill consolidation weigh them by it. An expected answer lets the run become an eval
+    case with a check (`POST /v1/runs/{id}/eval-case`).
     """
     async with pool.connection() as conn:
         record = await runs.get_run(conn, principal.tenant_id, run_id)
         if record.status not in runs.TERMINAL:
             raise Conflict(f"run {run_id!r} is {record.status}; rate it once it has finished")
-        await runs.record_feedback(conn, principal.tenant_id, run_id, body.rating, body.comment)
-    return FeedbackPublic(run_id=run_id, rating=body.rating, comment=body.comment)
+        await runs.record_feedback(
+            conn, principal.tenant_id, run_id, body.rating, body.comment, body.expected
+        )
+    return FeedbackPublic(run_id=run_id, **body.model_dump())
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.base import Body
 from core.payloads import RunMode
+from core.runs.agents import VersionCause, VersionStatus
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval
 
 
@@ -21,13 +22,20 @@ class AgentCreate(AgentSpec):
 
 
 class AgentPublic(AgentSpec):
-    """An agent version."""
+    """An agent version, with its lineage: the version it came from and why."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     name: str
     version: int
     created_at: datetime
+    status: VersionStatus = Field(
+        default="released", description="candidate: proposed by an evolution cycle, not live"
+    )
+    parent_version: int | None = None
+    cause: VersionCause = "manual"
+    evolution_id: str | None = Field(default=None, description="the cycle that proposed it")
+    rationale: str | None = None
 
 
 class AgentRollback(Body):
@@ -118,10 +126,17 @@ class ApprovalCreate(Body):
 
 
 class FeedbackCreate(Body):
-    """A rating of a finished run."""
+    """A rating of a finished run (it replaces any earlier one)."""
 
     rating: int = Field(ge=1, le=5)
     comment: str | None = Field(default=None, max_length=10_000)
+    expected: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20_000,
+        description="the answer the run should have given (POST /v1/runs/{id}/eval-case "
+        "makes a check of it)",
+    )
 
 
 class FeedbackPublic(BaseModel):
@@ -130,6 +145,7 @@ class FeedbackPublic(BaseModel):
     run_id: str
     rating: int
     comment: str | None = None
+    expected: str | None = None
 
 
 class MessagePublic(BaseModel):

@@ -140,13 +140,20 @@ async def add_case(
     row = await cur.fetchone()
     if row is not None:
         return _case(row), True
+    assert source_run_id is not None  # only a run's case can conflict
+    existing = await case_of_run(conn, tenant_id, source_run_id)
+    assert existing is not None
+    return existing, False
+
+
+async def case_of_run(conn: Conn, tenant_id: str, run_id: str) -> EvalCase | None:
+    """The case made from a run (None: the run has not been made into one)."""
     cur = await conn.execute(
         "SELECT * FROM eval_cases WHERE tenant_id = %s AND source_run_id = %s",
-        (tenant_id, source_run_id),
+        (tenant_id, run_id),
     )
-    existing = await cur.fetchone()
-    assert existing is not None
-    return _case(existing), False
+    row = await cur.fetchone()
+    return None if row is None else _case(row)
 
 
 async def get_case(conn: Conn, tenant_id: str, agent_name: str, case_id: str) -> EvalCase:

@@ -411,20 +411,38 @@ async def add_cost(conn: Conn, run_id: str, usage: ModelUsage, cost_usd: float |
     )  # fmt: skip
 
 
-async def record_feedback(
-    conn: Conn, tenant_id: str, run_id: str, rating: int, comment: str | None
-) -> None:
-    """Store (or replace) the run's feedback, and rate the run in memory.
+class Feedback(BaseModel):
+    """A run's feedback: a rating, a comment, the answer the rater expected."""
 
-    The episode gets the rating; episode and reflexion get the reward (rating - 3) / 2, so
-    1 means -1 and 5 means 1.
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    rating: int
+    comment: str | None = None
+    expected: str | None = None
+
+
+async def record_feedback(
+    conn: Conn,
+    tenant_id: str,
+    run_id: str,
+    rating: int,
+    comment: str | None,
+    expected: str | None = None,
+) -> None:
+    """Store (or replace, whole) the run's feedback, and rate the run in memory.
+
+    `expected` is the answer the rater wanted; turning the run into an eval case makes a
+    check of it. The episode gets the rating; episode and reflexion get the reward
+    (rating - 3) / 2, so 1 means -1 and 5 means 1.
     """
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO run_feedback (tenant_id, run_id, rating, comment) VALUES (%s, %s, %s, %s)"
+            "INSERT INTO run_feedback (tenant_id, run_id, rating, comment, expected)"
+            " VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (run_id) DO UPDATE SET rating = EXCLUDED.rating,"
-            " comment = EXCLUDED.comment, updated_at = now()",
-            (tenant_id, run_id, rating, comment),
+            " comment = EXCLUDED.comment, expected = EXCLUDED.expected, updated_at = now()",
+            (tenant_id, run_id, rating, comment, expected),
         )
         await conn.execute(
             "UPDATE memories SET metadata = metadata || jsonb_build_object('rating', %s::int),"
@@ -436,6 +454,17 @@ async def record_feedback(
             " WHERE tenant_id = %s AND source_run_id = %s AND kind IN ('episode', 'reflexion')",
             ((rating - 3) / 2, tenant_id, run_id),
         )
+
+
+async def get_feedback(conn: Conn, tenant_id: str, run_id: str) -> Feedback | None:
+    """The run's feedback (None: not rated)."""
+    cur = await conn.execute(
+        "SELECT run_id, rating, comment, expected FROM run_feedback"
+        " WHERE tenant_id = %s AND run_id = %s",
+        (tenant_id, run_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else Feedback.model_validate(row)
 
 
 async def list_events(
