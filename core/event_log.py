@@ -1,4 +1,4 @@
-"""Append-only event logs with per-owner sequence numbers (run events, swarm events).
+"""Append-only event logs with per-owner sequence numbers (run, swarm and evolution events).
 
 An owner (a run, a swarm) keeps `last_event_seq`; appending bumps it and inserts the
 events in one statement. Events carry a `key`, so an append retried by an activity adds
@@ -31,6 +31,7 @@ class EventLog:
 
 RUN_EVENTS = EventLog("run_events", "runs", "run_id", "run")
 SWARM_EVENTS = EventLog("swarm_events", "swarms", "swarm_id", "swarm")
+EVOLUTION_EVENTS = EventLog("evolution_events", "evolutions", "evolution_id", "evolution")
 
 
 class EventRecord(BaseModel):

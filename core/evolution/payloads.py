@@ -1,0 +1,192 @@
+"""Evolution payloads: a cycle's settings and one frozen model in and out per activity.
+
+The workflow carries ids, versions and scores; objectives, transcripts, diffs and
+per-case details live in Postgres.
+"""
+
+from typing import Literal
+
+from pydantic import Field
+
+from core.evolution.cases import Split
+from core.evolution.gate import GatePolicy
+from core.payloads import Payload
+from core.specs import Spec
+
+CandidateKind = Literal["instruction_edit", "rewrite", "few_shot"]
+Decision = Literal["promote", "keep"]
+DEFAULT_KINDS: list[CandidateKind] = ["instruction_edit", "few_shot"]
+EvolutionStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+EvolutionPhase = Literal[
+    "starting", "evaluating_train", "diagnosing", "proposing", "evaluating",
+    "deciding", "waiting_for_approval", "finished",
+]  # fmt: skip
+Trigger = Literal["manual", "schedule", "failures", "feedback"]
+FailureCause = Literal[
+    "missing_knowledge", "wrong_approach", "tool_problem", "missing_capability",
+    "model_too_weak", "misunderstood_objective",
+]  # fmt: skip
+
+
+class EvolutionSettings(Spec):
+    """How one cycle runs: how many candidates of which kinds, the gate, the budget."""
+
+    candidates: int = Field(default=3, ge=1, le=8)
+    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=3)
+    gate: GatePolicy = GatePolicy()
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_eval_runs: int = Field(default=400, ge=1, le=20_000)
+    parallelism: int = Field(default=4, ge=1, le=32)
+    eval_timeout_s: float = Field(default=300.0, gt=0, le=6 * 3600)
+    approval: Literal["auto", "human"] = "auto"
+    approval_timeout_s: float = Field(default=24 * 3600.0, gt=0, le=30 * 24 * 3600)
+    max_instruction_chars: int = Field(default=20_000, ge=100, le=200_000)
+    judge_model: str | None = Field(default=None, min_length=3, max_length=200)
+
+
+class EvolutionInput(Payload):
+    """Input of `EvolutionWorkflow`: the evolutions row holds the agent and settings."""
+
+    tenant_id: str
+    evolution_id: str
+
+
+class CaseRef(Payload):
+    """An eval case as the workflow knows it."""
+
+    id: str
+    split: Split
+
+
+class EvolutionSetup(Payload):
+    """What `start_evolution` loads: the incumbent, the settings and the cases by split."""
+
+    agent_name: str
+    incumbent_version: int
+    settings: EvolutionSettings
+    cases: list[CaseRef] = Field(default_factory=list)
+
+
+class EvalRunInput(Payload):
+    """Create the run that evaluates `version` on a case (idempotent per cycle)."""
+
+    tenant_id: str
+    evolution_id: str
+    agent_name: str
+    version: int
+    case_id: str
+    workflow_id: str
+    max_cost_usd: float | None = None
+
+
+class EvalRunOutput(Payload):
+    """The evaluation run to start as a child workflow."""
+
+    run_id: str
+    inbox_id: int
+
+
+class ScoreInput(Payload):
+    """Score one evaluation run: its checks, or the judge on its rubric."""
+
+    tenant_id: str
+    evolution_id: str
+    agent_name: str
+    version: int
+    case_id: str
+    run_id: str | None  # None: the run could not be created
+    failure: str | None = None  # the run did not finish (timed out, failed): a 0, recorded
+    latency_s: float | None = None
+
+
+class ScoreOutput(Payload):
+    """A case's score under a version (None: no valid result, which counts as a failure)."""
+
+    score: float | None
+    passed: bool
+    cost_usd: float = 0.0
+
+
+class DiagnoseInput(Payload):
+    """Attribute the incumbent's failures (train cases and real runs) to causes."""
+
+    tenant_id: str
+    evolution_id: str
+
+
+class DiagnoseOutput(Payload):
+    """How many failures were diagnosed, and the cost of doing it."""
+
+    diagnosed: int
+    cost_usd: float = 0.0
+
+
+class ProposeInput(Payload):
+    """Write candidate versions of the incumbent from the train evidence and diagnoses."""
+
+    tenant_id: str
+    evolution_id: str
+
+
+class ProposeOutput(Payload):
+    """The candidate versions stored (rejected drafts are recorded, not returned)."""
+
+    versions: list[int] = Field(default_factory=list)
+    rejected: int = 0
+    cost_usd: float = 0.0
+
+
+class DecideInput(Payload):
+    """Run the gate for every candidate against the incumbent."""
+
+    tenant_id: str
+    evolution_id: str
+    candidates: list[int]
+
+
+class DecideOutput(Payload):
+    """The best candidate and whether it passes the gate."""
+
+    decision: Decision
+    version: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class FinishEvolutionInput(Payload):
+    """Record how a cycle ended; `promote` releases the version first."""
+
+    tenant_id: str
+    evolution_id: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    decision: Decision = "keep"
+    version: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+    cost_usd: float = 0.0
+
+
+class PromotionDecision(Payload):
+    """A human's answer on a promotion waiting for approval."""
+
+    approved: bool
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class EvolutionStatus(Payload):
+    """Live state of a cycle (the workflow's `status` query)."""
+
+    phase: EvolutionPhase
+    candidates: list[int] = Field(default_factory=list)
+    evaluations_done: int = 0
+    evaluations_planned: int = 0
+    cost_usd: float = 0.0
+    waiting_version: int | None = None
+
+
+class EvolutionOutput(Payload):
+    """How a cycle ended."""
+
+    evolution_id: str
+    decision: Decision
+    version: int | None = None  # the promoted version
+    reasons: list[str] = Field(default_factory=list)
+    cost_usd: float = 0.0
