@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.evolution.models import EvolutionModelActivities
+from activities.evolution.store import EvolutionStoreActivities
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
 from activities.memory.vectors import LazyEmbedder, open_vector_store
@@ -36,6 +38,7 @@ from core.runs.agents import AgentsAsTools
 from core.settings import Settings
 from core.tools.secrets import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
+from workflows.evolution import EvolutionWorkflow
 from workflows.mcp_discovery import McpDiscoveryWorkflow
 from workflows.memory_maintenance import MemoryMaintenanceWorkflow
 from workflows.memory_query import MemoryDeleteWorkflow, MemoryQueryWorkflow
@@ -113,6 +116,22 @@ def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
         SkillActivities(res.settings, res.models).distill_skill,
         queen.plan_swarm,
         queen.synthesize_swarm,
+        *_evolution_models(res),
+    ]
+
+
+def _evolution_models(res: Resources) -> Sequence[Callable[..., Any]]:
+    acts = EvolutionModelActivities(res.settings, res.pool, res.models)
+    return [acts.score_eval_run, acts.diagnose_failures, acts.propose_candidates]
+
+
+def _evolution_store(res: Resources) -> Sequence[Callable[..., Any]]:
+    acts = EvolutionStoreActivities(res.pool)
+    return [
+        acts.start_evolution,
+        acts.create_eval_run,
+        acts.decide_evolution,
+        acts.finish_evolution,
     ]
 
 
@@ -149,6 +168,7 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         ).search_tools,
         *_memory_store(res),
         *_maintenance(res),
+        *_evolution_store(res),
     ]
 
 
@@ -189,6 +209,7 @@ LANES: dict[TaskQueue, Lane] = {
             MemoryDeleteWorkflow,
             MemoryMaintenanceWorkflow,
             SwarmWorkflow,
+            EvolutionWorkflow,
         ],
     ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),

@@ -1,6 +1,7 @@
 """AgentRunWorkflow: one agent's tool-calling loop for one objective (or conversation)."""
 
 import asyncio
+from datetime import timedelta
 from typing import Literal
 
 from temporalio import workflow
@@ -576,10 +577,13 @@ class AgentRunWorkflow:
         await self._workspace.release()
 
 
-async def run_child(input: AgentRunInput, workflow_id: str) -> AgentRunOutput:
-    """Run an agent as a child of this workflow (a delegated task, a swarm's subtask).
+async def run_child(
+    input: AgentRunInput, workflow_id: str, run_timeout: timedelta | None = None
+) -> AgentRunOutput:
+    """Run an agent as a child of this workflow: a delegated task or a swarm's subtask.
 
     Same task queue; cancelled when the parent closes; searchable by tenant and agent.
+    An evolution cycle's evaluation passes `run_timeout`, a limit on the whole run.
     """
     return await workflow.execute_child_workflow(
         AgentRunWorkflow.run,
@@ -587,6 +591,7 @@ async def run_child(input: AgentRunInput, workflow_id: str) -> AgentRunOutput:
         id=workflow_id,
         task_queue=workflow.info().task_queue,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        execution_timeout=run_timeout,
         search_attributes=search_attributes.for_run(
             input.tenant_id, input.agent_name, input.agent_version
         ),

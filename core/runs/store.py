@@ -81,6 +81,15 @@ class SwarmAttempt:
         return (self.swarm_id, self.subtask_id, Jsonb(self.models), cost)
 
 
+@dataclass(frozen=True)
+class EvaluationAttempt:
+    """What a run that evaluates an agent version in an evolution cycle carries."""
+
+    evolution_id: str
+    workflow_id: str  # the cycle's child workflow: `{evolution workflow}/v{version}/{case}`
+    max_cost_usd: float | None
+
+
 def new_run_id() -> str:
     """A fresh run id (`run_` + 24 hex chars)."""
     return "run_" + secrets.token_hex(12)
@@ -103,27 +112,35 @@ async def create_run(
     idempotency_key: str | None = None,
     parent: tuple[str, str] | None = None,
     swarm: SwarmAttempt | None = None,
+    evaluation: EvaluationAttempt | None = None,
 ) -> tuple[RunRecord, int, bool]:
     """Create a run and put its objective in the inbox.
 
     `parent` is the run and call of an agent called as a tool; `swarm` the subtask
-    attempt the run is.
+    attempt the run is; `evaluation` the evolution cycle's evaluation it is.
 
     Returns (run, inbox id of the objective, created). With an idempotency key that was
     used before, returns the existing run and `created=False`.
     """
     run_id = new_run_id()
+    workflow_id = workflow_id_for(run_id)
+    attempt: tuple[object, ...] = (None, None, None, None)
+    if swarm is not None:
+        workflow_id, attempt = swarm.workflow_id, swarm.columns()
+    elif evaluation is not None:
+        cap = evaluation.max_cost_usd
+        workflow_id = evaluation.workflow_id
+        attempt = (None, None, None, None if cap is None else Decimal(str(cap)))
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO runs (id, tenant_id, agent_name, agent_version, workflow_id, mode,"
             " conversation, objective, idempotency_key, parent_run_id, parent_call_id,"
-            " swarm_id, subtask_id, models, max_cost_usd)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " swarm_id, subtask_id, models, max_cost_usd, evolution_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_RUN_COLUMNS}",
-            (run_id, tenant_id, agent_name, agent_version,
-             swarm.workflow_id if swarm else workflow_id_for(run_id), mode, conversation,
-             objective, idempotency_key, *(parent or (None, None)),
-             *(swarm.columns() if swarm else (None, None, None, None))),
+            (run_id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation,
+             objective, idempotency_key, *(parent or (None, None)), *attempt,
+             evaluation.evolution_id if evaluation else None),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:
@@ -527,3 +544,15 @@ def preview(text: str | None, limit: int = 2000) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+async def abandon(conn: Conn, run_id: str, reason: str) -> None:
+    """End a run whose workflow ended without recording it (timed out, terminated).
+
+    Its counters stay as last recorded; a run already finished is left alone.
+    """
+    await conn.execute(
+        "UPDATE runs SET status = 'failed', outcome = 'failed', reason = %s,"
+        " finished_at = now(), updated_at = now() WHERE id = %s AND finished_at IS NULL",
+        (reason, run_id),
+    )

@@ -1,0 +1,230 @@
+"""EvolutionWorkflow end to end: real Temporal, Postgres, workers and the scripted model."""
+
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHandle
+
+from core.db import Pool
+from core.evolution import cases as eval_cases
+from core.evolution import store as evolutions
+from core.evolution.cases import EvalCaseSpec, Split, split_of
+from core.evolution.payloads import EvolutionInput, EvolutionOutput, EvolutionSettings
+from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import RunProgress
+from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, hang, reply
+from tests.support.replay import assert_replays
+from tests.support.services import TemporalServer
+from tests.workflows.harness import TENANT, Harness, running_harness, spec
+from workflows.evolution import EvolutionWorkflow
+
+EvolutionHandle = WorkflowHandle[EvolutionWorkflow, EvolutionOutput]
+RULE = "End every answer with the word DONE."
+FEEDBACK = "The answer was right but it must end with DONE, as our parser expects."
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def tenant(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (%s, 'Agents') ON CONFLICT DO NOTHING",
+            (TENANT,),
+        )
+
+
+@pytest.fixture
+async def harness(
+    temporal: TemporalServer, pool: Pool, model_server: ScriptedModelServer
+) -> AsyncIterator[Harness]:
+    async with running_harness(temporal, pool, model_server) as running:
+        yield running
+
+
+def case_ids(counts: dict[Split, int]) -> dict[Split, list[str]]:
+    """Case ids that fall in each split (the split follows from the id)."""
+    out: dict[Split, list[str]] = {split: [] for split in counts}
+    prefix = uuid.uuid4().hex[:6]
+    for i in itertools.count():
+        case_id = f"case-{prefix}-{i}"
+        split = split_of(case_id)
+        if len(out.get(split, ())) < counts.get(split, 0):
+            out[split].append(case_id)
+        if all(len(out[s]) == n for s, n in counts.items()):
+            return out
+    raise AssertionError("unreachable")
+
+
+def system_text(request: RecordedRequest) -> str:
+    return " ".join(str(m.get("content") or "") for m in request.messages if m["role"] == "system")
+
+
+def user_text(request: RecordedRequest) -> str:
+    return " ".join(str(m.get("content") or "") for m in request.messages if m["role"] == "user")
+
+
+def responder(agent_reply: Callable[[RecordedRequest], Step]) -> Callable[[RecordedRequest], Step]:
+    """The proposer adds the rule, the diagnoser blames missing knowledge, agents answer."""
+
+    def respond(request: RecordedRequest) -> Step:
+        system = system_text(request)
+        if system.startswith("You improve the instructions"):
+            return reply(json.dumps({"bullets": [RULE], "rationale": "users need DONE"}))
+        if system.startswith("You find why"):
+            return reply(json.dumps({"cause": "missing_knowledge", "explanation": "no rule"}))
+        return agent_reply(request)
+
+    return respond
+
+
+def done_if_told(request: RecordedRequest) -> Step:
+    return reply("The answer is 42 DONE" if "DONE" in system_text(request) else "The answer is 42")
+
+
+async def setup(
+    harness: Harness,
+    counts: dict[Split, int],
+    *,
+    guard: str | None = None,
+    **settings: Any,
+) -> tuple[str, str, dict[Split, list[str]]]:
+    """An agent that omits DONE, cases that check for it, a rated run; a queued cycle."""
+    name = "calc-" + uuid.uuid4().hex[:6]
+    ids = case_ids(counts)
+    async with harness.pool.connection() as conn:
+        version, _ = await agents.create_version(
+            conn, TENANT, name, spec(instructions="You answer questions about numbers.", tools=[])
+        )
+        for split, split_ids in ids.items():
+            for i, case_id in enumerate(split_ids):
+                await eval_cases.add_case(
+                    conn, TENANT, name,
+                    EvalCaseSpec(
+                        objective=f"{split} question {i}: what is 6 times 7?",
+                        checks=[{"kind": "contains", "value": "DONE"}],  # type: ignore[list-item]
+                    ),
+                    case_id=case_id,
+                )  # fmt: skip
+        if guard is not None:
+            await eval_cases.add_case(
+                conn, TENANT, name,
+                EvalCaseSpec(
+                    objective="guard: answer exactly as before",
+                    checks=[{"kind": "regex", "value": "^The answer is 42$", "case_sensitive": True}],  # type: ignore[list-item]
+                    guard=True,
+                ),
+                case_id=guard,
+            )  # fmt: skip
+        live, _, _ = await runs.create_run(
+            conn, tenant_id=TENANT, agent_name=name, agent_version=version.version,
+            objective="live: what is 6 times 7?",
+        )  # fmt: skip
+        await runs.finish(
+            conn, live.id, outcome="succeeded", reason=None, result="The answer is 42",
+            progress=RunProgress(),
+        )  # fmt: skip
+        await runs.record_feedback(conn, TENANT, live.id, 1, FEEDBACK)
+        record = await evolutions.create_evolution(
+            conn, tenant_id=TENANT, agent_name=name, incumbent_version=version.version,
+            settings=EvolutionSettings.model_validate(
+                {"candidates": 1, "kinds": ["instruction_edit"], **settings}
+            ),
+        )  # fmt: skip
+    return name, record.id, ids
+
+
+async def start(harness: Harness, evolution_id: str) -> EvolutionHandle:
+    return await harness.client.start_workflow(
+        EvolutionWorkflow.run,
+        EvolutionInput(tenant_id=TENANT, evolution_id=evolution_id),
+        id=evolutions.workflow_id_for(evolution_id),
+        task_queue=TaskQueue.ORCHESTRATION.value + harness.suffix,
+    )
+
+
+COUNTS: dict[Split, int] = {"train": 2, "validation": 6, "holdout": 3}
+
+
+async def test_feedback_that_exposes_a_missing_rule_leads_to_a_promoted_candidate(
+    harness: Harness,
+) -> None:
+    harness.server.responder = responder(done_if_told)
+    name, evolution_id, ids = await setup(harness, COUNTS)
+    handle = await start(harness, evolution_id)
+    output = await handle.result()
+    assert output.decision == "promote", output.reasons
+    assert output.version is not None
+    async with harness.pool.connection() as conn:
+        live = await agents.get_version(conn, TENANT, name)
+        record = await evolutions.get_evolution(conn, TENANT, evolution_id)
+        results = await evolutions.list_results(conn, evolution_id)
+        candidates = await evolutions.list_candidates(conn, evolution_id)
+    # The candidate carries the rule, is the live version now, and records its lineage.
+    assert live.version == output.version and RULE in live.spec.instructions
+    assert live.cause == "evolution" and live.evolution_id == evolution_id
+    assert live.parent_version == record.incumbent_version
+    assert candidates[0].diff and RULE in candidates[0].diff
+    assert record.status == "succeeded" and record.decision == "promote"
+    assert record.gate is not None and record.gate["best"] == output.version
+    # Every validation and holdout case ran under both versions, the train cases once.
+    measured = len(ids["validation"]) + len(ids["holdout"])
+    assert len(results) == len(ids["train"]) + 2 * measured
+    assert all(r.passed for r in results if r.version == output.version)
+    assert not any(r.passed for r in results if r.version == record.incumbent_version)
+    # The proposer saw the live feedback and the train cases, never a validation or
+    # holdout case.
+    proposer = [
+        r for r in harness.server.chat_requests()
+        if system_text(r).startswith("You improve the instructions")
+    ]  # fmt: skip
+    assert len(proposer) == 1
+    prompt = user_text(proposer[0])
+    assert FEEDBACK in prompt and "train question" in prompt
+    assert "validation question" not in prompt and "holdout question" not in prompt
+    await assert_replays(handle)
+
+
+async def test_a_candidate_that_regresses_a_guard_case_is_rejected(harness: Harness) -> None:
+    harness.server.responder = responder(done_if_told)
+    guard = case_ids({"validation": 1})["validation"][0]
+    _, evolution_id, _ = await setup(harness, COUNTS, guard=guard)
+    output = await (await start(harness, evolution_id)).result()
+    assert output.decision == "keep"
+    assert any("guard case(s) regress" in r and guard in r for r in output.reasons), output.reasons
+
+
+async def test_a_timed_out_evaluation_is_a_failure(harness: Harness) -> None:
+    def slow_when_told(request: RecordedRequest) -> Step:
+        if "DONE" in system_text(request):
+            return hang(30)  # the candidate never answers within eval_timeout_s
+        return reply("The answer is 42")
+
+    harness.server.responder = responder(slow_when_told)
+    _, evolution_id, ids = await setup(harness, COUNTS, eval_timeout_s=3)
+    output = await (await start(harness, evolution_id)).result()
+    assert output.decision == "keep"
+    async with harness.pool.connection() as conn:
+        record = await evolutions.get_evolution(conn, TENANT, evolution_id)
+        results = await evolutions.list_results(conn, evolution_id)
+    candidate = [r for r in results if r.version != record.incumbent_version]
+    assert len(candidate) == len(ids["validation"]) + len(ids["holdout"])
+    assert all(r.score is None and not r.passed for r in candidate)
+    assert all("timed out" in r.detail for r in candidate)
+
+
+async def test_a_budget_too_small_keeps_the_incumbent_without_running_anything(
+    harness: Harness,
+) -> None:
+    harness.server.responder = responder(done_if_told)
+    _, evolution_id, _ = await setup(harness, COUNTS, max_eval_runs=5)
+    output = await (await start(harness, evolution_id)).result()
+    assert output.decision == "keep"
+    assert "budget too small" in output.reasons[0]
+    assert not harness.server.chat_requests()
+    async with harness.pool.connection() as conn:
+        assert await evolutions.list_results(conn, evolution_id) == []

@@ -1,0 +1,299 @@
+"""EvolutionWorkflow: one evolution cycle of one agent, from evidence to a gated decision."""
+
+import asyncio
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+
+from core.evolution.payloads import (
+    CaseRef,
+    DecideInput,
+    DecideOutput,
+    Decision,
+    DiagnoseInput,
+    EvalRunInput,
+    EvolutionInput,
+    EvolutionOutput,
+    EvolutionPhase,
+    EvolutionSetup,
+    EvolutionStatus,
+    FinishEvolutionInput,
+    PromotionDecision,
+    ProposeInput,
+    ProposeOutput,
+    ScoreInput,
+    ScoreOutput,
+)
+from core.evolution.store import eval_workflow_id
+from core.runs.payloads import AgentRunInput
+
+with workflow.unsafe.imports_passed_through():
+    from activities.evolution.models import EvolutionModelActivities
+    from activities.evolution.store import EvolutionStoreActivities
+    from workflows._agent_tools import failure_reason
+    from workflows._options import LLM_CALL, RUN_STORE
+    from workflows.agent_run import run_child
+
+
+@workflow.defn(name="EvolutionWorkflow")
+class EvolutionWorkflow:
+    """A cycle: gather, diagnose, propose K candidates, evaluate, decide, promote or keep.
+
+    1. `start_evolution` loads the incumbent (the agent's live version), the settings and
+       the eval cases by split. Too few validation cases, or a budget too small for
+       `(K + 1) x (validation + holdout) + train` evaluation runs, ends the cycle at once
+       with "keep" and says why.
+    2. The incumbent runs the train cases (its failures are the proposer's evidence),
+       `diagnose_failures` attributes them to causes, `propose_candidates` writes K
+       candidates (stored as candidate agent versions; invalid drafts are recorded).
+    3. The incumbent and every candidate run every validation and holdout case, at most
+       `parallelism` at once. Each evaluation is a child `AgentRunWorkflow` in evaluation
+       mode with the id `{cycle}/v{version}/{case}`, so a crash never repeats a finished
+       one; one that fails or passes `eval_timeout_s` scores as a failure. When the
+       spent cost reaches `max_cost_usd`, no more evaluations start and the cycle keeps
+       the incumbent ("budget exhausted").
+    4. `decide_evolution` runs the gate (core/evolution/gate.py) for each candidate. A
+       winner is released by `finish_evolution`, after a human's approval when the
+       settings ask for it (`approve_promotion`; the timeout means "keep").
+
+    Updates:
+        approve_promotion(PromotionDecision) -> EvolutionStatus: approve or reject the
+            promotion waiting for a human; rejected unless one is waiting.
+    Queries:
+        status() -> EvolutionStatus: phase, candidates, evaluations done, cost.
+
+    Ends with an `EvolutionOutput`: "promote" with the released version, or "keep" with
+    the reasons. Cancelled: running evaluations are cancelled, the cycle is recorded as
+    cancelled (keeping the incumbent), and the workflow ends cancelled.
+    """
+
+    def __init__(self) -> None:
+        self._phase: EvolutionPhase = "starting"
+        self._candidates: list[int] = []
+        self._done = 0
+        self._planned = 0
+        self._cost = 0.0
+        self._waiting: int | None = None
+        self._approval: PromotionDecision | None = None
+        self._exhausted = False
+
+    @workflow.query
+    def status(self) -> EvolutionStatus:
+        """Live state of the cycle."""
+        return EvolutionStatus(
+            phase=self._phase,
+            candidates=self._candidates,
+            evaluations_done=self._done,
+            evaluations_planned=self._planned,
+            cost_usd=self._cost,
+            waiting_version=self._waiting,
+        )
+
+    @workflow.update
+    def approve_promotion(self, decision: PromotionDecision) -> EvolutionStatus:
+        """A human's answer on the promotion waiting for approval."""
+        self._approval = decision
+        return self.status()
+
+    @approve_promotion.validator
+    def _check_approval(self, decision: PromotionDecision) -> None:
+        if self._waiting is None or self._approval is not None:
+            raise ValueError("no promotion of this cycle is waiting for approval")
+
+    @workflow.run
+    async def run(self, input: EvolutionInput) -> EvolutionOutput:
+        """Run the cycle to a decision."""
+        self._input = input
+        try:
+            return await self._cycle()
+        except BaseException as exc:
+            if not is_cancelled_exception(exc):
+                raise
+            await self._finish("cancelled", "keep", None, ["cancelled by request"])
+            raise
+
+    async def _cycle(self) -> EvolutionOutput:
+        setup: EvolutionSetup = await workflow.execute_activity_method(
+            EvolutionStoreActivities.start_evolution, self._input, **RUN_STORE.kwargs()
+        )
+        self._setup = setup
+        settings = setup.settings
+        train = [c for c in setup.cases if c.split == "train"]
+        measured = [c for c in setup.cases if c.split != "train"]
+        validation = sum(c.split == "validation" for c in measured)
+        self._planned = len(train) + (settings.candidates + 1) * len(measured)
+        if validation < settings.gate.min_cases:
+            return await self._keep(
+                f"too little evidence: {validation} validation case(s), "
+                f"at least {settings.gate.min_cases} needed"
+            )
+        if self._planned > settings.max_eval_runs:
+            return await self._keep(
+                f"budget too small: the cycle needs {self._planned} evaluation runs, "
+                f"max_eval_runs is {settings.max_eval_runs}"
+            )
+
+        self._phase = "evaluating_train"
+        await self._evaluate([(setup.incumbent_version, c) for c in train])
+        self._phase = "diagnosing"
+        diagnosis = await workflow.execute_activity_method(
+            EvolutionModelActivities.diagnose_failures,
+            DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id),
+            **LLM_CALL.kwargs(),
+        )
+        self._cost += diagnosis.cost_usd
+        self._phase = "proposing"
+        proposed: ProposeOutput = await workflow.execute_activity_method(
+            EvolutionModelActivities.propose_candidates,
+            ProposeInput(tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id),
+            **LLM_CALL.kwargs(),
+        )
+        self._cost += proposed.cost_usd
+        self._candidates = proposed.versions
+        if not proposed.versions:
+            return await self._keep(f"no valid candidate ({proposed.rejected} rejected)")
+        self._planned = len(train) + (len(proposed.versions) + 1) * len(measured)
+
+        self._phase = "evaluating"
+        versions = [setup.incumbent_version, *proposed.versions]
+        await self._evaluate([(v, c) for c in measured for v in versions])
+        if self._exhausted:
+            return await self._keep(
+                f"budget exhausted: ${self._cost:.6f} spent of max_cost_usd "
+                f"{settings.max_cost_usd} after {self._done} of {self._planned} evaluations"
+            )
+
+        self._phase = "deciding"
+        decided: DecideOutput = await workflow.execute_activity_method(
+            EvolutionStoreActivities.decide_evolution,
+            DecideInput(
+                tenant_id=self._input.tenant_id,
+                evolution_id=self._input.evolution_id,
+                candidates=proposed.versions,
+            ),
+            **RUN_STORE.kwargs(),
+        )
+        if decided.decision == "keep" or decided.version is None:
+            return await self._keep(*decided.reasons)
+        if settings.approval == "human":
+            approved = await self._ask_for_approval(decided.version, settings.approval_timeout_s)
+            if approved is not None:
+                return await self._keep(approved)
+        return await self._finish("succeeded", "promote", decided.version, [])
+
+    async def _ask_for_approval(self, version: int, timeout_s: float) -> str | None:
+        """Wait for a human on the promotion; None when approved, else why it is kept."""
+        self._phase = "waiting_for_approval"
+        self._waiting = version
+        try:
+            await workflow.wait_condition(lambda: self._approval is not None, timeout=timeout_s)
+        except TimeoutError:
+            return f"no approval of v{version} within {timeout_s:.0f}s: kept the incumbent"
+        finally:
+            self._waiting = None
+        assert self._approval is not None
+        if self._approval.approved:
+            return None
+        return f"a human rejected v{version}: {self._approval.reason or 'no reason given'}"
+
+    async def _evaluate(self, jobs: list[tuple[int, CaseRef]]) -> None:
+        """Evaluate each (version, case), `parallelism` at once, until the budget runs out."""
+        gate = asyncio.Semaphore(self._setup.settings.parallelism)
+
+        async def one(version: int, case: CaseRef) -> None:
+            async with gate:
+                cap = self._setup.settings.max_cost_usd
+                if cap is not None and self._cost >= cap:
+                    self._exhausted = True
+                    return
+                score = await self._evaluate_one(
+                    version, case, None if cap is None else cap - self._cost
+                )
+                self._cost += score.cost_usd
+                self._done += 1
+
+        await asyncio.gather(*(one(version, case) for version, case in jobs))
+
+    async def _evaluate_one(
+        self, version: int, case: CaseRef, budget_usd: float | None
+    ) -> ScoreOutput:
+        ids = self._input
+        workflow_id = eval_workflow_id(ids.evolution_id, version, case.id)
+        failure: str | None = None
+        run_id: str | None = None
+        started = workflow.now()
+        try:
+            run = await workflow.execute_activity_method(
+                EvolutionStoreActivities.create_eval_run,
+                EvalRunInput(
+                    tenant_id=ids.tenant_id, evolution_id=ids.evolution_id,
+                    agent_name=self._setup.agent_name, version=version, case_id=case.id,
+                    workflow_id=workflow_id, max_cost_usd=budget_usd,
+                ),
+                **RUN_STORE.kwargs(),
+            )  # fmt: skip
+            run_id = run.run_id
+            await run_child(
+                AgentRunInput(
+                    tenant_id=ids.tenant_id, run_id=run.run_id, agent_name=self._setup.agent_name,
+                    agent_version=version, mode="evaluation", inbox_ids=[run.inbox_id],
+                ),
+                workflow_id,
+                timedelta(seconds=self._setup.settings.eval_timeout_s),
+            )  # fmt: skip
+        except ChildWorkflowError as exc:
+            failure = _child_failure(exc)
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            failure = f"the evaluation run could not be created: {failure_reason(exc)}"
+        latency = (workflow.now() - started).total_seconds()
+        score: ScoreOutput = await workflow.execute_activity_method(
+            EvolutionModelActivities.score_eval_run,
+            ScoreInput(
+                tenant_id=ids.tenant_id, evolution_id=ids.evolution_id,
+                agent_name=self._setup.agent_name, version=version, case_id=case.id,
+                run_id=run_id, failure=failure, latency_s=latency,
+            ),
+            **LLM_CALL.kwargs(),
+        )  # fmt: skip
+        return score
+
+    async def _keep(self, *reasons: str) -> EvolutionOutput:
+        return await self._finish("succeeded", "keep", None, list(reasons))
+
+    async def _finish(
+        self,
+        status: Literal["succeeded", "failed", "cancelled"],
+        decision: Decision,
+        version: int | None,
+        reasons: list[str],
+    ) -> EvolutionOutput:
+        self._phase = "finished"
+        await workflow.execute_activity_method(
+            EvolutionStoreActivities.finish_evolution,
+            FinishEvolutionInput(
+                tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id,
+                status=status, decision=decision, version=version, reasons=reasons,
+                cost_usd=self._cost,
+            ),
+            **RUN_STORE.kwargs(),
+        )  # fmt: skip
+        return EvolutionOutput(
+            evolution_id=self._input.evolution_id,
+            decision=decision,
+            version=version,
+            reasons=reasons,
+            cost_usd=self._cost,
+        )
+
+
+def _child_failure(exc: ChildWorkflowError) -> str:
+    """Why an evaluation run did not finish: timed out, failed or cancelled."""
+    cause = exc.cause
+    name = type(cause).__name__ if cause is not None else "error"
+    if name == "TimeoutError":
+        return "the evaluation run timed out"
+    return f"the evaluation run did not finish ({name}: {cause or exc})"
