@@ -2,9 +2,11 @@
 
 import itertools
 import json
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import pytest
 from temporalio.client import WorkflowHandle
@@ -18,7 +20,19 @@ from core.queues import TaskQueue
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import RunProgress
-from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, hang, reply
+from core.tools import egress as tool_egress
+from core.tools import policy
+from core.tools import store as tool_store
+from core.tools.spec import ToolSpec
+from tests.support.model_server import (
+    RecordedRequest,
+    ScriptedModelServer,
+    Step,
+    hang,
+    reply,
+    tool_call,
+    tool_calls,
+)
 from tests.support.replay import assert_replays
 from tests.support.services import TemporalServer
 from tests.workflows.harness import TENANT, Harness, running_harness, spec
@@ -228,3 +242,80 @@ async def test_a_budget_too_small_keeps_the_incumbent_without_running_anything(
     assert not harness.server.chat_requests()
     async with harness.pool.connection() as conn:
         assert await evolutions.list_results(conn, evolution_id) == []
+
+
+class _Notifications(BaseHTTPRequestHandler):
+    received: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _Notifications.received.append(body.decode())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"sent": true}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def notify_api() -> Iterator[int]:
+    _Notifications.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Notifications)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+async def test_evaluation_runs_never_execute_a_side_effecting_tool(
+    harness: Harness, notify_api: int
+) -> None:
+    def notify_then_answer(request: RecordedRequest) -> Step:
+        if request.messages[-1]["role"] != "tool":
+            return tool_calls(tool_call("notify", {"text": "42"}))
+        return done_if_told(request)
+
+    harness.server.responder = responder(notify_then_answer)
+    name, evolution_id, ids = await setup(harness, COUNTS)
+    async with harness.pool.connection() as conn:
+        await tool_egress.replace_egress_rules(
+            conn, TENANT, [policy.EgressRule(pattern="127.0.0.1", port=notify_api)]
+        )
+        await tool_store.register_tool(
+            conn, TENANT, "notify",
+            ToolSpec(
+                kind="http", description="Send a notification to the on-call phone.",
+                side_effects=True,
+                input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+                config={"url_template": f"http://127.0.0.1:{notify_api}/notify", "method": "POST"},
+            ),
+        )  # fmt: skip
+        live = await agents.get_version(conn, TENANT, name)
+        await agents.create_version(
+            conn, TENANT, name, live.spec.model_copy(update={"tools": ["notify"]})
+        )
+        await conn.execute(
+            "UPDATE evolutions SET incumbent_version = %s WHERE id = %s",
+            (live.version + 1, evolution_id),
+        )
+    # Control: a normal run really sends the notification.
+    handle, _ = await harness.start(
+        spec(instructions="You answer questions about numbers.", tools=["notify"])
+    )
+    assert (await handle.result()).outcome == "succeeded"
+    assert len(_Notifications.received) == 1
+
+    output = await (await start(harness, evolution_id)).result()
+    assert output.decision == "promote", output.reasons
+    assert len(_Notifications.received) == 1  # no evaluation run sent one
+    async with harness.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT m.content FROM run_messages m JOIN runs r ON r.id = m.run_id"
+            " WHERE r.evolution_id = %s AND m.role = 'tool'",
+            (evolution_id,),
+        )
+        results = [row["content"] for row in await cur.fetchall()]
+    assert len(results) == len(ids["train"]) + 2 * (len(ids["validation"]) + len(ids["holdout"]))
+    assert all("denied" in (r or "") for r in results), results[:2]
