@@ -108,7 +108,7 @@ def parse_sse_lines(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 
 
 class EventStream:
-    """The events of a run or a swarm, resumed with Last-Event-ID when the connection drops.
+    """The events of a run, swarm or evolution cycle, resumed with Last-Event-ID if cut off.
 
     Iteration ends after the `terminal` event (or when the server ends the stream).
     """
@@ -131,6 +131,12 @@ class EventStream:
     def of_swarm(cls, client: "ColonyClient", swarm_id: str) -> "EventStream":
         """A swarm's events, to `swarm.finished`."""
         return cls(client, f"/v1/swarms/{swarm_id}/events", terminal="swarm.finished")
+
+    @classmethod
+    def of_evolution(cls, client: "ColonyClient", agent: str, evolution_id: str) -> "EventStream":
+        """An evolution cycle's events, to `evolution.finished`."""
+        path = f"/v1/agents/{agent}/evolutions/{evolution_id}/events"
+        return cls(client, path, terminal="evolution.finished")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         reconnects = 0

@@ -1,9 +1,10 @@
 """The API's side of a workflow: start it once, read its live state, ask it to stop."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -32,15 +33,43 @@ async def start_once(
 
     A workflow of that id that already exists (a repeated request) is left as it is.
     """
+    await _once(
+        client.start_workflow(
+            workflow, arg, id=workflow_id, task_queue=orchestration_queue(settings),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attributes,
+        ),
+        kind,
+    )  # fmt: skip
+
+
+async def start_named_once(
+    client: Client,
+    settings: Settings,
+    workflow: str,
+    arg: BaseModel,
+    *,
+    workflow_id: str,
+    attributes: TypedSearchAttributes,
+    kind: str,
+) -> None:
+    """`start_once` for a workflow known by its registered name (the API does not import it)."""
+    await _once(
+        client.start_workflow(
+            workflow, arg, id=workflow_id, task_queue=orchestration_queue(settings),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attributes,
+        ),
+        kind,
+    )  # fmt: skip
+
+
+def orchestration_queue(settings: Settings) -> str:
+    """The task queue of the orchestration lane (workflows of runs, swarms, evolution)."""
+    return TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix
+
+
+async def _once(start: Awaitable[object], kind: str) -> None:
     try:
-        await client.start_workflow(
-            workflow,
-            arg,
-            id=workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=attributes,
-        )
+        await start
         metrics.WORKFLOWS_STARTED.labels(kind=kind).inc()
     except WorkflowAlreadyStartedError:
         pass
@@ -52,11 +81,22 @@ async def query_status(client: Client, workflow_id: str, query: Callable[[Any], 
     Postgres still tells the state then; it is one activity behind the workflow.
     """
     handle = client.get_workflow_handle(workflow_id)
+    return await _answer(handle.query(query))
+
+
+async def query_named(
+    client: Client, workflow_id: str, query: str, result_type: type[T]
+) -> T | None:
+    """`query_status` for a query known by its name."""
+    handle = client.get_workflow_handle(workflow_id)
+    return await _answer(handle.query(query, result_type=result_type))
+
+
+async def _answer(query: Awaitable[T]) -> T | None:
     try:
-        result: T = await asyncio.wait_for(handle.query(query), QUERY_TIMEOUT)
+        return await asyncio.wait_for(query, QUERY_TIMEOUT)
     except (RPCError, TimeoutError):
         return None
-    return result
 
 
 async def request_cancel(client: Client, workflow_id: str) -> None:

@@ -1,13 +1,17 @@
-"""`colony eval-cases`: the CLI side of evolution's eval cases."""
+"""`colony eval-cases`, `colony evolve` and `colony evolutions`: the CLI side of evolution."""
 
 import json
+import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
 from rich.markup import escape
+from rich.syntax import Syntax
 from rich.table import Table
 
 from api.cli.output import api_client, console, fail_api, preview
+from api.client import EventStream
 from core.errors import ColonyError
 
 
@@ -174,3 +178,245 @@ def _check_summary(check: dict[str, Any]) -> str:
         arguments = f" with {json.dumps(check['arguments'])}" if check.get("arguments") else ""
         return f"tool_called {check['tool']}{arguments}"
     return f"{kind} {json.dumps(check['value'])}"
+
+
+# -- evolution cycles -----------------------------------------------------------------
+
+
+@click.command("evolve")
+@click.argument("agent")
+@click.option("--candidates", type=click.IntRange(1, 8), default=None, help="default 3")
+@click.option("--approval", type=click.Choice(["auto", "human"]), default=None,
+              help="Promote by itself (default) or wait for `colony evolutions approve`.")  # fmt: skip
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget of the cycle in USD.")  # fmt: skip
+@click.option("--max-eval-runs", type=click.IntRange(1, 20_000), default=None, help="default 400")
+@click.option(
+    "--follow/--no-follow", "-f", default=True, show_default=True, help="Stream the cycle's events."
+)
+def evolve_command(
+    agent: str,
+    candidates: int | None,
+    approval: str | None,
+    max_cost: float | None,
+    max_eval_runs: int | None,
+    follow: bool,
+) -> None:
+    """Start an evolution cycle of AGENT: propose candidates, evaluate, promote the best."""
+    chosen = {
+        "candidates": candidates, "approval": approval, "max_cost_usd": max_cost,
+        "max_eval_runs": max_eval_runs,
+    }  # fmt: skip
+    body = {"settings": {k: v for k, v in chosen.items() if v is not None}}
+    try:
+        with api_client() as api:
+            _print_estimate(api.post(f"/v1/agents/{agent}/evolutions/preflight", json=body))
+            evolution = api.post(f"/v1/agents/{agent}/evolutions", json=body)
+            console.print(
+                f"evolution [bold]{evolution['id']}[/] of {escape(agent)} · incumbent "
+                f"v{evolution['incumbent_version']} · {evolution['settings']['candidates']} "
+                f"candidates · approval {evolution['settings']['approval']}",
+                highlight=False,
+            )
+            if evolution.get("temporal_ui"):
+                console.print(
+                    f"Temporal UI: {evolution['temporal_ui']}", highlight=False, soft_wrap=True
+                )
+            if not follow:
+                return
+            stream = EventStream.of_evolution(api, agent, evolution["id"])
+            finished = render_evolution_events(stream, agent, evolution["id"])
+    except ColonyError as exc:
+        fail_api(exc)
+    if finished is None or finished.get("status") in ("failed", "cancelled"):
+        sys.exit(1)
+
+
+def _print_estimate(estimate: dict[str, Any]) -> None:
+    by_split = " · ".join(f"{n} {split}" for split, n in estimate["cases"].items())
+    cap = f"cap {estimate['max_eval_runs']} runs"
+    if estimate.get("max_cost_usd") is not None:
+        cap += f", ${estimate['max_cost_usd']:g}"
+    console.print(
+        f"estimate: {estimate['eval_runs']} evaluation runs for {estimate['candidates']} "
+        f"candidates ({by_split} cases) · {cap}",
+        highlight=False,
+    )
+    if not estimate["within_budget"]:
+        console.print(
+            "[yellow]! more runs than the cap: the cycle will end with the budget exhausted "
+            "and keep the incumbent[/]",
+            highlight=False,
+        )
+
+
+def render_evolution_events(
+    events: Iterable[dict[str, Any]], agent: str, evolution_id: str
+) -> dict[str, Any] | None:
+    """Print a cycle's events as they come; returns the `evolution.finished` event's data."""
+    for event in events:
+        kind, data = event["type"], event["data"]
+        if kind == "evolution.finished":
+            _print_decision(data)
+            return dict(data)
+        console.print(f"[cyan]▶ {escape(kind)}[/] {escape(_summary(data))}", highlight=False)
+        if "waiting" in kind or "approval" in kind:
+            console.print(
+                f"  approve with `colony evolutions approve {escape(agent)} {evolution_id}` "
+                "(or --reject)",
+                highlight=False,
+            )
+    return None
+
+
+def _summary(data: dict[str, Any]) -> str:
+    """An event's plain fields as `key=value`, on one line."""
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            value = ", ".join(str(v) for v in value)
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            parts.append(f"{key}={preview(str(value), 80)}")
+    return " · ".join(parts)
+
+
+def _print_decision(data: dict[str, Any]) -> None:
+    cost = f"${float(data.get('cost_usd') or 0):.6f}"
+    outcome = data.get("status")
+    if outcome in ("failed", "cancelled"):
+        console.print(f"[bold red]✘ {outcome}[/] · {cost}", highlight=False)
+    elif data.get("decision") == "promote":
+        console.print(f"[bold green]✔ promoted v{data.get('version')}[/] · {cost}", highlight=False)
+    else:
+        console.print(f"[bold]= kept the incumbent[/] · {cost}", highlight=False)
+    for reason in data.get("reasons") or []:
+        console.print(f"  - {reason}", markup=False, highlight=False)
+
+
+@click.group("evolutions")
+def evolutions_group() -> None:
+    """List, show, approve and cancel an agent's evolution cycles."""
+
+
+@evolutions_group.command("list")
+@click.argument("agent")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+def evolutions_list(agent: str, limit: int) -> None:
+    """AGENT's evolution cycles, newest first."""
+    try:
+        with api_client() as api:
+            found = api.get(f"/v1/agents/{agent}/evolutions", params={"limit": limit})
+    except ColonyError as exc:
+        fail_api(exc)
+    table = Table(title=f"evolutions of {escape(agent)}", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    for column in ("status", "phase", "trigger", "incumbent", "candidates", "decision", "cost",
+                   "created"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for e in found:
+        table.add_row(
+            e["id"], e["status"], e["phase"] or "-", e["trigger"], f"v{e['incumbent_version']}",
+            str(sum(1 for c in e["candidates"] if not c["rejected"])), _decision(e),
+            f"${e['cost_usd']:.6f}", e["created_at"][:19].replace("T", " "),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _decision(evolution: dict[str, Any]) -> str:
+    if evolution["decision"] == "promote":
+        return f"promote v{evolution['promoted_version']}"
+    return evolution["decision"] or "-"
+
+
+@evolutions_group.command("show")
+@click.argument("agent")
+@click.argument("evolution_id")
+def evolutions_show(agent: str, evolution_id: str) -> None:
+    """A cycle: its decision, each candidate's diff and the per-case table."""
+    try:
+        with api_client() as api:
+            e = api.get(f"/v1/agents/{agent}/evolutions/{evolution_id}")
+    except ColonyError as exc:
+        fail_api(exc)
+    console.print(
+        f"evolution [bold]{e['id']}[/] of {escape(e['agent'])} · {e['status']} · phase "
+        f"{e['phase'] or '-'} · incumbent v{e['incumbent_version']} · decision {_decision(e)} · "
+        f"${e['cost_usd']:.6f}",
+        highlight=False,
+    )
+    for reason in e["reasons"]:
+        console.print(f"  - {reason}", markup=False, highlight=False)
+    if e.get("temporal_ui"):
+        console.print(f"Temporal UI: {e['temporal_ui']}", highlight=False, soft_wrap=True)
+    for c in e["candidates"]:
+        rejected = f" · [red]rejected: {escape(c['rejected'])}[/]" if c["rejected"] else ""
+        console.print(
+            f"\n[bold]candidate v{c['version']}[/] · {c['kind']} · {c['wins']} wins, "
+            f"{c['losses']} losses, {c['ties']} ties · ${c['cost_usd']:.6f}{rejected}",
+            highlight=False,
+        )
+        if c["rationale"]:
+            console.print(c["rationale"], markup=False, highlight=False)
+        if c["diff"]:
+            console.print(Syntax(c["diff"], "diff", word_wrap=True))
+    if e["cases"]:
+        console.print(_case_table(e))
+
+
+def _case_table(evolution: dict[str, Any]) -> Table:
+    versions = sorted({s["version"] for row in evolution["cases"] for s in row["candidates"]})
+    table = Table(title="per case (score, ✔ passed; against the incumbent)", title_justify="left")
+    table.add_column("case", no_wrap=True)
+    for column in ("split", "guard", f"v{evolution['incumbent_version']} (incumbent)"):
+        table.add_column(column)
+    for version in versions:
+        table.add_column(f"v{version}")
+    for row in evolution["cases"]:
+        scores = {s["version"]: s for s in row["candidates"]}
+        table.add_row(
+            row["case_id"], row["split"], "yes" if row["guard"] else "",
+            _cell(row["incumbent"]), *(_cell(scores.get(v)) for v in versions),
+        )  # fmt: skip
+    return table
+
+
+_VERSUS = {"win": "[green]win[/]", "loss": "[red]loss[/]", "tie": "[dim]tie[/]"}
+
+
+def _cell(score: dict[str, Any] | None) -> str:
+    if score is None:
+        return "-"
+    value = "failed" if score["score"] is None else f"{score['score']:.2f}"
+    passed = " ✔" if score["passed"] else ""
+    versus = f" {_VERSUS[score['versus_incumbent']]}" if score.get("versus_incumbent") else ""
+    return value + passed + versus
+
+
+@evolutions_group.command("approve")
+@click.argument("agent")
+@click.argument("evolution_id")
+@click.option("--reject", is_flag=True, help="Keep the incumbent instead.")
+@click.option("--reason", default=None, help="Why (recorded with the decision).")
+def evolutions_approve(agent: str, evolution_id: str, reject: bool, reason: str | None) -> None:
+    """Approve (or --reject) the promotion a cycle waits on."""
+    body = {"approved": not reject, "reason": reason}
+    try:
+        with api_client() as api:
+            api.post(f"/v1/agents/{agent}/evolutions/{evolution_id}/approve", json=body)
+    except ColonyError as exc:
+        fail_api(exc)
+    verb = "rejected" if reject else "approved"
+    console.print(f"{verb} the promotion of {evolution_id}", highlight=False)
+
+
+@evolutions_group.command("cancel")
+@click.argument("agent")
+@click.argument("evolution_id")
+def evolutions_cancel(agent: str, evolution_id: str) -> None:
+    """Cancel a cycle; the incumbent stays."""
+    try:
+        with api_client() as api:
+            api.post(f"/v1/agents/{agent}/evolutions/{evolution_id}/cancel")
+    except ColonyError as exc:
+        fail_api(exc)
+    console.print(f"cancellation requested for {evolution_id}", highlight=False)

@@ -172,6 +172,8 @@ def _register() -> None:
         cli_tools.put_secret,
         cli_memory.memory_group,
         cli_evolution.eval_cases_group,
+        cli_evolution.evolve_command,
+        cli_evolution.evolutions_group,
     ):
         cli.add_command(command)
 

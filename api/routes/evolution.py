@@ -1,15 +1,45 @@
-"""Evolution: an agent's eval cases, and runs made into cases."""
+"""Evolution: an agent's eval cases, runs made into cases, and evolution cycles."""
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import PoolDep, PrincipalDep
+from api import sse
+from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.live import query_named, request_cancel, start_named_once
 from api.routes.agents import AgentName
-from api.schemas.evolution import EvalCaseCreate, EvalCaseFromRun, EvalCasePublic
-from core.evolution import cases
+from api.schemas.evolution import (
+    CandidatePublic,
+    CaseRowPublic,
+    CaseScorePublic,
+    EvalCaseCreate,
+    EvalCaseFromRun,
+    EvalCasePublic,
+    EvolutionCreate,
+    EvolutionEstimate,
+    EvolutionPublic,
+    Outcome,
+    PromotionDecisionCreate,
+)
+from api.schemas.runs import EventPublic
+from core import search_attributes
+from core.db import Pool
+from core.errors import Conflict, NotFound, StackError
+from core.event_log import EventRecord
+from core.evolution import cases, store
 from core.evolution.from_runs import case_from_run
+from core.evolution.payloads import (
+    EvolutionInput,
+    EvolutionSettings,
+    EvolutionStatus,
+    PromotionDecision,
+)
+from core.evolution.store import Conn, EvolutionRecord
 from core.runs import agents
+from core.settings import Settings
 
 router = APIRouter(prefix="/v1/agents", tags=["evolution"])
 """Routes under an agent: `/v1/agents/{name}/...`."""
@@ -107,3 +137,291 @@ async def create_eval_case_from_run(
     if not created:
         response.status_code = status.HTTP_200_OK
     return _case_public(case)
+
+
+# -- evolution cycles -----------------------------------------------------------------
+
+EVOLUTION_WORKFLOW = "EvolutionWorkflow"
+"""The workflow's registered name (the API starts it by name; workers register it)."""
+APPROVE_UPDATE = "approve_promotion"
+STATUS_QUERY = "status"
+UPDATE_TIMEOUT = 10.0
+"""How long an approval waits for a worker to accept the update."""
+
+
+@router.post("/{name}/evolutions/preflight", response_model=EvolutionEstimate)
+async def preflight_evolution(
+    name: AgentName, principal: PrincipalDep, pool: PoolDep, body: EvolutionCreate | None = None
+) -> EvolutionEstimate:
+    """What a cycle with these settings would cost in evaluation runs; nothing is started."""
+    settings = (body or EvolutionCreate()).settings
+    async with pool.connection() as conn:
+        await agents.get_version(conn, principal.tenant_id, name)  # 404 for unknown agents
+        return await _estimate(conn, principal.tenant_id, name, settings)
+
+
+@router.post("/{name}/evolutions", response_model=EvolutionPublic,
+             status_code=status.HTTP_201_CREATED)  # fmt: skip
+async def create_evolution(
+    name: AgentName,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+    body: EvolutionCreate | None = None,
+) -> EvolutionPublic:
+    """Start an evolution cycle of the agent's live version; the response has its estimate."""
+    tenant, settings = principal.tenant_id, (body or EvolutionCreate()).settings
+    async with pool.connection() as conn:
+        incumbent = await agents.get_version(conn, tenant, name)
+        estimate = await _estimate(conn, tenant, name, settings)
+        record = await store.create_evolution(
+            conn, tenant_id=tenant, agent_name=name, incumbent_version=incumbent.version,
+            settings=settings,
+        )  # fmt: skip
+    # The row is committed first: a cycle whose start failed stays queued and visible.
+    await start_named_once(
+        client, app_settings, EVOLUTION_WORKFLOW,
+        EvolutionInput(tenant_id=tenant, evolution_id=record.id),
+        workflow_id=record.workflow_id,
+        attributes=search_attributes.for_run(
+            tenant, name, incumbent.version, kind="evolution"
+        ),
+        kind="evolution",
+    )  # fmt: skip
+    public = await _live_public(pool, client, app_settings, record)
+    return public.model_copy(update={"estimate": estimate})
+
+
+async def _estimate(
+    conn: Conn, tenant_id: str, agent_name: str, settings: EvolutionSettings
+) -> EvolutionEstimate:
+    found = await cases.list_cases(conn, tenant_id, agent_name)
+    counts = {split: sum(1 for c in found if c.split == split) for split in cases.SPLITS}
+    runs = (settings.candidates + 1) * (counts["validation"] + counts["holdout"]) + counts["train"]
+    return EvolutionEstimate(
+        eval_runs=runs, cases=counts, candidates=settings.candidates,
+        max_eval_runs=settings.max_eval_runs, within_budget=runs <= settings.max_eval_runs,
+        max_cost_usd=settings.max_cost_usd,
+    )  # fmt: skip
+
+
+@router.get("/{name}/evolutions", response_model=list[EvolutionPublic])
+async def list_evolutions(
+    name: AgentName,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    app_settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[EvolutionPublic]:
+    """An agent's cycles, newest first (from Postgres; no live progress)."""
+    async with pool.connection() as conn:
+        await agents.get_version(conn, principal.tenant_id, name)  # 404 for unknown agents
+        records = await store.list_evolutions(conn, principal.tenant_id, name, limit=limit)
+        guards = await _guards(conn, principal.tenant_id, name)
+        return [await _public(conn, app_settings, record, guards) for record in records]
+
+
+@router.get("/{name}/evolutions/{evolution_id}", response_model=EvolutionPublic)
+async def get_evolution(
+    name: AgentName,
+    evolution_id: str,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+) -> EvolutionPublic:
+    """A cycle: evidence, diagnoses, candidates with diffs, the per-case table, decision, cost."""
+    record = await _evolution(pool, principal.tenant_id, name, evolution_id)
+    return await _live_public(pool, client, app_settings, record)
+
+
+@router.get("/{name}/evolutions/{evolution_id}/events", response_model=list[EventPublic],
+            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}})  # fmt: skip
+async def evolution_events(
+    name: AgentName,
+    evolution_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="resume after this event seq")] = None,
+    format: Annotated[str, Query(pattern="^(sse|json)$")] = "sse",
+) -> Response:
+    """The cycle's events as Server-Sent Events (resumable with `Last-Event-ID`), or JSON.
+
+    The stream ends after `evolution.finished`. Each evaluation run has its own events at
+    `/v1/runs/{run_id}/events`.
+    """
+    tenant = principal.tenant_id
+    await _evolution(pool, tenant, name, evolution_id)  # 404 for other tenants' cycles
+
+    async def list_events(conn: Conn, after: int) -> list[EventRecord]:
+        return await store.list_events(conn, tenant, evolution_id, after=after)
+
+    return await sse.events_response(
+        request, pool, list_events, terminal="evolution.finished",
+        after=after, last_event_id=last_event_id, format=format,
+    )  # fmt: skip
+
+
+@router.post("/{name}/evolutions/{evolution_id}/approve", response_model=EvolutionPublic)
+async def approve_evolution(
+    name: AgentName,
+    evolution_id: str,
+    body: PromotionDecisionCreate,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+) -> EvolutionPublic:
+    """Approve or reject the promotion a cycle waits on (409 when it waits on none)."""
+    record = await _live_evolution(pool, principal.tenant_id, name, evolution_id)
+    if record.status == "queued":
+        raise Conflict(f"evolution {evolution_id!r} is queued; nothing waits for approval yet")
+    handle = client.get_workflow_handle(record.workflow_id)
+    decision = PromotionDecision(approved=body.approved, reason=body.reason)
+    try:
+        await asyncio.wait_for(handle.execute_update(APPROVE_UPDATE, decision), UPDATE_TIMEOUT)
+    except WorkflowUpdateFailedError as exc:
+        # The update's validator said why (e.g. the cycle is not waiting for approval).
+        raise Conflict(str(getattr(exc.cause, "message", exc.cause))) from exc
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise Conflict(f"evolution {evolution_id!r} has no running workflow") from exc
+    except TimeoutError:
+        raise StackError(
+            f"no worker took the approval of evolution {evolution_id!r} within "
+            f"{UPDATE_TIMEOUT:g} s; is the orchestration worker running?"
+        ) from None
+    async with pool.connection() as conn:
+        record = await store.get_evolution(conn, principal.tenant_id, evolution_id)
+    return await _live_public(pool, client, app_settings, record)
+
+
+@router.post("/{name}/evolutions/{evolution_id}/cancel", response_model=EvolutionPublic,
+             status_code=status.HTTP_202_ACCEPTED)  # fmt: skip
+async def cancel_evolution(
+    name: AgentName,
+    evolution_id: str,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+) -> EvolutionPublic:
+    """Request cancellation: running evaluations are cancelled and the incumbent kept."""
+    record = await _live_evolution(pool, principal.tenant_id, name, evolution_id)
+    await request_cancel(client, record.workflow_id)
+    return await _live_public(pool, client, app_settings, record)
+
+
+async def _evolution(pool: Pool, tenant_id: str, name: str, evolution_id: str) -> EvolutionRecord:
+    """The agent's cycle (404 for unknown ones, other agents' and other tenants')."""
+    async with pool.connection() as conn:
+        record = await store.get_evolution(conn, tenant_id, evolution_id)
+    if record.agent_name != name:
+        raise NotFound(f"evolution {evolution_id!r} of agent {name!r} not found")
+    return record
+
+
+async def _live_evolution(
+    pool: Pool, tenant_id: str, name: str, evolution_id: str
+) -> EvolutionRecord:
+    """The agent's cycle, or Conflict if it has finished."""
+    record = await _evolution(pool, tenant_id, name, evolution_id)
+    if record.status in store.TERMINAL:
+        raise Conflict(f"evolution {evolution_id!r} has finished ({record.status})")
+    return record
+
+
+async def _live_public(
+    pool: Pool, client: Client, app_settings: Settings, record: EvolutionRecord
+) -> EvolutionPublic:
+    """The cycle from Postgres, with the workflow's live progress while it runs."""
+    live = None
+    if record.status not in store.TERMINAL and record.status != "queued":
+        live = await query_named(client, record.workflow_id, STATUS_QUERY, EvolutionStatus)
+    async with pool.connection() as conn:
+        guards = await _guards(conn, record.tenant_id, record.agent_name)
+        public = await _public(conn, app_settings, record, guards)
+    return public.model_copy(update={"progress": live})
+
+
+async def _guards(conn: Conn, tenant_id: str, agent_name: str) -> dict[str, bool]:
+    """Whether each of the agent's eval cases is a guard, by case id."""
+    return {c.id: c.spec.guard for c in await cases.list_cases(conn, tenant_id, agent_name)}
+
+
+async def _public(
+    conn: Conn, app_settings: Settings, record: EvolutionRecord, guards: dict[str, bool]
+) -> EvolutionPublic:
+    candidates = await store.list_candidates(conn, record.id)
+    results = await store.list_results(conn, record.id)
+    table = case_table(record.incumbent_version, results, guards)
+    return EvolutionPublic(
+        id=record.id,
+        agent=record.agent_name,
+        candidates=[_candidate(c, table) for c in candidates],
+        cases=table,
+        temporal_ui=app_settings.workflow_ui_link(record.workflow_id),
+        **record.model_dump(
+            include={
+                "incumbent_version", "trigger", "settings", "status", "phase", "decision",
+                "promoted_version", "reasons", "evidence", "diagnoses", "gate", "judge",
+                "cost_usd", "created_at", "updated_at", "finished_at",
+            }
+        ),
+    )  # fmt: skip
+
+
+def case_table(
+    incumbent: int, results: list[store.ResultRecord], guards: dict[str, bool]
+) -> list[CaseRowPublic]:
+    """The per-case table: each case's incumbent result and each candidate's against it.
+
+    A None score (a failed or timed-out evaluation) counts as 0; a candidate's result on a
+    case the incumbent has no result for yet is not compared. Rows go by split, then case.
+    """
+    by_case: dict[str, list[store.ResultRecord]] = {}
+    for result in results:
+        by_case.setdefault(result.case_id, []).append(result)
+    rows = []
+    for case_id, found in by_case.items():
+        base = next((r for r in found if r.version == incumbent), None)
+        rows.append(
+            CaseRowPublic(
+                case_id=case_id,
+                split=found[0].split,
+                guard=guards.get(case_id),
+                incumbent=None if base is None else _score(base),
+                candidates=[_score(r, base) for r in found if r.version != incumbent],
+            )
+        )
+    order = {split: n for n, split in enumerate(cases.SPLITS)}
+    return sorted(rows, key=lambda row: (order[row.split], row.case_id))
+
+
+def _score(result: store.ResultRecord, base: store.ResultRecord | None = None) -> CaseScorePublic:
+    versus: Outcome | None = None
+    if base is not None:
+        mine, theirs = result.score or 0.0, base.score or 0.0
+        versus = "win" if mine > theirs else "loss" if mine < theirs else "tie"
+    return CaseScorePublic(
+        version=result.version, score=result.score, passed=result.passed, versus_incumbent=versus
+    )
+
+
+def _candidate(candidate: store.CandidateRecord, table: list[CaseRowPublic]) -> CandidatePublic:
+    outcomes = [
+        s.versus_incumbent
+        for row in table
+        for s in row.candidates
+        if s.version == candidate.version and s.versus_incumbent is not None
+    ]
+    return CandidatePublic(
+        **candidate.model_dump(),
+        wins=outcomes.count("win"),
+        losses=outcomes.count("loss"),
+        ties=outcomes.count("tie"),
+    )

@@ -1,12 +1,23 @@
-"""HTTP bodies of the evolution routes (`XxxCreate` in, `XxxPublic` out): eval cases."""
+"""HTTP bodies of the evolution routes (`XxxCreate` in, `XxxPublic` out): eval cases and cycles."""
 
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.base import Body
 from core.evolution.cases import EvalCaseSpec, Split
 from core.evolution.checks import Check
+from core.evolution.payloads import (
+    CandidateKind,
+    Decision,
+    EvolutionSettings,
+    EvolutionStatus,
+    EvolutionStatusName,
+    Trigger,
+)
+
+Outcome = Literal["win", "loss", "tie"]
 
 
 class EvalCaseCreate(EvalCaseSpec):
@@ -36,3 +47,103 @@ class EvalCaseFromRun(Body):
     rubric: str | None = Field(default=None, min_length=1, max_length=4000)
     tags: list[str] = Field(default_factory=list, max_length=20)
     guard: bool = Field(default=False, description="the case must never regress")
+
+
+# -- evolution cycles -----------------------------------------------------------------
+
+
+class EvolutionCreate(Body):
+    """Start an evolution cycle of the agent's live version (the incumbent)."""
+
+    settings: EvolutionSettings = Field(
+        default_factory=EvolutionSettings,
+        description="candidates and their kinds, the gate, the budget, the approval tier",
+    )
+
+
+class EvolutionEstimate(BaseModel):
+    """What a cycle will cost in evaluation runs, from the agent's eval cases today."""
+
+    eval_runs: int = Field(
+        description="(candidates + 1) x (validation + holdout cases) + train cases"
+    )
+    cases: dict[Split, int] = Field(description="eval cases by split")
+    candidates: int
+    max_eval_runs: int = Field(description="the cycle's cap on evaluation runs")
+    within_budget: bool = Field(description="eval_runs <= max_eval_runs")
+    max_cost_usd: float | None = Field(description="the cycle's cap in USD, if any")
+
+
+class CandidatePublic(BaseModel):
+    """A candidate version of a cycle (a rejected draft has a version <= 0 and a reason)."""
+
+    version: int
+    kind: CandidateKind
+    rationale: str
+    diff: str
+    rejected: str | None = Field(description="why it was rejected before evaluation")
+    score: dict[str, Any] | None = Field(description="validation / holdout summaries")
+    cost_usd: float
+    wins: int = Field(description="cases where it scored above the incumbent")
+    losses: int = Field(description="cases where it scored below the incumbent")
+    ties: int
+
+
+class CaseScorePublic(BaseModel):
+    """One case's result under one version."""
+
+    version: int
+    score: float | None = Field(description="None: no valid result (counts as 0)")
+    passed: bool
+    versus_incumbent: Outcome | None = Field(
+        default=None, description="None for the incumbent, or while it has no result"
+    )
+
+
+class CaseRowPublic(BaseModel):
+    """A row of the per-case table: the incumbent's result and each candidate's."""
+
+    case_id: str
+    split: Split
+    guard: bool | None = Field(description="None when the case has since been deleted")
+    incumbent: CaseScorePublic | None
+    candidates: list[CaseScorePublic]
+
+
+class EvolutionPublic(BaseModel):
+    """An evolution cycle: its state, evidence, candidates, per-case table and decision."""
+
+    id: str
+    agent: str
+    incumbent_version: int
+    trigger: Trigger
+    settings: EvolutionSettings
+    status: EvolutionStatusName
+    phase: str | None
+    decision: Decision | None
+    promoted_version: int | None
+    reasons: list[str]
+    evidence: dict[str, Any] = Field(description="a summary of what was gathered")
+    diagnoses: list[dict[str, Any]]
+    gate: dict[str, Any] | None = Field(description="the gate's statistics per candidate")
+    judge: dict[str, Any] | None = Field(description="the pinned judge model and prompt")
+    cost_usd: float
+    progress: EvolutionStatus | None = Field(
+        default=None, description="the workflow's live state while it runs"
+    )
+    candidates: list[CandidatePublic]
+    cases: list[CaseRowPublic]
+    estimate: EvolutionEstimate | None = Field(
+        default=None, description="the preflight estimate (in the response that starts it)"
+    )
+    temporal_ui: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class PromotionDecisionCreate(Body):
+    """Approve or reject the promotion a cycle waits on."""
+
+    approved: bool
+    reason: str | None = Field(default=None, max_length=2000)

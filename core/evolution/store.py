@@ -27,6 +27,8 @@ from core.evolution.payloads import (
 from core.payloads import RunEvent
 
 Conn = psycopg.AsyncConnection[Any]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+"""Statuses of a cycle that has ended."""
 
 _COLUMNS = (
     "id, tenant_id, agent_name, workflow_id, incumbent_version, trigger, settings, status,"
