@@ -131,6 +131,7 @@ def _evolution_store(res: Resources) -> Sequence[Callable[..., Any]]:
         acts.start_evolution,
         acts.create_eval_run,
         acts.decide_evolution,
+        acts.await_promotion_approval,
         acts.finish_evolution,
     ]
 

@@ -8,6 +8,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 from core.evolution.payloads import (
+    ApprovalWaitInput,
     CaseRef,
     DecideInput,
     DecideOutput,
@@ -186,17 +187,38 @@ class EvolutionWorkflow:
     async def _ask_for_approval(self, version: int, timeout_s: float) -> str | None:
         """Wait for a human on the promotion; None when approved, else why it is kept."""
         self._phase = "waiting_for_approval"
+        await self._announce(version, waiting=True, timeout_s=timeout_s)
         self._waiting = version
         try:
             await workflow.wait_condition(lambda: self._approval is not None, timeout=timeout_s)
         except TimeoutError:
-            return f"no approval of v{version} within {timeout_s:.0f}s: kept the incumbent"
-        finally:
             self._waiting = None
+            await self._announce(version, waiting=False, outcome="timed out")
+            return f"no approval of v{version} within {timeout_s:.0f}s: kept the incumbent"
+        self._waiting = None
         assert self._approval is not None
-        if self._approval.approved:
+        approved = self._approval.approved
+        await self._announce(version, waiting=False, outcome="approved" if approved else "rejected")
+        if approved:
             return None
         return f"a human rejected v{version}: {self._approval.reason or 'no reason given'}"
+
+    async def _announce(
+        self,
+        version: int,
+        *,
+        waiting: bool,
+        timeout_s: float | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        await workflow.execute_activity_method(
+            EvolutionStoreActivities.await_promotion_approval,
+            ApprovalWaitInput(
+                tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id,
+                version=version, waiting=waiting, timeout_s=timeout_s, outcome=outcome,
+            ),
+            **RUN_STORE.kwargs(),
+        )  # fmt: skip
 
     async def _evaluate(self, jobs: list[tuple[int, CaseRef]]) -> None:
         """Evaluate each (version, case), `parallelism` at once, until the budget runs out."""

@@ -15,6 +15,7 @@ from core.evolution import cases as eval_cases
 from core.evolution import store as evolutions
 from core.evolution.gate import CaseScores, GateDecision, RunCosts, decide
 from core.evolution.payloads import (
+    ApprovalWaitInput,
     CaseRef,
     DecideInput,
     DecideOutput,
@@ -145,6 +146,24 @@ class EvolutionStoreActivities:
             )  # fmt: skip
         return out
 
+    @activity.defn(name="await_promotion_approval")
+    async def await_promotion_approval(self, input: ApprovalWaitInput) -> None:
+        """Mark the cycle waiting for a human on a promotion, or running again."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await evolutions.set_state(
+                conn, input.evolution_id, status="waiting" if input.waiting else "running"
+            )
+            if input.waiting:
+                event = RunEvent(key=f"approval-requested-{input.version}",
+                                 type="evolution.waiting_for_approval",
+                                 data={"version": input.version,
+                                       "timeout_s": input.timeout_s})  # fmt: skip
+            else:
+                event = RunEvent(key=f"approval-resolved-{input.version}",
+                                 type="evolution.approval_resolved",
+                                 data={"version": input.version, "outcome": input.outcome})  # fmt: skip
+            await evolutions.append_events(conn, input.tenant_id, input.evolution_id, [event])
+
     @activity.defn(name="finish_evolution")
     async def finish_evolution(self, input: FinishEvolutionInput) -> None:
         """Release the winner (when promoting) and record the end of the cycle."""
@@ -163,7 +182,7 @@ class EvolutionStoreActivities:
                 conn, input.tenant_id, input.evolution_id,
                 [RunEvent(key="finished", type="evolution.finished", data={
                     "status": input.status, "decision": input.decision,
-                    "promoted_version": promoted, "reasons": input.reasons,
+                    "version": promoted, "reasons": input.reasons,
                     "cost_usd": input.cost_usd,
                 })],
             )  # fmt: skip

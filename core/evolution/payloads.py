@@ -164,6 +164,17 @@ class FinishEvolutionInput(Payload):
     cost_usd: float = 0.0
 
 
+class ApprovalWaitInput(Payload):
+    """The cycle starts (`waiting`) or stops waiting for a human on a promotion."""
+
+    tenant_id: str
+    evolution_id: str
+    version: int
+    waiting: bool
+    timeout_s: float | None = None
+    outcome: str | None = None  # when it stops: approved, rejected, timed out
+
+
 class PromotionDecision(Payload):
     """A human's answer on a promotion waiting for approval."""
 

@@ -1,5 +1,6 @@
 """EvolutionWorkflow end to end: real Temporal, Postgres, workers and the scripted model."""
 
+import asyncio
 import itertools
 import json
 import threading
@@ -15,7 +16,12 @@ from core.db import Pool
 from core.evolution import cases as eval_cases
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec, Split, split_of
-from core.evolution.payloads import EvolutionInput, EvolutionOutput, EvolutionSettings
+from core.evolution.payloads import (
+    EvolutionInput,
+    EvolutionOutput,
+    EvolutionSettings,
+    PromotionDecision,
+)
 from core.queues import TaskQueue
 from core.runs import agents
 from core.runs import store as runs
@@ -319,3 +325,32 @@ async def test_evaluation_runs_never_execute_a_side_effecting_tool(
         results = [row["content"] for row in await cur.fetchall()]
     assert len(results) == len(ids["train"]) + 2 * (len(ids["validation"]) + len(ids["holdout"]))
     assert all("denied" in (r or "") for r in results), results[:2]
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_a_promotion_can_wait_for_a_human(harness: Harness, approved: bool) -> None:
+    harness.server.responder = responder(done_if_told)
+    name, evolution_id, _ = await setup(harness, COUNTS, approval="human")
+    handle = await start(harness, evolution_id)
+    for _ in range(300):
+        status = await handle.query(EvolutionWorkflow.status)
+        if status.waiting_version is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert status.phase == "waiting_for_approval"
+    async with harness.pool.connection() as conn:
+        waiting = await evolutions.get_evolution(conn, TENANT, evolution_id)
+        assert waiting.status == "waiting"
+        assert (await agents.get_version(conn, TENANT, name)).version == waiting.incumbent_version
+    await handle.execute_update(
+        EvolutionWorkflow.approve_promotion,
+        PromotionDecision(approved=approved, reason=None if approved else "not this week"),
+    )
+    output = await handle.result()
+    assert output.decision == ("promote" if approved else "keep")
+    if not approved:
+        assert output.reasons == [f"a human rejected v{status.waiting_version}: not this week"]
+    async with harness.pool.connection() as conn:
+        events = [e.type for e in await evolutions.list_events(conn, TENANT, evolution_id)]
+    assert "evolution.waiting_for_approval" in events and "evolution.approval_resolved" in events
+    await assert_replays(handle)
