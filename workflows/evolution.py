@@ -107,12 +107,14 @@ class EvolutionWorkflow:
     async def run(self, input: EvolutionInput) -> EvolutionOutput:
         """Run the cycle to a decision."""
         self._input = input
+        self._evolution_id = input.evolution_id or ""  # a scheduled cycle's comes from setup
         try:
             return await self._cycle()
         except BaseException as exc:
             if not is_cancelled_exception(exc):
                 raise
-            await self._finish("cancelled", "keep", None, ["cancelled by request"])
+            if self._evolution_id:
+                await self._finish("cancelled", "keep", None, ["cancelled by request"])
             raise
 
     async def _cycle(self) -> EvolutionOutput:
@@ -120,6 +122,7 @@ class EvolutionWorkflow:
             EvolutionStoreActivities.start_evolution, self._input, **RUN_STORE.kwargs()
         )
         self._setup = setup
+        self._evolution_id = setup.evolution_id
         settings = setup.settings
         train = [c for c in setup.cases if c.split == "train"]
         measured = [c for c in setup.cases if c.split != "train"]
@@ -141,14 +144,14 @@ class EvolutionWorkflow:
         self._phase = "diagnosing"
         diagnosis = await workflow.execute_activity_method(
             EvolutionModelActivities.diagnose_failures,
-            DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id),
+            DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
             **LLM_CALL.kwargs(),
         )
         self._cost += diagnosis.cost_usd
         self._phase = "proposing"
         proposed: ProposeOutput = await workflow.execute_activity_method(
             EvolutionModelActivities.propose_candidates,
-            ProposeInput(tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id),
+            ProposeInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
             **LLM_CALL.kwargs(),
         )
         self._cost += proposed.cost_usd
@@ -171,7 +174,7 @@ class EvolutionWorkflow:
             EvolutionStoreActivities.decide_evolution,
             DecideInput(
                 tenant_id=self._input.tenant_id,
-                evolution_id=self._input.evolution_id,
+                evolution_id=self._evolution_id,
                 candidates=proposed.versions,
             ),
             **RUN_STORE.kwargs(),
@@ -214,7 +217,7 @@ class EvolutionWorkflow:
         await workflow.execute_activity_method(
             EvolutionStoreActivities.await_promotion_approval,
             ApprovalWaitInput(
-                tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id,
+                tenant_id=self._input.tenant_id, evolution_id=self._evolution_id,
                 version=version, waiting=waiting, timeout_s=timeout_s, outcome=outcome,
             ),
             **RUN_STORE.kwargs(),
@@ -242,7 +245,7 @@ class EvolutionWorkflow:
         self, version: int, case: CaseRef, budget_usd: float | None
     ) -> ScoreOutput:
         ids = self._input
-        workflow_id = eval_workflow_id(ids.evolution_id, version, case.id)
+        workflow_id = eval_workflow_id(self._evolution_id, version, case.id)
         failure: str | None = None
         run_id: str | None = None
         started = workflow.now()
@@ -250,7 +253,7 @@ class EvolutionWorkflow:
             run = await workflow.execute_activity_method(
                 EvolutionStoreActivities.create_eval_run,
                 EvalRunInput(
-                    tenant_id=ids.tenant_id, evolution_id=ids.evolution_id,
+                    tenant_id=ids.tenant_id, evolution_id=self._evolution_id,
                     agent_name=self._setup.agent_name, version=version, case_id=case.id,
                     workflow_id=workflow_id, max_cost_usd=budget_usd,
                 ),
@@ -275,7 +278,7 @@ class EvolutionWorkflow:
         score: ScoreOutput = await workflow.execute_activity_method(
             EvolutionModelActivities.score_eval_run,
             ScoreInput(
-                tenant_id=ids.tenant_id, evolution_id=ids.evolution_id,
+                tenant_id=ids.tenant_id, evolution_id=self._evolution_id,
                 agent_name=self._setup.agent_name, version=version, case_id=case.id,
                 run_id=run_id, failure=failure, latency_s=latency,
             ),
@@ -297,14 +300,14 @@ class EvolutionWorkflow:
         await workflow.execute_activity_method(
             EvolutionStoreActivities.finish_evolution,
             FinishEvolutionInput(
-                tenant_id=self._input.tenant_id, evolution_id=self._input.evolution_id,
+                tenant_id=self._input.tenant_id, evolution_id=self._evolution_id,
                 status=status, decision=decision, version=version, reasons=reasons,
                 cost_usd=self._cost,
             ),
             **RUN_STORE.kwargs(),
         )  # fmt: skip
         return EvolutionOutput(
-            evolution_id=self._input.evolution_id,
+            evolution_id=self._evolution_id,
             decision=decision,
             version=version,
             reasons=reasons,

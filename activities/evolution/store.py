@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from dataclasses import asdict
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from core.db import Pool
+from core.errors import ErrorType, NotFound
 from core.evolution import cases as eval_cases
 from core.evolution import store as evolutions
 from core.evolution.gate import CaseScores, GateDecision, RunCosts, decide
@@ -22,6 +24,7 @@ from core.evolution.payloads import (
     EvalRunInput,
     EvalRunOutput,
     EvolutionInput,
+    EvolutionSettings,
     EvolutionSetup,
     FinishEvolutionInput,
 )
@@ -41,7 +44,10 @@ class EvolutionStoreActivities:
     async def start_evolution(self, input: EvolutionInput) -> EvolutionSetup:
         """Mark the cycle running; load its settings, incumbent and cases; record evidence."""
         async with self._pool.connection() as conn, conn.transaction():
-            record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
+            if input.evolution_id is not None:
+                record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
+            else:
+                record = await _scheduled(conn, input, activity.info().workflow_id)
             cases = await eval_cases.list_cases(conn, input.tenant_id, record.agent_name)
             counts = {split: sum(c.split == split for c in cases) for split in eval_cases.SPLITS}
             evidence = {
@@ -50,16 +56,17 @@ class EvolutionStoreActivities:
                 **await _run_evidence(conn, input.tenant_id, record.agent_name),
             }
             await evolutions.set_state(
-                conn, input.evolution_id, status="running", phase="starting", evidence=evidence
+                conn, record.id, status="running", phase="starting", evidence=evidence
             )
             await evolutions.append_events(
-                conn, input.tenant_id, input.evolution_id,
+                conn, input.tenant_id, record.id,
                 [RunEvent(key="started", type="evolution.started", data={
                     "agent": record.agent_name, "incumbent_version": record.incumbent_version,
                     "evidence": evidence,
                 })],
             )  # fmt: skip
         return EvolutionSetup(
+            evolution_id=record.id,
             agent_name=record.agent_name,
             incumbent_version=record.incumbent_version,
             settings=record.settings,
@@ -186,6 +193,31 @@ class EvolutionStoreActivities:
                     "cost_usd": input.cost_usd,
                 })],
             )  # fmt: skip
+
+
+async def _scheduled(
+    conn: evolutions.Conn, input: EvolutionInput, workflow_id: str | None
+) -> evolutions.EvolutionRecord:
+    """The row of a cycle a schedule or trigger started (created on its first start)."""
+    if input.agent_name is None or workflow_id is None:
+        raise ApplicationError(
+            "an evolution cycle needs an evolution id or an agent name",
+            type=ErrorType.INVALID_REQUEST.value,
+            non_retryable=True,
+        )
+    try:
+        live = await agents.get_version(conn, input.tenant_id, input.agent_name)
+    except NotFound as exc:
+        raise ApplicationError(
+            str(exc), type=ErrorType.INVALID_REQUEST.value, non_retryable=True
+        ) from None
+    policy = await evolutions.get_policy(conn, input.tenant_id, input.agent_name)
+    return await evolutions.create_evolution(
+        conn, tenant_id=input.tenant_id, agent_name=input.agent_name,
+        incumbent_version=live.version,
+        settings=policy.settings if policy else EvolutionSettings(),
+        trigger=input.trigger, workflow_id=workflow_id,
+    )  # fmt: skip
 
 
 async def _run_evidence(conn: evolutions.Conn, tenant_id: str, agent_name: str) -> dict[str, int]:

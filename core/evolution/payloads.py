@@ -44,11 +44,30 @@ class EvolutionSettings(Spec):
     judge_model: str | None = Field(default=None, min_length=3, max_length=200)
 
 
+class EvolutionTriggers(Spec):
+    """When a cycle starts on its own: repeated failure, or enough new feedback."""
+
+    failures: int | None = Field(default=None, ge=1, le=10_000)
+    """Failed, limit-reached or low-rated (<= 2) runs within `window_hours`."""
+    feedback: int | None = Field(default=None, ge=1, le=100_000)
+    """New feedback items since the last cycle."""
+    window_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    cooldown_hours: float = Field(default=24.0, ge=0, le=24 * 90)
+    """No triggered cycle starts within this long of the previous cycle's start."""
+
+
 class EvolutionInput(Payload):
-    """Input of `EvolutionWorkflow`: the evolutions row holds the agent and settings."""
+    """Input of `EvolutionWorkflow`.
+
+    Started by the API, it names the evolutions row that holds the agent and settings.
+    Started by a schedule or a trigger, it names the agent; `start_evolution` creates
+    the row from the agent's evolution policy.
+    """
 
     tenant_id: str
-    evolution_id: str
+    evolution_id: str | None = None
+    agent_name: str | None = None
+    trigger: Trigger = "manual"
 
 
 class CaseRef(Payload):
@@ -61,6 +80,7 @@ class CaseRef(Payload):
 class EvolutionSetup(Payload):
     """What `start_evolution` loads: the incumbent, the settings and the cases by split."""
 
+    evolution_id: str
     agent_name: str
     incumbent_version: int
     settings: EvolutionSettings

@@ -4,6 +4,7 @@ Every function takes the tenant explicitly (or an evolution id the caller got fo
 tenant) and writes idempotently, so activities may retry.
 """
 
+import hashlib
 import secrets
 from datetime import datetime
 from decimal import Decimal
@@ -22,6 +23,7 @@ from core.evolution.payloads import (
     Decision,
     EvolutionSettings,
     EvolutionStatusName,
+    EvolutionTriggers,
     Trigger,
 )
 from core.payloads import RunEvent
@@ -121,18 +123,29 @@ async def create_evolution(
     incumbent_version: int,
     settings: EvolutionSettings,
     trigger: Trigger = "manual",
+    workflow_id: str | None = None,
 ) -> EvolutionRecord:
-    """Create a queued cycle for the agent's live version."""
-    evolution_id = new_evolution_id()
+    """Create a queued cycle for the agent's live version.
+
+    A cycle that a schedule or a trigger started already has its workflow: its id comes
+    from the workflow id, so creating it again returns the same row.
+    """
+    evolution_id = (
+        new_evolution_id()
+        if workflow_id is None
+        else "evo_" + hashlib.sha256(workflow_id.encode()).hexdigest()[:24]
+    )
     cur = await conn.execute(
         "INSERT INTO evolutions (id, tenant_id, agent_name, workflow_id, incumbent_version,"
         " trigger, settings) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO NOTHING"
         f" RETURNING {_COLUMNS}",
-        (evolution_id, tenant_id, agent_name, workflow_id_for(evolution_id), incumbent_version,
-         trigger, Jsonb(settings.model_dump(mode="json"))),
+        (evolution_id, tenant_id, agent_name, workflow_id or workflow_id_for(evolution_id),
+         incumbent_version, trigger, Jsonb(settings.model_dump(mode="json"))),
     )  # fmt: skip
     row = await cur.fetchone()
-    assert row is not None
+    if row is None:
+        return await get_evolution(conn, tenant_id, evolution_id)
     return _record(row)
 
 
@@ -213,6 +226,68 @@ async def set_gate(conn: Conn, evolution_id: str, gate: dict[str, Any]) -> None:
         "UPDATE evolutions SET gate = %s, updated_at = now() WHERE id = %s",
         (Jsonb(gate), evolution_id),
     )
+
+
+# -- policies ------------------------------------------------------------------------
+
+
+class EvolutionPolicy(BaseModel):
+    """An agent's evolution policy: cycle settings, schedule and triggers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_name: str
+    settings: EvolutionSettings = EvolutionSettings()
+    every: str | None = None
+    cron: str | None = None
+    paused: bool = False
+    triggers: EvolutionTriggers = EvolutionTriggers()
+    last_triggered_at: datetime | None = None
+
+
+async def get_policy(conn: Conn, tenant_id: str, agent_name: str) -> EvolutionPolicy | None:
+    """The agent's evolution policy, if it has one."""
+    cur = await conn.execute(
+        "SELECT agent_name, settings, every, cron, paused, triggers, last_triggered_at"
+        " FROM evolution_policies WHERE tenant_id = %s AND agent_name = %s",
+        (tenant_id, agent_name),
+    )
+    row = await cur.fetchone()
+    return None if row is None else EvolutionPolicy.model_validate(row)
+
+
+async def put_policy(conn: Conn, tenant_id: str, policy: EvolutionPolicy) -> EvolutionPolicy:
+    """Create or replace the agent's evolution policy (its trigger time is kept).
+
+    Raises:
+        NotFound: no such agent for this tenant.
+    """
+    try:
+        cur = await conn.execute(
+            "INSERT INTO evolution_policies (tenant_id, agent_name, settings, every, cron, paused,"
+            " triggers) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (tenant_id, agent_name) DO UPDATE SET settings = excluded.settings,"
+            " every = excluded.every, cron = excluded.cron, paused = excluded.paused,"
+            " triggers = excluded.triggers, updated_at = now()"
+            " RETURNING agent_name, settings, every, cron, paused, triggers, last_triggered_at",
+            (tenant_id, policy.agent_name, Jsonb(policy.settings.model_dump(mode="json")),
+             policy.every, policy.cron, policy.paused,
+             Jsonb(policy.triggers.model_dump(mode="json"))),
+        )  # fmt: skip
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFound(f"agent {policy.agent_name!r} not found") from None
+    row = await cur.fetchone()
+    assert row is not None
+    return EvolutionPolicy.model_validate(row)
+
+
+async def delete_policy(conn: Conn, tenant_id: str, agent_name: str) -> bool:
+    """Remove the agent's evolution policy; False when it had none."""
+    cur = await conn.execute(
+        "DELETE FROM evolution_policies WHERE tenant_id = %s AND agent_name = %s",
+        (tenant_id, agent_name),
+    )
+    return cur.rowcount > 0
 
 
 # -- candidates ----------------------------------------------------------------------

@@ -111,5 +111,21 @@ CREATE TABLE evolution_events (
     UNIQUE (evolution_id, key)
 );
 
+-- An agent's evolution policy: the settings of its cycles, their schedule (a Temporal
+-- Schedule per agent) and the triggers that start a cycle on their own.
+CREATE TABLE evolution_policies (
+    tenant_id          text NOT NULL,
+    agent_name         text NOT NULL,
+    settings           jsonb NOT NULL DEFAULT '{}'::jsonb,  -- EvolutionSettings
+    every              text,                               -- an interval ("24h") ...
+    cron               text,                               -- ... or a cron expression
+    paused             boolean NOT NULL DEFAULT false,
+    triggers           jsonb NOT NULL DEFAULT '{}'::jsonb,  -- EvolutionTriggers
+    last_triggered_at  timestamptz,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, agent_name),
+    FOREIGN KEY (tenant_id, agent_name) REFERENCES agents (tenant_id, name) ON DELETE CASCADE
+);
+
 -- Which runs belong to an evolution cycle's evaluations (not shown among live runs' metrics).
 ALTER TABLE runs ADD COLUMN evolution_id text;

@@ -354,3 +354,30 @@ async def test_a_promotion_can_wait_for_a_human(harness: Harness, approved: bool
         events = [e.type for e in await evolutions.list_events(conn, TENANT, evolution_id)]
     assert "evolution.waiting_for_approval" in events and "evolution.approval_resolved" in events
     await assert_replays(handle)
+
+
+async def test_a_cycle_started_by_name_creates_its_row_from_the_policy(harness: Harness) -> None:
+    # As a Temporal Schedule or a trigger starts it: the agent's name, no row yet.
+    harness.server.responder = responder(done_if_told)
+    name, _, _ = await setup(harness, COUNTS)
+    async with harness.pool.connection() as conn:
+        await evolutions.put_policy(
+            conn, TENANT,
+            evolutions.EvolutionPolicy(
+                agent_name=name,
+                settings=EvolutionSettings(candidates=1, kinds=["instruction_edit"]),
+            ),
+        )  # fmt: skip
+    workflow_id = f"evolution-schedule-{name}-{uuid.uuid4().hex[:6]}"
+    handle = await harness.client.start_workflow(
+        EvolutionWorkflow.run,
+        EvolutionInput(tenant_id=TENANT, agent_name=name, trigger="schedule"),
+        id=workflow_id,
+        task_queue=TaskQueue.ORCHESTRATION.value + harness.suffix,
+    )
+    output = await handle.result()
+    assert output.decision == "promote", output.reasons
+    async with harness.pool.connection() as conn:
+        record = await evolutions.get_evolution(conn, TENANT, output.evolution_id)
+    assert record.trigger == "schedule" and record.workflow_id == workflow_id
+    assert record.settings.candidates == 1
