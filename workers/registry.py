@@ -121,7 +121,7 @@ def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
 
 
 def _evolution_models(res: Resources) -> Sequence[Callable[..., Any]]:
-    acts = EvolutionModelActivities(res.settings, res.pool, res.models)
+    acts = EvolutionModelActivities(res.settings, res.pool, res.models, res.catalog)
     return [acts.score_eval_run, acts.diagnose_failures, acts.propose_candidates]
 
 

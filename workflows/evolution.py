@@ -181,7 +181,7 @@ class EvolutionWorkflow:
         )
         if decided.decision == "keep" or decided.version is None:
             return await self._keep(*decided.reasons)
-        if settings.approval == "human":
+        if settings.approval == "human" or decided.version in proposed.needs_approval:
             approved = await self._ask_for_approval(decided.version, settings.approval_timeout_s)
             if approved is not None:
                 return await self._keep(approved)

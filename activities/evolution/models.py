@@ -11,6 +11,7 @@ Every activity stores its output before returning and finds it again on a retry,
 finished step is not redone (a retry of an unfinished one may call the model again).
 """
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
@@ -19,8 +20,10 @@ from typing import Any, Final
 
 from temporalio import activity
 
+from activities.providers import json_protocol, tool_ranking
 from activities.providers.client import ModelClient
 from activities.runs.llm import complete_any
+from activities.tools.catalog import AGENT_TOOL_PREFIX, ToolCatalog
 from core.db import Pool
 from core.evolution import cases as eval_cases
 from core.evolution import proposals
@@ -43,6 +46,9 @@ from core.runs import agents
 from core.runs import store as runs
 from core.runs.store import RunRecord
 from core.settings import Settings
+from core.tools import store as tool_store
+from core.tools.names import WORKFLOW_TOOLS
+from core.tools.store import ToolStats
 
 JUDGE_PROMPT: Final = (
     "You grade an AI agent's answer to a request against a rubric. Read the request, the "
@@ -88,6 +94,66 @@ _REWRITE_SCHEMA: Final = {
 }
 MAX_FAILURES: Final = 8
 """Failures shown to the diagnosing and proposing model (the most recent)."""
+MAX_GAP_TOOLS: Final = 3
+"""Tools one tool-set candidate adds at most."""
+_SIDE_EFFECTS_NOTE: Final = "adds tools with side effects"
+
+
+@dataclass(frozen=True)
+class _GapTool:
+    """A tool the agent lacks that its failures call for."""
+
+    name: str
+    score: float
+    side_effects: bool
+    stats: ToolStats | None
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """A candidate before it is checked: its instructions and tools, or why there is none."""
+
+    kind: CandidateKind
+    instructions: str
+    tools: list[str]
+    rationale: str
+    refused: str | None = None
+
+
+def _tools_draft(instructions: str, tools: list[str], gap: Sequence[_GapTool]) -> _Draft:
+    """The incumbent with the tools its failures call for (refused when none does)."""
+    if not gap:
+        return _Draft(
+            "tools", instructions, tools, "no tool fits the failures",
+            refused="no tool the agent lacks matches its failed requests",
+        )  # fmt: skip
+    evidence = []
+    for tool in gap:
+        line = f"{tool.name} (similarity {tool.score:.2f}"
+        if tool.stats is not None and tool.stats.calls:
+            line += f"; {tool.stats.successes}/{tool.stats.calls} calls succeeded"
+            if tool.stats.p50_ms is not None:
+                line += f", p50 {tool.stats.p50_ms:.0f} ms"
+        evidence.append(line + ")")
+    rationale = "add tools the failed requests call for: " + ", ".join(evidence)
+    if any(tool.side_effects for tool in gap):
+        rationale += f"; {_SIDE_EFFECTS_NOTE}: a human must approve its promotion"
+    return _Draft("tools", instructions, [*tools, *(t.name for t in gap)], rationale)
+
+
+def _side_effects(rationale: str) -> bool:
+    return _SIDE_EFFECTS_NOTE in rationale
+
+
+def _diff(instructions: str, tools: Sequence[str], draft: _Draft) -> str:
+    """The instructions' unified diff, then the tools added and removed."""
+    lines = [proposals.instruction_diff(instructions, draft.instructions)]
+    added = [t for t in draft.tools if t not in tools]
+    removed = [t for t in tools if t not in draft.tools]
+    if added or removed:
+        lines.append("tools:")
+        lines += [f"+ {t}" for t in added] + [f"- {t}" for t in removed]
+    return "\n".join(line for line in lines if line)
 
 
 @dataclass(frozen=True)
@@ -104,10 +170,17 @@ class _Failure:
 class EvolutionModelActivities:
     """Model calls of an evolution cycle (the llm lane)."""
 
-    def __init__(self, settings: Settings, pool: Pool, models: ModelClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        models: ModelClient,
+        catalog: ToolCatalog | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._models = models
+        self._catalog = catalog  # without it, no tool-set candidates
 
     # -- scoring ---------------------------------------------------------------------
 
@@ -269,17 +342,22 @@ class EvolutionModelActivities:
             record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
             existing = await evolutions.list_candidates(conn, input.evolution_id)
             if existing:
-                kept = [c.version for c in existing if c.rejected is None]
-                return ProposeOutput(versions=kept, rejected=len(existing) - len(kept))
+                kept = [c for c in existing if c.rejected is None]
+                return ProposeOutput(
+                    versions=[c.version for c in kept],
+                    rejected=len(existing) - len(kept),
+                    needs_approval=[c.version for c in kept if _side_effects(c.rationale)],
+                )
             incumbent = await agents.get_version(
                 conn, input.tenant_id, record.agent_name, record.incumbent_version
             )
             failures = await _failures(conn, record)
             examples = await _examples(conn, record)
             protected = await _protected(conn, record)
+            gap_tools = await self._gap_tools(conn, record, incumbent.spec.tools, failures)
         models = [incumbent.spec.model, *incumbent.spec.fallback_models]
         kinds = record.settings.kinds
-        drafts: list[tuple[CandidateKind, str, str]] = []  # kind, instructions, rationale
+        drafts: list[_Draft] = []
         cost = 0.0
         for i in range(record.settings.candidates):
             kind = kinds[i % len(kinds)]
@@ -287,51 +365,101 @@ class EvolutionModelActivities:
                 chosen = examples[i // len(kinds) :] + examples[: i // len(kinds)]
                 instructions = proposals.with_examples(incumbent.spec.instructions, chosen)
                 why = f"few-shot demonstrations from {min(len(chosen), 3)} solved train case(s)"
-                drafts.append((kind, instructions, why))
-                continue
-            draft, spent = await self._write(
-                kind, incumbent.spec.instructions, failures, record, models, i
-            )
-            cost += spent
-            drafts.append((kind, *draft))
+                drafts.append(_Draft(kind, instructions, incumbent.spec.tools, why))
+            elif kind == "tools":
+                drafts.append(
+                    _tools_draft(incumbent.spec.instructions, incumbent.spec.tools, gap_tools)
+                )
+            else:
+                (instructions, why), spent = await self._write(
+                    kind, incumbent.spec.instructions, failures, record, models, i
+                )
+                cost += spent
+                drafts.append(_Draft(kind, instructions, incumbent.spec.tools, why))
         versions: list[int] = []
+        needs_approval: list[int] = []
         rejected = 0
-        seen: dict[str, int] = {}
+        seen: dict[tuple[str, tuple[str, ...]], int] = {}
         async with self._pool.connection() as conn, conn.transaction():
-            for index, (kind, instructions, rationale) in enumerate(drafts):
-                reason = proposals.check_candidate(
-                    incumbent.spec.instructions, instructions,
-                    max_chars=record.settings.max_instruction_chars, protected=protected,
-                )  # fmt: skip
-                if reason is None and instructions in seen:
-                    reason = f"the same as candidate v{seen[instructions]}"
-                diff = proposals.instruction_diff(incumbent.spec.instructions, instructions)
+            for index, draft in enumerate(drafts):
+                reason = draft.refused
+                if reason is None and draft.instructions != incumbent.spec.instructions:
+                    reason = proposals.check_candidate(
+                        incumbent.spec.instructions, draft.instructions,
+                        max_chars=record.settings.max_instruction_chars, protected=protected,
+                    )  # fmt: skip
+                key = (draft.instructions, tuple(draft.tools))
+                if reason is None and key in seen:
+                    reason = f"the same as candidate v{seen[key]}"
+                diff = _diff(incumbent.spec.instructions, incumbent.spec.tools, draft)
                 if reason is not None:
                     rejected += 1
                     await evolutions.add_candidate(
                         conn, input.tenant_id, input.evolution_id, version=-(index + 1),
-                        kind=kind, rationale=rationale, diff=diff, rejected=reason,
+                        kind=draft.kind, rationale=draft.rationale, diff=diff, rejected=reason,
                     )  # fmt: skip
                     event = RunEvent(key=f"rejected-{index}", type="candidate.rejected",
-                                     data={"kind": kind, "reason": reason})  # fmt: skip
+                                     data={"kind": draft.kind, "reason": reason})  # fmt: skip
                 else:
-                    spec = incumbent.spec.model_copy(update={"instructions": instructions})
+                    spec = incumbent.spec.model_copy(
+                        update={"instructions": draft.instructions, "tools": draft.tools}
+                    )
                     version = await agents.add_candidate(
                         conn, input.tenant_id, record.agent_name, spec,
                         parent=incumbent.version, evolution_id=input.evolution_id,
-                        rationale=rationale,
+                        rationale=draft.rationale,
                     )  # fmt: skip
-                    seen[instructions] = version.version
+                    seen[key] = version.version
                     versions.append(version.version)
+                    if _side_effects(draft.rationale):
+                        needs_approval.append(version.version)
                     await evolutions.add_candidate(
                         conn, input.tenant_id, input.evolution_id, version=version.version,
-                        kind=kind, rationale=rationale, diff=diff,
+                        kind=draft.kind, rationale=draft.rationale, diff=diff,
                     )  # fmt: skip
                     event = RunEvent(key=f"proposed-{index}", type="candidate.proposed",
-                                     data={"version": version.version, "kind": kind,
-                                           "rationale": rationale})  # fmt: skip
+                                     data={"version": version.version, "kind": draft.kind,
+                                           "rationale": draft.rationale})  # fmt: skip
                 await evolutions.append_events(conn, input.tenant_id, input.evolution_id, [event])
-        return ProposeOutput(versions=versions, rejected=rejected, cost_usd=cost)
+        return ProposeOutput(
+            versions=versions, rejected=rejected, cost_usd=cost, needs_approval=needs_approval
+        )
+
+    async def _gap_tools(
+        self,
+        conn: runs.Conn,
+        record: EvolutionRecord,
+        current: Sequence[str],
+        failures: Sequence[_Failure],
+    ) -> list[_GapTool]:
+        """Registered and built-in tools the agent lacks that its failed requests call for.
+
+        A tool qualifies when the embedding model finds one of its texts (name and
+        description, example requests) as close to a failed request as the local tool
+        protocol requires before it calls a tool (`json_protocol.CALL_AT`); the closest
+        `MAX_GAP_TOOLS` are taken, with their live stats as evidence.
+        """
+        if self._catalog is None or not failures:
+            return []
+        names = [
+            n for n in await self._catalog.available(conn, record.tenant_id)
+            if n not in current and n not in WORKFLOW_TOOLS and not n.startswith(AGENT_TOOL_PREFIX)
+        ]  # fmt: skip
+        entries = await self._catalog.entries(conn, record.tenant_id, names)
+        stats = await tool_store.tool_stats(conn, record.tenant_id, list(entries))
+        texts = [json_protocol.tool_texts(entry.schema) for entry in entries.values()]
+        best = [-1.0] * len(texts)
+        for failure in failures:
+            found = await asyncio.to_thread(tool_ranking.best_scores, failure.objective, texts)
+            if found is None:
+                return []  # no embedding model here: no evidence either way
+            best = [max(a, b) for a, b in zip(best, found, strict=True)]
+        ranked = sorted(zip(entries.values(), best, strict=True), key=lambda p: -p[1])
+        return [
+            _GapTool(entry.name, score, entry.side_effects, stats.get(entry.name))
+            for entry, score in ranked[:MAX_GAP_TOOLS]
+            if score >= json_protocol.CALL_AT
+        ]
 
     async def _write(
         self,

@@ -13,9 +13,9 @@ from core.evolution.gate import GatePolicy
 from core.payloads import Payload
 from core.specs import Spec
 
-CandidateKind = Literal["instruction_edit", "rewrite", "few_shot"]
+CandidateKind = Literal["instruction_edit", "rewrite", "few_shot", "tools"]
 Decision = Literal["promote", "keep"]
-DEFAULT_KINDS: list[CandidateKind] = ["instruction_edit", "few_shot"]
+DEFAULT_KINDS: list[CandidateKind] = ["instruction_edit", "few_shot", "tools"]
 EvolutionStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 EvolutionPhase = Literal[
     "starting", "evaluating_train", "diagnosing", "proposing", "evaluating",
@@ -32,7 +32,7 @@ class EvolutionSettings(Spec):
     """How one cycle runs: how many candidates of which kinds, the gate, the budget."""
 
     candidates: int = Field(default=3, ge=1, le=8)
-    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=3)
+    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=4)
     gate: GatePolicy = GatePolicy()
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_eval_runs: int = Field(default=400, ge=1, le=20_000)
@@ -154,6 +154,8 @@ class ProposeOutput(Payload):
     versions: list[int] = Field(default_factory=list)
     rejected: int = 0
     cost_usd: float = 0.0
+    needs_approval: list[int] = Field(default_factory=list)
+    """Candidates that add tools with side effects: promoted only with a human's approval."""
 
 
 class DecideInput(Payload):

@@ -381,3 +381,49 @@ async def test_a_cycle_started_by_name_creates_its_row_from_the_policy(harness: 
         record = await evolutions.get_evolution(conn, TENANT, output.evolution_id)
     assert record.trigger == "schedule" and record.workflow_id == workflow_id
     assert record.settings.candidates == 1
+
+
+async def test_a_missing_tool_is_found_in_the_registry_and_added(harness: Harness) -> None:
+    """Failures that call for the calculator give a tool-set candidate that adds it."""
+
+    def calculate_if_able(request: RecordedRequest) -> Step:
+        tools = [t["function"]["name"] for t in (request.body or {}).get("tools") or []]
+        last = request.messages[-1]
+        if "calculator" in tools and last["role"] == "user":
+            question = str(last["content"])
+            a, b = (int(n) for n in question.removeprefix("What is ").rstrip("?").split(" * "))
+            return tool_calls(tool_call("calculator", {"expression": f"{a} * {b}"}))
+        if last["role"] == "tool":
+            return reply(f"The answer is {last['content']}.")
+        return reply("The answer is 400.")  # a guess
+
+    harness.server.responder = responder(calculate_if_able)
+    name = "math-" + uuid.uuid4().hex[:6]
+    ids = case_ids(COUNTS)
+    async with harness.pool.connection() as conn:
+        version, _ = await agents.create_version(
+            conn, TENANT, name, spec(instructions="You answer arithmetic questions.", tools=[])
+        )
+        for split_ids in ids.values():
+            for case_id in split_ids:
+                a, b = 11 + len(case_id) % 7, int(case_id.rsplit("-", 1)[1]) + 12
+                await eval_cases.add_case(
+                    conn, TENANT, name,
+                    EvalCaseSpec(
+                        objective=f"What is {a} * {b}?",
+                        checks=[{"kind": "numeric", "value": a * b}],  # type: ignore[list-item]
+                    ),
+                    case_id=case_id,
+                )  # fmt: skip
+        record = await evolutions.create_evolution(
+            conn, tenant_id=TENANT, agent_name=name, incumbent_version=version.version,
+            settings=EvolutionSettings(candidates=1, kinds=["tools"]),
+        )  # fmt: skip
+    output = await (await start(harness, record.id)).result()
+    assert output.decision == "promote", output.reasons
+    async with harness.pool.connection() as conn:
+        live = await agents.get_version(conn, TENANT, name)
+        candidates = await evolutions.list_candidates(conn, record.id)
+    assert "calculator" in live.spec.tools
+    assert candidates[0].kind == "tools" and "+ calculator" in candidates[0].diff
+    assert "similarity" in candidates[0].rationale
