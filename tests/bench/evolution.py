@@ -1,0 +1,347 @@
+"""Evolution benchmarks (issue #13).
+
+`real`: one cycle with the real local model (SmolLM2-135M through llama.cpp, no provider
+key). The task family is two-digit multiplication ("What is 47 * 86?"), each case
+checked exactly (`numeric`, tolerance 0), split by id into train, validation and
+holdout. The agent starts weak: plain instructions and no tools. The cycle proposes
+its candidates (by default a tool-set change and few-shot demonstrations), evaluates
+them against the incumbent, and the gate decides. Reported: success rates per split
+before and after, the holdout's paired sign test, the decision, wall time.
+
+`scaling`: wall time and cost of a cycle by number of candidates and cases, on the
+scripted model (each agent answer takes `--delay` seconds), and the speedup of
+parallel evaluation over sequential (`parallelism` 8 against 1).
+
+`python -m tests.bench.evolution real --cases 66` and
+`python -m tests.bench.evolution scaling` run them alone.
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import Client
+
+from core import db
+from core.evolution import cases as eval_cases
+from core.evolution import store as evolutions
+from core.evolution.cases import EvalCaseSpec
+from core.evolution.gate import sign_test_p
+from core.evolution.payloads import EvolutionInput, EvolutionOutput, EvolutionSettings
+from core.providers import LOCAL_MODEL, local_model_installed
+from core.queues import TaskQueue
+from core.runs import agents
+from core.runs.payloads import AgentSpec
+from core.temporal import ColonyPlugin
+from tests.bench.agent import Env, environment
+from tests.bench.function_calling import llama_server
+from tests.conftest import make_settings
+from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, reply
+from tests.support.services import fresh_database
+from tests.support.workers import running_workers
+from workflows.evolution import EvolutionWorkflow
+
+TENANT = "bench"
+AGENT = "multiplier"
+INSTRUCTIONS = "You answer arithmetic questions."
+
+
+@dataclass
+class SplitRate:
+    """Cases passed by the incumbent and by the winning (or best) candidate."""
+
+    cases: int
+    incumbent: int
+    candidate: int
+    wins: int
+    losses: int
+
+    @property
+    def p_value(self) -> float:
+        return sign_test_p(self.wins, self.losses)
+
+
+@dataclass
+class RealResult:
+    output: EvolutionOutput
+    wall_s: float
+    candidate: int | None
+    splits: dict[str, SplitRate]
+    kinds: dict[int, str]
+
+
+def multiplication_cases(count: int, seed: int) -> list[tuple[str, int]]:
+    """`count` distinct questions "What is A * B?" with A, B two-digit (12-98)."""
+    rng = random.Random(seed)
+    seen: set[tuple[int, int]] = set()
+    while len(seen) < count:
+        seen.add((rng.randint(12, 98), rng.randint(12, 98)))
+    return [(f"What is {a} * {b}?", a * b) for a, b in sorted(seen)]
+
+
+async def _agent_and_cases(pool: db.Pool, model: str, count: int, seed: int) -> int:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (TENANT,)
+        )
+        version, _ = await agents.create_version(
+            conn, TENANT, AGENT, AgentSpec(instructions=INSTRUCTIONS, model=model, tools=[])
+        )
+        for i, (question, product) in enumerate(multiplication_cases(count, seed)):
+            await eval_cases.add_case(
+                conn, TENANT, AGENT,
+                EvalCaseSpec(
+                    objective=question, expected=str(product),
+                    checks=[{"kind": "numeric", "value": product}],  # type: ignore[list-item]
+                ),
+                case_id=f"mul-{seed}-{i:03d}",
+            )  # fmt: skip
+    return version.version
+
+
+async def _cycle(
+    client: Client, pool: db.Pool, suffix: str, incumbent: int, settings: EvolutionSettings
+) -> tuple[EvolutionOutput, float]:
+    async with pool.connection() as conn:
+        record = await evolutions.create_evolution(
+            conn, tenant_id=TENANT, agent_name=AGENT, incumbent_version=incumbent, settings=settings
+        )
+    started = time.monotonic()
+    handle = await client.start_workflow(
+        EvolutionWorkflow.run,
+        EvolutionInput(tenant_id=TENANT, evolution_id=record.id),
+        id=record.workflow_id,
+        task_queue=TaskQueue.ORCHESTRATION.value + suffix,
+    )
+    output = await handle.result()
+    return output, time.monotonic() - started
+
+
+async def _rates(pool: db.Pool, output: EvolutionOutput) -> tuple[int | None, dict[str, SplitRate]]:
+    async with pool.connection() as conn:
+        record = await evolutions.get_evolution(conn, TENANT, output.evolution_id)
+        results = await evolutions.list_results(conn, output.evolution_id)
+    best = output.version or (record.gate or {}).get("best")
+    by: dict[tuple[int, str], bool] = {(r.version, r.case_id): r.passed for r in results}
+    splits: dict[str, SplitRate] = {}
+    for split in ("train", "validation", "holdout"):
+        ids = sorted({r.case_id for r in results if r.split == split})
+        inc = [by.get((record.incumbent_version, c), False) for c in ids]
+        cand = [by.get((best, c), False) for c in ids] if best is not None else [False] * len(ids)
+        splits[split] = SplitRate(
+            cases=len(ids),
+            incumbent=sum(inc),
+            candidate=sum(cand) if split != "train" else 0,
+            wins=sum(c and not i for i, c in zip(inc, cand, strict=True)),
+            losses=sum(i and not c for i, c in zip(inc, cand, strict=True)),
+        )
+    return best, splits
+
+
+async def real(env: Env, cases: int, seed: int, parallelism: int) -> RealResult | None:
+    """One cycle on SmolLM2-135M from a weak agent."""
+    if not local_model_installed():
+        return None
+    client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
+    async with (
+        llama_server(native=False) as server,
+        fresh_database(env.pg, "bench_evolution") as url,
+        db.open_pool(url) as pool,
+    ):
+        settings = make_settings(
+            TEMPORAL_ADDRESS=env.temporal_address,
+            DATABASE_URL=url,
+            COLONY_LOCAL_MODEL_URL=server.url,
+            COLONY_DATA_DIR=str(env.workdir / "data"),
+        )
+        suffix = "-" + uuid.uuid4().hex[:6]
+        async with running_workers(client, settings, pool, suffix=suffix, cache=True):
+            incumbent = await _agent_and_cases(pool, LOCAL_MODEL, cases, seed)
+            output, wall = await _cycle(
+                client, pool, suffix, incumbent,
+                EvolutionSettings(
+                    candidates=2, kinds=["tools", "few_shot"], parallelism=parallelism,
+                    max_eval_runs=2000, eval_timeout_s=600,
+                ),
+            )  # fmt: skip
+        best, splits = await _rates(pool, output)
+        async with pool.connection() as conn:
+            kinds = {
+                c.version: c.kind
+                for c in await evolutions.list_candidates(conn, output.evolution_id)
+            }
+    return RealResult(output, wall, best, splits, kinds)
+
+
+def real_table(result: RealResult | None) -> list[str]:
+    if result is None:
+        return ["Evolution (real model): skipped (the local-llm extra is not installed)."]
+    out = result.output
+    lines = [
+        f"Decision: **{out.decision}**"
+        + (f" v{out.version} ({result.kinds.get(out.version, '?')})" if out.version else "")
+        + f"; wall {result.wall_s:.0f} s; model cost ${out.cost_usd:.6f} (local).",
+        "",
+        "| split | cases | incumbent passes | candidate passes | wins / losses | sign test p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, rate in result.splits.items():
+        if split == "train":
+            lines.append(f"| train | {rate.cases} | {rate.incumbent} | (not evaluated) | - | - |")
+            continue
+        lines.append(
+            f"| {split} | {rate.cases} | {rate.incumbent} ({rate.incumbent / max(rate.cases, 1):.0%})"
+            f" | {rate.candidate} ({rate.candidate / max(rate.cases, 1):.0%})"
+            f" | {rate.wins} / {rate.losses} | {rate.p_value:.2g} |"
+        )
+    if out.reasons:
+        lines += ["", "Reasons: " + "; ".join(out.reasons)]
+    return lines
+
+
+# -- scaling (scripted model) --------------------------------------------------------
+
+
+@dataclass
+class ScaleResult:
+    candidates: int
+    cases: int
+    parallelism: int
+    eval_runs: int
+    wall_s: float
+    cost_usd: float
+    decision: str
+
+
+def _scripted(delay: float) -> Any:
+    def respond(request: RecordedRequest) -> Step:
+        system = " ".join(
+            str(m.get("content") or "") for m in request.messages if m["role"] == "system"
+        )
+        if system.startswith("You improve the instructions"):
+            return reply(json.dumps({"bullets": ["Show your work."], "rationale": "bench"}))
+        if system.startswith("You find why"):
+            return reply(json.dumps({"cause": "missing_knowledge", "explanation": "bench"}))
+        return reply(
+            "The answer is 42.", delay=delay, usage={"prompt_tokens": 100, "completion_tokens": 10}
+        )
+
+    return respond
+
+
+async def scaling(
+    env: Env, candidates: Sequence[int], cases: Sequence[int], delay: float
+) -> list[ScaleResult]:
+    """A cycle per (K, cases), parallelism 8; then K=4 and the most cases sequentially."""
+    client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
+    out: list[ScaleResult] = []
+    with ScriptedModelServer(responder=_scripted(delay)) as server:
+        async with (
+            fresh_database(env.pg, "bench_evolution_scale") as url,
+            db.open_pool(url) as pool,
+        ):
+            settings = make_settings(
+                TEMPORAL_ADDRESS=env.temporal_address,
+                DATABASE_URL=url,
+                OPENAI_BASE_URL=server.base_url,
+                COLONY_DATA_DIR=str(env.workdir / "data"),
+            )
+            suffix = "-" + uuid.uuid4().hex[:6]
+            async with running_workers(client, settings, pool, suffix=suffix, cache=True):
+                runs_matrix = [(k, n, 8) for n in cases for k in candidates]
+                runs_matrix.append((4, max(cases), 1))
+                for k, n, parallel in runs_matrix:
+                    incumbent = await _fresh_agent(pool, n)
+                    output, wall = await _cycle(
+                        client, pool, suffix, incumbent,
+                        EvolutionSettings(
+                            candidates=k, kinds=["instruction_edit", "few_shot"],
+                            parallelism=parallel, max_eval_runs=5000,
+                        ),
+                    )  # fmt: skip
+                    async with pool.connection() as conn:
+                        done = len(await evolutions.list_results(conn, output.evolution_id))
+                    out.append(
+                        ScaleResult(k, n, parallel, done, wall, output.cost_usd, output.decision)
+                    )
+    return out
+
+
+async def _fresh_agent(pool: db.Pool, count: int) -> int:
+    """Replace the bench agent (and its cases) with a new one holding `count` cases."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (TENANT,)
+        )
+        await conn.execute("DELETE FROM agents WHERE tenant_id = %s AND name = %s", (TENANT, AGENT))
+    seed = random.randrange(1_000_000)
+    async with pool.connection() as conn:
+        version, _ = await agents.create_version(
+            conn, TENANT, AGENT,
+            AgentSpec(instructions=INSTRUCTIONS, model="openai/scripted-model", tools=[]),
+        )  # fmt: skip
+        for i, (question, product) in enumerate(multiplication_cases(count, seed)):
+            await eval_cases.add_case(
+                conn, TENANT, AGENT,
+                EvalCaseSpec(objective=question, checks=[{"kind": "numeric", "value": product}]),  # type: ignore[list-item]
+                case_id=f"s{seed}-{i:03d}",
+            )  # fmt: skip
+    return version.version
+
+
+def scaling_table(results: list[ScaleResult], delay: float) -> list[str]:
+    lines = [
+        f"Each agent answer takes {delay:.2f} s on the scripted model; 100 + 10 tokens per call.",
+        "",
+        "| candidates | cases | parallelism | evaluation runs | wall | cost | decision |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.candidates} | {r.cases} | {r.parallelism} | {r.eval_runs} | {r.wall_s:.1f} s"
+            f" | ${r.cost_usd:.6f} | {r.decision} |"
+        )
+    parallel = next(
+        (
+            r
+            for r in results
+            if r.candidates == 4 and r.parallelism == 8 and r.cases == max(x.cases for x in results)
+        ),
+        None,
+    )
+    sequential = next((r for r in results if r.parallelism == 1), None)
+    if parallel and sequential:
+        lines += ["", f"Parallel evaluation (8) against sequential (1), 4 candidates: "
+                  f"{sequential.wall_s / parallel.wall_s:.1f}x faster."]  # fmt: skip
+    return lines
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("section", choices=["real", "scaling", "all"], nargs="?", default="all")
+    parser.add_argument("--cases", type=int, default=66)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--scale-candidates", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--scale-cases", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--delay", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    async with environment() as env:
+        if args.section in ("real", "all"):
+            result = await real(env, args.cases, args.seed, args.parallelism)
+            print("\n".join(["### Evolution with the local model", "", *real_table(result), ""]))
+        if args.section in ("scaling", "all"):
+            timings = await scaling(env, args.scale_candidates, args.scale_cases, args.delay)
+            print(
+                "\n".join(["### Evolution cycle scaling", "", *scaling_table(timings, args.delay)])
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
