@@ -122,7 +122,12 @@ def _llm(res: Resources) -> Sequence[Callable[..., Any]]:
 
 def _evolution_models(res: Resources) -> Sequence[Callable[..., Any]]:
     acts = EvolutionModelActivities(res.settings, res.pool, res.models, res.catalog)
-    return [acts.score_eval_run, acts.diagnose_failures, acts.propose_candidates]
+    return [
+        acts.score_eval_run,
+        acts.categorize_feedback,
+        acts.diagnose_failures,
+        acts.propose_candidates,
+    ]
 
 
 def _evolution_store(res: Resources) -> Sequence[Callable[..., Any]]:

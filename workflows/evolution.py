@@ -142,6 +142,12 @@ class EvolutionWorkflow:
         self._phase = "evaluating_train"
         await self._evaluate([(setup.incumbent_version, c) for c in train])
         self._phase = "diagnosing"
+        sorted_feedback = await workflow.execute_activity_method(
+            EvolutionModelActivities.categorize_feedback,
+            DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
+            **LLM_CALL.kwargs(),
+        )
+        self._cost += sorted_feedback.cost_usd
         diagnosis = await workflow.execute_activity_method(
             EvolutionModelActivities.diagnose_failures,
             DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),

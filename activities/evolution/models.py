@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from temporalio import activity
 
@@ -32,9 +32,11 @@ from core.evolution.cases import EvalCase
 from core.evolution.checks import ToolCallMade, run_checks
 from core.evolution.payloads import (
     CandidateKind,
+    CategorizeOutput,
     DiagnoseInput,
     DiagnoseOutput,
     FailureCause,
+    FeedbackCategory,
     ProposeInput,
     ProposeOutput,
     ScoreInput,
@@ -94,6 +96,14 @@ _REWRITE_SCHEMA: Final = {
 }
 MAX_FAILURES: Final = 8
 """Failures shown to the diagnosing and proposing model (the most recent)."""
+MAX_FEEDBACK: Final = 20
+"""Feedback items one cycle sorts into categories at most (the most recent first)."""
+_FEEDBACK_CATEGORIES: Final = get_args(FeedbackCategory)
+_CATEGORY_SCHEMA: Final = {
+    "type": "object",
+    "properties": {"category": {"type": "string", "enum": list(_FEEDBACK_CATEGORIES)}},
+    "required": ["category"],
+}
 MAX_GAP_TOOLS: Final = 3
 """Tools one tool-set candidate adds at most."""
 _SIDE_EFFECTS_NOTE: Final = "adds tools with side effects"
@@ -277,6 +287,72 @@ class EvolutionModelActivities:
                 conn, record.tenant_id, record.agent_name, record.incumbent_version
             )
         return [version.spec.model, *version.spec.fallback_models]
+
+    # -- feedback --------------------------------------------------------------------
+
+    @activity.defn(name="categorize_feedback")
+    async def categorize_feedback(self, input: DiagnoseInput) -> CategorizeOutput:
+        """Sort the agent's uncategorized feedback items (one model call each).
+
+        The category is stored on the feedback and on the run's episode (its metadata).
+        An item the model cannot sort stays uncategorized, for the next cycle.
+        """
+        async with self._pool.connection() as conn:
+            record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
+            cur = await conn.execute(
+                "SELECT f.run_id, f.rating, f.comment, f.expected, r.objective, r.result"
+                " FROM run_feedback f JOIN runs r ON r.id = f.run_id"
+                " WHERE r.tenant_id = %s AND r.agent_name = %s AND f.category IS NULL"
+                " ORDER BY f.created_at DESC LIMIT %s",
+                (input.tenant_id, record.agent_name, MAX_FEEDBACK),
+            )
+            items = await cur.fetchall()
+        if not items:
+            return CategorizeOutput(categorized=0)
+        models = await self._agent_models(record)
+        cost, done = 0.0, 0
+        for item in items:
+            request = ModelRequest(
+                model=models[0],
+                messages=[
+                    ChatMessage(
+                        role="system",
+                        content="You sort feedback on an AI agent's answer into one category: "
+                        + ", ".join(_FEEDBACK_CATEGORIES)
+                        + '. Reply with one JSON object: {"category": "..."}.',
+                    ),
+                    ChatMessage(
+                        role="user",
+                        content=f"Request: {str(item['objective'])[:1000]}\n"
+                        f"Answer: {str(item['result'] or '(none)')[:1000]}\n"
+                        f"Rating: {item['rating']}/5\nComment: {item['comment'] or '(none)'}"
+                        + (
+                            f"\nExpected: {str(item['expected'])[:500]}" if item["expected"] else ""
+                        ),
+                    ),
+                ],
+                temperature=0.0,
+                max_tokens=50,
+                json_schema=_CATEGORY_SCHEMA,
+            )
+            result = await complete_any(self._models, models, request)
+            cost += result.cost_usd or 0.0
+            category = _json_object(result.message.content).get("category")
+            if category not in _FEEDBACK_CATEGORIES:
+                continue
+            done += 1
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "UPDATE run_feedback SET category = %s WHERE run_id = %s AND category IS NULL",
+                    (category, item["run_id"]),
+                )
+                await conn.execute(
+                    "UPDATE memories SET metadata = metadata || jsonb_build_object("
+                    "'feedback_category', %s::text), updated_at = now()"
+                    " WHERE tenant_id = %s AND source_run_id = %s AND kind = 'episode'",
+                    (category, input.tenant_id, item["run_id"]),
+                )
+        return CategorizeOutput(categorized=done, cost_usd=cost)
 
     # -- diagnosis -------------------------------------------------------------------
 

@@ -127,6 +127,19 @@ class ScoreOutput(Payload):
     cost_usd: float = 0.0
 
 
+FeedbackCategory = Literal[
+    "complete_success", "partial_success", "failure", "wrong_approach", "missing_capability",
+    "quality_issue", "performance_issue", "misunderstood_objective",
+]  # fmt: skip
+
+
+class CategorizeOutput(Payload):
+    """How many feedback items were sorted into categories, and the cost."""
+
+    categorized: int
+    cost_usd: float = 0.0
+
+
 class DiagnoseInput(Payload):
     """Attribute the incumbent's failures (train cases and real runs) to causes."""
 

@@ -97,6 +97,8 @@ def responder(agent_reply: Callable[[RecordedRequest], Step]) -> Callable[[Recor
             return reply(json.dumps({"bullets": [RULE], "rationale": "users need DONE"}))
         if system.startswith("You find why"):
             return reply(json.dumps({"cause": "missing_knowledge", "explanation": "no rule"}))
+        if system.startswith("You sort feedback"):
+            return reply(json.dumps({"category": "quality_issue"}))
         return agent_reply(request)
 
     return respond
@@ -205,6 +207,13 @@ async def test_feedback_that_exposes_a_missing_rule_leads_to_a_promoted_candidat
     assert len(proposer) == 1
     prompt = user_text(proposer[0])
     assert FEEDBACK in prompt and "train question" in prompt
+    async with harness.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT f.category FROM run_feedback f JOIN runs r ON r.id = f.run_id"
+            " WHERE r.agent_name = %s",
+            (name,),
+        )
+        assert [row["category"] for row in await cur.fetchall()] == ["quality_issue"]
     assert "validation question" not in prompt and "holdout question" not in prompt
     await assert_replays(handle)
 
@@ -332,7 +341,7 @@ async def test_a_promotion_can_wait_for_a_human(harness: Harness, approved: bool
     harness.server.responder = responder(done_if_told)
     name, evolution_id, _ = await setup(harness, COUNTS, approval="human")
     handle = await start(harness, evolution_id)
-    for _ in range(300):
+    for _ in range(1200):  # up to 2 minutes on a busy machine
         status = await handle.query(EvolutionWorkflow.status)
         if status.waiting_version is not None:
             break
