@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, get_args
 
 from temporalio import activity
@@ -26,7 +26,7 @@ from activities.runs.llm import complete_any
 from activities.tools.catalog import AGENT_TOOL_PREFIX, ToolCatalog
 from core.db import Pool
 from core.evolution import cases as eval_cases
-from core.evolution import proposals
+from core.evolution import frontier, proposals
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCase
 from core.evolution.checks import ToolCallMade, run_checks
@@ -127,6 +127,7 @@ class _Draft:
     instructions: str
     tools: list[str]
     rationale: str
+    parent: int | None = None  # the frontier version it grew from (None: the incumbent)
     refused: str | None = None
 
 
@@ -431,27 +432,37 @@ class EvolutionModelActivities:
             examples = await _examples(conn, record)
             protected = await _protected(conn, record)
             gap_tools = await self._gap_tools(conn, record, incumbent.spec.tools, failures)
+            front = frontier.frontier(
+                frontier.Scored(r.version, r.case_id, r.score)
+                for r in await evolutions.agent_results(conn, input.tenant_id, record.agent_name)
+            )
+            chain = frontier.parents(front, incumbent.version, record.settings.candidates)
+            bases = {incumbent.version: incumbent.spec}
+            for v in set(chain) - {incumbent.version}:
+                bases[v] = (
+                    await agents.get_version(conn, input.tenant_id, record.agent_name, v)
+                ).spec
         models = [incumbent.spec.model, *incumbent.spec.fallback_models]
         kinds = record.settings.kinds
         drafts: list[_Draft] = []
         cost = 0.0
         for i in range(record.settings.candidates):
-            kind = kinds[i % len(kinds)]
+            kind, parent = kinds[i % len(kinds)], bases[chain[i]]
+            lineage = "" if chain[i] == incumbent.version else f" (from frontier v{chain[i]})"
             if kind == "few_shot":
                 chosen = examples[i // len(kinds) :] + examples[: i // len(kinds)]
-                instructions = proposals.with_examples(incumbent.spec.instructions, chosen)
+                instructions = proposals.with_examples(parent.instructions, chosen)
                 why = f"few-shot demonstrations from {min(len(chosen), 3)} solved train case(s)"
-                drafts.append(_Draft(kind, instructions, incumbent.spec.tools, why))
+                drafts.append(_Draft(kind, instructions, parent.tools, why + lineage, chain[i]))
             elif kind == "tools":
-                drafts.append(
-                    _tools_draft(incumbent.spec.instructions, incumbent.spec.tools, gap_tools)
-                )
+                draft = _tools_draft(parent.instructions, parent.tools, gap_tools)
+                drafts.append(replace(draft, rationale=draft.rationale + lineage, parent=chain[i]))
             else:
                 (instructions, why), spent = await self._write(
-                    kind, incumbent.spec.instructions, failures, record, models, i
+                    kind, parent.instructions, failures, record, models, i
                 )
                 cost += spent
-                drafts.append(_Draft(kind, instructions, incumbent.spec.tools, why))
+                drafts.append(_Draft(kind, instructions, parent.tools, why + lineage, chain[i]))
         versions: list[int] = []
         needs_approval: list[int] = []
         rejected = 0
@@ -482,8 +493,8 @@ class EvolutionModelActivities:
                     )
                     version = await agents.add_candidate(
                         conn, input.tenant_id, record.agent_name, spec,
-                        parent=incumbent.version, evolution_id=input.evolution_id,
-                        rationale=draft.rationale,
+                        parent=draft.parent or incumbent.version,
+                        evolution_id=input.evolution_id, rationale=draft.rationale,
                     )  # fmt: skip
                     seen[key] = version.version
                     versions.append(version.version)

@@ -390,6 +390,19 @@ async def list_results(conn: Conn, evolution_id: str) -> list[ResultRecord]:
     return [_result(r) for r in await cur.fetchall()]
 
 
+async def agent_results(
+    conn: Conn, tenant_id: str, agent_name: str, split: Split = "validation"
+) -> list[ResultRecord]:
+    """Every result of the agent's cycles on one split (for the frontier across cycles)."""
+    cur = await conn.execute(
+        "SELECT r.version, r.case_id, r.split, r.run_id, r.score, r.passed, r.detail, r.cost_usd,"
+        " r.latency_s FROM evolution_results r JOIN evolutions e ON e.id = r.evolution_id"
+        " WHERE e.tenant_id = %s AND e.agent_name = %s AND r.split = %s",
+        (tenant_id, agent_name, split),
+    )
+    return [_result(r) for r in await cur.fetchall()]
+
+
 def _result(row: dict[str, Any]) -> ResultRecord:
     return ResultRecord.model_validate({**row, "cost_usd": float(row["cost_usd"])})
 
