@@ -203,13 +203,69 @@ def agents_list() -> None:
 
 @agents_group.command("show")
 @click.argument("name")
-def agents_show(name: str) -> None:
-    """An agent's latest version as JSON."""
+@click.option("--version", type=click.IntRange(min=1), default=None, help="Metrics of one version.")
+@click.option("--since", default=None, help="Metrics of runs created since this ISO time.")
+def agents_show(name: str, version: int | None, since: str | None) -> None:
+    """An agent's latest version as JSON, and metrics per version of its live runs."""
+    params = {k: v for k, v in (("version", version), ("since", since)) if v is not None}
     try:
         with api_client() as api:
-            console.print_json(json.dumps(api.get(f"/v1/agents/{name}")))
+            agent = api.get(f"/v1/agents/{name}")
+            found = api.get(f"/v1/agents/{name}/metrics", params=params)
     except ColonyError as exc:
         fail_api(exc)
+    console.print_json(json.dumps(agent))
+    print_metrics(found)
+
+
+def print_metrics(found: dict[str, Any]) -> None:
+    """Tables of an agent's metrics per version (`GET /v1/agents/{name}/metrics`)."""
+    window = f" since {found['since']}" if found.get("since") else ""
+    versions = found["versions"]
+    if not versions:
+        console.print(f"no runs of {escape(found['agent'])}{window}", highlight=False)
+        return
+    table = Table(title=f"metrics of {escape(found['agent'])}{window}", title_justify="left")
+    for column in ("version", "runs", "running", "succeeded", "failed", "limit", "cancelled"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("rating", "ratings 1-5", "cost", "cost/run", "latency avg·p50·p95"):
+        table.add_column(column, justify="right")
+    for column in ("steps/run", "tokens/run"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for v in versions:
+        outcomes = v["outcomes"]
+        rating = "-" if v["avg_rating"] is None else f"{v['avg_rating']:.2f} ({v['rated']})"
+        unknown = "" if v["cost_complete"] else " +?"  # some prices were unknown
+        table.add_row(
+            str(v["version"]), str(v["runs"]), str(v["running"]),
+            *(_share(outcomes[o]) for o in ("succeeded", "failed", "limit_reached", "cancelled")),
+            rating, "/".join(str(v["rating_distribution"][str(n)]) for n in range(1, 6)),
+            f"${v['cost_usd_total']:.4f}{unknown}", _number(v["cost_usd_avg"], "${:.4f}"),
+            " · ".join(_number(v[f"latency_s_{k}"], "{:.1f}s") for k in ("avg", "p50", "p95")),
+            _number(v["steps_avg"], "{:.1f}"), _number(v["tokens_avg"], "{:.0f}"),
+        )  # fmt: skip
+    if not all(v["cost_complete"] for v in versions):
+        table.caption, table.caption_justify = "+?: some model calls had no known price", "left"
+    console.print(table)
+    tools = Table(title="tool calls", title_justify="left")
+    for column in ("version", "tool", "calls", "errors", "denied", "error rate"):
+        tools.add_column(column, justify="left" if column == "tool" else "right")
+    for v in versions:
+        for t in v["tools"]:
+            tools.add_row(
+                str(v["version"]), escape(t["tool"]), str(t["calls"]), str(t["errors"]),
+                str(t["denied"]), _number(t["error_rate"], "{:.0%}"),
+            )  # fmt: skip
+    if tools.row_count:
+        console.print(tools)
+
+
+def _share(share: dict[str, Any]) -> str:
+    return str(share["count"]) + ("" if share["share"] is None else f" ({share['share']:.0%})")
+
+
+def _number(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
 
 
 @agents_group.command("history")

@@ -1,14 +1,15 @@
 """Agents and their versions."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep
 from api.routes.tools import unknown_tools
-from api.schemas.runs import AgentCreate, AgentPublic, AgentRollback
+from api.schemas.runs import AgentCreate, AgentMetricsPublic, AgentPublic, AgentRollback
 from core.errors import NotFound
-from core.runs import agents
+from core.runs import agents, metrics
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -77,6 +78,30 @@ async def list_versions(
     """Every version of an agent, newest first."""
     async with pool.connection() as conn:
         return [_public(v) for v in await agents.list_versions(conn, principal.tenant_id, name)]
+
+
+@router.get("/{name}/metrics", response_model=AgentMetricsPublic)
+async def get_metrics(
+    name: AgentName,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    version: Annotated[int | None, Query(gt=0, description="one version (default: all)")] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="only runs created at or after this ISO time (UTC if no offset)"),
+    ] = None,
+) -> AgentMetricsPublic:
+    """Metrics per version over the agent's live runs (evaluation runs left out).
+
+    Every version that has runs, newest first, or the one asked for (zeros if it has none).
+    """
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    async with pool.connection() as conn:
+        found = await metrics.agent_metrics(
+            conn, principal.tenant_id, name, version=version, since=since
+        )
+    return AgentMetricsPublic.model_validate(found.model_dump())
 
 
 @router.post("/{name}/rollback", response_model=AgentPublic, status_code=status.HTTP_201_CREATED)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.schemas.base import Body
 from core.payloads import RunMode
 from core.runs.agents import VersionCause, VersionStatus
+from core.runs.metrics import AgentMetrics
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval
 
 
@@ -36,6 +37,14 @@ class AgentPublic(AgentSpec):
     cause: VersionCause = "manual"
     evolution_id: str | None = Field(default=None, description="the cycle that proposed it")
     rationale: str | None = None
+
+
+class AgentMetricsPublic(AgentMetrics):
+    """An agent's metrics per version over its live runs (evaluation runs left out).
+
+    Per version: runs, outcome counts and shares, ratings, cost, latency, steps, tokens
+    and tool error rates; `core.runs.metrics` says how each one is computed.
+    """
 
 
 class AgentRollback(Body):
