@@ -48,8 +48,8 @@ class GatePolicy(Spec):
     test: PairedTest = "sign"
     min_cases: int = Field(default=5, ge=1, le=10_000)
     holdout_tolerance: float = Field(default=0.05, ge=0, le=1)
-    max_cost_ratio: float = Field(default=1.5, gt=0)
-    max_latency_ratio: float = Field(default=1.5, gt=0)
+    max_cost_ratio: float = Field(default=2.0, gt=0)
+    max_latency_ratio: float = Field(default=2.0, gt=0)
 
 
 @dataclass(frozen=True)
