@@ -14,7 +14,7 @@ finished step is not redone (a retry of an unfinished one may call the model aga
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, get_args
 
@@ -46,6 +46,7 @@ from core.evolution.store import EvolutionRecord
 from core.payloads import ChatMessage, ModelRequest, RunEvent
 from core.runs import agents
 from core.runs import store as runs
+from core.runs.payloads import AgentSpec
 from core.runs.store import RunRecord
 from core.settings import Settings
 from core.tools import store as tool_store
@@ -104,6 +105,8 @@ _CATEGORY_SCHEMA: Final = {
     "properties": {"category": {"type": "string", "enum": list(_FEEDBACK_CATEGORIES)}},
     "required": ["category"],
 }
+MIN_CALLS_TO_JUDGE: Final = 5
+"""Calls a tool needs before a tool-set candidate may remove it for failing."""
 MAX_GAP_TOOLS: Final = 3
 """Tools one tool-set candidate adds at most."""
 _SIDE_EFFECTS_NOTE: Final = "adds tools with side effects"
@@ -129,27 +132,72 @@ class _Draft:
     rationale: str
     parent: int | None = None  # the frontier version it grew from (None: the incumbent)
     refused: str | None = None
+    model: str | None = None  # a model tier change
 
 
-def _tools_draft(instructions: str, tools: list[str], gap: Sequence[_GapTool]) -> _Draft:
-    """The incumbent with the tools its failures call for (refused when none does)."""
-    if not gap:
+def _tools_draft(
+    instructions: str,
+    tools: list[str],
+    gap: Sequence[_GapTool],
+    failing: Mapping[str, ToolStats],
+) -> _Draft:
+    """The agent with the tools its failures call for and without those that keep failing.
+
+    Refused when there is nothing to add or remove.
+    """
+    if not gap and not failing:
         return _Draft(
-            "tools", instructions, tools, "no tool fits the failures",
-            refused="no tool the agent lacks matches its failed requests",
+            "tools", instructions, tools, "no tool fits the failures, none keeps failing",
+            refused="no tool the agent lacks matches its failed requests, and none of its "
+            "tools keeps failing",
         )  # fmt: skip
-    evidence = []
-    for tool in gap:
-        line = f"{tool.name} (similarity {tool.score:.2f}"
-        if tool.stats is not None and tool.stats.calls:
-            line += f"; {tool.stats.successes}/{tool.stats.calls} calls succeeded"
-            if tool.stats.p50_ms is not None:
-                line += f", p50 {tool.stats.p50_ms:.0f} ms"
-        evidence.append(line + ")")
-    rationale = "add tools the failed requests call for: " + ", ".join(evidence)
+    reasons = []
+    if gap:
+        evidence = []
+        for tool in gap:
+            line = f"{tool.name} (similarity {tool.score:.2f}"
+            if tool.stats is not None and tool.stats.calls:
+                line += f"; {tool.stats.successes}/{tool.stats.calls} calls succeeded"
+                if tool.stats.p50_ms is not None:
+                    line += f", p50 {tool.stats.p50_ms:.0f} ms"
+            evidence.append(line + ")")
+        reasons.append("add tools the failed requests call for: " + ", ".join(evidence))
+    if failing:
+        reasons.append(
+            "remove tools that keep failing: "
+            + ", ".join(
+                f"{n} ({s.successes}/{s.calls} calls succeeded)" for n, s in failing.items()
+            )
+        )
+    rationale = "; ".join(reasons)
     if any(tool.side_effects for tool in gap):
         rationale += f"; {_SIDE_EFFECTS_NOTE}: a human must approve its promotion"
-    return _Draft("tools", instructions, [*tools, *(t.name for t in gap)], rationale)
+    kept = [t for t in tools if t not in failing]
+    return _Draft("tools", instructions, [*kept, *(t.name for t in gap)], rationale)
+
+
+def _failing_tools(stats: Mapping[str, ToolStats]) -> dict[str, ToolStats]:
+    """The agent's tools that fail more often than they work, over enough calls to tell."""
+    return {
+        name: s
+        for name, s in stats.items()
+        if s.calls >= MIN_CALLS_TO_JUDGE and s.successes / s.calls < 0.5
+    }
+
+
+def _model_draft(parent: AgentSpec, tiers: Sequence[str], index: int) -> _Draft:
+    """The parent on another model of the configured tiers (refused without tiers)."""
+    others = [m for m in tiers if m != parent.model]
+    if not others:
+        return _Draft(
+            "model", parent.instructions, parent.tools, "no other model tier",
+            refused="settings.model_tiers names no model other than the agent's",
+        )  # fmt: skip
+    model = others[index % len(others)]
+    return _Draft(
+        "model", parent.instructions, parent.tools, f"model tier: {parent.model} → {model}",
+        model=model,
+    )  # fmt: skip
 
 
 def _side_effects(rationale: str) -> bool:
@@ -164,6 +212,8 @@ def _diff(instructions: str, tools: Sequence[str], draft: _Draft) -> str:
     if added or removed:
         lines.append("tools:")
         lines += [f"+ {t}" for t in added] + [f"- {t}" for t in removed]
+    if draft.model is not None:
+        lines.append(f"model: {draft.model}")
     return "\n".join(line for line in lines if line)
 
 
@@ -233,6 +283,10 @@ class EvolutionModelActivities:
         else:
             score, passed, detail, judge_cost = await self._judge(record, case, run)
             cost += judge_cost
+            if record.judge is None:
+                judge = {"models": await self._judge_models(record), "prompt": JUDGE_PROMPT_ID}
+                async with self._pool.connection() as conn:
+                    await evolutions.set_state(conn, record.id, judge=judge)
         async with self._pool.connection() as conn, conn.transaction():
             await evolutions.record_result(
                 conn, input.tenant_id, input.evolution_id, version=input.version,
@@ -432,6 +486,9 @@ class EvolutionModelActivities:
             examples = await _examples(conn, record)
             protected = await _protected(conn, record)
             gap_tools = await self._gap_tools(conn, record, incumbent.spec.tools, failures)
+            failing = _failing_tools(
+                await tool_store.tool_stats(conn, input.tenant_id, incumbent.spec.tools)
+            )
             front = frontier.frontier(
                 frontier.Scored(r.version, r.case_id, r.score)
                 for r in await evolutions.agent_results(conn, input.tenant_id, record.agent_name)
@@ -454,8 +511,12 @@ class EvolutionModelActivities:
                 instructions = proposals.with_examples(parent.instructions, chosen)
                 why = f"few-shot demonstrations from {min(len(chosen), 3)} solved train case(s)"
                 drafts.append(_Draft(kind, instructions, parent.tools, why + lineage, chain[i]))
-            elif kind == "tools":
-                draft = _tools_draft(parent.instructions, parent.tools, gap_tools)
+            elif kind in ("tools", "model"):
+                draft = (
+                    _tools_draft(parent.instructions, parent.tools, gap_tools, failing)
+                    if kind == "tools"
+                    else _model_draft(parent, record.settings.model_tiers, i)
+                )
                 drafts.append(replace(draft, rationale=draft.rationale + lineage, parent=chain[i]))
             else:
                 (instructions, why), spent = await self._write(
@@ -466,7 +527,7 @@ class EvolutionModelActivities:
         versions: list[int] = []
         needs_approval: list[int] = []
         rejected = 0
-        seen: dict[tuple[str, tuple[str, ...]], int] = {}
+        seen: dict[tuple[str, tuple[str, ...], str | None], int] = {}
         async with self._pool.connection() as conn, conn.transaction():
             for index, draft in enumerate(drafts):
                 reason = draft.refused
@@ -475,7 +536,7 @@ class EvolutionModelActivities:
                         incumbent.spec.instructions, draft.instructions,
                         max_chars=record.settings.max_instruction_chars, protected=protected,
                     )  # fmt: skip
-                key = (draft.instructions, tuple(draft.tools))
+                key = (draft.instructions, tuple(draft.tools), draft.model)
                 if reason is None and key in seen:
                     reason = f"the same as candidate v{seen[key]}"
                 diff = _diff(incumbent.spec.instructions, incumbent.spec.tools, draft)
@@ -489,7 +550,11 @@ class EvolutionModelActivities:
                                      data={"kind": draft.kind, "reason": reason})  # fmt: skip
                 else:
                     spec = incumbent.spec.model_copy(
-                        update={"instructions": draft.instructions, "tools": draft.tools}
+                        update={
+                            "instructions": draft.instructions,
+                            "tools": draft.tools,
+                            "model": draft.model or incumbent.spec.model,
+                        }
                     )
                     version = await agents.add_candidate(
                         conn, input.tenant_id, record.agent_name, spec,

@@ -4,7 +4,7 @@ The workflow carries ids, versions and scores; objectives, transcripts, diffs an
 per-case details live in Postgres.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -13,7 +13,7 @@ from core.evolution.gate import GatePolicy
 from core.payloads import Payload
 from core.specs import Spec
 
-CandidateKind = Literal["instruction_edit", "rewrite", "few_shot", "tools"]
+CandidateKind = Literal["instruction_edit", "rewrite", "few_shot", "tools", "model"]
 Decision = Literal["promote", "keep"]
 DEFAULT_KINDS: list[CandidateKind] = ["instruction_edit", "few_shot", "tools"]
 EvolutionStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
@@ -21,6 +21,7 @@ EvolutionPhase = Literal[
     "starting", "evaluating_train", "diagnosing", "proposing", "evaluating",
     "deciding", "waiting_for_approval", "finished",
 ]  # fmt: skip
+ModelId = Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[a-z0-9_-]+/.+$")]
 Trigger = Literal["manual", "schedule", "failures", "feedback"]
 FailureCause = Literal[
     "missing_knowledge", "wrong_approach", "tool_problem", "missing_capability",
@@ -32,7 +33,9 @@ class EvolutionSettings(Spec):
     """How one cycle runs: how many candidates of which kinds, the gate, the budget."""
 
     candidates: int = Field(default=3, ge=1, le=8)
-    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=4)
+    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=5)
+    model_tiers: list[ModelId] = Field(default_factory=list, max_length=5)
+    """Models a `model` candidate may move the agent to (LiteLLM-style ids)."""
     gate: GatePolicy = GatePolicy()
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_eval_runs: int = Field(default=400, ge=1, le=20_000)
