@@ -124,6 +124,7 @@ def _evolution_models(res: Resources) -> Sequence[Callable[..., Any]]:
     acts = EvolutionModelActivities(res.settings, res.pool, res.models, res.catalog)
     return [
         acts.score_eval_run,
+        acts.judge_pairs,
         acts.categorize_feedback,
         acts.diagnose_failures,
         acts.propose_candidates,

@@ -21,6 +21,7 @@ from core.evolution.payloads import (
     EvolutionSetup,
     EvolutionStatus,
     FinishEvolutionInput,
+    JudgePairsInput,
     PromotionDecision,
     ProposeInput,
     ProposeOutput,
@@ -176,6 +177,21 @@ class EvolutionWorkflow:
             )
 
         self._phase = "deciding"
+        judged = await asyncio.gather(
+            *(
+                workflow.execute_activity_method(
+                    EvolutionModelActivities.judge_pairs,
+                    JudgePairsInput(
+                        tenant_id=self._input.tenant_id,
+                        evolution_id=self._evolution_id,
+                        version=version,
+                    ),
+                    **LLM_CALL.kwargs(),
+                )
+                for version in proposed.versions
+            )
+        )
+        self._cost += sum(j.cost_usd for j in judged)
         decided: DecideOutput = await workflow.execute_activity_method(
             EvolutionStoreActivities.decide_evolution,
             DecideInput(

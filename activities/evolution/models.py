@@ -37,6 +37,8 @@ from core.evolution.payloads import (
     DiagnoseOutput,
     FailureCause,
     FeedbackCategory,
+    JudgePairsInput,
+    JudgePairsOutput,
     ProposeInput,
     ProposeOutput,
     ScoreInput,
@@ -59,7 +61,13 @@ JUDGE_PROMPT: Final = (
     '{"score": N, "reason": "one sentence"} where N is 1 (fails the rubric) to 5 (fully '
     "meets it). Judge only what the rubric asks; ignore style unless it asks for style."
 )
-JUDGE_PROMPT_ID: Final = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()[:12]
+PAIR_PROMPT: Final = (
+    "You compare two answers of AI agents to the same request against a rubric. Read the "
+    "request, the rubric and answers A and B, then reply with one JSON object: "
+    '{"better": "A" | "B" | "tie", "reason": "one sentence"}. Judge only what the rubric '
+    "asks; the order of the answers means nothing."
+)
+JUDGE_PROMPT_ID: Final = hashlib.sha256((JUDGE_PROMPT + PAIR_PROMPT).encode()).hexdigest()[:12]
 """Recorded with every judged decision: which judge prompt scored it."""
 
 _JUDGE_SCHEMA: Final = {
@@ -69,6 +77,14 @@ _JUDGE_SCHEMA: Final = {
         "reason": {"type": "string"},
     },
     "required": ["score", "reason"],
+}
+_PAIR_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "better": {"type": "string", "enum": ["A", "B", "tie"]},
+        "reason": {"type": "string"},
+    },
+    "required": ["better", "reason"],
 }
 _CAUSES: Final[tuple[FailureCause, ...]] = (
     "missing_knowledge", "wrong_approach", "tool_problem", "missing_capability",
@@ -330,6 +346,76 @@ class EvolutionModelActivities:
             return None, False, "the judge gave no valid grade", result.cost_usd or 0.0
         reason = str(grade.get("reason", ""))[:500]
         return (value - 1) / 4, value >= 4, f"judge {value}/5: {reason}", result.cost_usd or 0.0
+
+    @activity.defn(name="judge_pairs")
+    async def judge_pairs(self, input: JudgePairsInput) -> JudgePairsOutput:
+        """Judge a candidate against the incumbent, answer beside answer, on rubric cases.
+
+        Each pair is shown in an order fixed by a hash of the cycle, version and case, so
+        the candidate comes first in about half of them (judges favour a position). A
+        case where either side gave no answer keeps its pointwise scores.
+        """
+        async with self._pool.connection() as conn:
+            record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
+            done = await evolutions.list_pairs(conn, input.evolution_id)
+            results = {
+                (r.version, r.case_id): r for r in await evolutions.list_results(conn, record.id)
+            }
+            pending = []
+            for case in await eval_cases.list_cases(
+                conn, input.tenant_id, record.agent_name, ("validation", "holdout")
+            ):
+                if case.spec.checks or (input.version, case.id) in done:
+                    continue
+                mine = results.get((input.version, case.id))
+                theirs = results.get((record.incumbent_version, case.id))
+                if mine is None or theirs is None or not (mine.run_id and theirs.run_id):
+                    continue
+                new = await runs.get_run(conn, input.tenant_id, mine.run_id)
+                old = await runs.get_run(conn, input.tenant_id, theirs.run_id)
+                if new.result and old.result:
+                    pending.append((case, new.result, old.result))
+        if not pending:
+            return JudgePairsOutput(judged=0)
+        models = await self._judge_models(record)
+        cost = 0.0
+        for case, candidate, incumbent in pending:
+            key = f"{record.id}:{input.version}:{case.id}".encode()
+            candidate_first = hashlib.sha256(key).digest()[0] % 2 == 0
+            first, second = (candidate, incumbent) if candidate_first else (incumbent, candidate)
+            request = ModelRequest(
+                model=models[0],
+                messages=[
+                    ChatMessage(role="system", content=PAIR_PROMPT),
+                    ChatMessage(
+                        role="user",
+                        content=f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}"
+                        f"\n\nAnswer A:\n{first[:6000]}\n\nAnswer B:\n{second[:6000]}",
+                    ),
+                ],
+                temperature=0.0,
+                max_tokens=200,
+                json_schema=_PAIR_SCHEMA,
+            )
+            result = await complete_any(self._models, models, request)
+            cost += result.cost_usd or 0.0
+            answer = _json_object(result.message.content)
+            better = answer.get("better")
+            if better not in ("A", "B", "tie"):
+                continue  # no valid verdict: the pointwise scores decide this case
+            preferred: evolutions.Preference = (
+                "tie" if better == "tie"
+                else "candidate" if (better == "A") == candidate_first
+                else "incumbent"
+            )  # fmt: skip
+            async with self._pool.connection() as conn:
+                await evolutions.record_pair(
+                    conn, input.tenant_id, record.id, version=input.version, case_id=case.id,
+                    preferred=preferred,
+                    shown_first="candidate" if candidate_first else "incumbent",
+                    reason=str(answer.get("reason", "")), cost_usd=result.cost_usd or 0.0,
+                )  # fmt: skip
+        return JudgePairsOutput(judged=len(pending), cost_usd=cost)
 
     async def _judge_models(self, record: EvolutionRecord) -> list[str]:
         if record.settings.judge_model is not None:

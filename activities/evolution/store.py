@@ -6,7 +6,8 @@ results, and finish (releasing a winner).
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from typing import Final
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -114,9 +115,11 @@ class EvolutionStoreActivities:
                 if result.split != "train":
                     by_version[result.version][result.case_id] = result
             incumbent = by_version.get(record.incumbent_version, {})
+            pairs = await evolutions.list_pairs(conn, input.evolution_id)
             decisions: dict[int, GateDecision] = {}
             for version in input.candidates:
                 scores = _paired(incumbent, by_version.get(version, {}), guards)
+                scores = [_with_pair(s, pairs.get((version, s.case_id))) for s in scores]
                 decisions[version] = decide(
                     scores,
                     record.settings.gate,
@@ -253,6 +256,17 @@ def _paired(
             )
         )
     return pairs
+
+
+_PAIR_SCORES: Final = {"candidate": (0.0, 1.0), "incumbent": (1.0, 0.0), "tie": (0.5, 0.5)}
+
+
+def _with_pair(scores: CaseScores, preferred: str | None) -> CaseScores:
+    """A rubric case the judge compared side by side is scored by that comparison."""
+    if preferred is None:
+        return scores
+    incumbent, candidate = _PAIR_SCORES[preferred]
+    return replace(scores, incumbent=incumbent, candidate=candidate)
 
 
 def _costs(results: Iterable[ResultRecord]) -> RunCosts | None:

@@ -174,6 +174,21 @@ class ProposeOutput(Payload):
     """Candidates that add tools with side effects: promoted only with a human's approval."""
 
 
+class JudgePairsInput(Payload):
+    """Compare a candidate's answers with the incumbent's on the rubric cases."""
+
+    tenant_id: str
+    evolution_id: str
+    version: int
+
+
+class JudgePairsOutput(Payload):
+    """How many pairs were judged, and the cost."""
+
+    judged: int
+    cost_usd: float = 0.0
+
+
 class DecideInput(Payload):
     """Run the gate for every candidate against the incumbent."""
 

@@ -390,6 +390,40 @@ async def list_results(conn: Conn, evolution_id: str) -> list[ResultRecord]:
     return [_result(r) for r in await cur.fetchall()]
 
 
+Preference = Literal["candidate", "incumbent", "tie"]
+
+
+async def record_pair(
+    conn: Conn,
+    tenant_id: str,
+    evolution_id: str,
+    *,
+    version: int,
+    case_id: str,
+    preferred: Preference,
+    shown_first: Literal["candidate", "incumbent"],
+    reason: str,
+    cost_usd: float,
+) -> None:
+    """Store a pairwise judgment (the first write wins)."""
+    await conn.execute(
+        "INSERT INTO evolution_pairs (tenant_id, evolution_id, version, case_id, preferred,"
+        " shown_first, reason, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (evolution_id, version, case_id) DO NOTHING",
+        (tenant_id, evolution_id, version, case_id, preferred, shown_first, reason[:1000],
+         Decimal(str(round(cost_usd, 6)))),
+    )  # fmt: skip
+
+
+async def list_pairs(conn: Conn, evolution_id: str) -> dict[tuple[int, str], Preference]:
+    """The cycle's pairwise judgments by (candidate version, case)."""
+    cur = await conn.execute(
+        "SELECT version, case_id, preferred FROM evolution_pairs WHERE evolution_id = %s",
+        (evolution_id,),
+    )
+    return {(r["version"], r["case_id"]): r["preferred"] for r in await cur.fetchall()}
+
+
 async def agent_results(
     conn: Conn, tenant_id: str, agent_name: str, split: Split = "validation"
 ) -> list[ResultRecord]:

@@ -99,6 +99,20 @@ CREATE TABLE evolution_results (
     PRIMARY KEY (evolution_id, version, case_id)
 );
 
+-- Pairwise judgments of rubric cases: the judge saw the incumbent's and a candidate's
+-- answers, in an order fixed by a hash (so each is shown first about half the time).
+CREATE TABLE evolution_pairs (
+    tenant_id     text NOT NULL,
+    evolution_id  text NOT NULL REFERENCES evolutions (id) ON DELETE CASCADE,
+    version       integer NOT NULL,
+    case_id       text NOT NULL,
+    preferred     text NOT NULL CHECK (preferred IN ('candidate', 'incumbent', 'tie')),
+    shown_first   text NOT NULL CHECK (shown_first IN ('candidate', 'incumbent')),
+    reason        text NOT NULL DEFAULT '',
+    cost_usd      numeric(14, 6) NOT NULL DEFAULT 0,
+    PRIMARY KEY (evolution_id, version, case_id)
+);
+
 CREATE TABLE evolution_events (
     tenant_id     text NOT NULL,
     evolution_id  text NOT NULL REFERENCES evolutions (id) ON DELETE CASCADE,

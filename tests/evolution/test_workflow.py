@@ -436,3 +436,46 @@ async def test_a_missing_tool_is_found_in_the_registry_and_added(harness: Harnes
     assert "calculator" in live.spec.tools
     assert candidates[0].kind == "tools" and "+ calculator" in candidates[0].diff
     assert "similarity" in candidates[0].rationale
+
+
+async def test_rubric_cases_are_judged_side_by_side_in_both_orders(harness: Harness) -> None:
+    def judge_or_answer(request: RecordedRequest) -> Step:
+        system, user = system_text(request), user_text(request)
+        if system.startswith("You grade"):
+            return reply(json.dumps({"score": 3, "reason": "fine"}))  # no difference alone
+        if system.startswith("You compare two answers"):
+            first = user.split("Answer A:", 1)[1].split("Answer B:", 1)[0]
+            return reply(json.dumps({"better": "A" if "DONE" in first else "B", "reason": "DONE"}))
+        return done_if_told(request)
+
+    harness.server.responder = responder(judge_or_answer)
+    name = "writer-" + uuid.uuid4().hex[:6]
+    ids = case_ids(COUNTS)
+    async with harness.pool.connection() as conn:
+        version, _ = await agents.create_version(
+            conn, TENANT, name, spec(instructions="You answer questions about numbers.", tools=[])
+        )
+        for split, split_ids in ids.items():
+            for i, case_id in enumerate(split_ids):
+                await eval_cases.add_case(
+                    conn, TENANT, name,
+                    EvalCaseSpec(objective=f"{split} {i}: 6 times 7?", rubric="Ends with DONE."),
+                    case_id=case_id,
+                )  # fmt: skip
+        record = await evolutions.create_evolution(
+            conn, tenant_id=TENANT, agent_name=name, incumbent_version=version.version,
+            settings=EvolutionSettings(candidates=1, kinds=["instruction_edit"]),
+        )  # fmt: skip
+    output = await (await start(harness, record.id)).result()
+    assert output.decision == "promote", output.reasons
+    async with harness.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT preferred, shown_first FROM evolution_pairs WHERE evolution_id = %s",
+            (record.id,),
+        )
+        pairs = await cur.fetchall()
+        judged = await evolutions.get_evolution(conn, TENANT, record.id)
+    assert len(pairs) == len(ids["validation"]) + len(ids["holdout"])
+    assert {p["preferred"] for p in pairs} == {"candidate"}
+    assert {p["shown_first"] for p in pairs} == {"candidate", "incumbent"}
+    assert judged.judge is not None and judged.judge["prompt"]
