@@ -1,6 +1,7 @@
 """The failure trigger's check after a run ends, given to `finish_run` as its hook."""
 
 from temporalio import activity
+from temporalio.client import Client
 
 from core.db import Pool
 from core.evolution import triggers
@@ -23,5 +24,10 @@ class FailureTriggerHook:
         """Start a cycle of the run's agent if its failure trigger fires (never raises)."""
         if outcome in triggers.FAILING_OUTCOMES:
             await triggers.check_after_run(
-                self._pool, activity.client(), self._settings, tenant_id, run_id, outcome
+                self._pool, _activity_client, self._settings, tenant_id, run_id, outcome
             )
+
+
+async def _activity_client() -> Client:
+    """The Temporal client of the worker running the current activity."""
+    return activity.client()

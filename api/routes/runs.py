@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api import sse
-from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep, TemporalHandleDep
 from api.live import query_status, request_cancel, start_once
 from api.schemas.runs import (
     ApprovalCreate,
@@ -280,7 +280,7 @@ async def feedback(
     body: FeedbackCreate,
     principal: PrincipalDep,
     pool: PoolDep,
-    client: TemporalDep,
+    temporal: TemporalHandleDep,
     settings: SettingsDep,
 ) -> FeedbackPublic:
     """Rate a finished run (1-5, with a comment and the answer you expected).
@@ -298,7 +298,9 @@ async def feedback(
             conn, principal.tenant_id, run_id, body.rating, body.comment, body.expected
         )
     if record.mode == "normal":
-        await triggers.check_quietly(pool, client, settings, principal.tenant_id, record.agent_name)
+        await triggers.check_quietly(
+            pool, temporal.get, settings, principal.tenant_id, record.agent_name
+        )
     return FeedbackPublic(run_id=run_id, **body.model_dump())
 
 

@@ -15,6 +15,7 @@ workflow already started is no error, so every step may repeat.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -208,19 +209,23 @@ async def start(client: Client, settings: Settings, cycle: TriggeredCycle) -> No
         pass
 
 
+ClientSource = Callable[[], Awaitable[Client]]
+"""How a check gets its Temporal client: only when it has a cycle to start."""
+
+
 async def check_and_start(
-    pool: Pool, client: Client, settings: Settings, tenant_id: str, agent_name: str
+    pool: Pool, client: ClientSource, settings: Settings, tenant_id: str, agent_name: str
 ) -> TriggeredCycle | None:
     """Claim a cycle for the agent if a trigger fires, and start it; the started cycle."""
     async with pool.connection() as conn:
         cycle = await claim(conn, tenant_id, agent_name)
     if cycle is not None:
-        await start(client, settings, cycle)
+        await start(await client(), settings, cycle)
     return cycle
 
 
 async def check_quietly(
-    pool: Pool, client: Client, settings: Settings, tenant_id: str, agent_name: str
+    pool: Pool, client: ClientSource, settings: Settings, tenant_id: str, agent_name: str
 ) -> TriggeredCycle | None:
     """`check_and_start`, with any error logged: a trigger never fails what called it.
 
@@ -235,7 +240,7 @@ async def check_quietly(
 
 
 async def check_after_run(
-    pool: Pool, client: Client, settings: Settings, tenant_id: str, run_id: str, outcome: str
+    pool: Pool, client: ClientSource, settings: Settings, tenant_id: str, run_id: str, outcome: str
 ) -> TriggeredCycle | None:
     """After a run ended: check its agent's failure trigger, quietly.
 
