@@ -331,16 +331,14 @@ async def add_cases(pool: Pool, name: str) -> None:
                 )  # fmt: skip
 
 
-async def run_to_end(http: httpx.AsyncClient, name: str, n: int) -> dict[str, Any]:
+async def run_to_end(http: httpx.AsyncClient, client: Client, name: str, n: int) -> dict[str, Any]:
+    """A run of the agent, once its workflow has ended (`finish_run` and its hook done)."""
     started = await http.post("/v1/runs", json={"agent": name, "objective": f"live: q{n}"})
     assert started.status_code == 201, started.text
     run_id = started.json()["id"]
-    for _ in range(300):
-        body: dict[str, Any] = (await http.get(f"/v1/runs/{run_id}")).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not finish")
+    await asyncio.wait_for(client.get_workflow_handle(runs.workflow_id_for(run_id)).result(), 60)
+    body: dict[str, Any] = (await http.get(f"/v1/runs/{run_id}")).json()
+    return body
 
 
 async def cycles_of(pool: Pool, name: str) -> list[evolutions.EvolutionRecord]:
@@ -376,17 +374,17 @@ async def test_repeated_failure_starts_one_cycle(
         )
         assert put.status_code == 200, put.text
 
-        assert (await run_to_end(http, name, 1))["outcome"] == "failed"
+        assert (await run_to_end(http, client, name, 1))["outcome"] == "failed"
         assert await cycles_of(pool, name) == []  # one failure is not enough
-        assert (await run_to_end(http, name, 2))["outcome"] == "failed"
-        (cycle,) = await wait_for(pool, name, lambda found: len(found) == 1)
+        assert (await run_to_end(http, client, name, 2))["outcome"] == "failed"
+        (cycle,) = await cycles_of(pool, name)  # claimed by the second run's finish_run
         assert cycle.trigger == "failures" and cycle.settings.approval == "human"
         assert cycle.workflow_id.startswith(f"evolution-trigger-{TENANT}-{name}-")
         (cycle,) = await wait_for(pool, name, lambda found: found[0].status == "waiting")
 
         # Two more failures while the cycle runs (enough, with no cooldown) start no other.
         for n in (3, 4):
-            assert (await run_to_end(http, name, n))["outcome"] == "failed"
+            assert (await run_to_end(http, client, name, n))["outcome"] == "failed"
         assert [c.id for c in await cycles_of(pool, name)] == [cycle.id]
 
         approved = await http.post(
@@ -417,7 +415,7 @@ async def test_new_feedback_starts_a_cycle(
             json={"triggers": {"feedback": 2, "cooldown_hours": 0}},
         )
         assert put.status_code == 200, put.text
-        first, second = [await run_to_end(http, name, n) for n in (1, 2)]
+        first, second = [await run_to_end(http, client, name, n) for n in (1, 2)]
         assert first["outcome"] == second["outcome"] == "succeeded"
         assert await cycles_of(pool, name) == []  # successful runs trigger nothing
         rated = await http.post(f"/v1/runs/{first['id']}/feedback", json={"rating": 4})
