@@ -46,8 +46,8 @@ FAILING_OUTCOMES: Final = frozenset({"failed", "limit_reached"})
 LOW_RATING: Final = 2
 """A rating at or below this makes a run count as a failure."""
 STALE_QUEUED: Final = timedelta(hours=1)
-"""A manually started cycle still queued after this long (its start failed) no longer
-blocks triggers."""
+"""A cycle still queued after this long never started (its workflow failed to start, or
+ended before its first activity): it no longer blocks triggers, nor is started again."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,13 @@ async def claim(conn: store.Conn, tenant_id: str, agent_name: str) -> TriggeredC
         for row in recent:
             if row["finished_at"] is not None:
                 continue
-            if row["status"] == "queued" and row["trigger"] in ("failures", "feedback"):
-                return _cycle(tenant_id, agent_name, row)  # claimed before; start it again
-            if row["status"] != "queued" or now - row["created_at"] < STALE_QUEUED:
+            if row["status"] != "queued":
                 return None  # a cycle of the agent runs
+            if now - row["created_at"] >= STALE_QUEUED:
+                continue  # its start failed for good
+            if row["trigger"] in ("failures", "feedback"):
+                return _cycle(tenant_id, agent_name, row)  # claimed before; start it again
+            return None  # just started by hand
         last_start = max(
             (t for t in (recent[0]["created_at"] if recent else None, policy["last_triggered_at"])
              if t is not None),
