@@ -54,10 +54,15 @@ def get_pool(request: Request) -> Pool:
     return pool
 
 
+def get_temporal_handle(request: Request) -> TemporalHandle:
+    """The app's Temporal connection, for routes that need it only sometimes."""
+    handle: TemporalHandle = request.app.state.temporal
+    return handle
+
+
 async def get_temporal(request: Request) -> Client:
     """The app's Temporal client."""
-    handle: TemporalHandle = request.app.state.temporal
-    return await handle.get()
+    return await get_temporal_handle(request).get()
 
 
 async def get_principal(
@@ -86,5 +91,6 @@ async def require_admin(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[Pool, Depends(get_pool)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+TemporalHandleDep = Annotated[TemporalHandle, Depends(get_temporal_handle)]
 PrincipalDep = Annotated[tenants.Principal, Depends(get_principal)]
 AdminDep = Annotated[tenants.Principal, Depends(require_admin)]

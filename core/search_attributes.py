@@ -3,6 +3,8 @@
 They make runs filterable in the Temporal UI (`ColonyTenant = "local" AND ColonyKind = "run"`).
 """
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 TENANT = SearchAttributeKey.for_keyword("ColonyTenant")
@@ -21,14 +23,20 @@ def cli_definitions() -> list[str]:
     return [f"{key.name}={_CLI_TYPE_NAMES[key.indexed_value_type.name]}" for key in ALL]
 
 
-def for_run(tenant_id: str, agent: str, version: int, kind: str = "run") -> TypedSearchAttributes:
-    """The attributes a run starts with (its status is `running` until it ends)."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(TENANT, tenant_id),
-            SearchAttributePair(AGENT, agent),
-            SearchAttributePair(AGENT_VERSION, version),
-            SearchAttributePair(KIND, kind),
-            SearchAttributePair(STATUS, "running"),
-        ]
-    )
+def for_run(
+    tenant_id: str, agent: str, version: int | None, kind: str = "run"
+) -> TypedSearchAttributes:
+    """The attributes a run starts with (its status is `running` until it ends).
+
+    `version` is None when it is not known at start: a scheduled evolution cycle takes
+    the agent's live version when it fires.
+    """
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(TENANT, tenant_id),
+        SearchAttributePair(AGENT, agent),
+        SearchAttributePair(KIND, kind),
+        SearchAttributePair(STATUS, "running"),
+    ]
+    if version is not None:
+        pairs.insert(2, SearchAttributePair(AGENT_VERSION, version))
+    return TypedSearchAttributes(pairs)

@@ -11,6 +11,7 @@ from typing import Any
 
 from activities.evolution.models import EvolutionModelActivities
 from activities.evolution.store import EvolutionStoreActivities
+from activities.evolution.triggers import FailureTriggerHook
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
 from activities.memory.vectors import LazyEmbedder, open_vector_store
@@ -156,7 +157,9 @@ def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
 
 
 def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
-    store = StoreActivities(res.pool, res.catalog)
+    store = StoreActivities(
+        res.pool, res.catalog, after_finish=FailureTriggerHook(res.settings, res.pool)
+    )
     swarms = SwarmActivities(res.settings, res.pool)
     return [
         MemoryActivities(res.pool).record_stack_check,

@@ -8,6 +8,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 from core.evolution.payloads import (
+    WORKFLOW_NAME,
     ApprovalWaitInput,
     CaseRef,
     DecideInput,
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.agent_run import run_child
 
 
-@workflow.defn(name="EvolutionWorkflow")
+@workflow.defn(name=WORKFLOW_NAME)
 class EvolutionWorkflow:
     """A cycle: gather, diagnose, propose K candidates, evaluate, decide, promote or keep.
 

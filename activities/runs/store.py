@@ -12,6 +12,7 @@ from core.payloads import RunEvent, RunMode
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.agents import AgentsAsTools
+from core.runs.hooks import RunFinishedHook
 from core.runs.payloads import (
     AdoptMessagesInput,
     AgentSpec,
@@ -31,9 +32,17 @@ from core.tools.payloads import ToolPolicy
 class StoreActivities:
     """Postgres reads and writes of the run lifecycle; every write is idempotent."""
 
-    def __init__(self, pool: Pool, catalog: ToolCatalog | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        catalog: ToolCatalog | None = None,
+        *,
+        after_finish: RunFinishedHook | None = None,
+    ) -> None:
+        """`after_finish` runs once a run's outcome is stored (evolution triggers use it)."""
         self._pool = pool
         self._catalog = catalog or ToolCatalog(agents=AgentsAsTools())
+        self._after_finish = after_finish
 
     @activity.defn(name="start_run")
     async def start_run(self, input: StartRunInput) -> RunPlan:
@@ -148,7 +157,10 @@ class StoreActivities:
 
     @activity.defn(name="finish_run")
     async def finish_run(self, input: FinishRunInput) -> None:
-        """Record the outcome, the final answer and the totals; emit `run.finished`."""
+        """Record the outcome, the final answer and the totals; emit `run.finished`.
+
+        Then the `after_finish` hook, if any, sees the outcome.
+        """
         async with self._pool.connection() as conn:
             result = None
             if input.result_seq is not None:
@@ -178,6 +190,8 @@ class StoreActivities:
                 input.run_id,
                 [RunEvent(key="run-finished", type="run.finished", data=data)],
             )
+        if self._after_finish is not None:
+            await self._after_finish(input.tenant_id, input.run_id, input.outcome)
 
 
 def _received(inbox_ids: list[int], texts: list[str], first_seq: int) -> list[RunEvent]:

@@ -11,7 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from api.cli.output import api_client, console, fail_api, preview
-from api.client import EventStream
+from api.client import ApiError, ColonyClient, EventStream
 from core.errors import ColonyError
 
 
@@ -194,6 +194,10 @@ def _check_summary(check: dict[str, Any]) -> str:
 @click.option(
     "--follow/--no-follow", "-f", default=True, show_default=True, help="Stream the cycle's events."
 )
+@click.option("--every", default=None, help="Schedule cycles instead: every 24h, 90m, 1d...")
+@click.option("--cron", default=None, help="Schedule cycles at cron times: '0 3 * * *' (UTC).")
+@click.option("--pause/--resume", "pause", default=None, help="Pause or resume the schedule.")
+@click.option("--unschedule", is_flag=True, help="Remove the schedule and triggers of AGENT.")
 def evolve_command(
     agent: str,
     candidates: int | None,
@@ -201,13 +205,26 @@ def evolve_command(
     max_cost: float | None,
     max_eval_runs: int | None,
     follow: bool,
+    every: str | None,
+    cron: str | None,
+    pause: bool | None,
+    unschedule: bool,
 ) -> None:
-    """Start an evolution cycle of AGENT: propose candidates, evaluate, promote the best."""
+    """Start an evolution cycle of AGENT: propose candidates, evaluate, promote the best.
+
+    With --every or --cron it sets AGENT's evolution schedule instead (the other options
+    become the settings of its cycles); --pause/--resume pause or resume it, --unschedule
+    removes it.
+    """
     chosen = {
         "candidates": candidates, "approval": approval, "max_cost_usd": max_cost,
         "max_eval_runs": max_eval_runs,
     }  # fmt: skip
-    body = {"settings": {k: v for k, v in chosen.items() if v is not None}}
+    settings = {k: v for k, v in chosen.items() if v is not None}
+    if unschedule or every is not None or cron is not None or pause is not None:
+        _schedule(agent, settings, every=every, cron=cron, pause=pause, unschedule=unschedule)
+        return
+    body = {"settings": settings}
     try:
         with api_client() as api:
             _print_estimate(api.post(f"/v1/agents/{agent}/evolutions/preflight", json=body))
@@ -230,6 +247,97 @@ def evolve_command(
         fail_api(exc)
     if finished is None or finished.get("status") in ("failed", "cancelled"):
         sys.exit(1)
+
+
+def _schedule(
+    agent: str,
+    settings: dict[str, Any],
+    *,
+    every: str | None,
+    cron: str | None,
+    pause: bool | None,
+    unschedule: bool,
+) -> None:
+    """Set, pause, resume or remove AGENT's schedule; triggers and settings are kept."""
+    if unschedule and (every is not None or cron is not None or pause is not None):
+        raise click.UsageError("--unschedule goes alone")
+    if every is not None and cron is not None:
+        raise click.UsageError("give --every or --cron, not both")
+    path = f"/v1/agents/{agent}/evolution-schedule"
+    try:
+        with api_client() as api:
+            if unschedule:
+                api.request("DELETE", path)
+                console.print(f"removed the evolution schedule of {escape(agent)}")
+                return
+            current = _current_policy(api, path)
+            if current is None and every is None and cron is None:
+                raise click.UsageError(f"{agent} has no evolution schedule; set one with --every")
+            body = {
+                "every": every, "cron": cron, "paused": bool(pause),
+                "settings": {**(current or {}).get("settings", {}), **settings},
+                "triggers": (current or {}).get("triggers", {}),
+            }  # fmt: skip
+            if every is None and cron is None and current is not None:
+                body |= {"every": current["every"], "cron": current["cron"]}
+                if pause is None:
+                    body["paused"] = current["paused"]
+            print_schedule(api.request("PUT", path, json=body))
+    except ColonyError as exc:
+        fail_api(exc)
+
+
+def _current_policy(api: ColonyClient, path: str) -> dict[str, Any] | None:
+    try:
+        return dict(api.get(path))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def print_schedule(policy: dict[str, Any]) -> None:
+    """An agent's evolution policy: its schedule's state, triggers and cycle settings."""
+    when = (
+        f"every {policy['every']}" if policy["every"]
+        else f"cron '{policy['cron']}'" if policy["cron"] else "no schedule"
+    )  # fmt: skip
+    schedule = policy.get("schedule")
+    state = ""
+    if policy["every"] or policy["cron"]:
+        state = " · [yellow]paused[/]" if policy["paused"] else " · active"
+    console.print(
+        f"evolution schedule of [bold]{escape(policy['agent'])}[/] · {escape(when)}{state}",
+        highlight=False,
+    )
+    if schedule:
+        upcoming = ", ".join(_time(t) for t in schedule["next_runs"][:3]) or "-"
+        console.print(f"  next runs: {upcoming}", highlight=False)
+        for action in schedule["recent"][-5:]:
+            console.print(
+                f"  started {_time(action['started_at'])}: {action['workflow_id']}",
+                highlight=False,
+            )
+    t = policy["triggers"]
+    fired = [
+        *([f"{t['failures']} failed or low-rated runs within {t['window_hours']:g}h"]
+          if t.get("failures") else []),
+        *([f"{t['feedback']} new feedback items"] if t.get("feedback") else []),
+    ]  # fmt: skip
+    if fired:
+        console.print(
+            f"  triggers: {' or '.join(fired)} · cooldown {t['cooldown_hours']:g}h", highlight=False
+        )
+    s = policy["settings"]
+    console.print(
+        f"  cycles: {s['candidates']} candidates · approval {s['approval']} · "
+        f"cap {s['max_eval_runs']} runs",
+        highlight=False,
+    )
+
+
+def _time(value: str) -> str:
+    return value[:19].replace("T", " ")
 
 
 def _print_estimate(estimate: dict[str, Any]) -> None:
@@ -295,7 +403,7 @@ def _print_decision(data: dict[str, Any]) -> None:
 
 @click.group("evolutions")
 def evolutions_group() -> None:
-    """List, show, approve and cancel an agent's evolution cycles."""
+    """List, show, approve and cancel an agent's evolution cycles; show its schedule."""
 
 
 @evolutions_group.command("list")
@@ -326,6 +434,20 @@ def _decision(evolution: dict[str, Any]) -> str:
     if evolution["decision"] == "promote":
         return f"promote v{evolution['promoted_version']}"
     return evolution["decision"] or "-"
+
+
+@evolutions_group.command("schedule")
+@click.argument("agent")
+def evolutions_schedule(agent: str) -> None:
+    """AGENT's evolution schedule: next runs, recent cycles, triggers.
+
+    Set it with `colony evolve AGENT --every 24h` (or --cron).
+    """
+    try:
+        with api_client() as api:
+            print_schedule(api.get(f"/v1/agents/{agent}/evolution-schedule"))
+    except ColonyError as exc:
+        fail_api(exc)
 
 
 @evolutions_group.command("show")

@@ -1,6 +1,7 @@
 """Evolution: an agent's eval cases, runs made into cases, and evolution cycles."""
 
 import asyncio
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -21,17 +22,22 @@ from api.schemas.evolution import (
     EvolutionCreate,
     EvolutionEstimate,
     EvolutionPublic,
+    EvolutionScheduleCreate,
+    EvolutionSchedulePublic,
     Outcome,
     PromotionDecisionCreate,
+    ScheduledCyclePublic,
+    ScheduleStatePublic,
 )
 from api.schemas.runs import EventPublic
 from core import search_attributes
 from core.db import Pool
 from core.errors import Conflict, NotFound, StackError
 from core.event_log import EventRecord
-from core.evolution import cases, store
+from core.evolution import cases, schedules, store
 from core.evolution.from_runs import case_from_run
 from core.evolution.payloads import (
+    WORKFLOW_NAME,
     EvolutionInput,
     EvolutionSettings,
     EvolutionStatus,
@@ -139,10 +145,95 @@ async def create_eval_case_from_run(
     return _case_public(case)
 
 
+# -- schedule and triggers ------------------------------------------------------------
+
+
+@router.put("/{name}/evolution-schedule", response_model=EvolutionSchedulePublic)
+async def put_evolution_schedule(
+    name: AgentName,
+    body: EvolutionScheduleCreate,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+) -> EvolutionSchedulePublic:
+    """Set the agent's evolution policy: its Temporal Schedule, triggers and cycle settings.
+
+    With `every` or `cron` the schedule `evolution-schedule-{tenant}-{agent}` is created or
+    updated (overlap policy: skip; `paused` pauses it); without both it is deleted. The
+    policy and the schedule change together: when Temporal refuses, nothing is stored.
+    """
+    tenant = principal.tenant_id
+    policy = store.EvolutionPolicy(
+        agent_name=name, settings=body.settings, every=body.every, cron=body.cron,
+        paused=body.paused, triggers=body.triggers,
+    )  # fmt: skip
+    async with pool.connection() as conn, conn.transaction():
+        stored = await store.put_policy(conn, tenant, policy)  # 404 for unknown agents
+        await schedules.put_schedule(
+            client, app_settings, tenant, name, every=body.every, cron=body.cron,
+            paused=body.paused,
+        )  # fmt: skip
+    return await _schedule_public(client, app_settings, tenant, stored)
+
+
+@router.get("/{name}/evolution-schedule", response_model=EvolutionSchedulePublic)
+async def get_evolution_schedule(
+    name: AgentName,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+) -> EvolutionSchedulePublic:
+    """The agent's evolution policy, with its schedule's next runs and recent cycles."""
+    async with pool.connection() as conn:
+        policy = await store.get_policy(conn, principal.tenant_id, name)
+    if policy is None:
+        raise NotFound(f"agent {name!r} has no evolution schedule or triggers")
+    return await _schedule_public(client, app_settings, principal.tenant_id, policy)
+
+
+@router.delete("/{name}/evolution-schedule", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_evolution_schedule(
+    name: AgentName,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    client: TemporalDep,
+    app_settings: SettingsDep,
+) -> Response:
+    """Remove the agent's schedule and policy (cycles already started go on)."""
+    tenant = principal.tenant_id
+    async with pool.connection() as conn, conn.transaction():
+        had_policy = await store.delete_policy(conn, tenant, name)
+        had_schedule = await schedules.delete_schedule(client, app_settings, tenant, name)
+    if not (had_policy or had_schedule):
+        raise NotFound(f"agent {name!r} has no evolution schedule or triggers")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _schedule_public(
+    client: Client, app_settings: Settings, tenant_id: str, policy: store.EvolutionPolicy
+) -> EvolutionSchedulePublic:
+    state = None
+    if policy.every is not None or policy.cron is not None:
+        found = await schedules.describe_schedule(client, app_settings, tenant_id,
+                                                  policy.agent_name)  # fmt: skip
+        if found is not None:
+            state = ScheduleStatePublic(
+                id=found.id, paused=found.paused, note=found.note, next_runs=found.next_runs,
+                recent=[ScheduledCyclePublic(**asdict(a)) for a in found.recent],
+                running=found.running,
+            )  # fmt: skip
+    return EvolutionSchedulePublic(
+        agent=policy.agent_name, schedule=state,
+        **policy.model_dump(
+            include={"every", "cron", "paused", "settings", "triggers", "last_triggered_at"}
+        ),
+    )  # fmt: skip
+
+
 # -- evolution cycles -----------------------------------------------------------------
 
-EVOLUTION_WORKFLOW = "EvolutionWorkflow"
-"""The workflow's registered name (the API starts it by name; workers register it)."""
 APPROVE_UPDATE = "approve_promotion"
 STATUS_QUERY = "status"
 UPDATE_TIMEOUT = 10.0
@@ -181,7 +272,7 @@ async def create_evolution(
         )  # fmt: skip
     # The row is committed first: a cycle whose start failed stays queued and visible.
     await start_named_once(
-        client, app_settings, EVOLUTION_WORKFLOW,
+        client, app_settings, WORKFLOW_NAME,
         EvolutionInput(tenant_id=tenant, evolution_id=record.id),
         workflow_id=record.workflow_id,
         attributes=search_attributes.for_run(

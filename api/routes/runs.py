@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api import sse
-from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep, TemporalHandleDep
 from api.live import query_status, request_cancel, start_once
 from api.schemas.runs import (
     ApprovalCreate,
@@ -23,6 +23,7 @@ from core import search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput, NotFound
 from core.event_log import EventRecord
+from core.evolution import triggers
 from core.providers import default_model
 from core.runs import agents
 from core.runs import store as runs
@@ -275,13 +276,19 @@ async def approve(
 
 @router.post("/{run_id}/feedback", response_model=FeedbackPublic)
 async def feedback(
-    run_id: str, body: FeedbackCreate, principal: PrincipalDep, pool: PoolDep
+    run_id: str,
+    body: FeedbackCreate,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    temporal: TemporalHandleDep,
+    settings: SettingsDep,
 ) -> FeedbackPublic:
     """Rate a finished run (1-5, with a comment and the answer you expected).
 
     The rating goes to the run's episode in memory and rewards its lesson; recall and
     skill consolidation weigh them by it. An expected answer lets the run become an eval
-    case with a check (`POST /v1/runs/{id}/eval-case`).
+    case with a check (`POST /v1/runs/{id}/eval-case`). Feedback may start an evolution
+    cycle of the agent, when its policy has a `feedback` or `failures` trigger.
     """
     async with pool.connection() as conn:
         record = await runs.get_run(conn, principal.tenant_id, run_id)
@@ -289,6 +296,10 @@ async def feedback(
             raise Conflict(f"run {run_id!r} is {record.status}; rate it once it has finished")
         await runs.record_feedback(
             conn, principal.tenant_id, run_id, body.rating, body.comment, body.expected
+        )
+    if record.mode == "normal":
+        await triggers.check_quietly(
+            pool, temporal.get, settings, principal.tenant_id, record.agent_name
         )
     return FeedbackPublic(run_id=run_id, **body.model_dump())
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.schemas.base import Body
 from core.evolution.cases import EvalCaseSpec, Split
@@ -14,8 +14,10 @@ from core.evolution.payloads import (
     EvolutionSettings,
     EvolutionStatus,
     EvolutionStatusName,
+    EvolutionTriggers,
     Trigger,
 )
+from core.evolution.schedules import check_cron, parse_every
 
 Outcome = Literal["win", "loss", "tie"]
 
@@ -147,3 +149,94 @@ class PromotionDecisionCreate(Body):
 
     approved: bool
     reason: str | None = Field(default=None, max_length=2000)
+
+
+# -- schedules and triggers -----------------------------------------------------------
+
+
+class EvolutionScheduleCreate(Body):
+    """An agent's evolution policy: when cycles start (a schedule, triggers) and how they run.
+
+    Give `every` or `cron` for a Temporal Schedule, `triggers` for cycles that start on
+    repeated failure or new feedback, or both. Without `every` and `cron` the agent has
+    no schedule (an existing one is deleted).
+    """
+
+    every: str | None = Field(
+        default=None, max_length=32, description="an interval: 24h, 90m, 1d, 1h30m (1m..366d)"
+    )
+    cron: str | None = Field(
+        default=None, max_length=200,
+        description="5 fields (minute hour day-of-month month day-of-week), UTC, or @daily",
+    )  # fmt: skip
+    paused: bool = Field(default=False, description="keep the schedule but fire nothing")
+    settings: EvolutionSettings = Field(
+        default_factory=EvolutionSettings, description="the settings of every cycle it starts"
+    )
+    triggers: EvolutionTriggers = Field(
+        default_factory=EvolutionTriggers,
+        description="failures: N bad runs within window_hours; feedback: M new items",
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_every(value)
+            value = value.strip().lower()
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> "EvolutionScheduleCreate":
+        if self.every is not None and self.cron is not None:
+            raise ValueError("give every or cron, not both")
+        if (
+            self.every is None
+            and self.cron is None
+            and self.triggers.failures is None
+            and (self.triggers.feedback is None)
+        ):
+            raise ValueError(
+                "nothing would start a cycle: give every, cron or a trigger "
+                "(triggers.failures, triggers.feedback); DELETE removes the policy"
+            )
+        return self
+
+
+class ScheduledCyclePublic(BaseModel):
+    """A cycle the schedule started."""
+
+    scheduled_at: datetime
+    started_at: datetime
+    workflow_id: str
+
+
+class ScheduleStatePublic(BaseModel):
+    """The agent's Temporal Schedule as Temporal has it."""
+
+    id: str
+    paused: bool
+    note: str | None
+    next_runs: list[datetime] = Field(description="the next times it fires (if not paused)")
+    recent: list[ScheduledCyclePublic] = Field(description="cycles it started lately")
+    running: list[str] = Field(description="workflow ids of its cycles still running")
+
+
+class EvolutionSchedulePublic(BaseModel):
+    """An agent's evolution policy, with its schedule's state in Temporal."""
+
+    agent: str
+    every: str | None
+    cron: str | None
+    paused: bool
+    settings: EvolutionSettings
+    triggers: EvolutionTriggers
+    last_triggered_at: datetime | None = Field(description="when a trigger last started a cycle")
+    schedule: ScheduleStatePublic | None = Field(
+        description="None when the policy has no every or cron"
+    )

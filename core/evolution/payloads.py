@@ -4,7 +4,7 @@ The workflow carries ids, versions and scores; objectives, transcripts, diffs an
 per-case details live in Postgres.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,8 @@ from core.evolution.gate import GatePolicy
 from core.payloads import Payload
 from core.specs import Spec
 
+WORKFLOW_NAME: Final = "EvolutionWorkflow"
+"""The registered name of the cycle's workflow (the API and schedules start it by name)."""
 CandidateKind = Literal["instruction_edit", "rewrite", "few_shot", "tools", "model"]
 Decision = Literal["promote", "keep"]
 DEFAULT_KINDS: list[CandidateKind] = ["instruction_edit", "few_shot", "tools"]

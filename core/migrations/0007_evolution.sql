@@ -126,7 +126,8 @@ CREATE TABLE evolution_events (
 );
 
 -- An agent's evolution policy: the settings of its cycles, their schedule (a Temporal
--- Schedule per agent) and the triggers that start a cycle on their own.
+-- Schedule per agent) and the triggers that start a cycle on their own. A trigger check
+-- locks the row (SELECT ... FOR UPDATE), so concurrent checks start one cycle at most.
 CREATE TABLE evolution_policies (
     tenant_id          text NOT NULL,
     agent_name         text NOT NULL,
@@ -135,7 +136,8 @@ CREATE TABLE evolution_policies (
     cron               text,                               -- ... or a cron expression
     paused             boolean NOT NULL DEFAULT false,
     triggers           jsonb NOT NULL DEFAULT '{}'::jsonb,  -- EvolutionTriggers
-    last_triggered_at  timestamptz,
+    last_triggered_at  timestamptz,                         -- when a trigger last started a cycle
+    created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, agent_name),
     FOREIGN KEY (tenant_id, agent_name) REFERENCES agents (tenant_id, name) ON DELETE CASCADE
