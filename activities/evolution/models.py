@@ -266,6 +266,11 @@ class EvolutionModelActivities:
         """Score an evaluation run by its case's checks, or by the judge on its rubric.
 
         A run that did not finish (failure given, or no run) scores None: a failure.
+
+        The latency recorded for a finished run is the time its model and tool calls took
+        (their successful attempts), not the workflow's wall time: a worker that crashed
+        mid-evaluation, or a busy queue, must not make one version look slower than another.
+        A run that did not finish keeps the wall time it was given.
         """
         async with self._pool.connection() as conn:
             stored = await evolutions.find_result(
@@ -283,6 +288,9 @@ class EvolutionModelActivities:
                     await runs.abandon(conn, input.run_id, f"evaluation: {input.failure}")
                 run = await runs.get_run(conn, input.tenant_id, input.run_id)
             calls = [] if run is None else await _tool_calls(conn, run.id)
+            latency = input.latency_s
+            if run is not None and input.failure is None:
+                latency = await _working_s(conn, run.id)
         cost = run.cost_usd if run is not None else 0.0
         score: float | None
         if run is None or input.failure is not None:
@@ -307,7 +315,7 @@ class EvolutionModelActivities:
             await evolutions.record_result(
                 conn, input.tenant_id, input.evolution_id, version=input.version,
                 case_id=input.case_id, split=case.split, run_id=input.run_id, score=score,
-                passed=passed, detail=detail, cost_usd=cost, latency_s=input.latency_s,
+                passed=passed, detail=detail, cost_usd=cost, latency_s=latency,
             )  # fmt: skip
             await evolutions.append_events(
                 conn, input.tenant_id, input.evolution_id,
@@ -770,6 +778,18 @@ async def _tool_calls(conn: runs.Conn, run_id: str) -> list[ToolCallMade]:
                 arguments = {}
             calls.append(ToolCallMade(call.name, arguments if isinstance(arguments, dict) else {}))
     return calls
+
+
+async def _working_s(conn: runs.Conn, run_id: str) -> float:
+    """Seconds a run spent in its model calls (the ledger) and tool calls (their events)."""
+    cur = await conn.execute(
+        "SELECT (SELECT coalesce(sum(latency_ms), 0) FROM llm_calls WHERE run_id = %(run)s)"
+        " + (SELECT coalesce(sum((data->>'duration_ms')::float8), 0) FROM run_events"
+        "    WHERE run_id = %(run)s AND type = 'tool.result') AS ms",
+        {"run": run_id},
+    )
+    row = await cur.fetchone()
+    return float(row["ms"] if row else 0.0) / 1000
 
 
 async def _failures(conn: runs.Conn, record: EvolutionRecord) -> list[_Failure]:
