@@ -23,7 +23,17 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.bench import agent, function_calling, mcp, memory, sandbox, swarm, tool_search, tools
+from tests.bench import (
+    agent,
+    evolution,
+    function_calling,
+    mcp,
+    memory,
+    sandbox,
+    swarm,
+    tool_search,
+    tools,
+)
 from tests.bench._workflows import SequentialActivities, noop
 from tests.support.services import child_env, world_traversable_tempdir
 from workers import temporal_server
@@ -149,6 +159,7 @@ SECTIONS = (
     "memory",
     "swarm",
     "function_calling",
+    "evolution",
 )
 """What `--only` can select, in the order they run (all of them by default)."""
 
@@ -241,6 +252,9 @@ def main() -> None:
     fc_lines: list[str] = []
     if "function_calling" in only:
         fc_lines = asyncio.run(function_calling.run_options(args, prefix="fc_"))
+    evolution_lines: list[str] = []
+    if "evolution" in only:
+        evolution_lines = asyncio.run(evolution.run_all())
     selected = f" --only {' '.join(args.only)}" if args.only else ""
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -256,6 +270,8 @@ def main() -> None:
         lines += ["", *swarm_lines]
     if fc_lines:
         lines += ["", *fc_lines]
+    if evolution_lines:
+        lines += ["", *evolution_lines]
     print("\n".join(lines))
 
 

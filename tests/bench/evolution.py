@@ -322,6 +322,24 @@ def scaling_table(results: list[ScaleResult], delay: float) -> list[str]:
     return lines
 
 
+async def run_all(
+    cases: int = 66,
+    seed: int = 13,
+    parallelism: int = 2,
+    scale_candidates: Sequence[int] = (1, 4, 8),
+    scale_cases: Sequence[int] = (10, 50),
+    delay: float = 0.2,
+) -> list[str]:
+    """Both sections, as Markdown lines (`make bench`)."""
+    async with environment() as env:
+        result = await real(env, cases, seed, parallelism)
+        timings = await scaling(env, scale_candidates, scale_cases, delay)
+    return [
+        "### Evolution with the local model", "", *real_table(result), "",
+        "### Evolution cycle scaling", "", *scaling_table(timings, delay),
+    ]  # fmt: skip
+
+
 async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("section", choices=["real", "scaling", "all"], nargs="?", default="all")
