@@ -332,28 +332,18 @@ class EvolutionModelActivities:
         """The rubric judge: pinned prompt and model. No answer, or no valid grade: None."""
         if run.outcome != "succeeded" or not run.result:
             return None, False, f"the run ended {run.outcome}: no answer to judge", 0.0
-        models = await self._judge_models(record)
-        request = ModelRequest(
-            model=models[0],
-            messages=[
-                ChatMessage(role="system", content=JUDGE_PROMPT),
-                ChatMessage(
-                    role="user",
-                    content=f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}\n\n"
-                    f"Answer:\n{run.result[:8000]}",
-                ),
-            ],
-            temperature=0.0,
-            max_tokens=200,
-            json_schema=_JUDGE_SCHEMA,
+        grade, cost = await self._ask(
+            await self._judge_models(record),
+            JUDGE_PROMPT,
+            f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}\n\n"
+            f"Answer:\n{run.result[:8000]}",
+            _JUDGE_SCHEMA,
         )
-        result = await complete_any(self._models, models, request)
-        grade = _json_object(result.message.content)
         value = grade.get("score")
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
-            return None, False, "the judge gave no valid grade", result.cost_usd or 0.0
+            return None, False, "the judge gave no valid grade", cost
         reason = str(grade.get("reason", ""))[:500]
-        return (value - 1) / 4, value >= 4, f"judge {value}/5: {reason}", result.cost_usd or 0.0
+        return (value - 1) / 4, value >= 4, f"judge {value}/5: {reason}", cost
 
     @activity.defn(name="judge_pairs")
     async def judge_pairs(self, input: JudgePairsInput) -> JudgePairsOutput:
@@ -391,23 +381,14 @@ class EvolutionModelActivities:
             key = f"{record.id}:{input.version}:{case.id}".encode()
             candidate_first = hashlib.sha256(key).digest()[0] % 2 == 0
             first, second = (candidate, incumbent) if candidate_first else (incumbent, candidate)
-            request = ModelRequest(
-                model=models[0],
-                messages=[
-                    ChatMessage(role="system", content=PAIR_PROMPT),
-                    ChatMessage(
-                        role="user",
-                        content=f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}"
-                        f"\n\nAnswer A:\n{first[:6000]}\n\nAnswer B:\n{second[:6000]}",
-                    ),
-                ],
-                temperature=0.0,
-                max_tokens=200,
-                json_schema=_PAIR_SCHEMA,
+            answer, spent = await self._ask(
+                models,
+                PAIR_PROMPT,
+                f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}"
+                f"\n\nAnswer A:\n{first[:6000]}\n\nAnswer B:\n{second[:6000]}",
+                _PAIR_SCHEMA,
             )
-            result = await complete_any(self._models, models, request)
-            cost += result.cost_usd or 0.0
-            answer = _json_object(result.message.content)
+            cost += spent
             better = answer.get("better")
             if better not in ("A", "B", "tie"):
                 continue  # no valid verdict: the pointwise scores decide this case
@@ -421,9 +402,33 @@ class EvolutionModelActivities:
                     conn, input.tenant_id, record.id, version=input.version, case_id=case.id,
                     preferred=preferred,
                     shown_first="candidate" if candidate_first else "incumbent",
-                    reason=str(answer.get("reason", "")), cost_usd=result.cost_usd or 0.0,
+                    reason=str(answer.get("reason", "")), cost_usd=spent,
                 )  # fmt: skip
         return JudgePairsOutput(judged=len(pending), cost_usd=cost)
+
+    async def _ask(
+        self,
+        models: list[str],
+        system: str,
+        user: str,
+        schema: dict[str, Any],
+        *,
+        max_tokens: int = 200,
+        temperature: float = 0.0,
+    ) -> tuple[dict[str, Any], float]:
+        """One model call answered with a JSON object ({} when the answer holds none)."""
+        request = ModelRequest(
+            model=models[0],
+            messages=[
+                ChatMessage(role="system", content=system),
+                ChatMessage(role="user", content=user),
+            ],
+            temperature=temperature,
+            max_tokens=max_tokens,
+            json_schema=schema,
+        )
+        result = await complete_any(self._models, models, request)
+        return _json_object(result.message.content), result.cost_usd or 0.0
 
     async def _judge_models(self, record: EvolutionRecord) -> list[str]:
         if record.settings.judge_model is not None:
@@ -461,32 +466,20 @@ class EvolutionModelActivities:
         models = await self._agent_models(record)
         cost, done = 0.0, 0
         for item in items:
-            request = ModelRequest(
-                model=models[0],
-                messages=[
-                    ChatMessage(
-                        role="system",
-                        content="You sort feedback on an AI agent's answer into one category: "
-                        + ", ".join(_FEEDBACK_CATEGORIES)
-                        + '. Reply with one JSON object: {"category": "..."}.',
-                    ),
-                    ChatMessage(
-                        role="user",
-                        content=f"Request: {str(item['objective'])[:1000]}\n"
-                        f"Answer: {str(item['result'] or '(none)')[:1000]}\n"
-                        f"Rating: {item['rating']}/5\nComment: {item['comment'] or '(none)'}"
-                        + (
-                            f"\nExpected: {str(item['expected'])[:500]}" if item["expected"] else ""
-                        ),
-                    ),
-                ],
-                temperature=0.0,
+            answer, spent = await self._ask(
+                models,
+                "You sort feedback on an AI agent's answer into one category: "
+                + ", ".join(_FEEDBACK_CATEGORIES)
+                + '. Reply with one JSON object: {"category": "..."}.',
+                f"Request: {str(item['objective'])[:1000]}\n"
+                f"Answer: {str(item['result'] or '(none)')[:1000]}\n"
+                f"Rating: {item['rating']}/5\nComment: {item['comment'] or '(none)'}"
+                + (f"\nExpected: {str(item['expected'])[:500]}" if item["expected"] else ""),
+                _CATEGORY_SCHEMA,
                 max_tokens=50,
-                json_schema=_CATEGORY_SCHEMA,
             )
-            result = await complete_any(self._models, models, request)
-            cost += result.cost_usd or 0.0
-            category = _json_object(result.message.content).get("category")
+            cost += spent
+            category = answer.get("category")
             if category not in _FEEDBACK_CATEGORIES:
                 continue
             done += 1
@@ -517,24 +510,15 @@ class EvolutionModelActivities:
         diagnoses: list[dict[str, Any]] = []
         cost = 0.0
         for failure in failures:
-            request = ModelRequest(
-                model=models[0],
-                messages=[
-                    ChatMessage(
-                        role="system",
-                        content="You find why an AI agent failed a task. Causes: "
-                        + ", ".join(_CAUSES)
-                        + '. Reply with one JSON object: {"cause": "...", "explanation": "one sentence"}.',
-                    ),
-                    ChatMessage(role="user", content=_failure_text(failure)),
-                ],
-                temperature=0.0,
-                max_tokens=200,
-                json_schema=_DIAGNOSE_SCHEMA,
+            answer, spent = await self._ask(
+                models,
+                "You find why an AI agent failed a task. Causes: "
+                + ", ".join(_CAUSES)
+                + '. Reply with one JSON object: {"cause": "...", "explanation": "one sentence"}.',
+                _failure_text(failure),
+                _DIAGNOSE_SCHEMA,
             )
-            result = await complete_any(self._models, models, request)
-            cost += result.cost_usd or 0.0
-            answer = _json_object(result.message.content)
+            cost += spent
             cause = answer.get("cause")
             diagnoses.append(
                 {
@@ -735,34 +719,22 @@ class EvolutionModelActivities:
                 'request. Reply with one JSON object: {"bullets": ["..."], "rationale": "one sentence"}.'
             )
             schema = _EDIT_SCHEMA
-        request = ModelRequest(
-            model=models[0],
-            messages=[
-                ChatMessage(
-                    role="system", content="You improve the instructions of an AI agent. " + task
-                ),
-                ChatMessage(
-                    role="user",
-                    content=f"Instructions:\n{instructions}\n\nFailures:\n{evidence}\n\n"
-                    f"Diagnoses:\n{diagnoses or '(none)'}",
-                ),
-            ],
-            temperature=0.0 if index == 0 else 0.7,
+        answer, cost = await self._ask(
+            models,
+            "You improve the instructions of an AI agent. " + task,
+            f"Instructions:\n{instructions}\n\nFailures:\n{evidence}\n\n"
+            f"Diagnoses:\n{diagnoses or '(none)'}",
+            schema,
             max_tokens=800,
-            json_schema=schema,
+            temperature=0.0 if index == 0 else 0.7,
         )
-        result = await complete_any(self._models, models, request)
-        answer = _json_object(result.message.content)
         rationale = str(answer.get("rationale", ""))[:1000] or "model-written edit"
         if kind == "rewrite":
             written = answer.get("instructions")
-            return (written if isinstance(written, str) else "", rationale), result.cost_usd or 0.0
+            return (written if isinstance(written, str) else "", rationale), cost
         bullets = answer.get("bullets")
         items = [b for b in bullets if isinstance(b, str)] if isinstance(bullets, list) else []
-        return (
-            proposals.add_playbook_bullets(instructions, items),
-            rationale,
-        ), result.cost_usd or 0.0
+        return (proposals.add_playbook_bullets(instructions, items), rationale), cost
 
 
 # -- evidence ------------------------------------------------------------------------

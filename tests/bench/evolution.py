@@ -18,6 +18,7 @@ parallel evaluation over sequential (`parallelism` 8 against 1).
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -106,11 +107,16 @@ async def _agent_and_cases(pool: db.Pool, model: str, count: int, seed: int) -> 
 
 
 async def _cycle(
-    client: Client, pool: db.Pool, suffix: str, incumbent: int, settings: EvolutionSettings
+    client: Client,
+    pool: db.Pool,
+    suffix: str,
+    incumbent: int,
+    settings: EvolutionSettings,
+    agent: str = AGENT,
 ) -> tuple[EvolutionOutput, float]:
     async with pool.connection() as conn:
         record = await evolutions.create_evolution(
-            conn, tenant_id=TENANT, agent_name=AGENT, incumbent_version=incumbent, settings=settings
+            conn, tenant_id=TENANT, agent_name=agent, incumbent_version=incumbent, settings=settings
         )
     started = time.monotonic()
     handle = await client.start_workflow(
@@ -215,17 +221,21 @@ class ScaleResult:
     parallelism: int
     eval_runs: int
     wall_s: float
-    cost_usd: float
+    model_calls: int
+    tokens: int
     decision: str
 
 
 def _scripted(delay: float) -> Any:
+    proposals = itertools.count(1)
+
     def respond(request: RecordedRequest) -> Step:
         system = " ".join(
             str(m.get("content") or "") for m in request.messages if m["role"] == "system"
         )
         if system.startswith("You improve the instructions"):
-            return reply(json.dumps({"bullets": ["Show your work."], "rationale": "bench"}))
+            rule = f"Check step {next(proposals)} of your work."  # a distinct edit per call
+            return reply(json.dumps({"bullets": [rule], "rationale": "bench"}))
         if system.startswith("You find why"):
             return reply(json.dumps({"cause": "missing_knowledge", "explanation": "bench"}))
         return reply(
@@ -257,55 +267,61 @@ async def scaling(
                 runs_matrix = [(k, n, 8) for n in cases for k in candidates]
                 runs_matrix.append((4, max(cases), 1))
                 for k, n, parallel in runs_matrix:
-                    incumbent = await _fresh_agent(pool, n)
+                    agent, incumbent = await _fresh_agent(pool, n)
+                    calls_before = len(server.chat_requests())
                     output, wall = await _cycle(
                         client, pool, suffix, incumbent,
-                        EvolutionSettings(
-                            candidates=k, kinds=["instruction_edit", "few_shot"],
-                            parallelism=parallel, max_eval_runs=5000,
-                        ),
+                        EvolutionSettings.model_validate({
+                            "candidates": k, "kinds": ["instruction_edit", "few_shot"],
+                            "parallelism": parallel, "max_eval_runs": 5000,
+                            "gate": {"min_cases": 2},  # 10 cases leave 3 for validation
+                        }),
+                        agent,
                     )  # fmt: skip
                     async with pool.connection() as conn:
                         done = len(await evolutions.list_results(conn, output.evolution_id))
+                    calls = server.chat_requests()[calls_before:]
+                    tokens = 110 * len(calls)  # every scripted answer reports 100 + 10 tokens
                     out.append(
-                        ScaleResult(k, n, parallel, done, wall, output.cost_usd, output.decision)
+                        ScaleResult(k, n, parallel, done, wall, len(calls), tokens, output.decision)
                     )
     return out
 
 
-async def _fresh_agent(pool: db.Pool, count: int) -> int:
-    """Replace the bench agent (and its cases) with a new one holding `count` cases."""
+async def _fresh_agent(pool: db.Pool, count: int) -> tuple[str, int]:
+    """A new bench agent holding `count` cases of its own."""
+    seed = random.randrange(1_000_000)
+    name = f"{AGENT}-{seed}"
     async with pool.connection() as conn:
         await conn.execute(
             "INSERT INTO tenants (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (TENANT,)
         )
-        await conn.execute("DELETE FROM agents WHERE tenant_id = %s AND name = %s", (TENANT, AGENT))
-    seed = random.randrange(1_000_000)
-    async with pool.connection() as conn:
         version, _ = await agents.create_version(
-            conn, TENANT, AGENT,
+            conn, TENANT, name,
             AgentSpec(instructions=INSTRUCTIONS, model="openai/scripted-model", tools=[]),
         )  # fmt: skip
         for i, (question, product) in enumerate(multiplication_cases(count, seed)):
             await eval_cases.add_case(
-                conn, TENANT, AGENT,
+                conn, TENANT, name,
                 EvalCaseSpec(objective=question, checks=[{"kind": "numeric", "value": product}]),  # type: ignore[list-item]
                 case_id=f"s{seed}-{i:03d}",
             )  # fmt: skip
-    return version.version
+    return name, version.version
 
 
 def scaling_table(results: list[ScaleResult], delay: float) -> list[str]:
     lines = [
-        f"Each agent answer takes {delay:.2f} s on the scripted model; 100 + 10 tokens per call.",
+        f"Each agent answer takes {delay:.2f} s on the scripted model and reports 100 + 10 "
+        "tokens; the scripted model has no price, so cost is given as model calls and tokens "
+        "(a cycle's cost is their sum at the agent's model's price).",
         "",
-        "| candidates | cases | parallelism | evaluation runs | wall | cost | decision |",
-        "|---|---|---|---|---|---|---|",
+        "| candidates | cases | parallelism | evaluation runs | wall | model calls | tokens | decision |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.candidates} | {r.cases} | {r.parallelism} | {r.eval_runs} | {r.wall_s:.1f} s"
-            f" | ${r.cost_usd:.6f} | {r.decision} |"
+            f" | {r.model_calls} | {r.tokens} | {r.decision} |"
         )
     parallel = next(
         (
