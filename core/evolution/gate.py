@@ -18,7 +18,8 @@ every one of these holds:
    `-holdout_tolerance` (holdout cases never reach the proposer or the selection; they
    are reported on every decision).
 5. **Cost and latency within bounds**: the candidate's mean cost and latency per run are at
-   most `max_cost_ratio` and `max_latency_ratio` times the incumbent's.
+   most `max_cost_ratio` and `max_latency_ratio` times the incumbent's, or within
+   `cost_slack_usd` and `latency_slack_s` of them.
 
 Anything else keeps the incumbent, and the decision says which rules failed.
 """
@@ -50,6 +51,10 @@ class GatePolicy(Spec):
     holdout_tolerance: float = Field(default=0.05, ge=0, le=1)
     max_cost_ratio: float = Field(default=2.0, gt=0)
     max_latency_ratio: float = Field(default=2.0, gt=0)
+    cost_slack_usd: float = Field(default=0.0001, ge=0)
+    latency_slack_s: float = Field(default=1.0, ge=0)
+    """A candidate within this much of the incumbent's cost or latency per run passes the
+    ratio bound whatever the ratio (0.02 s against 0.01 s is noise, not twice as slow)."""
 
 
 @dataclass(frozen=True)
@@ -210,12 +215,14 @@ def _cost_reasons(
     if incumbent is None or candidate is None:
         return []
     reasons = []
-    if candidate.cost_usd > incumbent.cost_usd * policy.max_cost_ratio + 1e-12:
+    over_cost = candidate.cost_usd - incumbent.cost_usd > policy.cost_slack_usd
+    if over_cost and candidate.cost_usd > incumbent.cost_usd * policy.max_cost_ratio:
         reasons.append(
             f"cost per run ${candidate.cost_usd:.6f} exceeds {policy.max_cost_ratio}x "
             f"the incumbent's ${incumbent.cost_usd:.6f}"
         )
-    if candidate.latency_s > incumbent.latency_s * policy.max_latency_ratio + 1e-9:
+    over_latency = candidate.latency_s - incumbent.latency_s > policy.latency_slack_s
+    if over_latency and candidate.latency_s > incumbent.latency_s * policy.max_latency_ratio:
         reasons.append(
             f"latency per run {candidate.latency_s:.2f}s exceeds {policy.max_latency_ratio}x "
             f"the incumbent's {incumbent.latency_s:.2f}s"

@@ -52,8 +52,16 @@ def slow_done_if_told(request: RecordedRequest) -> Step:
 
 
 def is_agent(request: RecordedRequest) -> bool:
-    """An evaluated agent's request (not the proposer's or the diagnoser's)."""
-    return not system_text(request).startswith(("You improve the instructions", "You find why"))
+    """An evaluated agent's request (not the cycle's own: proposer, diagnoser, sorter, judge)."""
+    return not system_text(request).startswith(
+        (
+            "You improve the instructions",
+            "You find why",
+            "You sort feedback",
+            "You grade",
+            "You compare",
+        )
+    )
 
 
 def objective_of(request: RecordedRequest) -> str:

@@ -97,6 +97,8 @@ def test_cost_and_latency_bounds() -> None:
     assert not decision.promote and any("cost per run" in r for r in decision.reasons)
     slow = RunCosts(0.01, 9.0)
     assert any("latency" in r for r in decide(scores, GatePolicy(), cheap, slow).reasons)
+    # Tiny numbers: twice 0.01 s is within the slack, not a regression.
+    assert decide(scores, GatePolicy(), RunCosts(0.0, 0.01), RunCosts(0.0, 0.03)).promote
 
 
 def test_the_bootstrap_test_is_deterministic_and_demands_a_positive_bound() -> None:
