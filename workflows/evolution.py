@@ -143,6 +143,8 @@ class EvolutionWorkflow:
 
         self._phase = "evaluating_train"
         await self._evaluate([(setup.incumbent_version, c) for c in train])
+        if self._exhausted:
+            return await self._budget_exhausted()
         self._phase = "diagnosing"
         sorted_feedback = await workflow.execute_activity_method(
             EvolutionModelActivities.categorize_feedback,
@@ -172,10 +174,7 @@ class EvolutionWorkflow:
         versions = [setup.incumbent_version, *proposed.versions]
         await self._evaluate([(v, c) for c in measured for v in versions])
         if self._exhausted:
-            return await self._keep(
-                f"budget exhausted: ${self._cost:.6f} spent of max_cost_usd "
-                f"{settings.max_cost_usd} after {self._done} of {self._planned} evaluations"
-            )
+            return await self._budget_exhausted()
 
         self._phase = "deciding"
         judged = await asyncio.gather(
@@ -308,6 +307,13 @@ class EvolutionWorkflow:
             **LLM_CALL.kwargs(),
         )  # fmt: skip
         return score
+
+    async def _budget_exhausted(self) -> EvolutionOutput:
+        return await self._keep(
+            f"budget exhausted: ${self._cost:.6f} spent of max_cost_usd "
+            f"{self._setup.settings.max_cost_usd} after {self._done} of {self._planned} "
+            "evaluations"
+        )
 
     async def _keep(self, *reasons: str) -> EvolutionOutput:
         return await self._finish("succeeded", "keep", None, list(reasons))
