@@ -9,6 +9,7 @@ from api.deps import PoolDep, PrincipalDep, SettingsDep
 from api.routes.tools import unknown_tools
 from api.schemas.runs import AgentCreate, AgentMetricsPublic, AgentPublic, AgentRollback
 from core.errors import NotFound
+from core.evolution import store as evolutions
 from core.runs import agents, metrics
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
 
@@ -75,9 +76,11 @@ async def get_agent(name: AgentName, principal: PrincipalDep, pool: PoolDep) -> 
 async def list_versions(
     name: AgentName, principal: PrincipalDep, pool: PoolDep
 ) -> list[AgentPublic]:
-    """Every version of an agent, newest first."""
+    """Every version of an agent, newest first, with its lineage and evaluation scores."""
     async with pool.connection() as conn:
-        return [_public(v) for v in await agents.list_versions(conn, principal.tenant_id, name)]
+        versions = await agents.list_versions(conn, principal.tenant_id, name)
+        scores = await evolutions.version_scores(conn, principal.tenant_id, name)
+    return [_public(v).model_copy(update={"scores": scores.get(v.version)}) for v in versions]
 
 
 @router.get("/{name}/metrics", response_model=AgentMetricsPublic)

@@ -45,6 +45,7 @@ from core.evolution.payloads import (
 )
 from core.evolution.store import Conn, EvolutionRecord
 from core.runs import agents
+from core.runs.metrics import agent_metrics
 from core.settings import Settings
 
 router = APIRouter(prefix="/v1/agents", tags=["evolution"])
@@ -290,10 +291,16 @@ async def _estimate(
     found = await cases.list_cases(conn, tenant_id, agent_name)
     counts = {split: sum(1 for c in found if c.split == split) for split in cases.SPLITS}
     runs = (settings.candidates + 1) * (counts["validation"] + counts["holdout"]) + counts["train"]
+    live = await agents.get_version(conn, tenant_id, agent_name)
+    measured = (await agent_metrics(conn, tenant_id, agent_name, version=live.version)).versions
+    per_run = measured[0].cost_usd_avg if measured else None
+    cost = None if per_run is None else round(per_run * runs, 6)
     return EvolutionEstimate(
         eval_runs=runs, cases=counts, candidates=settings.candidates,
-        max_eval_runs=settings.max_eval_runs, within_budget=runs <= settings.max_eval_runs,
-        max_cost_usd=settings.max_cost_usd,
+        max_eval_runs=settings.max_eval_runs,
+        within_budget=runs <= settings.max_eval_runs
+        and (cost is None or settings.max_cost_usd is None or cost <= settings.max_cost_usd),
+        max_cost_usd=settings.max_cost_usd, cost_usd=cost,
     )  # fmt: skip
 
 

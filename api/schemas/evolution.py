@@ -72,8 +72,15 @@ class EvolutionEstimate(BaseModel):
     cases: dict[Split, int] = Field(description="eval cases by split")
     candidates: int
     max_eval_runs: int = Field(description="the cycle's cap on evaluation runs")
-    within_budget: bool = Field(description="eval_runs <= max_eval_runs")
+    within_budget: bool = Field(
+        description="eval_runs <= max_eval_runs, and cost_usd <= max_cost_usd when both known"
+    )
     max_cost_usd: float | None = Field(description="the cycle's cap in USD, if any")
+    cost_usd: float | None = Field(
+        default=None,
+        description="eval_runs x the live version's average cost per run (None until it has "
+        "finished runs); the cycle's own model calls (diagnosis, proposals, judge) come on top",
+    )
 
 
 class CandidatePublic(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.base import Body
+from core.evolution.store import VersionScore
 from core.payloads import RunMode
 from core.runs.agents import VersionCause, VersionStatus
 from core.runs.metrics import AgentMetrics
@@ -37,6 +38,10 @@ class AgentPublic(AgentSpec):
     cause: VersionCause = "manual"
     evolution_id: str | None = Field(default=None, description="the cycle that proposed it")
     rationale: str | None = None
+    scores: VersionScore | None = Field(
+        default=None,
+        description="mean validation and holdout scores in the latest cycle that evaluated it",
+    )
 
 
 class AgentMetricsPublic(AgentMetrics):

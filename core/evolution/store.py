@@ -424,6 +424,44 @@ async def list_pairs(conn: Conn, evolution_id: str) -> dict[tuple[int, str], Pre
     return {(r["version"], r["case_id"]): r["preferred"] for r in await cur.fetchall()}
 
 
+class VersionScore(BaseModel):
+    """A version's scores in the latest cycle that evaluated it (a missing result is 0)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    evolution_id: str
+    validation: float | None
+    holdout: float | None
+    validation_cases: int
+    holdout_cases: int
+
+
+async def version_scores(conn: Conn, tenant_id: str, agent_name: str) -> dict[int, VersionScore]:
+    """Each evaluated version's mean scores on validation and holdout, latest cycle first."""
+    cur = await conn.execute(
+        "WITH per AS (SELECT r.version, r.evolution_id, e.created_at,"
+        " avg(coalesce(r.score, 0)) FILTER (WHERE r.split = 'validation') AS validation,"
+        " avg(coalesce(r.score, 0)) FILTER (WHERE r.split = 'holdout') AS holdout,"
+        " count(*) FILTER (WHERE r.split = 'validation') AS validation_cases,"
+        " count(*) FILTER (WHERE r.split = 'holdout') AS holdout_cases"
+        " FROM evolution_results r JOIN evolutions e ON e.id = r.evolution_id"
+        " WHERE e.tenant_id = %s AND e.agent_name = %s AND r.split <> 'train'"
+        " GROUP BY r.version, r.evolution_id, e.created_at)"
+        " SELECT DISTINCT ON (version) * FROM per ORDER BY version, created_at DESC",
+        (tenant_id, agent_name),
+    )
+    return {
+        row["version"]: VersionScore.model_validate(
+            {**row, "validation": _float(row["validation"]), "holdout": _float(row["holdout"])}
+        )
+        for row in await cur.fetchall()
+    }
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 async def agent_results(
     conn: Conn, tenant_id: str, agent_name: str, split: Split = "validation"
 ) -> list[ResultRecord]:

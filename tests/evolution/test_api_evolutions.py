@@ -39,7 +39,8 @@ from core.evolution.payloads import (
 )
 from core.payloads import RunEvent
 from core.runs import agents
-from core.runs.payloads import AgentSpec
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec, RunProgress
 from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.api.test_runs import parse_sse
@@ -146,7 +147,7 @@ async def test_preflight_estimates_the_evaluation_runs(api: Api, pool: Pool) -> 
         assert empty.status_code == 200, empty.text
         assert empty.json() == {
             "eval_runs": 0, "cases": {"train": 0, "validation": 0, "holdout": 0},
-            "candidates": 3, "max_eval_runs": 400, "within_budget": True, "max_cost_usd": None,
+            "candidates": 3, "max_eval_runs": 400, "within_budget": True, "max_cost_usd": None, "cost_usd": None,
         }  # fmt: skip
         # Cases are counted by the split their ids put them in (the ids are picked for it).
         await add_cases(pool, "sized", {"train": 3, "validation": 2, "holdout": 4})
@@ -159,6 +160,24 @@ async def test_preflight_estimates_the_evaluation_runs(api: Api, pool: Pool) -> 
         )
         assert tight.json()["eval_runs"] == 9 * 6 + 3 and tight.json()["within_budget"] is False
         assert tight.json()["max_cost_usd"] == 0.5
+        # With finished live runs, the estimate prices the evaluation runs at their average.
+        async with pool.connection() as conn:
+            live = await agents.get_version(conn, ONE, "sized")
+            for cost in (0.001, 0.003):
+                run, _, _ = await runs.create_run(
+                    conn, tenant_id=ONE, agent_name="sized", agent_version=live.version,
+                    objective="live",
+                )  # fmt: skip
+                await runs.finish(
+                    conn, run.id, outcome="succeeded", reason=None, result="ok",
+                    progress=RunProgress(cost_usd=cost),
+                )  # fmt: skip
+        priced = (await http.post("/v1/agents/sized/evolutions/preflight", json={})).json()
+        assert priced["cost_usd"] == pytest.approx(0.002 * priced["eval_runs"])
+        capped = await http.post(
+            "/v1/agents/sized/evolutions/preflight", json={"settings": {"max_cost_usd": 0.01}}
+        )
+        assert capped.json()["within_budget"] is False  # 27 runs at $0.002 is $0.054
         # Nothing was started.
         assert (await http.get("/v1/agents/sized/evolutions")).json() == []
 

@@ -193,6 +193,10 @@ async def test_feedback_that_exposes_a_missing_rule_leads_to_a_promoted_candidat
     assert candidates[0].diff and RULE in candidates[0].diff
     assert record.status == "succeeded" and record.decision == "promote"
     assert record.gate is not None and record.gate["best"] == output.version
+    async with harness.pool.connection() as conn:
+        scores = await evolutions.version_scores(conn, TENANT, name)
+    assert scores[output.version].validation == 1.0 and scores[output.version].holdout == 1.0
+    assert scores[record.incumbent_version].validation == 0.0
     # Every validation and holdout case ran under both versions, the train cases once.
     measured = len(ids["validation"]) + len(ids["holdout"])
     assert len(results) == len(ids["train"]) + 2 * measured
