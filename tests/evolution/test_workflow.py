@@ -39,7 +39,7 @@ from tests.support.model_server import (
     tool_call,
     tool_calls,
 )
-from tests.support.replay import assert_replays
+from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.workflows.harness import TENANT, Harness, running_harness, spec
 from workflows.evolution import EvolutionWorkflow
@@ -220,6 +220,7 @@ async def test_feedback_that_exposes_a_missing_rule_leads_to_a_promoted_candidat
         assert [row["category"] for row in await cur.fetchall()] == ["quality_issue"]
     assert "validation question" not in prompt and "holdout question" not in prompt
     await assert_replays(handle)
+    record_history("evolution_v1_promote", await handle.fetch_history())
 
 
 async def test_a_candidate_that_regresses_a_guard_case_is_rejected(harness: Harness) -> None:
@@ -367,6 +368,7 @@ async def test_a_promotion_can_wait_for_a_human(harness: Harness, approved: bool
         events = [e.type for e in await evolutions.list_events(conn, TENANT, evolution_id)]
     assert "evolution.waiting_for_approval" in events and "evolution.approval_resolved" in events
     await assert_replays(handle)
+    record_history(f"evolution_v1_approval_{approved}", await handle.fetch_history())
 
 
 async def test_a_cycle_started_by_name_creates_its_row_from_the_policy(harness: Harness) -> None:
