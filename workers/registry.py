@@ -136,6 +136,7 @@ def _evolution_store(res: Resources) -> Sequence[Callable[..., Any]]:
     acts = EvolutionStoreActivities(res.pool)
     return [
         acts.start_evolution,
+        acts.pending_evaluations,
         acts.create_eval_run,
         acts.decide_evolution,
         acts.await_promotion_approval,

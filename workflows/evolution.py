@@ -19,10 +19,13 @@ from core.evolution.payloads import (
     EvolutionInput,
     EvolutionOutput,
     EvolutionPhase,
+    EvolutionResume,
     EvolutionSetup,
     EvolutionStatus,
     FinishEvolutionInput,
     JudgePairsInput,
+    PendingInput,
+    PendingOutput,
     PromotionDecision,
     ProposeInput,
     ProposeOutput,
@@ -81,6 +84,7 @@ class EvolutionWorkflow:
         self._waiting: int | None = None
         self._approval: PromotionDecision | None = None
         self._exhausted = False
+        self._handoff = False
 
     @workflow.query
     def status(self) -> EvolutionStatus:
@@ -141,40 +145,51 @@ class EvolutionWorkflow:
                 f"max_eval_runs is {settings.max_eval_runs}"
             )
 
-        self._phase = "evaluating_train"
-        await self._evaluate([(setup.incumbent_version, c) for c in train])
-        if self._exhausted:
-            return await self._budget_exhausted()
-        self._phase = "diagnosing"
-        sorted_feedback = await workflow.execute_activity_method(
-            EvolutionModelActivities.categorize_feedback,
-            DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
-            **LLM_CALL.kwargs(),
-        )
-        self._cost += sorted_feedback.cost_usd
-        diagnosis = await workflow.execute_activity_method(
-            EvolutionModelActivities.diagnose_failures,
-            DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
-            **LLM_CALL.kwargs(),
-        )
-        self._cost += diagnosis.cost_usd
-        self._phase = "proposing"
-        proposed: ProposeOutput = await workflow.execute_activity_method(
-            EvolutionModelActivities.propose_candidates,
-            ProposeInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
-            **LLM_CALL.kwargs(),
-        )
-        self._cost += proposed.cost_usd
-        self._candidates = proposed.versions
-        if not proposed.versions:
-            return await self._keep(f"no valid candidate ({proposed.rejected} rejected)")
-        self._planned = len(train) + (len(proposed.versions) + 1) * len(measured)
+        resume = self._input.resume
+        if resume is None:
+            proposed = await self._propose(train)
+            if not proposed.versions:
+                return await self._keep(
+                    *(self._exhaustion() or [f"no valid candidate ({proposed.rejected} rejected)"])
+                )
+            self._planned = len(train) + (len(proposed.versions) + 1) * len(measured)
+            versions = [setup.incumbent_version, *proposed.versions]
+            jobs = [(v, c) for c in measured for v in versions]
+        else:
+            proposed = ProposeOutput(
+                versions=resume.candidates, needs_approval=resume.needs_approval
+            )
+            self._candidates = resume.candidates
+            self._cost, self._done, self._planned = resume.cost_usd, resume.done, resume.planned
+            versions = [setup.incumbent_version, *resume.candidates]
+            pending: PendingOutput = await workflow.execute_activity_method(
+                EvolutionStoreActivities.pending_evaluations,
+                PendingInput(evolution_id=self._evolution_id, versions=versions, cases=measured),
+                **RUN_STORE.kwargs(),
+            )
+            jobs = pending.pending
 
         self._phase = "evaluating"
-        versions = [setup.incumbent_version, *proposed.versions]
-        await self._evaluate([(v, c) for c in measured for v in versions])
+        await self._evaluate(jobs)
         if self._exhausted:
             return await self._budget_exhausted()
+        if self._handoff:
+            # Enough evaluations for one history: the rest run in a fresh one.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(
+                self._input.model_copy(
+                    update={
+                        "evolution_id": self._evolution_id,
+                        "resume": EvolutionResume(
+                            candidates=proposed.versions,
+                            needs_approval=proposed.needs_approval,
+                            cost_usd=self._cost,
+                            done=self._done,
+                            planned=self._planned,
+                        ),
+                    }
+                )
+            )
 
         self._phase = "deciding"
         judged = await asyncio.gather(
@@ -208,6 +223,40 @@ class EvolutionWorkflow:
             if approved is not None:
                 return await self._keep(approved)
         return await self._finish("succeeded", "promote", decided.version, [])
+
+    async def _propose(self, train: list[CaseRef]) -> ProposeOutput:
+        """Train evaluations, feedback categories, diagnosis and the candidates."""
+        self._phase = "evaluating_train"
+        await self._evaluate([(self._setup.incumbent_version, c) for c in train], handoff=False)
+        if self._exhausted:
+            return ProposeOutput()
+        ids = DiagnoseInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id)
+        self._phase = "diagnosing"
+        for step in (
+            EvolutionModelActivities.categorize_feedback,
+            EvolutionModelActivities.diagnose_failures,
+        ):
+            done = await workflow.execute_activity_method(step, ids, **LLM_CALL.kwargs())
+            self._cost += done.cost_usd
+        self._phase = "proposing"
+        proposed: ProposeOutput = await workflow.execute_activity_method(
+            EvolutionModelActivities.propose_candidates,
+            ProposeInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
+            **LLM_CALL.kwargs(),
+        )
+        self._cost += proposed.cost_usd
+        self._candidates = proposed.versions
+        return proposed
+
+    def _exhaustion(self) -> list[str]:
+        """Why the cycle stops for its budget (none while money is left)."""
+        if not self._exhausted:
+            return []
+        return [
+            f"budget exhausted: ${self._cost:.6f} spent of max_cost_usd "
+            f"{self._setup.settings.max_cost_usd} after {self._done} of {self._planned} "
+            "evaluations"
+        ]
 
     async def _ask_for_approval(self, version: int, timeout_s: float) -> str | None:
         """Wait for a human on the promotion; None when approved, else why it is kept."""
@@ -245,16 +294,32 @@ class EvolutionWorkflow:
             **RUN_STORE.kwargs(),
         )  # fmt: skip
 
-    async def _evaluate(self, jobs: list[tuple[int, CaseRef]]) -> None:
-        """Evaluate each (version, case), `parallelism` at once, until the budget runs out."""
-        gate = asyncio.Semaphore(self._setup.settings.parallelism)
+    async def _evaluate(self, jobs: list[tuple[int, CaseRef]], *, handoff: bool = True) -> None:
+        """Evaluate each (version, case), `parallelism` at once, until the budget runs out.
+
+        With `handoff`, no evaluation starts once this history holds
+        `evaluations_per_history` of them or Temporal suggests continuing as new; the
+        caller then continues as new, and the next run evaluates what has no result.
+        """
+        settings = self._setup.settings
+        gate = asyncio.Semaphore(settings.parallelism)
+        started = 0
 
         async def one(version: int, case: CaseRef) -> None:
+            nonlocal started
             async with gate:
-                cap = self._setup.settings.max_cost_usd
+                cap = settings.max_cost_usd
                 if cap is not None and self._cost >= cap:
                     self._exhausted = True
                     return
+                if handoff and (
+                    self._handoff
+                    or started >= settings.evaluations_per_history
+                    or workflow.info().is_continue_as_new_suggested()
+                ):
+                    self._handoff = True
+                    return
+                started += 1
                 score = await self._evaluate_one(
                     version, case, None if cap is None else cap - self._cost
                 )
@@ -309,11 +374,7 @@ class EvolutionWorkflow:
         return score
 
     async def _budget_exhausted(self) -> EvolutionOutput:
-        return await self._keep(
-            f"budget exhausted: ${self._cost:.6f} spent of max_cost_usd "
-            f"{self._setup.settings.max_cost_usd} after {self._done} of {self._planned} "
-            "evaluations"
-        )
+        return await self._keep(*self._exhaustion())
 
     async def _keep(self, *reasons: str) -> EvolutionOutput:
         return await self._finish("succeeded", "keep", None, list(reasons))

@@ -28,6 +28,8 @@ from core.evolution.payloads import (
     EvolutionSettings,
     EvolutionSetup,
     FinishEvolutionInput,
+    PendingInput,
+    PendingOutput,
 )
 from core.evolution.store import ResultRecord
 from core.payloads import RunEvent
@@ -72,6 +74,22 @@ class EvolutionStoreActivities:
             incumbent_version=record.incumbent_version,
             settings=record.settings,
             cases=[CaseRef(id=c.id, split=c.split) for c in cases],
+        )
+
+    @activity.defn(name="pending_evaluations")
+    async def pending_evaluations(self, input: PendingInput) -> PendingOutput:
+        """The evaluations of `versions` x `cases` that have no result yet."""
+        async with self._pool.connection() as conn:
+            done = {
+                (r.version, r.case_id) for r in await evolutions.list_results(conn, input.evolution_id)
+            }
+        return PendingOutput(
+            pending=[
+                (version, case)
+                for case in input.cases
+                for version in input.versions
+                if (version, case.id) not in done
+            ]
         )
 
     @activity.defn(name="create_eval_run")

@@ -47,6 +47,8 @@ class EvolutionSettings(Spec):
     approval_timeout_s: float = Field(default=24 * 3600.0, gt=0, le=30 * 24 * 3600)
     max_instruction_chars: int = Field(default=20_000, ge=100, le=200_000)
     judge_model: str | None = Field(default=None, min_length=3, max_length=200)
+    evaluations_per_history: int = Field(default=1000, ge=1, le=100_000)
+    """Evaluations one workflow run starts before it continues as new (keeps history small)."""
 
 
 class EvolutionTriggers(Spec):
@@ -61,6 +63,16 @@ class EvolutionTriggers(Spec):
     """No triggered cycle starts within this long of the previous cycle's start."""
 
 
+class EvolutionResume(Payload):
+    """Where a cycle that continued as new picks up: its evaluations of the candidates."""
+
+    candidates: list[int]
+    needs_approval: list[int] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    done: int = 0
+    planned: int = 0
+
+
 class EvolutionInput(Payload):
     """Input of `EvolutionWorkflow`.
 
@@ -73,6 +85,7 @@ class EvolutionInput(Payload):
     evolution_id: str | None = None
     agent_name: str | None = None
     trigger: Trigger = "manual"
+    resume: EvolutionResume | None = None
 
 
 class CaseRef(Payload):
@@ -90,6 +103,20 @@ class EvolutionSetup(Payload):
     incumbent_version: int
     settings: EvolutionSettings
     cases: list[CaseRef] = Field(default_factory=list)
+
+
+class PendingInput(Payload):
+    """Which of these evaluations have no stored result yet."""
+
+    evolution_id: str
+    versions: list[int]
+    cases: list[CaseRef]
+
+
+class PendingOutput(Payload):
+    """The evaluations still to run, as (version, case) pairs in the order given."""
+
+    pending: list[tuple[int, CaseRef]] = Field(default_factory=list)
 
 
 class EvalRunInput(Payload):

@@ -485,3 +485,25 @@ async def test_rubric_cases_are_judged_side_by_side_in_both_orders(harness: Harn
     assert {p["preferred"] for p in pairs} == {"candidate"}
     assert {p["shown_first"] for p in pairs} == {"candidate", "incumbent"}
     assert judged.judge is not None and judged.judge["prompt"]
+
+
+async def test_a_long_cycle_continues_as_new_without_repeating_evaluations(
+    harness: Harness,
+) -> None:
+    harness.server.responder = responder(done_if_told)
+    _, evolution_id, ids = await setup(harness, COUNTS, evaluations_per_history=5)
+    handle = await start(harness, evolution_id)
+    output = await handle.result()
+    assert output.decision == "promote", output.reasons
+    async with harness.pool.connection() as conn:
+        results = await evolutions.list_results(conn, evolution_id)
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM runs WHERE evolution_id = %s", (evolution_id,)
+        )
+        row = await cur.fetchone()
+    measured = len(ids["validation"]) + len(ids["holdout"])
+    assert len(results) == len(ids["train"]) + 2 * measured  # each evaluation once
+    assert row is not None and row["n"] == len(results)
+    # 18 measured evaluations, at most 5 per history: the cycle ran in several.
+    assert (await handle.describe()).run_id != handle.first_execution_run_id
+    assert output.cost_usd == 0.0 and len({(r.version, r.case_id) for r in results}) == len(results)
