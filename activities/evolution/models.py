@@ -14,8 +14,9 @@ finished step is not redone (a retry of an unfinished one may call the model aga
 import asyncio
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final, get_args
 
 from temporalio import activity
@@ -123,6 +124,8 @@ _CATEGORY_SCHEMA: Final = {
 }
 MIN_CALLS_TO_JUDGE: Final = 5
 """Calls a tool needs before a tool-set candidate may remove it for failing."""
+MAX_REFLEXIONS: Final = 5
+"""Reflexions (the agent's own lessons after its runs) shown to the proposer."""
 MAX_GAP_TOOLS: Final = 3
 """Tools one tool-set candidate adds at most."""
 _SIDE_EFFECTS_NOTE: Final = "adds tools with side effects"
@@ -561,6 +564,7 @@ class EvolutionModelActivities:
                 conn, input.tenant_id, record.agent_name, record.incumbent_version
             )
             failures = await _failures(conn, record)
+            lessons = await _reflexions(conn, record)
             examples = await _examples(conn, record)
             protected = await _protected(conn, record)
             gap_tools = await self._gap_tools(conn, record, incumbent.spec.tools, failures)
@@ -598,7 +602,7 @@ class EvolutionModelActivities:
                 drafts.append(replace(draft, rationale=draft.rationale + lineage, parent=chain[i]))
             else:
                 (instructions, why), spent = await self._write(
-                    kind, parent.instructions, failures, record, models, i
+                    kind, parent.instructions, failures, record, models, i, lessons
                 )
                 cost += spent
                 drafts.append(_Draft(kind, instructions, parent.tools, why + lineage, chain[i]))
@@ -699,9 +703,11 @@ class EvolutionModelActivities:
         record: EvolutionRecord,
         models: list[str],
         index: int,
+        lessons: Sequence[str] = (),
     ) -> tuple[tuple[str, str], float]:
         """One model-written draft: playbook bullets (an edit) or whole instructions."""
         evidence = "\n\n".join(_failure_text(f) for f in failures) or "(no failures recorded)"
+        reflexions = "\n".join(f"- {lesson}" for lesson in lessons) or "(none)"
         diagnoses = "\n".join(
             f"- {d.get('cause') or 'unknown'}: {d.get('explanation', '')}" for d in record.diagnoses
         )
@@ -723,7 +729,8 @@ class EvolutionModelActivities:
             models,
             "You improve the instructions of an AI agent. " + task,
             f"Instructions:\n{instructions}\n\nFailures:\n{evidence}\n\n"
-            f"Diagnoses:\n{diagnoses or '(none)'}",
+            f"Diagnoses:\n{diagnoses or '(none)'}\n\n"
+            f"Lessons the agent wrote after its runs:\n{reflexions}",
             schema,
             max_tokens=800,
             temperature=0.0 if index == 0 else 0.7,
@@ -784,14 +791,16 @@ async def _failures(conn: runs.Conn, record: EvolutionRecord) -> list[_Failure]:
                 f"case:{case.id}", case.spec.objective, answer, result.detail, case.spec.expected
             )
         )
-    hidden = {c.source_run_id for c in cases.values() if c.split != "train" and c.source_run_id}
+    hidden = _hidden_runs(cases.values())
+    since = await _previous_cycle(conn, record)
     cur = await conn.execute(
         "SELECT r.id, r.objective, r.result, r.reason, r.outcome, f.rating, f.comment, f.expected"
         " FROM runs r LEFT JOIN run_feedback f ON f.run_id = r.id"
         " WHERE r.tenant_id = %s AND r.agent_name = %s AND r.mode = 'normal'"
         " AND (r.outcome IN ('failed', 'limit_reached') OR f.rating <= 2)"
+        " AND (%s::timestamptz IS NULL OR r.created_at > %s OR f.updated_at > %s)"
         " ORDER BY r.created_at DESC LIMIT %s",
-        (record.tenant_id, record.agent_name, MAX_FAILURES * 2),
+        (record.tenant_id, record.agent_name, since, since, since, MAX_FAILURES * 2),
     )
     for row in await cur.fetchall():
         if row["id"] in hidden:
@@ -805,6 +814,44 @@ async def _failures(conn: runs.Conn, record: EvolutionRecord) -> list[_Failure]:
             _Failure(f"run:{row['id']}", row["objective"], row["result"], problem, row["expected"])
         )
     return out[:MAX_FAILURES]
+
+
+def _hidden_runs(cases: Iterable[EvalCase]) -> set[str]:
+    """Live runs the proposer must not see: the sources of validation and holdout cases."""
+    return {c.source_run_id for c in cases if c.split != "train" and c.source_run_id}
+
+
+async def _previous_cycle(conn: runs.Conn, record: EvolutionRecord) -> datetime | None:
+    """When the agent's previous cycle started: evidence is what came since (None: all)."""
+    cur = await conn.execute(
+        "SELECT max(created_at) AS at FROM evolutions WHERE tenant_id = %s AND agent_name = %s"
+        " AND id <> %s AND created_at < %s",
+        (record.tenant_id, record.agent_name, record.id, record.created_at),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["at"]
+
+
+async def _reflexions(conn: runs.Conn, record: EvolutionRecord) -> list[str]:
+    """Lessons the agent wrote after its runs since the previous cycle (reflexions).
+
+    Those of the runs behind validation and holdout cases are left out.
+    """
+    hidden = _hidden_runs(await eval_cases.list_cases(conn, record.tenant_id, record.agent_name))
+    since = await _previous_cycle(conn, record)
+    cur = await conn.execute(
+        "SELECT content, source_run_id FROM memories WHERE tenant_id = %s AND agent_name = %s"
+        " AND kind = 'reflexion' AND NOT retired"
+        " AND (%s::timestamptz IS NULL OR created_at > %s)"
+        " ORDER BY created_at DESC LIMIT %s",
+        (record.tenant_id, record.agent_name, since, since, MAX_REFLEXIONS * 2),
+    )
+    lessons = [
+        " ".join(str(row["content"]).split())[:500]
+        for row in await cur.fetchall()
+        if row["source_run_id"] not in hidden
+    ]
+    return lessons[:MAX_REFLEXIONS]
 
 
 async def _examples(conn: runs.Conn, record: EvolutionRecord) -> list[tuple[str, str]]:

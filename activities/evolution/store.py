@@ -81,7 +81,8 @@ class EvolutionStoreActivities:
         """The evaluations of `versions` x `cases` that have no result yet."""
         async with self._pool.connection() as conn:
             done = {
-                (r.version, r.case_id) for r in await evolutions.list_results(conn, input.evolution_id)
+                (r.version, r.case_id)
+                for r in await evolutions.list_results(conn, input.evolution_id)
             }
         return PendingOutput(
             pending=[

@@ -47,6 +47,7 @@ from workflows.evolution import EvolutionWorkflow
 EvolutionHandle = WorkflowHandle[EvolutionWorkflow, EvolutionOutput]
 RULE = "End every answer with the word DONE."
 FEEDBACK = "The answer was right but it must end with DONE, as our parser expects."
+LESSON = "Users complained that my answers lack a closing marker."
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -177,6 +178,12 @@ async def test_feedback_that_exposes_a_missing_rule_leads_to_a_promoted_candidat
 ) -> None:
     harness.server.responder = responder(done_if_told)
     name, evolution_id, ids = await setup(harness, COUNTS)
+    async with harness.pool.connection() as conn:  # a lesson the agent wrote after a run
+        await conn.execute(
+            "INSERT INTO memories (id, tenant_id, key, agent_name, kind, content, embedding_model)"
+            " VALUES (gen_random_uuid(), %s, %s, %s, 'reflexion', %s, 'test')",
+            (TENANT, f"reflexion:{name}", name, LESSON),
+        )
     handle = await start(harness, evolution_id)
     output = await handle.result()
     assert output.decision == "promote", output.reasons
@@ -210,7 +217,7 @@ async def test_feedback_that_exposes_a_missing_rule_leads_to_a_promoted_candidat
     ]  # fmt: skip
     assert len(proposer) == 1
     prompt = user_text(proposer[0])
-    assert FEEDBACK in prompt and "train question" in prompt
+    assert FEEDBACK in prompt and "train question" in prompt and LESSON in prompt
     async with harness.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT f.category FROM run_feedback f JOIN runs r ON r.id = f.run_id"
