@@ -35,6 +35,13 @@ from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec
 from core.evolution.gate import sign_test_p
 from core.evolution.payloads import EvolutionInput, EvolutionOutput, EvolutionSettings
+from core.evolution.sequential import (
+    SequentialPolicy,
+    SprtState,
+    canary_hypotheses,
+    fixed_sample_size,
+    observe,
+)
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.queues import TaskQueue
 from core.runs import agents
@@ -352,13 +359,16 @@ async def run_all(
         timings = await scaling(env, scale_candidates, scale_cases, delay)
     return [
         "### Evolution with the local model", "", *real_table(result), "",
-        "### Evolution cycle scaling", "", *scaling_table(timings, delay),
+        "### Evolution cycle scaling", "", *scaling_table(timings, delay), "",
+        "### Sequential test against a fixed sample", "", *sequential_table(),
     ]  # fmt: skip
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("section", choices=["real", "scaling", "all"], nargs="?", default="all")
+    parser.add_argument(
+        "section", choices=["real", "scaling", "sequential", "all"], nargs="?", default="all"
+    )
     parser.add_argument("--cases", type=int, default=66)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--parallelism", type=int, default=2)
@@ -366,6 +376,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scale-cases", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--delay", type=float, default=0.2)
     args = parser.parse_args(argv)
+    if args.section in ("sequential", "all"):
+        print(
+            "\n".join(["### Sequential test against a fixed sample", "", *sequential_table(), ""])
+        )
+    if args.section == "sequential":
+        return
     async with environment() as env:
         if args.section in ("real", "all"):
             result = await real(env, args.cases, args.seed, args.parallelism)
@@ -375,6 +391,48 @@ async def main(argv: Sequence[str] | None = None) -> None:
             print(
                 "\n".join(["### Evolution cycle scaling", "", *scaling_table(timings, args.delay)])
             )
+
+
+# -- sequential test against a fixed sample (simulation) -----------------------------
+
+
+def sequential_table(trials: int = 2000, seed: int = 5) -> list[str]:
+    """Runs a canary needs before the SPRT decides, against the fixed-sample test's n.
+
+    Baseline success rate 0.8, delta 0.1 (H0: 0.7, H1: 0.8), alpha 0.05, beta 0.1; each
+    row draws `trials` canaries with the given true rate.
+    """
+    policy = SequentialPolicy(alpha=0.05, beta=0.1, delta=0.1, min_samples=10, max_samples=100_000)
+    baseline = 0.8
+    p0, p1 = canary_hypotheses(baseline, policy)
+    fixed = fixed_sample_size(p0, p1, policy.alpha, policy.beta)
+    rng = random.Random(seed)
+    lines = [
+        f"Baseline 0.8, delta 0.1, alpha 0.05, beta 0.1, {trials} simulated canaries per row;"
+        f" the fixed-sample test needs {fixed} runs whatever the truth.",
+        "",
+        "| canary's true success rate | promoted | rolled back | SPRT runs: mean | median | p95 |"
+        " mean / fixed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rate in (0.6, 0.7, 0.75, 0.8, 0.9):
+        decisions, sizes = [], []
+        for _ in range(trials):
+            state = SprtState()
+            verdict = "continue"
+            while verdict == "continue":
+                result = observe(state, rng.random() < rate, p0, p1, policy)
+                state, verdict = result.state, result.verdict
+            decisions.append(verdict)
+            sizes.append(state.samples)
+        sizes.sort()
+        mean = sum(sizes) / trials
+        lines.append(
+            f"| {rate:.2f} | {decisions.count('accept_h1') / trials:.1%}"
+            f" | {decisions.count('accept_h0') / trials:.1%} | {mean:.0f}"
+            f" | {sizes[trials // 2]} | {sizes[int(trials * 0.95)]} | {mean / fixed:.2f} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
