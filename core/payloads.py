@@ -8,6 +8,7 @@ New fields always get defaults, and unknown ones are ignored, so workers of two 
 can run side by side (docs/architecture.md, "State").
 """
 
+import json
 import re
 from typing import Any, Final, Literal
 
@@ -160,3 +161,38 @@ def unwrap_untrusted(text: str) -> str:
     """The tool's output inside a `wrap_untrusted` block (the text itself when not one)."""
     match = _WRAPPED_RE.match(text)
     return match.group("body") if match else text
+
+
+# -- JSON in model text --------------------------------------------------------------
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object that starts at a `{` of a model's answer, outermost first.
+
+    Code fences and prose around the objects are skipped; objects nested in one found are
+    not listed again.
+    """
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+            start = text.find("{", end)
+        else:
+            start = text.find("{", start + 1)
+    return found
+
+
+def arguments_object(arguments: str | None) -> dict[str, Any]:
+    """A tool call's raw arguments as an object ({} when they are not a JSON object)."""
+    try:
+        data = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

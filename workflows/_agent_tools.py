@@ -15,7 +15,6 @@ event, decided by the `approve_tool_call` update or denied when its timeout pass
 """
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +30,7 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
-from core.payloads import RunEvent
+from core.payloads import RunEvent, arguments_object
 from core.runs.payloads import (
     AgentRunInput,
     ApprovalDecision,
@@ -301,11 +300,7 @@ def failure_reason(exc: ActivityError) -> str:
 
 def call_arguments(call: ToolCallRef) -> dict[str, Any]:
     """A workflow-answered call's arguments as an object ({} when they do not parse)."""
-    try:
-        data = json.loads(call.arguments or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return arguments_object(call.arguments)
 
 
 def _question(call: ToolCallRef) -> str:

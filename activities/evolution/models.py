@@ -13,7 +13,6 @@ finished step is not redone (a retry of an unfinished one may call the model aga
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -46,7 +45,7 @@ from core.evolution.payloads import (
     ScoreOutput,
 )
 from core.evolution.store import EvolutionRecord
-from core.payloads import ChatMessage, ModelRequest, RunEvent
+from core.payloads import ChatMessage, ModelRequest, RunEvent, arguments_object, json_objects
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import AgentSpec
@@ -431,7 +430,8 @@ class EvolutionModelActivities:
             json_schema=schema,
         )
         result = await complete_any(self._models, models, request)
-        return _json_object(result.message.content), result.cost_usd or 0.0
+        answer = next(iter(json_objects(result.message.content or "")), {})
+        return answer, result.cost_usd or 0.0
 
     async def _judge_models(self, record: EvolutionRecord) -> list[str]:
         if record.settings.judge_model is not None:
@@ -748,14 +748,11 @@ class EvolutionModelActivities:
 
 
 async def _tool_calls(conn: runs.Conn, run_id: str) -> list[ToolCallMade]:
-    calls = []
+    calls: list[ToolCallMade] = []
     for message in await runs.load_messages(conn, run_id, 1_000_000):
-        for call in message.tool_calls:
-            try:
-                arguments = json.loads(call.arguments or "{}")
-            except ValueError:
-                arguments = {}
-            calls.append(ToolCallMade(call.name, arguments if isinstance(arguments, dict) else {}))
+        calls += [
+            ToolCallMade(call.name, arguments_object(call.arguments)) for call in message.tool_calls
+        ]
     return calls
 
 
@@ -913,17 +910,3 @@ def _failure_text(failure: _Failure) -> str:
     if failure.expected:
         lines.append(f"Expected: {failure.expected[:500]}")
     return "\n".join(lines)
-
-
-def _json_object(content: str | None) -> dict[str, Any]:
-    """The first JSON object in a model's answer ({} when there is none)."""
-    text = content or ""
-    start = text.find("{")
-    while start >= 0:
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text[start:])
-        except ValueError:
-            start = text.find("{", start + 1)
-            continue
-        return value if isinstance(value, dict) else {}
-    return {}

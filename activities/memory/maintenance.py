@@ -62,7 +62,7 @@ from core.memory.payloads import (
     WriteMemoriesInput,
     WriteMemoriesOutput,
 )
-from core.payloads import ChatMessage, ModelRequest
+from core.payloads import ChatMessage, ModelRequest, json_objects
 from core.providers import default_model
 from core.settings import Settings
 
@@ -197,7 +197,7 @@ def parse_skill(text: str | None) -> tuple[str, str, str] | None:
     any case, `when`/`how`/`steps` for trigger and procedure, and a procedure given as a
     list of steps.
     """
-    for obj in _json_objects(text or ""):
+    for obj in json_objects(text or ""):
         fields = {str(k).strip().lower(): v for k, v in obj.items()}
         name = _text(fields.get("name") or fields.get("skill") or fields.get("title"))
         trigger = _text(fields.get("trigger") or fields.get("when") or fields.get("use_when"))
@@ -264,25 +264,6 @@ def _collapse(sequence: Sequence[str]) -> list[str]:
 def _field(content: str, label: str) -> str:
     match = re.search(rf"^{label}:\s*(.+)$", content, flags=re.MULTILINE)
     return match.group(1).strip() if match else ""
-
-
-def _json_objects(text: str) -> list[dict[str, Any]]:
-    """Every JSON object that starts at a `{` of `text`, outermost first."""
-    decoder = json.JSONDecoder()
-    found: list[dict[str, Any]] = []
-    start = text.find("{")
-    while start != -1:
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except ValueError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(value, dict):
-            found.append(value)
-            start = text.find("{", end)
-        else:
-            start = text.find("{", start + 1)
-    return found
 
 
 def _text(value: Any) -> str:
