@@ -31,6 +31,8 @@ from core.evolution import store as evolutions
 from core.evolution.cases import EvalCase
 from core.evolution.checks import ToolCallMade, run_checks
 from core.evolution.payloads import (
+    FAILING_OUTCOMES,
+    LOW_RATING,
     CandidateKind,
     CategorizeOutput,
     DiagnoseInput,
@@ -794,10 +796,19 @@ async def _failures(conn: runs.Conn, record: EvolutionRecord) -> list[_Failure]:
         "SELECT r.id, r.objective, r.result, r.reason, r.outcome, f.rating, f.comment, f.expected"
         " FROM runs r LEFT JOIN run_feedback f ON f.run_id = r.id"
         " WHERE r.tenant_id = %s AND r.agent_name = %s AND r.mode = 'normal'"
-        " AND (r.outcome IN ('failed', 'limit_reached') OR f.rating <= 2)"
+        " AND (r.outcome = ANY(%s) OR f.rating <= %s)"
         " AND (%s::timestamptz IS NULL OR r.created_at > %s OR f.updated_at > %s)"
         " ORDER BY r.created_at DESC LIMIT %s",
-        (record.tenant_id, record.agent_name, since, since, since, MAX_FAILURES * 2),
+        (
+            record.tenant_id,
+            record.agent_name,
+            list(FAILING_OUTCOMES),
+            LOW_RATING,
+            since,
+            since,
+            since,
+            MAX_FAILURES * 2,
+        ),
     )
     for row in await cur.fetchall():
         if row["id"] in hidden:

@@ -18,6 +18,8 @@ from core.evolution import cases as eval_cases
 from core.evolution import store as evolutions
 from core.evolution.gate import CaseScores, GateDecision, RunCosts, decide
 from core.evolution.payloads import (
+    FAILING_OUTCOMES,
+    LOW_RATING,
     ApprovalWaitInput,
     CaseRef,
     DecideInput,
@@ -246,11 +248,11 @@ async def _run_evidence(conn: evolutions.Conn, tenant_id: str, agent_name: str) 
     """Counts of the agent's live evidence: runs, failures, feedback and low ratings."""
     cur = await conn.execute(
         "SELECT count(*) AS runs,"
-        " count(*) FILTER (WHERE r.outcome IN ('failed', 'limit_reached')) AS failed,"
-        " count(f.run_id) AS feedback, count(f.run_id) FILTER (WHERE f.rating <= 2) AS low_rated"
+        " count(*) FILTER (WHERE r.outcome = ANY(%s)) AS failed,"
+        " count(f.run_id) AS feedback, count(f.run_id) FILTER (WHERE f.rating <= %s) AS low_rated"
         " FROM runs r LEFT JOIN run_feedback f ON f.run_id = r.id"
         " WHERE r.tenant_id = %s AND r.agent_name = %s AND r.mode = 'normal'",
-        (tenant_id, agent_name),
+        (list(FAILING_OUTCOMES), LOW_RATING, tenant_id, agent_name),
     )
     row = await cur.fetchone()
     assert row is not None

@@ -5,6 +5,7 @@ from temporalio.client import Client
 
 from core.db import Pool
 from core.evolution import triggers
+from core.evolution.payloads import FAILING_OUTCOMES
 from core.runs.payloads import RunOutcome
 from core.settings import Settings
 
@@ -22,7 +23,7 @@ class FailureTriggerHook:
 
     async def __call__(self, tenant_id: str, run_id: str, outcome: RunOutcome) -> None:
         """Start a cycle of the run's agent if its failure trigger fires (never raises)."""
-        if outcome in triggers.FAILING_OUTCOMES:
+        if outcome in FAILING_OUTCOMES:
             await triggers.check_after_run(
                 self._pool, _activity_client, self._settings, tenant_id, run_id, outcome
             )

@@ -24,6 +24,10 @@ EvolutionPhase = Literal[
     "deciding", "waiting_for_approval", "finished",
 ]  # fmt: skip
 ModelId = Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[a-z0-9_-]+/.+$")]
+FAILING_OUTCOMES: Final = ("failed", "limit_reached")
+"""Outcomes that make a live run a failure, the evidence evolution learns from."""
+LOW_RATING: Final = 2
+"""A rating at or below this makes a live run count as a failure too."""
 Trigger = Literal["manual", "schedule", "failures", "feedback"]
 FailureCause = Literal[
     "missing_knowledge", "wrong_approach", "tool_problem", "missing_capability",

@@ -29,6 +29,8 @@ from core.db import Pool
 from core.errors import NotFound
 from core.evolution import store
 from core.evolution.payloads import (
+    FAILING_OUTCOMES,
+    LOW_RATING,
     WORKFLOW_NAME,
     EvolutionInput,
     EvolutionSettings,
@@ -42,9 +44,6 @@ from core.settings import Settings
 
 log = logging.getLogger("colony.evolution.triggers")
 
-FAILING_OUTCOMES: Final = frozenset({"failed", "limit_reached"})
-LOW_RATING: Final = 2
-"""A rating at or below this makes a run count as a failure."""
 STALE_QUEUED: Final = timedelta(hours=1)
 """A cycle still queued after this long never started (its workflow failed to start, or
 ended before its first activity): it no longer blocks triggers, nor is started again."""
@@ -161,7 +160,7 @@ async def _fired(
     failures_since = max(window, last_start) if last_start is not None else window
     feedback_since = last_start or policy_set
     cur = await conn.execute(
-        "SELECT count(*) FILTER (WHERE (r.outcome IN ('failed', 'limit_reached')"
+        "SELECT count(*) FILTER (WHERE (r.outcome = ANY(%(failing)s)"
         "   AND r.finished_at > %(failures)s) OR (f.rating <= %(low)s"
         "   AND f.updated_at > %(failures)s)) AS failures,"
         " count(f.run_id) FILTER (WHERE f.created_at > %(feedback)s) AS feedback"
@@ -169,6 +168,7 @@ async def _fired(
         " WHERE r.tenant_id = %(tenant)s AND r.agent_name = %(agent)s AND r.mode = 'normal'"
         " AND (r.finished_at > %(oldest)s OR f.updated_at > %(oldest)s)",
         {"tenant": tenant_id, "agent": agent_name, "low": LOW_RATING,
+         "failing": list(FAILING_OUTCOMES),
          "failures": failures_since, "feedback": feedback_since,
          "oldest": min(failures_since, feedback_since)},
     )  # fmt: skip
