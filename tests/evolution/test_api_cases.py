@@ -4,7 +4,7 @@ HTTP and through the CLI (real Postgres; these routes need no Temporal)."""
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from core.runs.payloads import AgentSpec, RunProgress
 from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.conftest import make_settings
+from tests.support.api import in_process_api
 
 ONE, TWO = "ev-one", "ev-two"
 SPEC = AgentSpec(instructions="Compute.", model="openai/m")
@@ -55,18 +56,8 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def api(settings: Settings, keys: dict[str, str]) -> AsyncIterator[Api]:
     """`async with api(tenant) as http:` an HTTP client of the app with that tenant's key."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        @asynccontextmanager
-        async def client(tenant: str) -> AsyncIterator[httpx.AsyncClient]:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://colony",
-                headers={"Authorization": f"Bearer {keys[tenant]}"},
-            ) as http:  # fmt: skip
-                yield http
-
-        yield client
+    async with in_process_api(settings) as client_for:
+        yield lambda tenant: client_for(keys[tenant])
 
 
 async def finished_run(pool: Pool, objective: str, agent: str = "calc", tenant: str = ONE) -> str:

@@ -9,7 +9,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -45,6 +45,7 @@ from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.api.test_runs import parse_sse
 from tests.conftest import make_settings
+from tests.support.api import in_process_api
 from tests.support.services import TemporalServer
 
 ONE, TWO = "evo-one", "evo-two"
@@ -91,18 +92,8 @@ async def client(settings: Settings) -> Client:
 @pytest.fixture
 async def api(settings: Settings, keys: dict[str, str]) -> AsyncIterator[Api]:
     """`async with api(tenant) as http:` an HTTP client of the app with that tenant's key."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        @asynccontextmanager
-        async def http_client(tenant: str) -> AsyncIterator[httpx.AsyncClient]:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://colony",
-                headers={"Authorization": f"Bearer {keys[tenant]}"},
-            ) as http:  # fmt: skip
-                yield http
-
-        yield http_client
+    async with in_process_api(settings) as client_for:
+        yield lambda tenant: client_for(keys[tenant])
 
 
 def case_id_in(split: Split, n: int, prefix: str = "case") -> str:

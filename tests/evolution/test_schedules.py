@@ -5,7 +5,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.conftest import make_settings
 from tests.evolution.test_workflow import case_ids, done_if_told, responder, user_text
+from tests.support.api import in_process_api
 from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, fault
 from tests.support.services import TemporalServer
 from tests.support.workers import api_with_workers
@@ -81,18 +82,8 @@ async def client(settings: Settings) -> Client:
 @pytest.fixture
 async def api(settings: Settings, key: str) -> AsyncIterator[Api]:
     """The API app in process, without workers (nothing a schedule starts runs)."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-
-        @asynccontextmanager
-        async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://colony",
-                headers={"Authorization": f"Bearer {key}"},
-            ) as http:  # fmt: skip
-                yield http
-
-        yield http_client
+    async with in_process_api(settings) as client_for:
+        yield lambda: client_for(key)
 
 
 async def new_agent(pool: Pool, prefix: str = "sched") -> str:
