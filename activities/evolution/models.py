@@ -46,7 +46,7 @@ from core.evolution.payloads import (
     ScoreInput,
     ScoreOutput,
 )
-from core.evolution.store import EvolutionRecord
+from core.evolution.store import EvolutionRecord, ResultRecord
 from core.payloads import ChatMessage, ModelRequest, RunEvent, arguments_object, json_objects
 from core.runs import agents
 from core.runs import store as runs
@@ -510,7 +510,7 @@ class EvolutionModelActivities:
             record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
             if record.diagnoses:
                 return DiagnoseOutput(diagnosed=len(record.diagnoses))
-            failures = await _failures(conn, record)
+            failures = await _failures(conn, record, await _Evidence.load(conn, record))
         models = await self._agent_models(record)
         diagnoses: list[dict[str, Any]] = []
         cost = 0.0
@@ -565,10 +565,11 @@ class EvolutionModelActivities:
             incumbent = await agents.get_version(
                 conn, input.tenant_id, record.agent_name, record.incumbent_version
             )
-            failures = await _failures(conn, record)
-            lessons = await _reflexions(conn, record)
-            examples = await _examples(conn, record)
-            protected = await _protected(conn, record)
+            evidence = await _Evidence.load(conn, record)
+            failures = await _failures(conn, record, evidence)
+            lessons = await _reflexions(conn, record, evidence)
+            examples = await _examples(conn, record, evidence)
+            protected = _protected(evidence.cases)
             gap_tools = await self._gap_tools(conn, record, incumbent.spec.tools, failures)
             failing = _failing_tools(
                 await tool_store.tool_stats(conn, input.tenant_id, incumbent.spec.tools)
@@ -770,13 +771,33 @@ async def _working_s(conn: runs.Conn, run_id: str) -> float:
     return float(row["ms"] if row else 0.0) / 1000
 
 
-async def _failures(conn: runs.Conn, record: EvolutionRecord) -> list[_Failure]:
+@dataclass(frozen=True)
+class _Evidence:
+    """What the diagnosis and the proposer read, loaded once.
+
+    The agent's cases, this cycle's results, and when the previous cycle started.
+    """
+
+    cases: list[EvalCase]
+    results: list[ResultRecord]
+    since: datetime | None
+
+    @classmethod
+    async def load(cls, conn: runs.Conn, record: EvolutionRecord) -> "_Evidence":
+        return cls(
+            await eval_cases.list_cases(conn, record.tenant_id, record.agent_name),
+            await evolutions.list_results(conn, record.id),
+            await _previous_cycle(conn, record),
+        )
+
+
+async def _failures(
+    conn: runs.Conn, record: EvolutionRecord, evidence: _Evidence
+) -> list[_Failure]:
     """The incumbent's failed train evaluations and live failures the proposer may see."""
     out: list[_Failure] = []
-    cases = {
-        c.id: c for c in await eval_cases.list_cases(conn, record.tenant_id, record.agent_name)
-    }
-    for result in await evolutions.list_results(conn, record.id):
+    cases = {c.id: c for c in evidence.cases}
+    for result in evidence.results:
         case = cases.get(result.case_id)
         if result.version != record.incumbent_version or result.split != "train" or case is None:
             continue
@@ -790,8 +811,8 @@ async def _failures(conn: runs.Conn, record: EvolutionRecord) -> list[_Failure]:
                 f"case:{case.id}", case.spec.objective, answer, result.detail, case.spec.expected
             )
         )
-    hidden = _hidden_runs(cases.values())
-    since = await _previous_cycle(conn, record)
+    hidden = _hidden_runs(evidence.cases)
+    since = evidence.since
     cur = await conn.execute(
         "SELECT r.id, r.objective, r.result, r.reason, r.outcome, f.rating, f.comment, f.expected"
         " FROM runs r LEFT JOIN run_feedback f ON f.run_id = r.id"
@@ -840,13 +861,13 @@ async def _previous_cycle(conn: runs.Conn, record: EvolutionRecord) -> datetime 
     return None if row is None else row["at"]
 
 
-async def _reflexions(conn: runs.Conn, record: EvolutionRecord) -> list[str]:
+async def _reflexions(conn: runs.Conn, record: EvolutionRecord, evidence: _Evidence) -> list[str]:
     """Lessons the agent wrote after its runs since the previous cycle (reflexions).
 
     Those of the runs behind validation and holdout cases are left out.
     """
-    hidden = _hidden_runs(await eval_cases.list_cases(conn, record.tenant_id, record.agent_name))
-    since = await _previous_cycle(conn, record)
+    hidden = _hidden_runs(evidence.cases)
+    since = evidence.since
     cur = await conn.execute(
         "SELECT content, source_run_id FROM memories WHERE tenant_id = %s AND agent_name = %s"
         " AND kind = 'reflexion' AND NOT retired"
@@ -862,18 +883,17 @@ async def _reflexions(conn: runs.Conn, record: EvolutionRecord) -> list[str]:
     return lessons[:MAX_REFLEXIONS]
 
 
-async def _examples(conn: runs.Conn, record: EvolutionRecord) -> list[tuple[str, str]]:
+async def _examples(
+    conn: runs.Conn, record: EvolutionRecord, evidence: _Evidence
+) -> list[tuple[str, str]]:
     """Solved train cases as (request, answer).
 
     The incumbent's passing train evaluations first, then train cases whose expected
     answer is known.
     """
-    cases = {
-        c.id: c
-        for c in await eval_cases.list_cases(conn, record.tenant_id, record.agent_name, ("train",))
-    }
+    cases = {c.id: c for c in evidence.cases if c.split == "train"}
     out: list[tuple[str, str]] = []
-    for result in await evolutions.list_results(conn, record.id):
+    for result in evidence.results:
         case = cases.get(result.case_id)
         if case is None or result.version != record.incumbent_version or not result.passed:
             continue
@@ -890,7 +910,7 @@ async def _examples(conn: runs.Conn, record: EvolutionRecord) -> list[tuple[str,
     return out
 
 
-async def _protected(conn: runs.Conn, record: EvolutionRecord) -> list[str]:
+def _protected(cases: Iterable[EvalCase]) -> list[str]:
     """What validation and holdout cases hold that no candidate may copy.
 
     Their objectives and expected answers, and the texts their checks look for when they
@@ -898,9 +918,7 @@ async def _protected(conn: runs.Conn, record: EvolutionRecord) -> list[str]:
     playbook rule may name, not an answer.
     """
     texts: list[str] = []
-    for case in await eval_cases.list_cases(
-        conn, record.tenant_id, record.agent_name, ("validation", "holdout")
-    ):
+    for case in (c for c in cases if c.split != "train"):
         texts.append(case.spec.objective)
         if case.spec.expected:
             texts.append(case.spec.expected)
