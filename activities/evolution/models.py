@@ -20,16 +20,16 @@ from typing import Any, Final, get_args
 
 from temporalio import activity
 
+from activities.evolution import grading
 from activities.providers import json_protocol, tool_ranking
 from activities.providers.client import ModelClient
-from activities.runs.llm import complete_any
 from activities.tools.catalog import AGENT_TOOL_PREFIX, ToolCatalog
 from core.db import Pool
 from core.evolution import cases as eval_cases
 from core.evolution import frontier, proposals
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCase
-from core.evolution.checks import ToolCallMade, run_checks
+from core.evolution.checks import run_checks
 from core.evolution.payloads import (
     FAILING_OUTCOMES,
     LOW_RATING,
@@ -47,7 +47,7 @@ from core.evolution.payloads import (
     ScoreOutput,
 )
 from core.evolution.store import EvolutionRecord, ResultRecord
-from core.payloads import ChatMessage, ModelRequest, RunEvent, arguments_object, json_objects
+from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import AgentSpec
@@ -57,29 +57,17 @@ from core.tools import store as tool_store
 from core.tools.names import WORKFLOW_TOOLS
 from core.tools.store import ToolStats
 
-JUDGE_PROMPT: Final = (
-    "You grade an AI agent's answer to a request against a rubric. Read the request, the "
-    "rubric and the answer, then reply with one JSON object: "
-    '{"score": N, "reason": "one sentence"} where N is 1 (fails the rubric) to 5 (fully '
-    "meets it). Judge only what the rubric asks; ignore style unless it asks for style."
-)
 PAIR_PROMPT: Final = (
     "You compare two answers of AI agents to the same request against a rubric. Read the "
     "request, the rubric and answers A and B, then reply with one JSON object: "
     '{"better": "A" | "B" | "tie", "reason": "one sentence"}. Judge only what the rubric '
     "asks; the order of the answers means nothing."
 )
-JUDGE_PROMPT_ID: Final = hashlib.sha256((JUDGE_PROMPT + PAIR_PROMPT).encode()).hexdigest()[:12]
+JUDGE_PROMPT_ID: Final = hashlib.sha256((grading.JUDGE_PROMPT + PAIR_PROMPT).encode()).hexdigest()[
+    :12
+]
 """Recorded with every judged decision: which judge prompt scored it."""
 
-_JUDGE_SCHEMA: Final = {
-    "type": "object",
-    "properties": {
-        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-        "reason": {"type": "string"},
-    },
-    "required": ["score", "reason"],
-}
 _PAIR_SCHEMA: Final = {
     "type": "object",
     "properties": {
@@ -291,10 +279,10 @@ class EvolutionModelActivities:
                 if input.failure is not None:
                     await runs.abandon(conn, input.run_id, f"evaluation: {input.failure}")
                 run = await runs.get_run(conn, input.tenant_id, input.run_id)
-            calls = [] if run is None else await _tool_calls(conn, run.id)
+            calls = [] if run is None else await grading.tool_calls(conn, run.id)
             latency = input.latency_s
             if run is not None and input.failure is None:
-                latency = await _working_s(conn, run.id)
+                latency = await grading.working_s(conn, run.id)
         cost = run.cost_usd if run is not None else 0.0
         score: float | None
         if run is None or input.failure is not None:
@@ -336,18 +324,10 @@ class EvolutionModelActivities:
         """The rubric judge: pinned prompt and model. No answer, or no valid grade: None."""
         if run.outcome != "succeeded" or not run.result:
             return None, False, f"the run ended {run.outcome}: no answer to judge", 0.0
-        grade, cost = await self._ask(
-            await self._judge_models(record),
-            JUDGE_PROMPT,
-            f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}\n\n"
-            f"Answer:\n{run.result[:8000]}",
-            _JUDGE_SCHEMA,
-        )
-        value = grade.get("score")
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
-            return None, False, "the judge gave no valid grade", cost
-        reason = str(grade.get("reason", ""))[:500]
-        return (value - 1) / 4, value >= 4, f"judge {value}/5: {reason}", cost
+        return await grading.judge(
+            self._models, await self._judge_models(record), case.spec.objective,
+            case.spec.rubric or "", run.result,
+        )  # fmt: skip
 
     @activity.defn(name="judge_pairs")
     async def judge_pairs(self, input: JudgePairsInput) -> JudgePairsOutput:
@@ -421,19 +401,10 @@ class EvolutionModelActivities:
         temperature: float = 0.0,
     ) -> tuple[dict[str, Any], float]:
         """One model call answered with a JSON object ({} when the answer holds none)."""
-        request = ModelRequest(
-            model=models[0],
-            messages=[
-                ChatMessage(role="system", content=system),
-                ChatMessage(role="user", content=user),
-            ],
-            temperature=temperature,
-            max_tokens=max_tokens,
-            json_schema=schema,
-        )
-        result = await complete_any(self._models, models, request)
-        answer = next(iter(json_objects(result.message.content or "")), {})
-        return answer, result.cost_usd or 0.0
+        return await grading.ask(
+            self._models, models, system, user, schema,
+            max_tokens=max_tokens, temperature=temperature,
+        )  # fmt: skip
 
     async def _judge_models(self, record: EvolutionRecord) -> list[str]:
         if record.settings.judge_model is not None:
@@ -748,27 +719,6 @@ class EvolutionModelActivities:
 
 
 # -- evidence ------------------------------------------------------------------------
-
-
-async def _tool_calls(conn: runs.Conn, run_id: str) -> list[ToolCallMade]:
-    calls: list[ToolCallMade] = []
-    for message in await runs.load_messages(conn, run_id, 1_000_000):
-        calls += [
-            ToolCallMade(call.name, arguments_object(call.arguments)) for call in message.tool_calls
-        ]
-    return calls
-
-
-async def _working_s(conn: runs.Conn, run_id: str) -> float:
-    """Seconds a run spent in its model calls (the ledger) and tool calls (their events)."""
-    cur = await conn.execute(
-        "SELECT (SELECT coalesce(sum(latency_ms), 0) FROM llm_calls WHERE run_id = %(run)s)"
-        " + (SELECT coalesce(sum((data->>'duration_ms')::float8), 0) FROM run_events"
-        "    WHERE run_id = %(run)s AND type = 'tool.result') AS ms",
-        {"run": run_id},
-    )
-    row = await cur.fetchone()
-    return float(row["ms"] if row else 0.0) / 1000
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.event_log import EventRecord
 from core.evolution import triggers
 from core.providers import default_model
-from core.runs import agents
+from core.runs import agents, rollout
 from core.runs import store as runs
 from core.runs.payloads import AgentRunInput, AgentSpec, ApprovalDecision, RunStatus, SubmitMessage
 from core.settings import Settings
@@ -48,20 +48,26 @@ async def create_run(
     """Start a run; with an idempotency key a repeated POST returns the same run."""
     objective, extra = _objective(body)
     tenant = principal.tenant_id
+    key = idempotency_key or body.idempotency_key
+    rollout_id: str | None = None
     async with pool.connection() as conn:
         if body.agent_spec is not None:
             if body.agent is not None:
                 raise InvalidInput("give either `agent` or `agent_spec`, not both")
             name = "inline-" + body.agent_spec.spec_hash()[:12]
             version, _ = await agents.create_version(conn, tenant, name, body.agent_spec)
-        elif body.agent is not None:
+        elif body.agent is not None and body.agent_version is not None:
             version = await agents.get_version(conn, tenant, body.agent, body.agent_version)
+        elif body.agent is not None:
+            version, rollout_id = await rollout.resolve_version(
+                conn, tenant, body.agent, end_user=body.end_user, idempotency_key=key
+            )
         else:
             version = await _default_agent(conn, tenant, settings)
         record, inbox_id, created = await runs.create_run(
             conn, tenant_id=tenant, agent_name=version.name, agent_version=version.version,
             objective=objective, mode=body.mode, conversation=body.conversation,
-            idempotency_key=idempotency_key or body.idempotency_key,
+            idempotency_key=key, end_user=body.end_user, rollout_id=rollout_id,
         )  # fmt: skip
         inbox_ids = [inbox_id]
         if created:

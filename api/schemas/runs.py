@@ -86,6 +86,10 @@ class RunCreate(Body):
     )
     mode: RunMode = "normal"
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    end_user: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="who the run is for: keeps them on one version while a canary runs",
+    )  # fmt: skip
 
 
 class RunPublic(BaseModel):

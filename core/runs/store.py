@@ -27,7 +27,8 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
     "id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation, status, outcome,"
     " reason, objective, result, steps, prompt_tokens, completion_tokens, cost_usd, cost_complete,"
-    " created_at, updated_at, finished_at, parent_run_id, swarm_id, subtask_id, models, max_cost_usd"
+    " created_at, updated_at, finished_at, parent_run_id, swarm_id, subtask_id, models, max_cost_usd,"
+    " end_user, rollout_id"
 )
 
 Conn = psycopg.AsyncConnection[Any]
@@ -63,6 +64,8 @@ class RunRecord(BaseModel):
     subtask_id: str | None = None
     models: list[str] | None = None  # the swarm's model chain for it (else the agent's)
     max_cost_usd: float | None = None  # the swarm's budget share (caps the agent's limit)
+    end_user: str | None = None  # who the caller said the run is for
+    rollout_id: str | None = None  # the canary that picked its version
 
 
 @dataclass(frozen=True)
@@ -113,17 +116,22 @@ async def create_run(
     parent: tuple[str, str] | None = None,
     swarm: SwarmAttempt | None = None,
     evaluation: EvaluationAttempt | None = None,
+    end_user: str | None = None,
+    rollout_id: str | None = None,
+    workflow_id: str | None = None,
 ) -> tuple[RunRecord, int, bool]:
     """Create a run and put its objective in the inbox.
 
     `parent` is the run and call of an agent called as a tool; `swarm` the subtask
-    attempt the run is; `evaluation` the evolution cycle's evaluation it is.
+    attempt the run is; `evaluation` the evolution cycle's evaluation it is (or a
+    canary's shadow run, with the `workflow_id` given). `end_user` and `rollout_id` say
+    who the run is for and which canary picked its version.
 
     Returns (run, inbox id of the objective, created). With an idempotency key that was
     used before, returns the existing run and `created=False`.
     """
     run_id = new_run_id()
-    workflow_id = workflow_id_for(run_id)
+    workflow_id = workflow_id or workflow_id_for(run_id)
     attempt: tuple[object, ...] = (None, None, None, None)
     if swarm is not None:
         workflow_id, attempt = swarm.workflow_id, swarm.columns()
@@ -135,12 +143,12 @@ async def create_run(
         cur = await conn.execute(
             "INSERT INTO runs (id, tenant_id, agent_name, agent_version, workflow_id, mode,"
             " conversation, objective, idempotency_key, parent_run_id, parent_call_id,"
-            " swarm_id, subtask_id, models, max_cost_usd, evolution_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " swarm_id, subtask_id, models, max_cost_usd, evolution_id, end_user, rollout_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_RUN_COLUMNS}",
             (run_id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation,
              objective, idempotency_key, *(parent or (None, None)), *attempt,
-             evaluation.evolution_id if evaluation else None),
+             evaluation.evolution_id if evaluation else None, end_user, rollout_id),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:
