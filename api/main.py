@@ -22,6 +22,7 @@ from api.routes import (
     keys,
     mcp_servers,
     memory,
+    rollouts,
     runs,
     stack_checks,
     swarms,
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(memory.router)
     app.include_router(evolution.router)
     app.include_router(evolution.runs_router)
+    app.include_router(rollouts.router)
     return app

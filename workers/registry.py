@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities.evolution.models import EvolutionModelActivities
+from activities.evolution.rollouts import LiveEvidenceHook, RolloutActivities
 from activities.evolution.store import EvolutionStoreActivities
 from activities.evolution.triggers import FailureTriggerHook
 from activities.memory.maintenance import MaintenanceActivities, SkillActivities
@@ -36,6 +37,7 @@ from activities.tools.workspace_host import WorkspaceActivities
 from core.db import Pool
 from core.queues import TaskQueue
 from core.runs.agents import AgentsAsTools
+from core.runs.hooks import RunFinishedHooks
 from core.settings import Settings
 from core.tools.secrets import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
@@ -43,6 +45,7 @@ from workflows.evolution import EvolutionWorkflow
 from workflows.mcp_discovery import McpDiscoveryWorkflow
 from workflows.memory_maintenance import MemoryMaintenanceWorkflow
 from workflows.memory_query import MemoryDeleteWorkflow, MemoryQueryWorkflow
+from workflows.rollout import RolloutWorkflow
 from workflows.stack_check import StackCheckWorkflow
 from workflows.swarm import SwarmWorkflow
 from workflows.tool_search import ToolSearchWorkflow
@@ -129,11 +132,12 @@ def _evolution_models(res: Resources) -> Sequence[Callable[..., Any]]:
         acts.categorize_feedback,
         acts.diagnose_failures,
         acts.propose_candidates,
+        RolloutActivities(res.settings, res.pool, res.models).observe_live_run,
     ]
 
 
 def _evolution_store(res: Resources) -> Sequence[Callable[..., Any]]:
-    acts = EvolutionStoreActivities(res.pool)
+    acts = EvolutionStoreActivities(res.pool, res.settings)
     return [
         acts.start_evolution,
         acts.pending_evaluations,
@@ -141,6 +145,19 @@ def _evolution_store(res: Resources) -> Sequence[Callable[..., Any]]:
         acts.decide_evolution,
         acts.await_promotion_approval,
         acts.finish_evolution,
+        *_rollout_store(res),
+    ]
+
+
+def _rollout_store(res: Resources) -> Sequence[Callable[..., Any]]:
+    acts = RolloutActivities(res.settings, res.pool)
+    return [
+        acts.load_rollout,
+        acts.canary_baseline,
+        acts.create_shadow_run,
+        acts.record_shadow_pair,
+        acts.decide_rollout,
+        acts.roll_back_degraded,
     ]
 
 
@@ -159,7 +176,11 @@ def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
 
 def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
     store = StoreActivities(
-        res.pool, res.catalog, after_finish=FailureTriggerHook(res.settings, res.pool)
+        res.pool,
+        res.catalog,
+        after_finish=RunFinishedHooks(
+            FailureTriggerHook(res.settings, res.pool), LiveEvidenceHook(res.settings, res.pool)
+        ),
     )
     swarms = SwarmActivities(res.settings, res.pool)
     return [
@@ -221,6 +242,7 @@ LANES: dict[TaskQueue, Lane] = {
             MemoryMaintenanceWorkflow,
             SwarmWorkflow,
             EvolutionWorkflow,
+            RolloutWorkflow,
         ],
     ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.evolution import cases as eval_cases
+from core.evolution import rollouts
 from core.evolution import store as evolutions
 from core.evolution.gate import CaseScores, GateDecision, RunCosts, decide
 from core.evolution.payloads import (
@@ -33,17 +34,21 @@ from core.evolution.payloads import (
     PendingInput,
     PendingOutput,
 )
+from core.evolution.rollout_payloads import CanaryRef
 from core.evolution.store import ResultRecord
 from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
+from core.settings import Settings
 
 
 class EvolutionStoreActivities:
     """Postgres work of an evolution cycle (the memory lane, like run bookkeeping)."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, settings: Settings | None = None) -> None:
+        """`settings` (its task queue suffix) lets a promotion signal the rollout controller."""
         self._pool = pool
+        self._settings = settings
 
     @activity.defn(name="start_evolution")
     async def start_evolution(self, input: EvolutionInput) -> EvolutionSetup:
@@ -56,6 +61,7 @@ class EvolutionStoreActivities:
             cases = await eval_cases.list_cases(conn, input.tenant_id, record.agent_name)
             counts = {split: sum(c.split == split for c in cases) for split in eval_cases.SPLITS}
             evidence = {
+                **record.evidence,  # what started it (a degradation's runs), if anything
                 "cases": counts,
                 "guards": sum(c.spec.guard for c in cases),
                 **await _run_evidence(conn, input.tenant_id, record.agent_name),
@@ -197,12 +203,26 @@ class EvolutionStoreActivities:
 
     @activity.defn(name="finish_evolution")
     async def finish_evolution(self, input: FinishEvolutionInput) -> None:
-        """Release the winner (when promoting) and record the end of the cycle."""
+        """Release the winner (when promoting) and record the end of the cycle.
+
+        When the agent's rollout policy asks for a canary (a canary or shadow share), the
+        winner is not released: it starts as a canary, and the agent's rollout controller
+        promotes or rolls it back on live evidence.
+        """
+        canary = None
         async with self._pool.connection() as conn, conn.transaction():
             record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
             promoted = None
             if input.decision == "promote" and input.version is not None:
-                await agents.release(conn, input.tenant_id, record.agent_name, input.version)
+                policy = await rollouts.get_policy(conn, input.tenant_id, record.agent_name)
+                if policy is not None and (policy.canary_share > 0 or policy.shadow_share > 0):
+                    live = await agents.get_version(conn, input.tenant_id, record.agent_name)
+                    canary = await rollouts.start_canary(
+                        conn, input.tenant_id, record.agent_name, stable=live.version,
+                        canary=input.version, evolution_id=record.id, settings=policy,
+                    )  # fmt: skip
+                else:
+                    await agents.release(conn, input.tenant_id, record.agent_name, input.version)
                 promoted = input.version
             await evolutions.finish(
                 conn, input.evolution_id, status=input.status, decision=input.decision,
@@ -215,7 +235,13 @@ class EvolutionStoreActivities:
                     "status": input.status, "decision": input.decision,
                     "version": promoted, "reasons": input.reasons,
                     "cost_usd": input.cost_usd,
+                    "canary": None if canary is None else canary.id,
                 })],
+            )  # fmt: skip
+        if canary is not None and canary.status == "active" and self._settings is not None:
+            await rollouts.signal_controller(
+                activity.client(), self._settings, input.tenant_id, record.agent_name,
+                "canary_started", CanaryRef(rollout_id=canary.id),
             )  # fmt: skip
 
 

@@ -7,8 +7,10 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep
 from api.routes.tools import unknown_tools
+from api.schemas.rollouts import RolloutPublic
 from api.schemas.runs import AgentCreate, AgentMetricsPublic, AgentPublic, AgentRollback
 from core.errors import NotFound
+from core.evolution import rollouts
 from core.evolution import store as evolutions
 from core.runs import agents, metrics
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
@@ -80,7 +82,16 @@ async def list_versions(
     async with pool.connection() as conn:
         versions = await agents.list_versions(conn, principal.tenant_id, name)
         scores = await evolutions.version_scores(conn, principal.tenant_id, name)
-    return [_public(v).model_copy(update={"scores": scores.get(v.version)}) for v in versions]
+        history = await rollouts.list_rollouts(conn, principal.tenant_id, name, limit=1000)
+    return [
+        _public(v).model_copy(
+            update={
+                "scores": scores.get(v.version),
+                "rollouts": [RolloutPublic.of(r) for r in history if r.canary_version == v.version],
+            }
+        )
+        for v in versions
+    ]
 
 
 @router.get("/{name}/metrics", response_model=AgentMetricsPublic)

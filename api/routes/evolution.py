@@ -29,12 +29,13 @@ from api.schemas.evolution import (
     ScheduledCyclePublic,
     ScheduleStatePublic,
 )
+from api.schemas.rollouts import RolloutPublic
 from api.schemas.runs import EventPublic
 from core import search_attributes
 from core.db import Pool
 from core.errors import Conflict, NotFound, StackError
 from core.event_log import EventRecord
-from core.evolution import cases, schedules, store
+from core.evolution import cases, rollouts, schedules, store
 from core.evolution.from_runs import case_from_run
 from core.evolution.payloads import (
     WORKFLOW_NAME,
@@ -457,7 +458,9 @@ async def _public(
     candidates = await store.list_candidates(conn, record.id)
     results = await store.list_results(conn, record.id)
     table = case_table(record.incumbent_version, results, guards)
+    canary = await rollouts.of_evolution(conn, record.id)
     return EvolutionPublic(
+        rollout=None if canary is None else RolloutPublic.of(canary),
         id=record.id,
         agent=record.agent_name,
         candidates=[_candidate(c, table) for c in candidates],

@@ -168,6 +168,8 @@ async def _public(
         result=record.result,
         agent=record.agent_name,
         agent_version=record.agent_version,
+        end_user=record.end_user,
+        rollout_id=record.rollout_id,
         mode=record.mode,
         conversation=record.conversation,
         objective=record.objective,

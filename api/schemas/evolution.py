@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.schemas.base import Body
+from api.schemas.rollouts import RolloutPublic
 from core.evolution.cases import EvalCaseSpec, Split
 from core.evolution.checks import Check
 from core.evolution.payloads import (
@@ -144,6 +145,10 @@ class EvolutionPublic(BaseModel):
     cases: list[CaseRowPublic]
     estimate: EvolutionEstimate | None = Field(
         default=None, description="the preflight estimate (in the response that starts it)"
+    )
+    rollout: RolloutPublic | None = Field(
+        default=None,
+        description="the canary the promoted version started as, and its decision",
     )
     temporal_ui: str | None
     created_at: datetime

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.base import Body
+from api.schemas.rollouts import RolloutPublic
 from core.evolution.store import VersionScore
 from core.payloads import RunMode
 from core.runs.agents import VersionCause, VersionStatus
@@ -41,6 +42,11 @@ class AgentPublic(AgentSpec):
     scores: VersionScore | None = Field(
         default=None,
         description="mean validation and holdout scores in the latest cycle that evaluated it",
+    )
+    rollouts: list[RolloutPublic] = Field(
+        default_factory=list,
+        description="its canaries (the version as the canary) and automatic rollbacks "
+        "(the version that degraded), newest first",
     )
 
 
@@ -102,6 +108,8 @@ class RunPublic(BaseModel):
     result: str | None
     agent: str
     agent_version: int
+    end_user: str | None = None
+    rollout_id: str | None = Field(default=None, description="the canary that picked its version")
     mode: RunMode
     conversation: bool
     objective: str

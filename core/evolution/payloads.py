@@ -28,7 +28,7 @@ FAILING_OUTCOMES: Final = ("failed", "limit_reached")
 """Outcomes that make a live run a failure, the evidence evolution learns from."""
 LOW_RATING: Final = 2
 """A rating at or below this makes a live run count as a failure too."""
-Trigger = Literal["manual", "schedule", "failures", "feedback"]
+Trigger = Literal["manual", "schedule", "failures", "feedback", "degradation"]
 FailureCause = Literal[
     "missing_knowledge", "wrong_approach", "tool_problem", "missing_capability",
     "model_too_weak", "misunderstood_objective",

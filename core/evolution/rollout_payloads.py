@@ -73,6 +73,8 @@ class CanaryState(Payload):
     stable: int
     canary: int
     deadline: datetime
+    settings: RolloutSettings = RolloutSettings()
+    """The policy when the canary started (a later change applies to the next one)."""
     baseline: float | None = None
     outcomes: list[bool] = Field(default_factory=list)
     """The canary's verdicts (live and shadow), in order."""
@@ -120,6 +122,13 @@ class RolloutView(Payload):
     statistic: dict[str, float | int | str | None] = Field(default_factory=dict)
     observed: int = 0
     decisions: int = 0
+
+
+class RolloutRef(Payload):
+    """One rollout of a tenant."""
+
+    tenant_id: str
+    rollout_id: str
 
 
 class ControllerSetup(Payload):

@@ -15,16 +15,23 @@ from typing import Any, Literal
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
 
+from core import search_attributes
 from core.errors import NotFound
-from core.evolution.schedules import agent_key
 from core.evolution.rollout_payloads import (
-    ObservationSource,
+    ROLLOUT_WORKFLOW,
     Observation,
+    ObservationSource,
+    RolloutInput,
     RolloutSettings,
     RolloutStatusName,
 )
+from core.evolution.schedules import agent_key
+from core.queues import TaskQueue
 from core.runs import agents
+from core.settings import Settings
 
 Conn = psycopg.AsyncConnection[Any]
 RolloutKind = Literal["canary", "degradation"]
@@ -396,3 +403,29 @@ async def shadow_summary(conn: Conn, rollout_id: str) -> dict[str, int]:
     row = await cur.fetchone()
     assert row is not None
     return {key: int(value) for key, value in row.items()}
+
+
+# -- the controller ------------------------------------------------------------------
+
+
+async def signal_controller(
+    client: Client,
+    settings: Settings,
+    tenant_id: str,
+    agent_name: str,
+    signal: str,
+    arg: object | None = None,
+) -> None:
+    """Signal the agent's rollout controller, starting it first if it does not run."""
+    await client.start_workflow(
+        ROLLOUT_WORKFLOW,
+        RolloutInput(tenant_id=tenant_id, agent_name=agent_name),
+        id=controller_id(tenant_id, agent_name),
+        task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal=signal,
+        start_signal_args=[] if arg is None else [arg],
+        search_attributes=search_attributes.for_run(
+            tenant_id, agent_name, None, kind="rollout"
+        ),
+    )  # fmt: skip

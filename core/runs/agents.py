@@ -23,7 +23,7 @@ from core.runs.payloads import AgentSpec
 from core.tools.policy import EffectivePolicy, ToolPolicyDefaults, resolve_policy
 
 VersionStatus = Literal["released", "candidate"]
-VersionCause = Literal["manual", "rollback", "evolution"]
+VersionCause = Literal["manual", "rollback", "auto_rollback", "evolution"]
 
 
 class AgentVersion(BaseModel):
@@ -242,9 +242,17 @@ async def list_versions(
 
 
 async def rollback(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str, to_version: int
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    name: str,
+    to_version: int,
+    *,
+    cause: VersionCause = "rollback",
+    rationale: str | None = None,
 ) -> AgentVersion:
     """Make `to_version`'s spec the latest again, as a new version (history stays immutable).
+
+    `cause` is `rollback` for a person's rollback, `auto_rollback` for the controller's.
 
     Raises:
         NotFound: no such agent or version.
@@ -256,8 +264,8 @@ async def rollback(
         if latest == to_version:
             raise InvalidInput(f"version {to_version} of agent {name!r} is already the latest")
         return await _insert_version(
-            conn, tenant_id, name, target.spec, parent=latest, cause="rollback",
-            rationale=f"rollback to version {to_version}",
+            conn, tenant_id, name, target.spec, parent=latest, cause=cause,
+            rationale=rationale or f"rollback to version {to_version}",
         )  # fmt: skip
 
 

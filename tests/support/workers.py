@@ -49,15 +49,22 @@ async def running_workers(
 
 @asynccontextmanager
 async def api_with_workers(
-    settings: Settings, pool: Pool, key: str, *, timeout: float = 30
+    settings: Settings,
+    pool: Pool,
+    key: str,
+    *,
+    timeout: float = 30,
+    extra_tools: Sequence[ToolDefinition] = (),
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app in process, with real workers on `settings.task_queue_suffix`, and an
-    HTTP client for it that sends `key`."""
+    """The API app in process, with real workers on `settings.task_queue_suffix` (and
+    `extra_tools`), and an HTTP client for it that sends `key`."""
     app = create_app(settings)
     client = await temporal.connect(settings)
     async with (
         app.router.lifespan_context(app),
-        running_workers(client, settings, pool, suffix=settings.task_queue_suffix),
+        running_workers(
+            client, settings, pool, suffix=settings.task_queue_suffix, extra_tools=extra_tools
+        ),
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://colony",
             headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
