@@ -177,7 +177,8 @@ async def run_recipe(context: ToolCallContext) -> Answer:
 
     The child's id is `{run workflow}/recipe-{call id}` and its swarm row is created once
     per call, so a retried activity or a replay never starts a second swarm. The queen
-    does not plan (the plan is the recipe's); the swarm's answer is the result.
+    does not plan (the plan is the recipe's); the swarm's answer is the result. Refused
+    beyond `MAX_AGENT_DEPTH` and in evaluation runs (subtasks have no dry-run mode).
     """
     run, call = context.run, context.call
     recipe = call.name.removeprefix(RECIPE_TOOL_PREFIX)
@@ -191,6 +192,9 @@ async def run_recipe(context: ToolCallContext) -> Answer:
             f"Error: agents may call agents and recipes only {MAX_AGENT_DEPTH} levels deep; "
             "do this part yourself."
         )
+    if run.mode == "evaluation":
+        # A swarm's subtasks run in normal mode: their side effects would be real.
+        return Answer("Error: recipes do not run in evaluation runs; do this part yourself.")
     workflow_id = f"{workflow.info().workflow_id}/recipe-{call.id}"
     started: StartRecipeOutput = await workflow.execute_activity_method(
         RecipeActivities.start_recipe,

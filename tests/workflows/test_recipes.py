@@ -2,18 +2,25 @@
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from core.db import Pool
+from core.queues import TaskQueue
+from core.runs import agents
+from core.runs import store as runs
+from core.runs.payloads import AgentRunInput
 from core.swarms import recipes
 from core.swarms import store as swarm_store
 from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 from tests.support.replay import assert_replays
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript, plan_json, requests_for, subtask
-from tests.workflows.harness import TENANT, Harness, running_harness, spec
+from tests.workflows.harness import TENANT, Harness, RunHandle, running_harness, spec
 from tests.workflows.test_swarm import start_swarm, user_text
+from workflows._agent_tools import MAX_AGENT_DEPTH
+from workflows.agent_run import AgentRunWorkflow
 
 SOURCE = "Write a short report on the bees of Berlin."
 PLAN = (
@@ -120,4 +127,44 @@ async def test_bad_recipe_calls_are_errors_for_the_model(harness: Harness) -> No
             "SELECT count(*) AS n FROM swarms WHERE parent_run_id = %s", (run_id,)
         )
         assert (await cur.fetchone())["n"] == 0  # type: ignore[index]
+    await assert_replays(handle)
+
+
+async def start_run(harness: Harness, tools: list[str], **input: Any) -> tuple[RunHandle, str]:
+    """A run started as a nested or evaluation run would be (`input`: depth, mode)."""
+    name = "agent-" + uuid.uuid4().hex[:6]
+    async with harness.pool.connection() as conn:
+        version, _ = await agents.create_version(conn, TENANT, name, spec(tools=tools))
+        record, inbox_id, _ = await runs.create_run(
+            conn, tenant_id=TENANT, agent_name=name, agent_version=version.version,
+            objective="Bees?", mode=input.get("mode", "normal"),
+        )  # fmt: skip
+    handle = await harness.client.start_workflow(
+        AgentRunWorkflow.run,
+        AgentRunInput(
+            tenant_id=TENANT, run_id=record.id, agent_name=name, agent_version=version.version,
+            inbox_ids=[inbox_id], **input,
+        ),
+        id=record.workflow_id + harness.suffix,
+        task_queue=TaskQueue.ORCHESTRATION.value + harness.suffix,
+    )  # fmt: skip
+    return handle, record.id
+
+
+@pytest.mark.parametrize(
+    ("input", "refusal"),
+    [({"depth": MAX_AGENT_DEPTH}, "levels deep"), ({"mode": "evaluation"}, "evaluation runs")],
+)
+async def test_deep_and_evaluation_runs_do_not_run_recipes(
+    harness: Harness, input: dict[str, Any], refusal: str
+) -> None:
+    name = "never-run-" + uuid.uuid4().hex[:6]  # refused before the recipe is looked up
+    harness.server.script(
+        tool_calls(tool_call(f"recipe:{name}", {"objective": "anything"}, id="d1")),
+        reply("I did it myself."),
+    )
+    handle, run_id = await start_run(harness, [f"recipe:{name}"], **input)
+    assert (await handle.result()).outcome == "succeeded"
+    result = (await harness.messages(run_id))[2].content or ""
+    assert result.startswith("Error:") and refusal in result
     await assert_replays(handle)
