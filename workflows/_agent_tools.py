@@ -195,23 +195,23 @@ async def run_recipe(context: ToolCallContext) -> Answer:
     if run.mode == "evaluation":
         # A swarm's subtasks run in normal mode: their side effects would be real.
         return Answer("Error: recipes do not run in evaluation runs; do this part yourself.")
-    workflow_id = f"{workflow.info().workflow_id}/recipe-{call.id}"
     started: StartRecipeOutput = await workflow.execute_activity_method(
         RecipeActivities.start_recipe,
         StartRecipeInput(
             tenant_id=run.tenant_id, run_id=run.run_id, call_id=call.id, recipe=recipe,
-            objective=objective, workflow_id=workflow_id,
+            objective=objective, workflow_id=f"{workflow.info().workflow_id}/recipe-{call.id}",
         ),
         **RUN_STORE.kwargs(),
     )  # fmt: skip
     if started.error is not None:
         return Answer(f"Error: {started.error}")
     try:
-        # By name: workflows/swarm.py imports the agent-run workflow, which imports us.
+        # By name: workflows/swarm.py imports the agent-run workflow, which imports us. The
+        # id is the stored one (as a swarm's subtasks take theirs from `start_subtasks`).
         await workflow.execute_child_workflow(
             "SwarmWorkflow",
             SwarmInput(tenant_id=run.tenant_id, swarm_id=started.swarm_id, depth=run.depth + 1),
-            id=workflow_id,
+            id=started.workflow_id,
             task_queue=workflow.info().task_queue,
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             search_attributes=search_attributes.for_run(

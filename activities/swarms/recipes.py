@@ -55,7 +55,10 @@ class RecipeActivities:
                 }),
             )  # fmt: skip
         return StartRecipeOutput(
-            swarm_id=swarm.id, queen_agent=swarm.queen_agent, queen_version=swarm.queen_version
+            swarm_id=swarm.id,
+            workflow_id=swarm.workflow_id,
+            queen_agent=swarm.queen_agent,
+            queen_version=swarm.queen_version,
         )
 
     @activity.defn(name="recipe_answer")

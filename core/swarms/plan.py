@@ -471,6 +471,7 @@ class StartRecipeOutput(Payload):
     """The swarm to run as a child workflow, or why there is none (for the model)."""
 
     swarm_id: str = ""
+    workflow_id: str = ""  # the swarm's, as stored (the id the first attempt asked for)
     queen_agent: str = ""
     queen_version: int = 0
     error: str | None = None

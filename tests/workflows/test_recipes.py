@@ -14,7 +14,7 @@ from core.runs.payloads import AgentRunInput
 from core.swarms import recipes
 from core.swarms import store as swarm_store
 from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
-from tests.support.replay import assert_replays
+from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript, plan_json, requests_for, subtask
 from tests.workflows.harness import TENANT, Harness, RunHandle, running_harness, spec
@@ -104,6 +104,8 @@ async def test_an_agent_runs_a_recipe_as_a_child_swarm(harness: Harness) -> None
     assert [e.data["swarm_id"] for e in events] == [swarm.id]
     await assert_replays(handle)
     await assert_replays(child)
+    record_history("agent_run_v5_recipe", await handle.fetch_history())
+    record_history("swarm_v2_recipe", await child.fetch_history())
 
 
 async def test_bad_recipe_calls_are_errors_for_the_model(harness: Harness) -> None:
