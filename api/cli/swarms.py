@@ -128,6 +128,8 @@ def render_swarm_events(events: Iterable[dict[str, Any]]) -> dict[str, Any] | No
         kind, data = event["type"], event["data"]
         if kind == "swarm.started":
             source = "your plan" if data.get("user_plan") else f"queen {escape(data['queen'])}"
+            if data.get("recipe"):
+                source = f"recipe {escape(data['recipe'])}"
             console.print(f"[dim]▶ started · {data['mode']} · {source}[/]", highlight=False)
         elif kind in ("swarm.planned", "swarm.replanned"):
             planned = data["subtasks"]

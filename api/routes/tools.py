@@ -92,7 +92,7 @@ async def unknown_tools(
                 continue
         if name.startswith(RECIPE_TOOL_PREFIX):
             recipe = name.removeprefix(RECIPE_TOOL_PREFIX)
-            if recipe in await RecipesAsTools().recipe_names(conn, tenant_id):
+            if await RecipesAsTools().recipe_description(conn, tenant_id, recipe) is not None:
                 continue
         unknown.append(name)
     return unknown

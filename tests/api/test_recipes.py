@@ -246,6 +246,7 @@ async def test_the_cli(
     ran = await asyncio.to_thread(run, "swarm", "Flats in Rome", "--recipe", name)
     assert ran.exit_code == 0, ran.output
     assert "✔ succeeded · 2/2 subtasks" in " ".join(ran.output.split())
+    assert f"▶ started · hierarchical · recipe {name}" in ran.output
     assert requests_for(model_server, "plan") == []
     plan = tmp_path / "plan.json"
     plan.write_text(plan_json(subtask("a")))
