@@ -22,6 +22,7 @@ from api.routes import (
     keys,
     mcp_servers,
     memory,
+    recipes,
     rollouts,
     runs,
     stack_checks,
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents.router)
     app.include_router(runs.router)
     app.include_router(swarms.router)
+    app.include_router(recipes.router)
     app.include_router(tools.router)
     app.include_router(mcp_servers.router)
     app.include_router(memory.router)

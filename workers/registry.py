@@ -25,6 +25,7 @@ from activities.runs.tool_calls import ToolActivities
 from activities.stack_check import MemoryActivities
 from activities.swarms.blackboard import blackboard_tools
 from activities.swarms.queen import QueenActivities
+from activities.swarms.recipes import RecipeActivities
 from activities.swarms.store import SwarmActivities
 from activities.tools.catalog import ToolCatalog, builtin_registry
 from activities.tools.framework import ToolDefinition
@@ -39,6 +40,7 @@ from core.queues import TaskQueue
 from core.runs.agents import AgentsAsTools
 from core.runs.hooks import RunFinishedHooks
 from core.settings import Settings
+from core.swarms.recipes import RecipesAsTools
 from core.tools.secrets import cipher_from_settings
 from workflows.agent_run import AgentRunWorkflow
 from workflows.evolution import EvolutionWorkflow
@@ -78,6 +80,7 @@ class Resources:
             mcp=self.mcp,
             secret=self.resolvers.secret,
             agents=AgentsAsTools(),
+            recipes=RecipesAsTools(),
         )
         # Memory lane: Qdrant opens and the embedding model loads on first use.
         self.vectors = open_vector_store(settings)
@@ -183,6 +186,7 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         ),
     )
     swarms = SwarmActivities(res.settings, res.pool)
+    recipes = RecipeActivities(res.settings, res.pool)
     return [
         MemoryActivities(res.pool).record_stack_check,
         store.start_run,
@@ -195,6 +199,8 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         swarms.start_subtasks,
         swarms.finish_subtask,
         swarms.finish_swarm,
+        recipes.start_recipe,
+        recipes.recipe_answer,
         ToolSearchActivities(
             res.settings, res.pool, res.vectors, res.embedder, res.catalog.builtin_schemas
         ).search_tools,

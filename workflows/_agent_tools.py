@@ -7,7 +7,8 @@ answer as the call's result.
 To add a workflow tool: its name and schema go in `core/tools/names.py` (`WORKFLOW_TOOLS`)
 and its handler goes in `HANDLERS` below (`tests/unit/test_tool_names.py` checks that the
 two agree). A handler gets the call in context and returns the result text, plus any tools
-to offer the model from then on.
+to offer the model from then on. A family of tools named by a prefix (`recipe:<name>`) has
+its handler under the prefix (`WORKFLOW_TOOL_PREFIXES`); `handler_for` finds either.
 
 Approvals and `ask_human` questions share one path (`HumanDesk`): a pending approval is
 a call waiting for a human's decision (a question waits for an answer), announced as a run
@@ -21,8 +22,10 @@ from datetime import timedelta
 from typing import Any, Final, Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
 
+from core import search_attributes
 from core.memory.payloads import (
     MemoryItem,
     RecallInput,
@@ -38,14 +41,26 @@ from core.runs.payloads import (
     RunPlan,
     ToolCallRef,
 )
-from core.tools.names import ASK_HUMAN, FIND_TOOLS, RECALL, REMEMBER
+from core.swarms.plan import (
+    RecipeAnswerInput,
+    RecipeAnswerOutput,
+    StartRecipeInput,
+    StartRecipeOutput,
+    SwarmInput,
+    SwarmOutput,
+)
+from core.tools.names import ASK_HUMAN, FIND_TOOLS, RECALL, RECIPE_TOOL_PREFIX, REMEMBER
 from core.tools.payloads import ToolPolicy
 from core.tools.search import ToolSearchInput, ToolSearchOutput
 
 with workflow.unsafe.imports_passed_through():
     from activities.memory.store import MemoryStoreActivities
+    from activities.swarms.recipes import RecipeActivities
     from activities.tools.search import ToolSearchActivities
-    from workflows._options import MEMORY_RECALL, MEMORY_WRITE, TOOL_SEARCH
+    from workflows._options import MEMORY_RECALL, MEMORY_WRITE, RUN_STORE, TOOL_SEARCH
+
+MAX_AGENT_DEPTH = 3
+"""How deep agents may call agents and recipes (a run's child's child's child, at most)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +172,65 @@ def _search(context: ToolCallContext) -> tuple[str | None, int]:
     )
 
 
+async def run_recipe(context: ToolCallContext) -> Answer:
+    """`recipe:<name>`: the saved plan runs as a child `SwarmWorkflow` on the given objective.
+
+    The child's id is `{run workflow}/recipe-{call id}` and its swarm row is created once
+    per call, so a retried activity or a replay never starts a second swarm. The queen
+    does not plan (the plan is the recipe's); the swarm's answer is the result. Refused
+    beyond `MAX_AGENT_DEPTH` and in evaluation runs (subtasks have no dry-run mode).
+    """
+    run, call = context.run, context.call
+    recipe = call.name.removeprefix(RECIPE_TOOL_PREFIX)
+    objective = context.arguments.get("objective")
+    if not isinstance(objective, str) or not objective.strip():
+        return Answer(
+            'Error: send {"objective": "..."} with what the recipe\'s team should work on.'
+        )
+    if run.depth >= MAX_AGENT_DEPTH:
+        return Answer(
+            f"Error: agents may call agents and recipes only {MAX_AGENT_DEPTH} levels deep; "
+            "do this part yourself."
+        )
+    if run.mode == "evaluation":
+        # A swarm's subtasks run in normal mode: their side effects would be real.
+        return Answer("Error: recipes do not run in evaluation runs; do this part yourself.")
+    started: StartRecipeOutput = await workflow.execute_activity_method(
+        RecipeActivities.start_recipe,
+        StartRecipeInput(
+            tenant_id=run.tenant_id, run_id=run.run_id, call_id=call.id, recipe=recipe,
+            objective=objective, workflow_id=f"{workflow.info().workflow_id}/recipe-{call.id}",
+        ),
+        **RUN_STORE.kwargs(),
+    )  # fmt: skip
+    if started.error is not None:
+        return Answer(f"Error: {started.error}")
+    try:
+        # By name: workflows/swarm.py imports the agent-run workflow, which imports us. The
+        # id is the stored one (as a swarm's subtasks take theirs from `start_subtasks`).
+        await workflow.execute_child_workflow(
+            "SwarmWorkflow",
+            SwarmInput(tenant_id=run.tenant_id, swarm_id=started.swarm_id, depth=run.depth + 1),
+            id=started.workflow_id,
+            task_queue=workflow.info().task_queue,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            search_attributes=search_attributes.for_run(
+                run.tenant_id, started.queen_agent, started.queen_version, kind="swarm"
+            ),
+            result_type=SwarmOutput,
+        )
+    except ChildWorkflowError:
+        # Terminated, timed out or cancelled by someone else (our own cancellation arrives
+        # as CancelledError instead): the swarm's row says how far it got.
+        pass
+    answer: RecipeAnswerOutput = await workflow.execute_activity_method(
+        RecipeActivities.recipe_answer,
+        RecipeAnswerInput(tenant_id=run.tenant_id, swarm_id=started.swarm_id),
+        **RUN_STORE.kwargs(),
+    )
+    return Answer(answer.text)
+
+
 Handler = Callable[[ToolCallContext], Awaitable[Answer]]
 
 HANDLERS: Final[dict[str, Handler]] = {
@@ -165,6 +239,19 @@ HANDLERS: Final[dict[str, Handler]] = {
     RECALL: recall,
 }
 """Workflow tools answered by a handler, by name (`ask_human` goes through `HumanDesk`)."""
+
+PREFIX_HANDLERS: Final[dict[str, Handler]] = {
+    RECIPE_TOOL_PREFIX: run_recipe,
+}
+"""Tool families answered by a handler, by prefix (`agent:` runs are the workflow's own)."""
+
+
+def handler_for(name: str) -> Handler | None:
+    """The handler of a workflow tool's call, by its name or its family's prefix."""
+    found = HANDLERS.get(name)
+    if found is not None:
+        return found
+    return next((h for p, h in PREFIX_HANDLERS.items() if name.startswith(p)), None)
 
 
 Announce = Callable[[list[RunEvent], Literal["running", "waiting"]], Awaitable[None]]

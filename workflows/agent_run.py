@@ -47,7 +47,13 @@ from core.runs.payloads import (
     ToolResultInput,
 )
 from core.tools.names import ASK_HUMAN
-from workflows._agent_tools import HANDLERS, HumanDesk, ToolCallContext, failure_reason
+from workflows._agent_tools import (
+    MAX_AGENT_DEPTH,
+    HumanDesk,
+    ToolCallContext,
+    failure_reason,
+    handler_for,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.memory.store import MemoryStoreActivities
@@ -65,8 +71,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows._workspace import RunWorkspace
 
 
-MAX_AGENT_DEPTH = 3
-"""How deep agents may call agents (a run's child's child's child, at most)."""
 _PATCH_TOOL_FAILURES = "tool-failures-are-results-v1"
 """A tool call whose retries are spent becomes an error result; before, it failed the run."""
 _PATCH_WORKFLOW_TOOLS = "workflow-answered-tools-v1"
@@ -354,7 +358,7 @@ class AgentRunWorkflow:
         if questions:
             answered.update(await self._desk.ask(plan, questions, self._announce))
         for call in calls:
-            handler = HANDLERS.get(call.name)
+            handler = handler_for(call.name)
             if handler is None or call.id in denied:
                 continue
             try:

@@ -318,7 +318,7 @@ class SwarmWorkflow:
                 AgentRunInput(
                     tenant_id=self._input.tenant_id, run_id=run.run_id,
                     agent_name=run.agent_name, agent_version=run.agent_version,
-                    inbox_ids=[run.inbox_id], depth=1,
+                    inbox_ids=[run.inbox_id], depth=self._input.depth + 1,
                 ),
                 run.workflow_id,
             )  # fmt: skip

@@ -64,6 +64,7 @@ class SwarmActivities:
                     "objective": runs.preview(swarm.objective, 1000), "mode": swarm.mode,
                     "queen": queen.name, "queen_version": queen.version,
                     "user_plan": swarm.user_plan,
+                    **({"recipe": swarm.recipe} if swarm.recipe else {}),
                 }),
             ]  # fmt: skip
             if plan:

@@ -9,11 +9,13 @@ Two sources:
                 (`mcp:<server>/<tool>`, discovered from a registered server)
     agents      `agent:<name>`: another agent of the tenant, called as a tool; the
                 workflow runs it as a child run with its own budget
+    recipes     `recipe:<name>`: a saved swarm plan of the tenant; the workflow runs it
+                as a child swarm on the objective the model gives
 
 Colony names tools by their Colony name everywhere (agent specs, messages, events,
 policies). Models see `ToolDefinition.name`, which is the same except for MCP tools,
-and agents, whose names providers refuse (`mcp:time/now` -> `mcp__time__now`,
-`agent:researcher` -> `agent__researcher`); `CatalogEntry` keeps both and `model_names`
+agents and recipes, whose names providers refuse (`mcp:time/now` -> `mcp__time__now`,
+`agent:researcher` -> `agent__researcher`, `recipe:report` -> `recipe__report`); `CatalogEntry` keeps both and `model_names`
 maps back.
 """
 
@@ -49,11 +51,16 @@ from core.settings import Settings
 from core.tools import mcp as mcp_names
 from core.tools import mcp_servers, policy
 from core.tools import store as tool_store
-from core.tools.names import WORKFLOW_TOOLS
+from core.tools.names import AGENT_TOOL_PREFIX as AGENT_TOOL_PREFIX  # re-exported
+from core.tools.names import (
+    RECIPE_TOOL_PARAMETERS,
+    RECIPE_TOOL_PREFIX,
+    WORKFLOW_TOOL_PREFIXES,
+    WORKFLOW_TOOLS,
+)
 
-EntryKind = Literal["builtin", "workflow", "http", "mcp", "code", "agent"]
+EntryKind = Literal["builtin", "workflow", "http", "mcp", "code", "agent", "recipe"]
 
-AGENT_TOOL_PREFIX: Final = "agent:"
 MAX_AGENT_DESCRIPTION: Final = 600
 
 
@@ -127,10 +134,28 @@ class AgentDirectory(Protocol):
         ...
 
 
+class RecipeDirectory(Protocol):
+    """The tenant's recipes, which the catalog offers as tools (`recipe:<name>`).
+
+    The swarms domain keeps recipes (`core.swarms.recipes.RecipesAsTools`); the worker
+    hands it to the catalog.
+    """
+
+    async def recipe_names(self, conn: tool_store.Conn, tenant_id: str) -> list[str]:
+        """Names of the tenant's recipes."""
+        ...
+
+    async def recipe_description(
+        self, conn: tool_store.Conn, tenant_id: str, name: str
+    ) -> str | None:
+        """What the recipe does (None: no such recipe)."""
+        ...
+
+
 class ToolCatalog:
     """Resolves tool names for one tenant: built-ins from code, the rest from Postgres.
 
-    Without `agents`, agents are not offered as tools.
+    Without `agents` (`recipes`), agents (recipes) are not offered as tools.
 
     Stored definitions are rebuilt per call (a row is small and the tenant may have
     re-registered the tool); the MCP session pool and HTTP client behind them are the
@@ -145,9 +170,11 @@ class ToolCatalog:
         mcp: McpSessionPool | None = None,
         secret: SecretResolver | None = None,
         agents: AgentDirectory | None = None,
+        recipes: RecipeDirectory | None = None,
     ) -> None:
         self._builtins = builtins
         self._agents = agents
+        self._recipes = recipes
         self._http = http
         self._mcp = mcp
         self._secret = secret
@@ -161,15 +188,19 @@ class ToolCatalog:
         return [*self._builtins.schemas(self._builtins.names), *WORKFLOW_TOOLS.values()]
 
     async def available(self, conn: tool_store.Conn, tenant_id: str) -> list[str]:
-        """Every tool name the tenant has: built-ins, enabled registered tools, agents."""
+        """Every tool name the tenant has: built-ins, enabled registered tools, agents, recipes."""
         stored = await tool_store.list_tools(conn, tenant_id)
         agent_names = (
             [] if self._agents is None else await self._agents.agent_names(conn, tenant_id)
+        )
+        recipe_names = (
+            [] if self._recipes is None else await self._recipes.recipe_names(conn, tenant_id)
         )
         return [
             *self.builtin_names(),
             *(t.name for t in stored if t.enabled),
             *(AGENT_TOOL_PREFIX + name for name in agent_names),
+            *(RECIPE_TOOL_PREFIX + name for name in recipe_names),
         ]
 
     async def expand(
@@ -205,6 +236,10 @@ class ToolCatalog:
                 agent = await self._agent_entry(conn, tenant_id, name)
                 if agent is not None:
                     out[name] = agent
+            elif name.startswith(RECIPE_TOOL_PREFIX):
+                recipe = await self._recipe_entry(conn, tenant_id, name)
+                if recipe is not None:
+                    out[name] = recipe
             else:
                 registered.append(name)
         if registered:
@@ -241,6 +276,29 @@ class ToolCatalog:
             parameters=AGENT_TOOL_PARAMETERS,
         )
         return CatalogEntry(name, "agent", schema, None)
+
+    async def _recipe_entry(
+        self, conn: tool_store.Conn, tenant_id: str, name: str
+    ) -> CatalogEntry | None:
+        recipe = name.removeprefix(RECIPE_TOOL_PREFIX)
+        found = (
+            None
+            if self._recipes is None
+            else await self._recipes.recipe_description(conn, tenant_id, recipe)
+        )
+        if found is None:
+            return None
+        if len(found) > MAX_AGENT_DESCRIPTION:
+            found = found[: MAX_AGENT_DESCRIPTION - 3] + "..."
+        schema = ToolSchema(
+            name=recipe_model_name(recipe),
+            description=(
+                f"Run the recipe '{recipe}': a team of agents works on your objective with a "
+                f"plan that worked before, and returns its combined answer. {found}"
+            ),
+            parameters=RECIPE_TOOL_PARAMETERS,
+        )
+        return CatalogEntry(name, "recipe", schema, None)
 
     async def _definition(
         self,
@@ -295,7 +353,7 @@ async def run_entry(entry: CatalogEntry, call: ToolCallRequest, ctx: ToolContext
 
 def answered_by_workflow(name: str) -> bool:
     """Whether the workflow handles calls of `name` itself (they never reach the tools lane)."""
-    return name in WORKFLOW_TOOLS or name.startswith(AGENT_TOOL_PREFIX)
+    return name in WORKFLOW_TOOLS or name.startswith(WORKFLOW_TOOL_PREFIXES)
 
 
 def model_names(entries: Iterable[CatalogEntry]) -> dict[str, str]:
@@ -339,10 +397,19 @@ AGENT_TOOL_PARAMETERS: Final[dict[str, Any]] = {
 
 def agent_model_name(agent: str) -> str:
     """The provider-safe name of the tool that calls `agent`."""
-    plain = f"agent__{agent}"
+    return _safe_name("agent__", agent)
+
+
+def recipe_model_name(recipe: str) -> str:
+    """The provider-safe name of the tool that runs `recipe`."""
+    return _safe_name("recipe__", recipe)
+
+
+def _safe_name(prefix: str, name: str) -> str:
+    plain = prefix + name
     if _SAFE.fullmatch(plain):
         return plain
-    digest = hashlib.sha256(agent.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
     return f"{_UNSAFE.sub('_', plain)[:53]}_{digest}"
 
 

@@ -155,6 +155,7 @@ async def api_is_up(settings: Settings) -> bool:
 def _register() -> None:
     from api.cli import evolution as cli_evolution
     from api.cli import memory as cli_memory
+    from api.cli import recipes as cli_recipes
     from api.cli import runs as cli_runs
     from api.cli import swarms as cli_swarms
     from api.cli import tools as cli_tools
@@ -167,6 +168,7 @@ def _register() -> None:
         cli_runs.agents_group,
         cli_swarms.swarm_command,
         cli_swarms.swarms_group,
+        cli_recipes.recipes_group,
         cli_tools.tools_group,
         cli_tools.mcp_group,
         cli_tools.put_secret,

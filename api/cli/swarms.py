@@ -49,6 +49,11 @@ def _read_plan(ctx: click.Context, param: click.Parameter, path: Path | None) ->
     help='Your own plan: a JSON file with a list of subtasks or {"subtasks": [...]} '
     "(id, description, role, depends_on, expected_output, complexity).",
 )
+@click.option(
+    "--recipe",
+    default=None,
+    help="Run this recipe's saved plan (its mode, limits and models unless given).",
+)
 @click.option("--queen", default=None, help="The agent that plans and synthesizes.")
 @click.option("--max-parallel", type=click.IntRange(1, 64), default=None, help="default 4")
 @click.option("--max-subtasks", type=click.IntRange(1, 100), default=None, help="default 10")
@@ -67,6 +72,7 @@ def swarm_command(
     objective: str,
     mode: str,
     plan: list[Any] | None,
+    recipe: str | None,
     queen: str | None,
     max_parallel: int | None,
     max_subtasks: int | None,
@@ -81,11 +87,15 @@ def swarm_command(
         "max_cost_usd": max_cost,
         "failure_policy": failure_policy,
     }
-    body: dict[str, Any] = {
-        "objective": objective,
-        "mode": mode,
-        "limits": {k: v for k, v in limits.items() if v is not None},
-    }
+    body: dict[str, Any] = {"objective": objective}
+    if recipe is not None:
+        if plan is not None:
+            raise click.UsageError("--recipe brings its own plan; leave out --plan")
+        body["recipe"] = recipe  # and its mode
+    else:
+        body["mode"] = mode
+    if any(v is not None for v in limits.values()):
+        body["limits"] = {k: v for k, v in limits.items() if v is not None}
     if plan is not None:
         body["plan"] = plan
     if queen:
@@ -118,6 +128,8 @@ def render_swarm_events(events: Iterable[dict[str, Any]]) -> dict[str, Any] | No
         kind, data = event["type"], event["data"]
         if kind == "swarm.started":
             source = "your plan" if data.get("user_plan") else f"queen {escape(data['queen'])}"
+            if data.get("recipe"):
+                source = f"recipe {escape(data['recipe'])}"
             console.print(f"[dim]▶ started · {data['mode']} · {source}[/]", highlight=False)
         elif kind in ("swarm.planned", "swarm.replanned"):
             planned = data["subtasks"]

@@ -51,7 +51,8 @@ async def create_agent(
         if unknown:
             raise NotFound(
                 f"unknown tool(s): {', '.join(unknown)}; see GET /v1/tools (MCP tools appear "
-                "once their server is registered, agents as agent:<name>)",
+                "once their server is registered, agents as agent:<name>, recipes as "
+                "recipe:<name>)",
                 details={"unknown_tools": unknown},
             )
         version, created = await agents.create_version(conn, principal.tenant_id, body.name, spec)

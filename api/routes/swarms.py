@@ -19,11 +19,15 @@ from core.providers import default_model
 from core.runs import agents
 from core.runs.store import Conn
 from core.settings import Settings
+from core.swarms import recipes
 from core.swarms import store as swarm_store
 from core.swarms.plan import (
     QUEEN_AGENT,
     SubtaskState,
     SwarmInput,
+    SwarmLimits,
+    SwarmMode,
+    SwarmSettings,
     SwarmStatus,
     check_plan,
     child_workflow_id,
@@ -46,13 +50,61 @@ async def create_swarm(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> SwarmPublic:
-    """Start a swarm; with an idempotency key a repeated POST returns the same swarm."""
+    """Start a swarm; with an idempotency key a repeated POST returns the same swarm.
+
+    With `recipe`, the recipe's saved plan runs on the objective (404 for an unknown
+    recipe, 422 when its plan cannot run now).
+    """
     tenant = principal.tenant_id
-    if body.limits.failure_policy == "replan" and body.mode != "hierarchical":
+    key = idempotency_key or body.idempotency_key
+    if body.recipe is not None:
+        record, created = await _recipe_swarm(pool, settings, tenant, body, key)
+    else:
+        _check_policy(body.limits, body.mode)
+        record, created = await _new_swarm(pool, settings, tenant, body, key)
+    # As with runs: the row is committed first, so a retry with the same key after
+    # Temporal was down starts the same swarm.
+    if created or record.status == "queued":
+        await _start(client, settings, record)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return await _live_public(pool, client, settings, record)
+
+
+def _check_policy(limits: SwarmLimits, mode: SwarmMode) -> None:
+    if limits.failure_policy == "replan" and mode != "hierarchical":
         raise InvalidInput(
-            f'failure_policy "replan" needs mode "hierarchical" (got {body.mode!r}); '
+            f'failure_policy "replan" needs mode "hierarchical" (got {mode!r}); '
             'use "retry" or "fail"'
         )
+
+
+async def _recipe_swarm(
+    pool: Pool, settings: Settings, tenant: str, body: SwarmCreate, key: str | None
+) -> tuple[SwarmRecord, bool]:
+    """A swarm that runs the recipe `body.recipe` (its plan, mode and, by default, settings)."""
+    assert body.recipe is not None
+    given = body.model_fields_set
+    if given & {"plan", "mode"}:
+        raise InvalidInput('a recipe brings its own plan and mode; leave out "plan" and "mode"')
+    async with pool.connection() as conn:
+        recipe = await recipes.get_recipe(conn, tenant, body.recipe)
+        swarm_settings = SwarmSettings(
+            limits=body.limits if "limits" in given else recipe.settings.limits,
+            models=body.models if "models" in given else recipe.settings.models,
+        )
+        _check_policy(swarm_settings.limits, recipe.mode)
+        return await recipes.create_recipe_swarm(
+            conn, tenant_id=tenant, recipe=recipe, objective=body.objective,
+            default_model=default_model(settings), queen=body.queen, settings=swarm_settings,
+            idempotency_key=key,
+        )  # fmt: skip
+
+
+async def _new_swarm(
+    pool: Pool, settings: Settings, tenant: str, body: SwarmCreate, key: str | None
+) -> tuple[SwarmRecord, bool]:
+    """A swarm of the queen's plan, or of the user's plan in `body`."""
     async with pool.connection() as conn:
         queen = await _queen(conn, tenant, body.queen, settings)
         planned = None
@@ -77,18 +129,10 @@ async def create_swarm(
             )
             if errors:
                 raise InvalidInput("the plan cannot run", details={"errors": errors})
-        record, created = await swarm_store.create_swarm(
+        return await swarm_store.create_swarm(
             conn, tenant_id=tenant, objective=body.objective, mode=body.mode, queen=queen,
-            settings=body.settings(), plan=planned,
-            idempotency_key=idempotency_key or body.idempotency_key,
+            settings=body.settings(), plan=planned, idempotency_key=key,
         )  # fmt: skip
-    # As with runs: the row is committed first, so a retry with the same key after
-    # Temporal was down starts the same swarm.
-    if created or record.status == "queued":
-        await _start(client, settings, record)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return await _live_public(pool, client, settings, record)
 
 
 async def _queen(
@@ -178,6 +222,8 @@ def _public(
         reason=record.reason,
         objective=record.objective,
         mode=record.mode,
+        recipe=record.recipe,
+        parent_run_id=record.parent_run_id,
         queen=record.queen_agent,
         queen_version=record.queen_version,
         limits=record.settings.limits,

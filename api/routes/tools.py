@@ -27,12 +27,13 @@ from api.schemas.tools import (
 )
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.settings import Settings
+from core.swarms.recipes import RecipesAsTools
 from core.tools import egress as tool_egress
 from core.tools import secrets as tool_secrets
 from core.tools import store as tools
 from core.tools.builtins import builtin_tools
 from core.tools.mcp import SECRET_NAME_PATTERN
-from core.tools.names import WORKFLOW_TOOLS
+from core.tools.names import AGENT_TOOL_PREFIX, RECIPE_TOOL_PREFIX, WORKFLOW_TOOLS
 from core.tools.store import StoredTool, ToolStats
 
 router = APIRouter(prefix="/v1", tags=["tools"])
@@ -85,9 +86,13 @@ async def unknown_tools(
     for name in exact:
         if name in registered:
             continue
-        if name.startswith("agent:"):
-            agent = name.removeprefix("agent:")
+        if name.startswith(AGENT_TOOL_PREFIX):
+            agent = name.removeprefix(AGENT_TOOL_PREFIX)
             if agent == own_agent or await _agent_exists(conn, tenant_id, agent):
+                continue
+        if name.startswith(RECIPE_TOOL_PREFIX):
+            recipe = name.removeprefix(RECIPE_TOOL_PREFIX)
+            if await RecipesAsTools().recipe_description(conn, tenant_id, recipe) is not None:
                 continue
         unknown.append(name)
     return unknown

@@ -18,6 +18,7 @@ from core.swarms.plan import (
     SwarmSettings,
     SwarmStatusName,
 )
+from core.swarms.recipes import RECIPE_NAME_PATTERN
 
 MAX_OBJECTIVE = 100_000
 MAX_PLAN = 100
@@ -29,10 +30,16 @@ class SwarmCreate(Body):
     Without `plan` the queen plans; with one, the given DAG runs as it is (its roles are
     checked now and their agents resolved when each subtask starts; the built-in roles
     researcher, coder, analyst, writer and reviewer are installed as the tenant's agents
-    on first use).
+    on first use). With `recipe` a saved plan runs on the objective (the recipe's mode;
+    its limits, models and queen unless given).
     """
 
     objective: str = Field(min_length=1, max_length=MAX_OBJECTIVE)
+    recipe: str | None = Field(
+        default=None,
+        pattern=RECIPE_NAME_PATTERN,
+        description="run this recipe's saved plan instead of asking the queen for one",
+    )
     mode: SwarmMode = Field(
         default="hierarchical",
         description="sequential: a pipeline in plan order; parallel: independent subtasks, "
@@ -110,6 +117,10 @@ class SwarmPublic(BaseModel):
     reason: str | None
     objective: str
     mode: SwarmMode
+    recipe: str | None = Field(default=None, description="the recipe whose plan it runs")
+    parent_run_id: str | None = Field(
+        default=None, description="the run whose `recipe:` tool call started it"
+    )
     queen: str
     queen_version: int
     limits: SwarmLimits

@@ -295,6 +295,7 @@ class SwarmInput(Payload):
 
     tenant_id: str
     swarm_id: str
+    depth: int = 0  # a recipe called by an agent run of depth n: n + 1 (subtasks get +1)
 
 
 class SwarmSetup(Payload):
@@ -453,3 +454,38 @@ class SwarmOutput(Payload):
     cost_usd: float = 0.0
     cost_complete: bool = True
     subtasks: list[SubtaskState] = Field(default_factory=list)
+
+
+class StartRecipeInput(Payload):
+    """Input of `start_recipe`: the swarm of one `recipe:<name>` tool call (once per call)."""
+
+    tenant_id: str
+    run_id: str
+    call_id: str
+    recipe: str
+    objective: str
+    workflow_id: str  # the child SwarmWorkflow's id
+
+
+class StartRecipeOutput(Payload):
+    """The swarm to run as a child workflow, or why there is none (for the model)."""
+
+    swarm_id: str = ""
+    workflow_id: str = ""  # the swarm's, as stored (the id the first attempt asked for)
+    queen_agent: str = ""
+    queen_version: int = 0
+    error: str | None = None
+
+
+class RecipeAnswerInput(Payload):
+    """Input of `recipe_answer`."""
+
+    tenant_id: str
+    swarm_id: str
+
+
+class RecipeAnswerOutput(Payload):
+    """How a recipe's swarm ended, as the calling agent is told."""
+
+    text: str
+    ok: bool = True

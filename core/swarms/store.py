@@ -40,7 +40,7 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _SWARM_COLUMNS = (
     "id, tenant_id, workflow_id, objective, mode, queen_agent, queen_version, settings,"
     " user_plan, status, phase, outcome, reason, result, attribution, plan_version,"
-    " queen_cost_usd, cost_complete, created_at, updated_at, finished_at"
+    " queen_cost_usd, cost_complete, created_at, updated_at, finished_at, recipe, parent_run_id"
 )
 _SUBTASK_COLUMNS = (
     "id, position, plan_version, description, role, depends_on, expected_output, complexity,"
@@ -75,6 +75,8 @@ class SwarmRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    recipe: str | None = None  # the recipe it runs, if any
+    parent_run_id: str | None = None  # the run whose `recipe:` tool call started it
 
 
 class SubtaskRecord(BaseModel):
@@ -178,8 +180,14 @@ async def create_swarm(
     settings: SwarmSettings,
     plan: Sequence[SubtaskSpec] | None = None,
     idempotency_key: str | None = None,
+    workflow_id: str | None = None,
+    recipe: str | None = None,
+    parent_run_id: str | None = None,
 ) -> tuple[SwarmRecord, bool]:
     """Create a swarm, with the user's plan if given (as plan version 1).
+
+    `workflow_id` defaults to `swarm-{id}`; a recipe called as a tool passes its child
+    workflow's id (with `recipe` and `parent_run_id`).
 
     Returns (swarm, created); a used idempotency key returns the existing swarm.
     """
@@ -187,12 +195,12 @@ async def create_swarm(
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO swarms (id, tenant_id, workflow_id, objective, mode, queen_agent,"
-            " queen_version, settings, user_plan, idempotency_key)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " queen_version, settings, user_plan, idempotency_key, recipe, parent_run_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_SWARM_COLUMNS}",
-            (swarm_id, tenant_id, workflow_id_for(swarm_id), objective, mode, queen.name,
-             queen.version, Jsonb(settings.model_dump(mode="json")), plan is not None,
-             idempotency_key),
+            (swarm_id, tenant_id, workflow_id or workflow_id_for(swarm_id), objective, mode,
+             queen.name, queen.version, Jsonb(settings.model_dump(mode="json")),
+             plan is not None, idempotency_key, recipe, parent_run_id),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:

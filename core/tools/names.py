@@ -6,14 +6,16 @@ Two kinds of tool are Colony's own, and a tenant cannot register a tool by their
 - code tools, run by a tools worker: `CODE_TOOL_NAMES` (activities/tools/framework.py,
   the sandbox and workspace tools, the swarm blackboard);
 - workflow tools, answered by the agent-run workflow without reaching the tools lane:
-  `WORKFLOW_TOOLS` (asking the human, searching tools, long-term memory).
+  `WORKFLOW_TOOLS` (asking the human, searching tools, long-term memory), and the
+  families named by a prefix: `agent:<name>` (another agent, as a child run) and
+  `recipe:<name>` (a saved swarm plan, as a child swarm; `WORKFLOW_TOOL_PREFIXES`).
 
 A new code tool adds its name here; a new workflow tool adds its name and schema here
 and its handler to `HANDLERS` in `workflows/_agent_tools.py`
 (`tests/unit/test_tool_names.py` checks that the lists and the code agree).
 """
 
-from typing import Final
+from typing import Any, Final
 
 from core.payloads import FREE_TEXT, ToolSchema
 
@@ -118,6 +120,28 @@ WORKFLOW_TOOLS: Final[dict[str, ToolSchema]] = {
     t.name: t for t in (_ASK_HUMAN, _FIND_TOOLS, _REMEMBER, _RECALL)
 }
 """Tools the workflow answers itself; they never reach the tools lane."""
+
+AGENT_TOOL_PREFIX: Final = "agent:"
+RECIPE_TOOL_PREFIX: Final = "recipe:"
+WORKFLOW_TOOL_PREFIXES: Final = (AGENT_TOOL_PREFIX, RECIPE_TOOL_PREFIX)
+"""Tool families the workflow answers, one tool per agent or recipe of the tenant."""
+
+RECIPE_TOOL_PARAMETERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "objective": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 20_000,
+            "description": "The objective the recipe's team of agents should work on, with "
+            "everything they need to know.",
+            FREE_TEXT: True,
+        }
+    },
+    "required": ["objective"],
+    "additionalProperties": False,
+}
+"""What a `recipe:<name>` tool takes."""
 
 RESERVED_TOOL_NAMES: Final = CODE_TOOL_NAMES | frozenset(WORKFLOW_TOOLS)
 """Names no registered tool may take."""

@@ -8,7 +8,14 @@ from activities.swarms.blackboard import blackboard_tools
 from activities.tools import catalog
 from core.db import Pool
 from core.tools.builtins import builtin_tools
-from core.tools.names import ASK_HUMAN, CODE_TOOL_NAMES, RESERVED_TOOL_NAMES, WORKFLOW_TOOLS
+from core.tools.names import (
+    AGENT_TOOL_PREFIX,
+    ASK_HUMAN,
+    CODE_TOOL_NAMES,
+    RESERVED_TOOL_NAMES,
+    WORKFLOW_TOOL_PREFIXES,
+    WORKFLOW_TOOLS,
+)
 from tests.conftest import make_settings
 from workflows import _agent_tools, agent_run
 
@@ -34,6 +41,18 @@ def test_every_workflow_tool_is_answered_by_the_workflow() -> None:
     assert set(_agent_tools.HANDLERS) | {ASK_HUMAN} == set(WORKFLOW_TOOLS)
     assert "self._desk.ask(" in inspect.getsource(agent_run.AgentRunWorkflow)
     assert all(catalog.answered_by_workflow(name) for name in WORKFLOW_TOOLS)
+
+
+def test_every_workflow_tool_family_is_answered_by_the_workflow() -> None:
+    # agent:<name> is the workflow's own child run; every other family has a handler.
+    assert set(_agent_tools.PREFIX_HANDLERS) | {AGENT_TOOL_PREFIX} == set(WORKFLOW_TOOL_PREFIXES)
+    for prefix in WORKFLOW_TOOL_PREFIXES:
+        assert catalog.answered_by_workflow(prefix + "some-name")
+    assert _agent_tools.handler_for("recipe:report") is _agent_tools.run_recipe
+    assert _agent_tools.handler_for("recall") is _agent_tools.recall
+    assert _agent_tools.handler_for("agent:x") is None and _agent_tools.handler_for("x") is None
+    assert catalog.recipe_model_name("report") == "recipe__report"
+    assert len(catalog.recipe_model_name("a.b" * 40)) <= 64
 
 
 def test_reserved_names_are_both_kinds() -> None:
