@@ -61,7 +61,6 @@ _STOPWORDS: Final = frozenset(
     " will shall do does make get help who what when where which how all any each".split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
-_NAME = re.compile(AGENT_NAME_PATTERN)
 
 
 class BootstrapInput(Payload):
@@ -136,7 +135,6 @@ def draft_name(objective: str, taken: set[str]) -> str:
     while name in taken:
         n += 1
         name = f"{base}-{n}"
-    assert _NAME.fullmatch(name)
     return name
 
 

@@ -37,7 +37,7 @@ from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
 from core.settings import Settings
 from core.tools import store as tool_store
 from tests.conftest import make_settings
-from tests.support.replay import assert_replays
+from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.support.workers import running_workers
 from tests.tools.test_api_tools import assert_error
@@ -362,6 +362,7 @@ async def test_the_workflow_drafts_on_the_memory_lane_and_replays(
     assert "get_time" not in output.spec.tools
     assert output.spec.model == "local/smollm2-135m" or output.evidence.similar_agents
     await assert_replays(handle)
+    record_history("agent_bootstrap_v1", await handle.fetch_history())
 
 
 async def test_the_cli_prints_a_draft_and_creates_it_from_json(
