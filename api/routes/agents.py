@@ -23,8 +23,9 @@ from core.errors import InvalidInput, NotFound, StackError
 from core.evolution import store as evolutions
 from core.metrics import WORKFLOWS_STARTED
 from core.queues import TaskQueue
+from core.redact import mask_sensitive
 from core.runs import agents, metrics
-from core.runs.bootstrap import BootstrapInput
+from core.runs.bootstrap import MAX_OBJECTIVE_CHARS, BootstrapInput
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
 from workflows.agent_bootstrap import AgentBootstrapWorkflow
 
@@ -92,12 +93,14 @@ async def bootstrap_agent(
     """
     if not body.objective.strip():
         raise InvalidInput("the objective is blank")
+    # Masked before it reaches Temporal's history, the embedder or the drafted instructions.
+    objective = mask_sensitive(body.objective)[:MAX_OBJECTIVE_CHARS]
     workflow_id = f"agent-bootstrap-{uuid.uuid4().hex}"
     WORKFLOWS_STARTED.labels(kind="agent-bootstrap").inc()
     try:
         draft = await client.execute_workflow(
             AgentBootstrapWorkflow.run,
-            BootstrapInput(tenant_id=principal.tenant_id, objective=body.objective, name=body.name),
+            BootstrapInput(tenant_id=principal.tenant_id, objective=objective, name=body.name),
             id=workflow_id,
             task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
             execution_timeout=BOOTSTRAP_TIMEOUT,

@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from api.cli import runs as cli_runs
 from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
+from api.routes import agents as agents_route
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
@@ -344,6 +346,40 @@ async def test_bad_bootstrap_requests_are_clear_4xx(http: httpx.AsyncClient) -> 
     request = http.build_request("POST", "/v1/agents/bootstrap", json={"objective": "rain"})
     del request.headers["Authorization"]
     assert_error(await http.send(request), 401, "unauthorized")
+
+
+async def test_secrets_in_the_objective_are_masked(http: httpx.AsyncClient) -> None:
+    secret = "sk-proj-abcdefghijklmnopqrstuvwx1234"
+    response = await http.post(
+        "/v1/agents/bootstrap", json={"objective": f"Check the weather with key {secret}"}
+    )
+    assert response.status_code == 200, response.text
+    assert secret not in response.text and "Check the weather with key" in response.text
+
+
+async def test_without_a_memory_lane_the_route_answers_503(
+    stack: tuple[Settings, Client, Resources],
+    pool: Pool,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(agents_route, "BOOTSTRAP_TIMEOUT", timedelta(seconds=2))
+    settings = stack[0].model_copy(update={"task_queue_suffix": "-" + uuid.uuid4().hex[:8]})
+    app = create_app(settings)
+    async with (
+        running_workers(
+            stack[1], settings, pool, suffix=settings.task_queue_suffix,
+            queues=[TaskQueue.ORCHESTRATION],
+        ),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://colony",
+            headers={"Authorization": f"Bearer {keys[ONE]}"}, timeout=30,
+        ) as http,
+    ):  # fmt: skip
+        response = await http.post("/v1/agents/bootstrap", json={"objective": OBJECTIVE})
+    error = assert_error(response, 503, "stack_error")
+    assert "memory lane did not answer" in error["message"]
 
 
 async def test_the_workflow_drafts_on_the_memory_lane_and_replays(
