@@ -27,6 +27,7 @@ from api.routes import (
     runs,
     stack_checks,
     swarms,
+    tenant,
     tools,
 )
 from core import db, metrics, telemetry
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(tenant.router)
     app.include_router(stack_checks.router)
     app.include_router(agents.router)
     app.include_router(runs.router)

@@ -25,6 +25,15 @@ ADMIN_KEY_FILE = "admin-key"
 _TOUCH_INTERVAL = timedelta(minutes=1)
 
 Role = Literal["admin", "member"]
+SharingMode = Literal["isolated", "shared"]
+"""How a tenant's agents share what they learn (migration 0012).
+
+`shared` (the default): lessons and skills an agent writes with scope `shared` are
+recalled by, shown to the evolution of, and drafted into every agent of the tenant.
+`isolated`: an agent learns only from its own runs, whatever scope its memories have.
+Nothing crosses tenants in either mode.
+"""
+DEFAULT_SHARING: SharingMode = "shared"
 
 
 class Principal(BaseModel):
@@ -68,6 +77,32 @@ async def ensure_tenant(conn: psycopg.AsyncConnection[Any], tenant_id: str, name
         "INSERT INTO tenants (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
         (tenant_id, name),
     )
+
+
+async def get_sharing(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> SharingMode:
+    """The tenant's sharing mode (`DEFAULT_SHARING` for an unknown tenant)."""
+    cur = await conn.execute("SELECT sharing FROM tenants WHERE id = %s", (tenant_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return DEFAULT_SHARING
+    return "isolated" if _as_dict(row)["sharing"] == "isolated" else "shared"
+
+
+async def set_sharing(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, mode: SharingMode
+) -> SharingMode:
+    """Set the tenant's sharing mode; returns it.
+
+    Raises:
+        NotFound: no such tenant.
+    """
+    cur = await conn.execute(
+        "UPDATE tenants SET sharing = %s WHERE id = %s RETURNING sharing", (mode, tenant_id)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"tenant {tenant_id!r} does not exist")
+    return mode
 
 
 async def create_api_key(

@@ -17,6 +17,7 @@ from activities.memory.maintenance import MaintenanceActivities, SkillActivities
 from activities.memory.store import MemoryStore, MemoryStoreActivities
 from activities.memory.vectors import LazyEmbedder, open_vector_store
 from activities.providers.client import ModelClient
+from activities.runs.bootstrap import BootstrapActivities
 from activities.runs.llm import LlmActivities
 from activities.runs.memory import RunMemoryActivities
 from activities.runs.outputs import output_tools
@@ -42,6 +43,7 @@ from core.runs.hooks import RunFinishedHooks
 from core.settings import Settings
 from core.swarms.recipes import RecipesAsTools
 from core.tools.secrets import cipher_from_settings
+from workflows.agent_bootstrap import AgentBootstrapWorkflow
 from workflows.agent_run import AgentRunWorkflow
 from workflows.evolution import EvolutionWorkflow
 from workflows.mcp_discovery import McpDiscoveryWorkflow
@@ -187,6 +189,9 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
     )
     swarms = SwarmActivities(res.settings, res.pool)
     recipes = RecipeActivities(res.settings, res.pool)
+    search = ToolSearchActivities(
+        res.settings, res.pool, res.vectors, res.embedder, res.catalog.builtin_schemas
+    )
     return [
         MemoryActivities(res.pool).record_stack_check,
         store.start_run,
@@ -201,9 +206,10 @@ def _memory(res: Resources) -> Sequence[Callable[..., Any]]:
         swarms.finish_swarm,
         recipes.start_recipe,
         recipes.recipe_answer,
-        ToolSearchActivities(
-            res.settings, res.pool, res.vectors, res.embedder, res.catalog.builtin_schemas
-        ).search_tools,
+        search.search_tools,
+        BootstrapActivities(
+            res.settings, res.pool, res.memory, search.search_tools, res.embedder
+        ).draft_agent,
         *_memory_store(res),
         *_maintenance(res),
         *_evolution_store(res),
@@ -243,6 +249,7 @@ LANES: dict[TaskQueue, Lane] = {
             AgentRunWorkflow,
             McpDiscoveryWorkflow,
             ToolSearchWorkflow,
+            AgentBootstrapWorkflow,
             MemoryQueryWorkflow,
             MemoryDeleteWorkflow,
             MemoryMaintenanceWorkflow,

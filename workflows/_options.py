@@ -154,6 +154,12 @@ TOOL_SEARCH = ActivityPreset(
 )
 """Semantic tool search (`search_tools`); heartbeats while it embeds new or changed tools."""
 
+AGENT_BOOTSTRAP = ActivityPreset(
+    TaskQueue.MEMORY, start_to_close=timedelta(minutes=1), schedule_to_close=timedelta(minutes=2)
+)
+"""Drafting an agent from the tenant's memory, tools and agents (`draft_agent`): a recall,
+a tool search (which may index new tools) and embedding the tenant's agents."""
+
 MEMORY_QUERY = ActivityPreset(
     TaskQueue.MEMORY, start_to_close=timedelta(seconds=30), schedule_to_close=timedelta(minutes=1)
 )

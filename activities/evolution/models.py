@@ -24,6 +24,7 @@ from activities.evolution import grading
 from activities.providers import json_protocol, tool_ranking
 from activities.providers.client import ModelClient
 from activities.tools.catalog import AGENT_TOOL_PREFIX, ToolCatalog
+from core import tenants
 from core.db import Pool
 from core.evolution import cases as eval_cases
 from core.evolution import frontier, proposals
@@ -812,18 +813,22 @@ async def _previous_cycle(conn: runs.Conn, record: EvolutionRecord) -> datetime 
 
 
 async def _reflexions(conn: runs.Conn, record: EvolutionRecord, evidence: _Evidence) -> list[str]:
-    """Lessons the agent wrote after its runs since the previous cycle (reflexions).
+    """Lessons written since the previous cycle (reflexions).
 
-    Those of the runs behind validation and holdout cases are left out.
+    The agent's own and, when the tenant's sharing mode is `shared`, the `shared` ones of
+    the tenant's other agents. Those of the runs behind validation and holdout cases are
+    left out.
     """
     hidden = _hidden_runs(evidence.cases)
     since = evidence.since
+    shared = await tenants.get_sharing(conn, record.tenant_id) == "shared"
     cur = await conn.execute(
-        "SELECT content, source_run_id FROM memories WHERE tenant_id = %s AND agent_name = %s"
+        "SELECT content, source_run_id FROM memories WHERE tenant_id = %s"
+        " AND (agent_name = %s OR (%s AND scope = 'shared'))"
         " AND kind = 'reflexion' AND NOT retired"
         " AND (%s::timestamptz IS NULL OR created_at > %s)"
         " ORDER BY created_at DESC LIMIT %s",
-        (record.tenant_id, record.agent_name, since, since, MAX_REFLEXIONS * 2),
+        (record.tenant_id, record.agent_name, shared, since, since, MAX_REFLEXIONS * 2),
     )
     lessons = [
         " ".join(str(row["content"]).split())[:500]

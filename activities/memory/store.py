@@ -51,6 +51,7 @@ from activities.memory.vectors import (
 )
 from activities.memory.vectors import point_id as make_point_id
 from activities.providers.embeddings import DIMENSION, MODEL_ID
+from core import tenants
 from core.db import Pool
 from core.errors import ColonyError, ConfigError, ErrorType, InvalidInput
 from core.memory import store as rows
@@ -192,14 +193,18 @@ class MemoryStore:
         """The tenant's memories nearest in meaning to `input.query`, best first.
 
         Filtered in Qdrant by tenant, kinds, retired (unless `include_retired`) and, with
-        `agent_name`, to that agent's memories plus shared ones; then joined with their
-        rows (a hit whose row is gone is dropped) and cut to `min_score` and `limit`.
+        `agent_name`, to that agent's memories plus shared ones, or to its own alone when
+        the tenant's sharing mode is `isolated` (`core.tenants.SharingMode`); then joined
+        with their rows (a hit whose row is gone is dropped) and cut to `min_score` and
+        `limit`.
 
         Raises:
             VectorStoreError: Qdrant failed (retry).
         """
         query = mask_sensitive(input.query)
-        (vector,) = await asyncio.to_thread(self._embedder.embed, [query])
+        (vector,), isolated = await asyncio.gather(
+            asyncio.to_thread(self._embedder.embed, [query]), self._isolated(input)
+        )
         await self._ensure_collection()
         where: dict[str, Match] = {}
         if input.kinds is not None:
@@ -209,7 +214,9 @@ class MemoryStore:
         if not input.include_retired:
             where["retired"] = False
         any_of: dict[str, Match] | None = None
-        if input.agent_name is not None:
+        if input.agent_name is not None and isolated:
+            where["agent_name"] = input.agent_name
+        elif input.agent_name is not None:
             any_of = {"agent_name": input.agent_name, "scope": "shared"}
         found = await asyncio.to_thread(
             self._vectors.search,
@@ -227,7 +234,7 @@ class MemoryStore:
         hits = []
         for record in found:
             row = records.get(record.id)
-            if row is None or not _visible(row, input):
+            if row is None or not _visible(row, input, isolated):
                 continue  # deleted (or retired) since the vector was last written
             hits.append(row.hit(record.score))
         return RecallOutput(hits=hits[: input.limit])
@@ -318,6 +325,13 @@ class MemoryStore:
 
     # -- internals -------------------------------------------------------------------
 
+    async def _isolated(self, input: RecallInput) -> bool:
+        """Whether an agent's recall is cut to its own memories (the tenant is isolated)."""
+        if input.agent_name is None:
+            return False
+        async with self._pool.connection() as conn:
+            return await tenants.get_sharing(conn, input.tenant_id) == "isolated"
+
     def _masked(self, mid: str, item: MemoryItem, now: datetime) -> NewMemory:
         return NewMemory(
             id=mid,
@@ -385,13 +399,15 @@ def _by_model(refs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def _visible(row: MemoryRecord, input: RecallInput) -> bool:
+def _visible(row: MemoryRecord, input: RecallInput, isolated: bool) -> bool:
     """The row-side check of what the Qdrant filter asked (payloads may lag a retire)."""
     if row.retired and not input.include_retired:
         return False
     if input.kinds is not None and row.kind not in input.kinds:
         return False
-    return input.agent_name is None or row.agent_name == input.agent_name or row.scope == "shared"
+    if input.agent_name is None or row.agent_name == input.agent_name:
+        return True
+    return row.scope == "shared" and not isolated
 
 
 def _point_filter(input: DeleteMemoriesInput) -> dict[str, Match]:

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli.output import api_client, console, errors, fail_api, preview
+from api.cli.output import api_client, console, errors, fail, fail_api, preview
 from api.client import EventStream
 from core.errors import ColonyError
 from core.providers import LOCAL_MODEL
@@ -292,29 +292,105 @@ def agents_history(name: str) -> None:
 
 
 @agents_group.command("create")
-@click.option("--name", required=True)
-@click.option("--instructions", required=True)
+@click.option("--name", default=None, help="Required unless --file gives it.")
+@click.option("--instructions", default=None, help="Required unless --file gives them.")
 @click.option(
     "--model",
-    required=True,
+    default=None,
     help="e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini, local/smollm2-135m",
 )
 @click.option("--fallback", "fallbacks", multiple=True, help="Fallback model (repeatable).")
 @click.option("--tool", "tools", multiple=True, help="Tool name (repeatable).")
+@click.option(
+    "--file",
+    "spec_file",
+    type=click.File(),
+    default=None,
+    help="A JSON agent (e.g. the `spec` of `colony agents bootstrap --json`); '-' reads stdin."
+    " Options given override its fields.",
+)
 def agents_create(
-    name: str, instructions: str, model: str, fallbacks: tuple[str, ...], tools: tuple[str, ...]
+    name: str | None,
+    instructions: str | None,
+    model: str | None,
+    fallbacks: tuple[str, ...],
+    tools: tuple[str, ...],
+    spec_file: Any,
 ) -> None:
     """Create an agent (or a new version of it)."""
-    body = {
-        "name": name,
-        "instructions": instructions,
-        "model": model,
-        "fallback_models": list(fallbacks),
-        "tools": list(tools),
-    }
+    body: dict[str, Any] = {}
+    if spec_file is not None:
+        try:
+            body = json.load(spec_file)
+        except ValueError as exc:
+            fail(f"--file is not JSON: {exc}")
+        body = body.get("spec", body) if isinstance(body, dict) else body
+        if not isinstance(body, dict):
+            fail("--file must hold a JSON object (an agent, or a bootstrap draft)")
+    given = {"name": name, "instructions": instructions, "model": model}
+    body.update({key: value for key, value in given.items() if value is not None})
+    if fallbacks:
+        body["fallback_models"] = list(fallbacks)
+    if tools:
+        body["tools"] = list(tools)
+    missing = [f"--{key}" for key in given if key not in body]
+    if missing:
+        fail(f"missing {', '.join(missing)} (or give them in --file)")
     try:
         with api_client() as api:
             agent = api.post("/v1/agents", json=body)
     except ColonyError as exc:
         fail_api(exc)
     console.print(f"agent {agent['name']} version {agent['version']}")
+
+
+@agents_group.command("bootstrap")
+@click.argument("objective")
+@click.option("--name", default=None, help="The agent's name (default: from the objective).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole draft as JSON.")
+def agents_bootstrap(objective: str, name: str | None, as_json: bool) -> None:
+    """Draft an agent for OBJECTIVE from the tenant's lessons, proven tools and agents.
+
+    Nothing is created: review the draft, then create it with
+    `colony agents bootstrap ... --json | colony agents create --file -`.
+    """
+    body = {"objective": objective, **({"name": name} if name else {})}
+    try:
+        with api_client() as api:
+            draft = api.post("/v1/agents/bootstrap", json=body)
+    except ColonyError as exc:
+        fail_api(exc)
+    if as_json:
+        console.print_json(json.dumps(draft))
+        return
+    evidence = draft["evidence"]
+    tools = Table(title="relevant tools", title_justify="left")
+    for column in ("tool", "similarity", "calls", "success", "in the draft"):
+        tools.add_column(column, justify="left" if column == "tool" else "right")
+    for t in evidence["tools"]:
+        rate = "-" if t["success_rate"] is None else f"{t['success_rate']:.0%}"
+        tools.add_row(escape(t["name"]), f"{t['similarity']:.2f}", str(t["calls"]), rate,
+                      "yes" if t["proven"] else "no")  # fmt: skip
+    if tools.row_count:
+        console.print(tools)
+    for kind, title in (("lessons", "lessons"), ("skills", "skills")):
+        for m in evidence[kind]:
+            console.print(
+                f"{title[:-1]} {m['similarity']:.2f} ({escape(m['agent_name'])}, {m['scope']}): "
+                + escape(preview(m["content"])),
+                highlight=False,
+            )
+    for a in evidence["similar_agents"]:
+        console.print(
+            f"similar agent {a['similarity']:.2f}: {escape(a['name'])} v{a['version']}",
+            highlight=False,
+        )
+    console.print(escape(draft["rationale"]), highlight=False)
+    console.print_json(json.dumps(draft["spec"]))
+    errors.print(
+        "a draft, not created: `colony agents bootstrap "
+        f"{json.dumps(objective)}{f' --name {name}' if name else ''} --json"
+        " | colony agents create --file -` creates it",
+        highlight=False,
+        markup=False,
+    )

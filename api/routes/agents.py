@@ -1,22 +1,41 @@
-"""Agents and their versions."""
+"""Agents and their versions, and drafts of new agents (`POST /v1/agents/bootstrap`)."""
 
-from datetime import UTC, datetime
-from typing import Annotated
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Path, Query, Response, status
+from temporalio.client import WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from api.deps import PoolDep, PrincipalDep, SettingsDep
+from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.routes.tools import unknown_tools
 from api.schemas.rollouts import RolloutPublic
-from api.schemas.runs import AgentCreate, AgentMetricsPublic, AgentPublic, AgentRollback
-from core.errors import NotFound
+from api.schemas.runs import (
+    AgentBootstrapCreate,
+    AgentCreate,
+    AgentDraftPublic,
+    AgentMetricsPublic,
+    AgentPublic,
+    AgentRollback,
+)
+from core import search_attributes
+from core.errors import InvalidInput, NotFound, StackError
 from core.evolution import rollouts
 from core.evolution import store as evolutions
+from core.metrics import WORKFLOWS_STARTED
+from core.queues import TaskQueue
+from core.redact import mask_sensitive
 from core.runs import agents, metrics
+from core.runs.bootstrap import MAX_OBJECTIVE_CHARS, BootstrapInput
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec
+from workflows.agent_bootstrap import AgentBootstrapWorkflow
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]
+
+BOOTSTRAP_TIMEOUT: Final = timedelta(seconds=60)
+"""How long a draft waits for the memory lane (a first draft may index the tool catalog)."""
 
 
 def _public(version: agents.AgentVersion) -> AgentPublic:
@@ -59,6 +78,52 @@ async def create_agent(
     if not created:
         response.status_code = status.HTTP_200_OK
     return _public(version)
+
+
+@router.post("/bootstrap", response_model=AgentDraftPublic)
+async def bootstrap_agent(
+    body: AgentBootstrapCreate,
+    principal: PrincipalDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> AgentDraftPublic:
+    """Draft an agent for `objective` from what the tenant already knows; nothing is created.
+
+    The draft holds the tenant's closest lessons and skills (as the tenant's sharing mode
+    lets the agent see them), its relevant tools with a good live record and the model of
+    its most similar agent; `evidence` lists what was found and `rationale` what was used
+    and left out. `POST /v1/agents` with `spec` creates it.
+    """
+    if not body.objective.strip():
+        raise InvalidInput("the objective is blank")
+    # Masked before it reaches Temporal's history, the embedder or the drafted instructions.
+    objective = mask_sensitive(body.objective)[:MAX_OBJECTIVE_CHARS]
+    workflow_id = f"agent-bootstrap-{uuid.uuid4().hex}"
+    WORKFLOWS_STARTED.labels(kind="agent-bootstrap").inc()
+    try:
+        draft = await client.execute_workflow(
+            AgentBootstrapWorkflow.run,
+            BootstrapInput(tenant_id=principal.tenant_id, objective=objective, name=body.name),
+            id=workflow_id,
+            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
+            execution_timeout=BOOTSTRAP_TIMEOUT,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search_attributes.TENANT, principal.tenant_id),
+                    SearchAttributePair(search_attributes.KIND, "agent-bootstrap"),
+                ]
+            ),
+        )
+    except WorkflowFailureError as exc:
+        raise StackError(
+            f"agent bootstrap failed: the memory lane did not answer (workflow {workflow_id})"
+        ) from exc
+    return AgentDraftPublic(
+        spec=AgentCreate(name=draft.name, **draft.spec.model_dump()),
+        evidence=draft.evidence,
+        rationale=draft.rationale,
+        exists=draft.exists,
+    )
 
 
 @router.get("", response_model=list[AgentPublic])

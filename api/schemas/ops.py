@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from api.schemas.base import Body
 from core.stack_check import LaneReport
+from core.tenants import SharingMode
 
 
 class ComponentPublic(BaseModel):
@@ -66,3 +67,19 @@ class StackCheckPublic(BaseModel):
     temporal_ui: str | None
     lanes: list[LaneReport] = []
     error: str | None = None
+
+
+class TenantSettingsPublic(BaseModel):
+    """Settings of the caller's tenant."""
+
+    tenant_id: str
+    sharing: SharingMode = Field(
+        description="shared: lessons and skills with scope `shared` reach every agent of the"
+        " tenant; isolated: each agent learns only from its own runs"
+    )
+
+
+class TenantSettingsUpdate(Body):
+    """Change settings of the caller's tenant (admin only)."""
+
+    sharing: SharingMode

@@ -14,6 +14,7 @@ from api.schemas.rollouts import RolloutPublic
 from core.evolution.store import VersionScore
 from core.payloads import RunMode
 from core.runs.agents import VersionCause, VersionStatus
+from core.runs.bootstrap import MAX_OBJECTIVE_CHARS, BootstrapEvidence
 from core.runs.metrics import AgentMetrics
 from core.runs.payloads import AGENT_NAME_PATTERN, AgentSpec, PendingApproval
 
@@ -22,6 +23,29 @@ class AgentCreate(AgentSpec):
     """An agent: a name plus the spec of its next version."""
 
     name: str = Field(pattern=AGENT_NAME_PATTERN)
+
+
+class AgentBootstrapCreate(Body):
+    """What a new agent is for; the draft is made from the tenant's lessons, tools and agents."""
+
+    objective: str = Field(
+        min_length=1, max_length=MAX_OBJECTIVE_CHARS, description="what the agent should do"
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=AGENT_NAME_PATTERN,
+        description="default: drawn from the objective (an existing agent's name drafts a "
+        "new version of it, from its own lessons too)",
+    )
+
+
+class AgentDraftPublic(BaseModel):
+    """A drafted agent, not created: `spec` is a valid body for `POST /v1/agents`."""
+
+    spec: AgentCreate
+    evidence: BootstrapEvidence
+    rationale: str
+    exists: bool = Field(description="an agent of this name exists: creating adds a version")
 
 
 class AgentPublic(AgentSpec):

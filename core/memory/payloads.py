@@ -10,7 +10,8 @@ Kinds of memory, all in one Qdrant collection (vectors) and the `memories` table
     fact        what an agent chose to `remember`
 
 Scope: `private` memories are recalled only by the agent that wrote them, `shared` ones
-by every agent of the tenant. Never across tenants.
+by every agent of the tenant, unless the tenant's sharing mode is `isolated`
+(`core.tenants.SharingMode`): then every agent recalls only its own. Never across tenants.
 """
 
 from datetime import datetime
@@ -56,8 +57,9 @@ class WriteMemoriesOutput(Payload):
 class RecallInput(Payload):
     """Input of `recall_memories`: the memories closest in meaning to `query`.
 
-    With `agent_name`, that agent's private memories plus the tenant's shared ones; without,
-    every memory of the tenant (the API's view).
+    With `agent_name`, that agent's private memories plus the tenant's shared ones (its own
+    alone when the tenant is `isolated`); without, every memory of the tenant (the API's
+    view).
     """
 
     tenant_id: str
