@@ -37,6 +37,7 @@ from core.evolution.store import ResultRecord
 from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
+from core.tools import store as tool_store
 
 
 class EvolutionStoreActivities:
@@ -204,6 +205,7 @@ class EvolutionStoreActivities:
             if input.decision == "promote" and input.version is not None:
                 await agents.release(conn, input.tenant_id, record.agent_name, input.version)
                 promoted = input.version
+                await _activate_grown_tools(conn, record, input.version)
             await evolutions.finish(
                 conn, input.evolution_id, status=input.status, decision=input.decision,
                 promoted_version=promoted, reasons=input.reasons, gate=None,
@@ -217,6 +219,19 @@ class EvolutionStoreActivities:
                     "cost_usd": input.cost_usd,
                 })],
             )  # fmt: skip
+
+
+async def _activate_grown_tools(
+    conn: evolutions.Conn, record: evolutions.EvolutionRecord, version: int
+) -> None:
+    """The promoted candidate's generated tools become active (idempotent: once only)."""
+    names = await tool_store.activate_drafts(conn, record.tenant_id, record.agent_name, version)
+    if names:
+        await evolutions.append_events(
+            conn, record.tenant_id, record.id,
+            [RunEvent(key=f"tools-activated-{version}", type="tools.activated",
+                      data={"version": version, "tools": names})],
+        )  # fmt: skip
 
 
 async def _scheduled(
