@@ -132,10 +132,19 @@ class GrowthActivities:
     ) -> None:
         """The candidate version with the tool, and the tool as a draft attached to it."""
         tool = item.tool
+        # Like every candidate: the incumbent with its parent's instructions and tools.
+        incumbent = await agents.get_version(
+            conn, record.tenant_id, record.agent_name, record.incumbent_version
+        )
         parent = await agents.get_version(
             conn, record.tenant_id, record.agent_name, item.parent_version
         )
-        spec = parent.spec.model_copy(update={"tools": [*parent.spec.tools, tool.name]})
+        spec = incumbent.spec.model_copy(
+            update={
+                "instructions": parent.spec.instructions,
+                "tools": [*parent.spec.tools, tool.name],
+            }
+        )
         try:
             async with conn.transaction():
                 version = await agents.add_candidate(

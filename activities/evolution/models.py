@@ -622,13 +622,14 @@ class EvolutionModelActivities:
         async with self._pool.connection() as conn:
             record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
             existing = await evolutions.list_candidates(conn, input.evolution_id)
-            if existing:
+            held = await _pending_tools(conn, input.evolution_id)
+            if existing or held:
                 kept = [c for c in existing if c.rejected is None]
                 return ProposeOutput(
                     versions=[c.version for c in kept],
                     rejected=len(existing) - len(kept),
                     needs_approval=[c.version for c in kept if asks_for_approval(c.rationale)],
-                    pending_tools=await _pending_tools(conn, input.evolution_id),
+                    pending_tools=held,
                 )
             incumbent = await agents.get_version(
                 conn, input.tenant_id, record.agent_name, record.incumbent_version
@@ -897,7 +898,12 @@ class EvolutionModelActivities:
         assert draft.tool is not None
         name = draft.tool.name
         builtins = [] if self._catalog is None else self._catalog.builtin_names()
-        if name in builtins or await tool_store.tool_name_taken(conn, record.tenant_id, name):
+        held = {t.tool.name for t in await growth.list_tools(conn, record.id)}
+        if (
+            name in builtins
+            or name in held
+            or await tool_store.tool_name_taken(conn, record.tenant_id, name)
+        ):
             return f"the generated tool's name {name!r} is taken"
         await growth.add_pending_tool(
             conn, record.tenant_id, record.id, slot=index, parent_version=draft.parent or incumbent,
@@ -1186,6 +1192,7 @@ def _first_error(exc: ValidationError) -> str:
 
 
 async def _pending_tools(conn: runs.Conn, evolution_id: str) -> int:
+    """How many of the cycle's generated tools wait for their tests."""
     return sum(t.status == "pending" for t in await growth.list_tools(conn, evolution_id))
 
 

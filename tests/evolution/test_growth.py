@@ -5,6 +5,7 @@ missing capability leads to a code tool tested in the sandbox (registered as a d
 active on promotion) or to a sub-agent the candidate calls as `agent:<name>`.
 """
 
+import asyncio
 import json
 import re
 import uuid
@@ -22,7 +23,7 @@ from core.evolution import growth
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec, Split
 from core.evolution.growth import GeneratedTool
-from core.evolution.payloads import EvolutionOutput, EvolutionSettings
+from core.evolution.payloads import EvolutionOutput, EvolutionSettings, PromotionDecision
 from core.runs import agents
 from core.tools import store as tool_store
 from tests.conftest import make_settings
@@ -38,6 +39,7 @@ from tests.support.model_server import (
 from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.workflows.harness import TENANT, Harness, running_harness, spec
+from workflows.evolution import EvolutionWorkflow
 
 WORDS = ["banana", "sky", "education", "rhythm", "queue", "onomatopoeia", "strength", "aeiou"]
 COUNTS: dict[Split, int] = {"train": 2, "validation": 6, "holdout": 3}
@@ -226,6 +228,33 @@ async def test_a_generated_tool_that_fails_its_tests_is_never_registered(
     reason = candidates[0].rejected or ""
     assert "failed 2 of its 2 test(s)" in reason and "output: '6'" in reason, reason
     assert grown[0].status == "rejected" and not any(r["passed"] for r in grown[0].results)
+    await assert_replays(handle)
+
+
+@pytest.mark.slow
+async def test_a_generated_tool_that_asks_for_the_network_waits_for_a_human(
+    harness: Harness, sandbox: None
+) -> None:
+    tool = "count_vowels_" + uuid.uuid4().hex[:6]
+    written = tool_json(tool, needs_network=True)
+    harness.server.responder = responder(written, counting_agent(tool))
+    _, evolution_id = await setup(harness, "code_tool")
+    handle = await start(harness, evolution_id)
+    for _ in range(1200):  # up to 2 minutes on a busy machine
+        status = await handle.query(EvolutionWorkflow.status)
+        if status.waiting_version is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert status.phase == "waiting_for_approval"
+    async with harness.pool.connection() as conn:
+        assert await tool_store.get_latest_tools(conn, TENANT, [tool]) == {}  # still a draft
+    await handle.execute_update(
+        EvolutionWorkflow.approve_promotion, PromotionDecision(approved=False, reason="no network")
+    )
+    output = await handle.result()
+    assert output.decision == "keep"
+    async with harness.pool.connection() as conn:
+        assert await tool_store.get_latest_tools(conn, TENANT, [tool]) == {}  # never active
     await assert_replays(handle)
 
 
