@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.evolution.growth import GrowthActivities
 from activities.evolution.models import EvolutionModelActivities
 from activities.evolution.rollouts import LiveEvidenceHook, RolloutActivities
 from activities.evolution.store import EvolutionStoreActivities
@@ -176,6 +177,7 @@ def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
         mcp.discover_mcp_server,
         workspaces.claim_workspace,
         workspaces.release_workspace,
+        GrowthActivities(res.settings, res.pool, res.builtins).test_generated_tools,
     ]
 
 

@@ -107,6 +107,16 @@ TOOL_CALL = ActivityPreset(
 times over about 7 s (longer when the tool says Retry-After); then the workflow tells the
 model the tool is unavailable."""
 
+TOOL_TESTS = ActivityPreset(
+    TaskQueue.TOOLS,
+    start_to_close=timedelta(minutes=15),
+    schedule_to_close=timedelta(hours=1),
+    heartbeat=timedelta(minutes=2),
+    retry=retry_policy(attempts=3),
+)
+"""The tests of an evolution cycle's generated code tools in the sandbox (heartbeats
+between tests; a retry runs only the tools still untested)."""
+
 WORKSPACE_CLAIM = ActivityPreset(
     TaskQueue.TOOLS,
     start_to_close=timedelta(seconds=30),

@@ -36,11 +36,16 @@ from core.evolution.store import eval_workflow_id
 from core.runs.payloads import AgentRunInput
 
 with workflow.unsafe.imports_passed_through():
+    from activities.evolution.growth import GrowthActivities
     from activities.evolution.models import EvolutionModelActivities
     from activities.evolution.store import EvolutionStoreActivities
     from workflows._agent_tools import failure_reason
-    from workflows._options import LLM_CALL, RUN_STORE
+    from workflows._options import LLM_CALL, RUN_STORE, TOOL_TESTS
     from workflows.agent_run import run_child
+
+
+GROWTH_PATCH = "evolution-generated-tools"
+"""Cycles from before generated code tools never test any."""
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -54,6 +59,8 @@ class EvolutionWorkflow:
     2. The incumbent runs the train cases (its failures are the proposer's evidence),
        `diagnose_failures` attributes them to causes, `propose_candidates` writes K
        candidates (stored as candidate agent versions; invalid drafts are recorded).
+       Code tools it wrote are tested in the sandbox by `test_generated_tools` on the
+       tools lane; each that passes every test becomes a candidate.
     3. The incumbent and every candidate run every validation and holdout case, at most
        `parallelism` at once. Each evaluation is a child `AgentRunWorkflow` in evaluation
        mode with the id `{cycle}/v{version}/{case}`, so a crash never repeats a finished
@@ -245,8 +252,26 @@ class EvolutionWorkflow:
             **LLM_CALL.kwargs(),
         )
         self._cost += proposed.cost_usd
+        if proposed.pending_tools and workflow.patched(GROWTH_PATCH):
+            proposed = await self._test_generated_tools(proposed)
         self._candidates = proposed.versions
         return proposed
+
+    async def _test_generated_tools(self, proposed: ProposeOutput) -> ProposeOutput:
+        """The generated code tools' tests, on the tools lane; those that pass join."""
+        tested: ProposeOutput = await workflow.execute_activity_method(
+            GrowthActivities.test_generated_tools,
+            ProposeInput(tenant_id=self._input.tenant_id, evolution_id=self._evolution_id),
+            **TOOL_TESTS.kwargs(),
+        )
+        return proposed.model_copy(
+            update={
+                "versions": [*proposed.versions, *tested.versions],
+                "rejected": proposed.rejected + tested.rejected,
+                "needs_approval": [*proposed.needs_approval, *tested.needs_approval],
+                "pending_tools": 0,
+            }
+        )
 
     def _exhaustion(self) -> list[str]:
         """Why the cycle stops for its budget (none while money is left)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, get_args
 
+from pydantic import ValidationError
 from temporalio import activity
 
 from activities.evolution import grading
@@ -26,11 +27,13 @@ from activities.providers.client import ModelClient
 from activities.tools.catalog import AGENT_TOOL_PREFIX, ToolCatalog
 from core import tenants
 from core.db import Pool
+from core.errors import Conflict
 from core.evolution import cases as eval_cases
-from core.evolution import frontier, proposals
+from core.evolution import frontier, growth, proposals
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCase
 from core.evolution.checks import run_checks
+from core.evolution.growth import GeneratedTool, SubAgentDraft
 from core.evolution.payloads import (
     FAILING_OUTCOMES,
     LOW_RATING,
@@ -51,7 +54,7 @@ from core.evolution.store import EvolutionRecord, ResultRecord
 from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import AgentSpec
+from core.runs.payloads import AgentLimits, AgentSpec
 from core.runs.store import RunRecord
 from core.settings import Settings
 from core.tools import store as tool_store
@@ -119,6 +122,59 @@ MAX_REFLEXIONS: Final = 5
 MAX_GAP_TOOLS: Final = 3
 """Tools one tool-set candidate adds at most."""
 _SIDE_EFFECTS_NOTE: Final = "adds tools with side effects"
+_NETWORK_NOTE: Final = "asks for network access, which generated tools never get"
+_NO_GAP: Final = "no diagnosis of this cycle says the agent lacks a capability"
+CODE_TOOL_PROMPT: Final = (
+    "You write a new tool for an AI agent that lacks a capability. The tool is a Python 3 "
+    "program (standard library only) run in a sandbox without network access, secrets or "
+    "files of the agent's: the dict `args` holds its arguments, already checked against "
+    "input_schema, and it prints its result to stdout. Write tests that show it works. "
+    'Reply with one JSON object: {"name": "snake_case_name", "description": "what it does, '
+    'for the agent", "input_schema": {a JSON Schema of type object}, "source": "python code", '
+    '"tests": [{"arguments": {...}, "checks": [{"kind": "exact" | "contains" | "regex" | '
+    '"numeric", "value": ...}]}], "needs_network": false, "rationale": "one sentence"}. '
+    "Give 1 to 10 tests; a check runs on the tool's stdout."
+)
+SUB_AGENT_PROMPT: Final = (
+    "You design a sub-agent that an AI agent will call, as a tool, for what it cannot do "
+    "itself. Write the sub-agent's instructions and choose its tools, only from the list "
+    'given. Reply with one JSON object: {"slug": "short-lowercase-name", "instructions": '
+    '"...", "tools": ["..."], "max_steps": N, "rationale": "one sentence"}.'
+)
+_CODE_TOOL_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "input_schema": {"type": "object"},
+        "source": {"type": "string"},
+        "tests": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "arguments": {"type": "object"},
+                    "checks": {"type": "array", "items": {"type": "object"}},
+                },
+                "required": ["arguments", "checks"],
+            },
+        },
+        "needs_network": {"type": "boolean"},
+        "rationale": {"type": "string"},
+    },
+    "required": ["name", "description", "input_schema", "source", "tests"],
+}
+_SUB_AGENT_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "slug": {"type": "string"},
+        "instructions": {"type": "string"},
+        "tools": {"type": "array", "items": {"type": "string"}},
+        "max_steps": {"type": "integer"},
+        "rationale": {"type": "string"},
+    },
+    "required": ["slug", "instructions", "tools"],
+}
 
 
 @dataclass(frozen=True)
@@ -142,6 +198,8 @@ class _Draft:
     parent: int | None = None  # the frontier version it grew from (None: the incumbent)
     refused: str | None = None
     model: str | None = None  # a model tier change
+    tool: GeneratedTool | None = None  # a code tool to test, then register as a draft
+    sub_agent: SubAgentDraft | None = None  # an agent to create and add as a tool
 
 
 def _tools_draft(
@@ -209,13 +267,22 @@ def _model_draft(parent: AgentSpec, tiers: Sequence[str], index: int) -> _Draft:
     )  # fmt: skip
 
 
-def _side_effects(rationale: str) -> bool:
-    return _SIDE_EFFECTS_NOTE in rationale
+def asks_for_approval(rationale: str) -> bool:
+    """Whether a candidate may be promoted only with a human's approval.
+
+    Its rationale says it adds side effects, or that its generated tool asks for the network.
+    """
+    return _SIDE_EFFECTS_NOTE in rationale or _NETWORK_NOTE in rationale
 
 
 def _diff(instructions: str, tools: Sequence[str], draft: _Draft) -> str:
     """The instructions' unified diff, then the tools added and removed."""
     lines = [proposals.instruction_diff(instructions, draft.instructions)]
+    if draft.tool is not None:
+        lines.append(f"new code tool {draft.tool.name}: {draft.tool.description}")
+        lines.append(draft.tool.source)
+    if draft.sub_agent is not None:
+        lines.append(f"new sub-agent instructions:\n{draft.sub_agent.instructions}")
     added = [t for t in draft.tools if t not in tools]
     removed = [t for t in tools if t not in draft.tools]
     if added or removed:
@@ -527,12 +594,14 @@ class EvolutionModelActivities:
         async with self._pool.connection() as conn:
             record = await evolutions.get_evolution(conn, input.tenant_id, input.evolution_id)
             existing = await evolutions.list_candidates(conn, input.evolution_id)
-            if existing:
+            held = await _pending_tools(conn, input.evolution_id)
+            if existing or held:
                 kept = [c for c in existing if c.rejected is None]
                 return ProposeOutput(
                     versions=[c.version for c in kept],
                     rejected=len(existing) - len(kept),
-                    needs_approval=[c.version for c in kept if _side_effects(c.rationale)],
+                    needs_approval=[c.version for c in kept if asks_for_approval(c.rationale)],
+                    pending_tools=held,
                 )
             incumbent = await agents.get_version(
                 conn, input.tenant_id, record.agent_name, record.incumbent_version
@@ -542,6 +611,8 @@ class EvolutionModelActivities:
             lessons = await _reflexions(conn, record, evidence)
             examples = await _examples(conn, record, evidence)
             protected = _protected(evidence.cases)
+            gap = _gap(record, failures)
+            own_tools = await self._sub_agent_tools(conn, record)
             gap_tools = await self._gap_tools(conn, record, incumbent.spec.tools, failures)
             failing = _failing_tools(
                 await tool_store.tool_stats(conn, input.tenant_id, incumbent.spec.tools)
@@ -568,6 +639,14 @@ class EvolutionModelActivities:
                 instructions = proposals.with_examples(parent.instructions, chosen)
                 why = f"few-shot demonstrations from {min(len(chosen), 3)} solved train case(s)"
                 drafts.append(_Draft(kind, instructions, parent.tools, why + lineage, chain[i]))
+            elif kind in ("code_tool", "sub_agent"):
+                grown, spent = await (
+                    self._grow_tool(parent, gap, record, models, i)
+                    if kind == "code_tool"
+                    else self._grow_sub_agent(parent, gap, record, models, i, own_tools)
+                )
+                cost += spent
+                drafts.append(replace(grown, rationale=grown.rationale + lineage, parent=chain[i]))
             elif kind in ("tools", "model"):
                 draft = (
                     _tools_draft(parent.instructions, parent.tools, gap_tools, failing)
@@ -583,7 +662,7 @@ class EvolutionModelActivities:
                 drafts.append(_Draft(kind, instructions, parent.tools, why + lineage, chain[i]))
         versions: list[int] = []
         needs_approval: list[int] = []
-        rejected = 0
+        rejected = pending = 0
         seen: dict[tuple[str, tuple[str, ...], str | None], int] = {}
         async with self._pool.connection() as conn, conn.transaction():
             for index, draft in enumerate(drafts):
@@ -597,6 +676,20 @@ class EvolutionModelActivities:
                 if reason is None and key in seen:
                     reason = f"the same as candidate v{seen[key]}"
                 diff = _diff(incumbent.spec.instructions, incumbent.spec.tools, draft)
+                if reason is None and draft.tool is not None:
+                    reason = await self._hold_tool(conn, record, index, draft, incumbent.version)
+                    if reason is None:
+                        pending += 1  # a candidate once its tests pass (test_generated_tools)
+                        continue
+                if reason is None and draft.sub_agent is not None:
+                    reason = await _create_sub_agent(
+                        conn,
+                        record,
+                        bases[draft.parent or incumbent.version],
+                        draft.sub_agent,
+                        gap,
+                        evidence,
+                    )
                 if reason is not None:
                     rejected += 1
                     await evolutions.add_candidate(
@@ -620,7 +713,7 @@ class EvolutionModelActivities:
                     )  # fmt: skip
                     seen[key] = version.version
                     versions.append(version.version)
-                    if _side_effects(draft.rationale):
+                    if asks_for_approval(draft.rationale):
                         needs_approval.append(version.version)
                     await evolutions.add_candidate(
                         conn, input.tenant_id, input.evolution_id, version=version.version,
@@ -631,8 +724,9 @@ class EvolutionModelActivities:
                                            "rationale": draft.rationale})  # fmt: skip
                 await evolutions.append_events(conn, input.tenant_id, input.evolution_id, [event])
         return ProposeOutput(
-            versions=versions, rejected=rejected, cost_usd=cost, needs_approval=needs_approval
-        )
+            versions=versions, rejected=rejected, cost_usd=cost, needs_approval=needs_approval,
+            pending_tools=pending,
+        )  # fmt: skip
 
     async def _gap_tools(
         self,
@@ -669,6 +763,131 @@ class EvolutionModelActivities:
             for entry, score in ranked[:MAX_GAP_TOOLS]
             if score >= json_protocol.CALL_AT
         ]
+
+    # -- growth (core/evolution/growth.py) ------------------------------------------
+
+    async def _grow_tool(
+        self,
+        parent: AgentSpec,
+        gap: Sequence[_Failure],
+        record: EvolutionRecord,
+        models: list[str],
+        index: int,
+    ) -> tuple[_Draft, float]:
+        """A model-written code tool for the failures diagnosed as a missing capability.
+
+        The parent with the tool among its tools; refused when no failure is diagnosed so,
+        or when the model's tool does not validate (`GeneratedTool`: reject, never repair).
+        """
+        if not gap:
+            return _Draft(
+                "code_tool", parent.instructions, parent.tools, _NO_GAP, refused=_NO_GAP
+            ), 0.0
+        answer, cost = await self._ask(
+            models, CODE_TOOL_PROMPT, _gap_text(parent, gap, record), _CODE_TOOL_SCHEMA,
+            max_tokens=3000, temperature=0.0 if index == 0 else 0.7,
+        )  # fmt: skip
+        try:
+            tool = GeneratedTool.model_validate(answer)
+        except ValidationError as exc:
+            why = f"the model's tool is invalid: {_first_error(exc)}"
+            return _Draft("code_tool", parent.instructions, parent.tools, why, refused=why), cost
+        if tool.name in parent.tools:
+            why = f"the agent already has a tool named {tool.name!r}"
+            return _Draft("code_tool", parent.instructions, parent.tools, why, refused=why), cost
+        rationale = f"a new code tool {tool.name}: {tool.rationale or tool.description}"
+        if tool.needs_network:
+            rationale += f"; it {_NETWORK_NOTE}: a human must approve its promotion"
+        return (
+            _Draft(
+                "code_tool", parent.instructions, [*parent.tools, tool.name], rationale, tool=tool
+            ),
+            cost,
+        )
+
+    async def _grow_sub_agent(
+        self,
+        parent: AgentSpec,
+        gap: Sequence[_Failure],
+        record: EvolutionRecord,
+        models: list[str],
+        index: int,
+        own_tools: Sequence[str],
+    ) -> tuple[_Draft, float]:
+        """A model-written sub-agent for the failures diagnosed as a missing capability.
+
+        The parent with `agent:<parent>-<slug>` among its tools (the agent itself is
+        created when the candidate is stored). Refused when no failure is diagnosed so,
+        or the model's agent does not validate or names tools the tenant lacks.
+        """
+
+        def refuse(why: str) -> _Draft:
+            return _Draft("sub_agent", parent.instructions, parent.tools, why, refused=why)
+
+        if not gap:
+            return refuse(_NO_GAP), 0.0
+        tools = "\n".join(f"- {t}" for t in own_tools) or "(none)"
+        answer, cost = await self._ask(
+            models, SUB_AGENT_PROMPT,
+            f"{_gap_text(parent, gap, record)}\n\nTools you may give it:\n{tools}",
+            _SUB_AGENT_SCHEMA, max_tokens=2000, temperature=0.0 if index == 0 else 0.7,
+        )  # fmt: skip
+        try:
+            sub = SubAgentDraft.model_validate(answer)
+        except ValidationError as exc:
+            return refuse(f"the model's sub-agent is invalid: {_first_error(exc)}"), cost
+        if unknown := [t for t in sub.tools if t not in own_tools]:
+            return refuse(f"the sub-agent's tools {unknown} are not tools it may have"), cost
+        name = growth.sub_agent_name(record.agent_name, sub.slug)
+        tool = AGENT_TOOL_PREFIX + name
+        if len(name) > 128:
+            return refuse(f"the sub-agent's name {name!r} is too long"), cost
+        if tool in parent.tools:
+            return refuse(f"the agent already calls {tool!r}"), cost
+        rationale = (
+            f"a sub-agent {name} for what the agent lacks: {sub.rationale or 'no rationale'}"
+        )
+        return (
+            _Draft(
+                "sub_agent", parent.instructions, [*parent.tools, tool], rationale, sub_agent=sub
+            ),
+            cost,
+        )
+
+    async def _sub_agent_tools(self, conn: runs.Conn, record: EvolutionRecord) -> list[str]:
+        """Tools a sub-agent may be given: the tenant's, other agents and drafts excepted."""
+        if self._catalog is None or "sub_agent" not in record.settings.kinds:
+            return []
+        return [
+            n for n in await self._catalog.available(conn, record.tenant_id)
+            if not n.startswith(AGENT_TOOL_PREFIX)
+        ]  # fmt: skip
+
+    async def _hold_tool(
+        self, conn: runs.Conn, record: EvolutionRecord, index: int, draft: _Draft, incumbent: int
+    ) -> str | None:
+        """Keep a generated tool for its tests on the tools lane; why not, if it cannot be."""
+        assert draft.tool is not None
+        name = draft.tool.name
+        builtins = [] if self._catalog is None else self._catalog.builtin_names()
+        held = {t.tool.name for t in await growth.list_tools(conn, record.id)}
+        if (
+            name in builtins
+            or name in held
+            or await tool_store.tool_name_taken(conn, record.tenant_id, name)
+        ):
+            return f"the generated tool's name {name!r} is taken"
+        await growth.add_pending_tool(
+            conn, record.tenant_id, record.id, slot=index, parent_version=draft.parent or incumbent,
+            tool=draft.tool, rationale=draft.rationale,
+        )  # fmt: skip
+        await evolutions.append_events(
+            conn, record.tenant_id, record.id,
+            [RunEvent(key=f"tool-written-{index}", type="tool.written",
+                      data={"name": name, "tests": len(draft.tool.tests),
+                            "needs_network": draft.tool.needs_network})],
+        )  # fmt: skip
+        return None
 
     async def _write(
         self,
@@ -894,3 +1113,74 @@ def _failure_text(failure: _Failure) -> str:
     if failure.expected:
         lines.append(f"Expected: {failure.expected[:500]}")
     return "\n".join(lines)
+
+
+# -- growth --------------------------------------------------------------------------
+
+
+def _gap(record: EvolutionRecord, failures: Sequence[_Failure]) -> list[_Failure]:
+    """The failures this cycle's diagnosis put down to a missing capability."""
+    sources = {d.get("source") for d in record.diagnoses if d.get("cause") == "missing_capability"}
+    return [f for f in failures if f.source in sources]
+
+
+def _gap_text(parent: AgentSpec, gap: Sequence[_Failure], record: EvolutionRecord) -> str:
+    explanations = "\n".join(
+        f"- {d.get('explanation', '')}"
+        for d in record.diagnoses
+        if d.get("cause") == "missing_capability"
+    )
+    return (
+        f"The agent's instructions:\n{parent.instructions[:4000]}\n\n"
+        f"Its tools: {', '.join(parent.tools) or '(none)'}\n\n"
+        "Failures diagnosed as a missing capability:\n"
+        + "\n\n".join(_failure_text(f) for f in gap)
+        + f"\n\nDiagnoses:\n{explanations}"
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error, without the rejected input (it may be long)."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(p) for p in error["loc"]) or "the answer"
+    return f"{where}: {error['msg']}"[:300]
+
+
+async def _pending_tools(conn: runs.Conn, evolution_id: str) -> int:
+    """How many of the cycle's generated tools wait for their tests."""
+    return sum(t.status == "pending" for t in await growth.list_tools(conn, evolution_id))
+
+
+async def _create_sub_agent(
+    conn: runs.Conn,
+    record: EvolutionRecord,
+    parent: AgentSpec,
+    sub: SubAgentDraft,
+    gap: Sequence[_Failure],
+    evidence: _Evidence,
+) -> str | None:
+    """Create (or add a version to) the sub-agent, owned by the parent, with its cases.
+
+    Its cases are copies of the failing train cases that exposed the gap (their own ids,
+    so their own splits); a case whose objective the sub-agent has already is not copied
+    again. Returns why it cannot be created (the name belongs to another agent), or None.
+    """
+    name = growth.sub_agent_name(record.agent_name, sub.slug)
+    spec = AgentSpec(
+        instructions=sub.instructions, model=parent.model, fallback_models=parent.fallback_models,
+        tools=sub.tools, limits=AgentLimits(max_steps=sub.max_steps),
+    )  # fmt: skip
+    try:
+        await agents.create_owned(conn, record.tenant_id, name, spec, owner=record.agent_name)
+    except Conflict as exc:
+        return f"the sub-agent cannot be created: {exc}"
+    have = {c.spec.objective for c in await eval_cases.list_cases(conn, record.tenant_id, name)}
+    cases = {c.id: c for c in evidence.cases}
+    for failure in gap:
+        case = cases.get(failure.source.removeprefix("case:"))
+        if case is None or case.spec.objective in have:
+            continue  # a live run (no checks to copy), or copied by an earlier cycle
+        copied = case.spec.model_copy(update={"guard": False})
+        await eval_cases.add_case(conn, record.tenant_id, name, copied)
+        have.add(case.spec.objective)
+    return None

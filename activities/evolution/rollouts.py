@@ -12,6 +12,7 @@ from typing import Literal
 from temporalio import activity
 
 from activities.evolution import grading
+from activities.evolution.store import activate_grown_tools
 from activities.providers.client import ModelClient
 from core.db import Pool
 from core.errors import NotFound
@@ -220,6 +221,11 @@ class RolloutActivities:
                 await agents.release(
                     conn, input.tenant_id, record.agent_name, record.canary_version
                 )
+                if record.evolution_id is not None:
+                    await activate_grown_tools(
+                        conn, input.tenant_id, record.evolution_id, record.agent_name,
+                        record.canary_version,
+                    )  # fmt: skip
                 live = record.canary_version
             if applied and record.evolution_id is not None:
                 await evolutions.append_events(

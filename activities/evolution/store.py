@@ -40,6 +40,7 @@ from core.payloads import RunEvent
 from core.runs import agents
 from core.runs import store as runs
 from core.settings import Settings
+from core.tools import store as tool_store
 
 
 class EvolutionStoreActivities:
@@ -223,6 +224,9 @@ class EvolutionStoreActivities:
                     )  # fmt: skip
                 else:
                     await agents.release(conn, input.tenant_id, record.agent_name, input.version)
+                    await activate_grown_tools(
+                        conn, record.tenant_id, record.id, record.agent_name, input.version
+                    )
                 promoted = input.version
             await evolutions.finish(
                 conn, input.evolution_id, status=input.status, decision=input.decision,
@@ -243,6 +247,22 @@ class EvolutionStoreActivities:
                 activity.client(), self._settings, input.tenant_id, record.agent_name,
                 "canary_started", CanaryRef(rollout_id=canary.id),
             )  # fmt: skip
+
+
+async def activate_grown_tools(
+    conn: evolutions.Conn, tenant_id: str, evolution_id: str, agent_name: str, version: int
+) -> None:
+    """A released candidate's generated tools become active (idempotent: once only).
+
+    Called where a candidate is released: a cycle's promotion, or its canary's.
+    """
+    names = await tool_store.activate_drafts(conn, tenant_id, agent_name, version)
+    if names:
+        await evolutions.append_events(
+            conn, tenant_id, evolution_id,
+            [RunEvent(key=f"tools-activated-{version}", type="tools.activated",
+                      data={"version": version, "tools": names})],
+        )  # fmt: skip
 
 
 async def _scheduled(

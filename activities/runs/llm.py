@@ -104,7 +104,10 @@ class LlmActivities:
             if stored is not None:
                 return await self._stored_output(conn, input, stored)
             version = await self._version(conn, input)
-            entries = await self._catalog.entries(conn, input.tenant_id, input.tools)
+            entries = await self._catalog.entries(
+                conn, input.tenant_id, input.tools,
+                drafts_of=(input.agent_name, input.agent_version),
+            )  # fmt: skip
             memory, summary = await runs.prompt_context(conn, input.run_id, input.upto_seq)
         spec = version.spec
         names = model_names(entries.values())  # model's name -> Colony name

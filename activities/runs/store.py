@@ -73,7 +73,9 @@ class StoreActivities:
             record = await runs.get_run(conn, input.tenant_id, input.run_id)
             if record.swarm_id is not None:
                 tools += [t for t in BLACKBOARD_TOOL_NAMES if t not in tools]
-            entries = await self._catalog.entries(conn, input.tenant_id, tools)
+            entries = await self._catalog.entries(
+                conn, input.tenant_id, tools, drafts_of=(input.agent_name, input.agent_version)
+            )
         plan = _plan(spec, tools, entries, input.mode)
         if record.swarm_id is None:
             return plan

@@ -87,7 +87,10 @@ class ToolActivities:
             if input.message_seq not in found:
                 raise NotFound(f"message {input.message_seq} of run {input.run_id!r} not found")
             call = found[input.message_seq].tool_calls[input.call_index]
-            entry = (await self._catalog.entries(conn, input.tenant_id, [call.name])).get(call.name)
+            drafts = (input.agent_name, input.agent_version)
+            entry = (
+                await self._catalog.entries(conn, input.tenant_id, [call.name], drafts_of=drafts)
+            ).get(call.name)
             denial = input.denied_reason or await self._policy_denial(conn, input, call, entry)
         if input.workspace_host is not None:
             await asyncio.to_thread(self._check_workspace, input, input.workspace_host)

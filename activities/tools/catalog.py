@@ -220,9 +220,18 @@ class ToolCatalog:
         return list(dict.fromkeys(names))
 
     async def entries(
-        self, conn: tool_store.Conn, tenant_id: str, names: Iterable[str]
+        self,
+        conn: tool_store.Conn,
+        tenant_id: str,
+        names: Iterable[str],
+        *,
+        drafts_of: tuple[str, int] | None = None,
     ) -> dict[str, CatalogEntry]:
-        """The entries of the known names among `names` (unknown names are left out)."""
+        """The entries of the known names among `names` (unknown names are left out).
+
+        `drafts_of` (agent name, version): a run of that agent version, which also sees
+        the draft tools attached to it (an evolution candidate's generated tools).
+        """
         wanted = list(dict.fromkeys(names))
         out: dict[str, CatalogEntry] = {}
         registered = []
@@ -243,7 +252,9 @@ class ToolCatalog:
             else:
                 registered.append(name)
         if registered:
-            stored = await tool_store.get_latest_tools(conn, tenant_id, registered)
+            stored = await tool_store.get_latest_tools(
+                conn, tenant_id, registered, drafts_of=drafts_of
+            )
             servers: dict[str, mcp_servers.McpServer | None] = {}
             for tool in stored.values():
                 definition = await self._definition(conn, tenant_id, tool, servers)
@@ -310,7 +321,7 @@ class ToolCatalog:
         if tool.kind == "http" and self._http is not None:
             return self._http.definition(tool)
         if tool.kind == "code" and self._builtins.has("run_python"):
-            return _code_definition(self._builtins, tool)
+            return code_tool_definition(self._builtins, tool)
         if tool.kind == "mcp" and self._mcp is not None:
             server = str(tool.config.get("server", ""))
             if server not in servers:
@@ -417,7 +428,9 @@ _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def _code_definition(builtins: StaticToolRegistry, tool: tool_store.StoredTool) -> ToolDefinition:
+def code_tool_definition(
+    builtins: StaticToolRegistry, tool: tool_store.StoredTool
+) -> ToolDefinition:
     """A registered code tool: its source runs in the sandbox with the arguments bound."""
     language = str(tool.config["language"])
     source = str(tool.config["source"])

@@ -15,7 +15,11 @@ from core.specs import Spec
 
 WORKFLOW_NAME: Final = "EvolutionWorkflow"
 """The registered name of the cycle's workflow (the API and schedules start it by name)."""
-CandidateKind = Literal["instruction_edit", "rewrite", "few_shot", "tools", "model"]
+CandidateKind = Literal[
+    "instruction_edit", "rewrite", "few_shot", "tools", "model", "code_tool", "sub_agent"
+]
+"""`code_tool` and `sub_agent` grow the agent (core/evolution/growth.py); they are not
+among the default kinds: one runs model-written code, the other creates an agent."""
 Decision = Literal["promote", "keep"]
 DEFAULT_KINDS: list[CandidateKind] = ["instruction_edit", "few_shot", "tools"]
 EvolutionStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
@@ -39,7 +43,7 @@ class EvolutionSettings(Spec):
     """How one cycle runs: how many candidates of which kinds, the gate, the budget."""
 
     candidates: int = Field(default=3, ge=1, le=8)
-    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=5)
+    kinds: list[CandidateKind] = Field(default=DEFAULT_KINDS, min_length=1, max_length=7)
     model_tiers: list[ModelId] = Field(default_factory=list, max_length=5)
     """Models a `model` candidate may move the agent to (LiteLLM-style ids)."""
     gate: GatePolicy = GatePolicy()
@@ -205,6 +209,8 @@ class ProposeOutput(Payload):
     cost_usd: float = 0.0
     needs_approval: list[int] = Field(default_factory=list)
     """Candidates that add tools with side effects: promoted only with a human's approval."""
+    pending_tools: int = 0
+    """Generated code tools waiting for their tests (`test_generated_tools`, tools lane)."""
 
 
 class JudgePairsInput(Payload):

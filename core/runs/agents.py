@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.payloads import RunMode
 from core.runs.payloads import AgentSpec
 from core.tools.policy import EffectivePolicy, ToolPolicyDefaults, resolve_policy
@@ -79,6 +79,38 @@ async def create_version(
             conn, tenant_id, name, spec, parent=latest or None, cause="manual"
         )
         return version, True
+
+
+async def create_owned(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str, spec: AgentSpec, *, owner: str
+) -> tuple[AgentVersion, bool]:
+    """`create_version` for an agent that belongs to another (a sub-agent evolution grew).
+
+    A new agent gets `owner`; an existing one must already belong to `owner` (it gets a
+    version when the spec differs).
+
+    Raises:
+        Conflict: an agent of that name exists and is not `owner`'s.
+    """
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO agents (tenant_id, name, latest_version, owner) VALUES (%s, %s, 0, %s)"
+            " ON CONFLICT (tenant_id, name) DO UPDATE SET owner = agents.owner RETURNING owner",
+            (tenant_id, name, owner),
+        )
+        row = await cur.fetchone()
+        if row is None or row["owner"] != owner:
+            raise Conflict(f"an agent named {name!r} exists and does not belong to {owner!r}")
+        return await create_version(conn, tenant_id, name, spec)
+
+
+async def owner_of(conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str) -> str | None:
+    """The agent that owns `name` (a sub-agent), or None."""
+    cur = await conn.execute(
+        "SELECT owner FROM agents WHERE tenant_id = %s AND name = %s", (tenant_id, name)
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["owner"]
 
 
 async def _lock_latest(conn: psycopg.AsyncConnection[Any], tenant_id: str, name: str) -> int:

@@ -5,6 +5,11 @@ registering an existing name adds a version unless the spec is identical to the 
 Tool records never hold secrets, only secret names (`{"secret": "NAME"}`); values live
 in `core.tools.secrets`.
 
+A tool an evolution cycle wrote is a `draft` attached to one candidate agent version
+(`register_draft_tool`): listing, search and lookups ignore it, except lookups for that
+version's runs (`get_latest_tools(..., drafts_of=...)`); `activate_drafts` makes it
+active when the candidate is promoted.
+
 Every function takes the tenant explicitly and only ever touches that tenant's rows.
 """
 
@@ -17,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.tools.policy import ToolPolicyDefaults
 from core.tools.spec import HttpToolConfig, StoredToolKind, ToolSpec, validate_tool_name
 
@@ -79,6 +84,9 @@ _TOOL_COLUMNS = (
     "name, version, kind, description, input_schema, output_schema, config, timeout_s,"
     " side_effects, policy, enabled, created_at"
 )
+_ACTIVE = "status = 'active'"
+_VISIBLE = "(status = 'active' OR (agent_name = %s AND agent_version = %s))"
+"""Active tools, and the drafts of one agent version (bind its name and number)."""
 
 
 def _tool(row: dict[str, Any]) -> StoredTool:
@@ -150,13 +158,13 @@ async def get_tool(conn: Conn, tenant_id: str, name: str, version: int | None = 
     if version is None:
         cur = await conn.execute(
             f"SELECT {_TOOL_COLUMNS} FROM tools WHERE tenant_id = %s AND name = %s"
-            " ORDER BY version DESC LIMIT 1",
+            f" AND {_ACTIVE} ORDER BY version DESC LIMIT 1",
             (tenant_id, name),
         )
     else:
         cur = await conn.execute(
             f"SELECT {_TOOL_COLUMNS} FROM tools WHERE tenant_id = %s AND name = %s"
-            " AND version = %s",
+            f" AND version = %s AND {_ACTIVE}",
             (tenant_id, name, version),
         )
     row = await cur.fetchone()
@@ -167,16 +175,25 @@ async def get_tool(conn: Conn, tenant_id: str, name: str, version: int | None = 
 
 
 async def get_latest_tools(
-    conn: Conn, tenant_id: str, names: Iterable[str]
+    conn: Conn,
+    tenant_id: str,
+    names: Iterable[str],
+    *,
+    drafts_of: tuple[str, int] | None = None,
 ) -> dict[str, StoredTool]:
-    """The latest versions of those of `names` that are registered (one query)."""
+    """The latest active versions of those of `names` that are registered (one query).
+
+    `drafts_of` (agent name, version): the draft tools attached to that agent version
+    count too (an evolution candidate's runs call the tools it was written with).
+    """
     wanted = sorted(set(names))
     if not wanted:
         return {}
+    agent, version = drafts_of if drafts_of is not None else (None, None)
     cur = await conn.execute(
         f"SELECT DISTINCT ON (name) {_TOOL_COLUMNS} FROM tools"
-        " WHERE tenant_id = %s AND name = ANY(%s) ORDER BY name, version DESC",
-        (tenant_id, wanted),
+        f" WHERE tenant_id = %s AND name = ANY(%s) AND {_VISIBLE} ORDER BY name, version DESC",
+        (tenant_id, wanted, agent, version),
     )
     return {row["name"]: _tool(row) for row in await cur.fetchall()}
 
@@ -184,10 +201,10 @@ async def get_latest_tools(
 async def list_tools(
     conn: Conn, tenant_id: str, *, kind: StoredToolKind | None = None
 ) -> list[StoredTool]:
-    """Every registered tool of the tenant at its latest version, by name."""
+    """Every registered tool of the tenant at its latest active version, by name."""
     cur = await conn.execute(
         f"SELECT * FROM (SELECT DISTINCT ON (name) {_TOOL_COLUMNS} FROM tools"
-        " WHERE tenant_id = %s ORDER BY name, version DESC) latest"
+        f" WHERE tenant_id = %s AND {_ACTIVE} ORDER BY name, version DESC) latest"
         " WHERE %s::text IS NULL OR kind = %s ORDER BY name",
         (tenant_id, kind, kind),
     )
@@ -202,13 +219,84 @@ async def list_tool_versions(conn: Conn, tenant_id: str, name: str) -> list[Stor
     """
     cur = await conn.execute(
         f"SELECT {_TOOL_COLUMNS} FROM tools WHERE tenant_id = %s AND name = %s"
-        " ORDER BY version DESC",
+        f" AND {_ACTIVE} ORDER BY version DESC",
         (tenant_id, name),
     )
     rows = await cur.fetchall()
     if not rows:
         raise NotFound(f"tool {name!r} not found")
     return [_tool(row) for row in rows]
+
+
+async def register_draft_tool(
+    conn: Conn,
+    tenant_id: str,
+    name: str,
+    spec: ToolSpec,
+    *,
+    agent_name: str,
+    agent_version: int,
+    evolution_id: str,
+) -> StoredTool:
+    """Register a new tool as a draft of one candidate agent version (version 1).
+
+    Only that version's runs see it until `activate_drafts`.
+
+    Raises:
+        Conflict: `name` is a built-in tool's, or a tool of that name exists (a draft
+            never adds a version to a tool someone registered).
+        InvalidInput: the name does not suit the kind.
+    """
+    validate_tool_name(name, spec.kind)
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tool:{tenant_id}:{name}",)
+        )
+        cur = await conn.execute(
+            "SELECT 1 FROM tools WHERE tenant_id = %s AND name = %s", (tenant_id, name)
+        )
+        if await cur.fetchone() is not None:
+            raise Conflict(f"a tool named {name!r} exists")
+        cur = await conn.execute(
+            "INSERT INTO tools (tenant_id, name, version, kind, description, input_schema,"
+            " output_schema, config, timeout_s, side_effects, policy, spec_hash, enabled,"
+            " status, evolution_id, agent_name, agent_version)"
+            " VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'draft', %s, %s, %s)"
+            f" RETURNING {_TOOL_COLUMNS}",
+            (
+                tenant_id, name, spec.kind, spec.description, Jsonb(spec.input_schema),
+                Jsonb(spec.output_schema) if spec.output_schema is not None else None,
+                Jsonb(spec.config), spec.timeout_s, spec.side_effects,
+                Jsonb(spec.policy.model_dump(mode="json")), spec.spec_hash(), spec.enabled,
+                evolution_id, agent_name, agent_version,
+            ),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        assert row is not None
+        return _tool(row)
+
+
+async def activate_drafts(
+    conn: Conn, tenant_id: str, agent_name: str, agent_version: int
+) -> list[str]:
+    """Make the draft tools of an agent version active (its promotion); their names.
+
+    Idempotent: once active, a tool is not a draft any more and is not returned again.
+    """
+    cur = await conn.execute(
+        "UPDATE tools SET status = 'active' WHERE tenant_id = %s AND status = 'draft'"
+        " AND agent_name = %s AND agent_version = %s RETURNING name",
+        (tenant_id, agent_name, agent_version),
+    )
+    return sorted(row["name"] for row in await cur.fetchall())
+
+
+async def tool_name_taken(conn: Conn, tenant_id: str, name: str) -> bool:
+    """Whether any tool (active or draft) of the tenant has this name."""
+    cur = await conn.execute(
+        "SELECT 1 FROM tools WHERE tenant_id = %s AND name = %s LIMIT 1", (tenant_id, name)
+    )
+    return await cur.fetchone() is not None
 
 
 async def set_tool_enabled(conn: Conn, tenant_id: str, name: str, enabled: bool) -> None:
