@@ -156,6 +156,7 @@ def _register() -> None:
     from api.cli import evolution as cli_evolution
     from api.cli import memory as cli_memory
     from api.cli import recipes as cli_recipes
+    from api.cli import rollouts as cli_rollouts
     from api.cli import runs as cli_runs
     from api.cli import swarms as cli_swarms
     from api.cli import tools as cli_tools
@@ -176,6 +177,7 @@ def _register() -> None:
         cli_evolution.eval_cases_group,
         cli_evolution.evolve_command,
         cli_evolution.evolutions_group,
+        cli_rollouts.rollout,
     ):
         cli.add_command(command)
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from api.cli.output import api_client, console, errors, fail, fail_api, preview
+from api.cli.rollouts import history_table
 from api.client import EventStream
 from core.errors import ColonyError
 from core.providers import LOCAL_MODEL
@@ -271,7 +272,7 @@ def _number(value: float | None, template: str) -> str:
 @agents_group.command("history")
 @click.argument("name")
 def agents_history(name: str) -> None:
-    """An agent's versions, newest first: where each came from and why."""
+    """An agent's versions (where each came from and why), its canaries and rollbacks."""
     try:
         with api_client() as api:
             versions = api.get(f"/v1/agents/{name}/versions")
@@ -289,6 +290,10 @@ def agents_history(name: str) -> None:
             v["created_at"][:19].replace("T", " "), escape(preview(v.get("rationale"), 80)) or "-",
         )  # fmt: skip
     console.print(table)
+    rollouts = {r["id"]: r for v in versions for r in v.get("rollouts", [])}
+    if rollouts:
+        newest = sorted(rollouts.values(), key=lambda r: r["started_at"], reverse=True)
+        console.print(history_table(newest))
 
 
 @agents_group.command("create")

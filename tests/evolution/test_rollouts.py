@@ -10,9 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
+from fastapi.testclient import TestClient
 from temporalio.client import Client
 
 from activities.tools.framework import ToolContext, ToolDefinition
+from api.cli import rollouts as cli_rollouts
+from api.cli import runs as cli_runs
+from api.cli.main import cli
+from api.client import ColonyClient
+from api.main import create_app
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
@@ -40,6 +47,7 @@ from tests.support.model_server import (
     tool_call,
     tool_calls,
 )
+from tests.support.replay import assert_replays, record_history
 from tests.support.services import TemporalServer
 from tests.support.workers import api_with_workers
 
@@ -143,6 +151,13 @@ async def start_canary(
     return rollout_id
 
 
+async def replays(client: Client, name: str, history: str) -> None:
+    """The agent's controller replays (and its history is recorded when asked)."""
+    handle = client.get_workflow_handle(rollouts.controller_id(TENANT, name))
+    await assert_replays(handle)
+    record_history(history, await handle.fetch_history())
+
+
 def answers(new: str, old: str) -> Callable[[RecordedRequest], Step]:
     """The new version (MARK in its instructions) answers `new`, the stable one `old`."""
 
@@ -206,6 +221,7 @@ async def test_a_canary_that_scores_worse_is_rolled_back_by_the_sequential_test(
         )
         observed = await cur.fetchall()
     assert {(o["version"], o["success"]) for o in observed} == {(1, True), (2, False)}
+    await replays(client, name, "rollout_v1_canary_rolled_back")
 
 
 async def test_a_cycle_winner_starts_as_a_canary_and_is_promoted_when_it_scores_better(
@@ -345,6 +361,7 @@ async def test_shadow_runs_never_execute_side_effects(
         shadow_results = await cur.fetchall()
     assert shadow_results and all(row["mode"] == "evaluation" for row in shadow_results)
     assert all("denied" in row["data"]["result"] for row in shadow_results), shadow_results
+    await replays(client, name, "rollout_v1_shadow")
 
 
 async def test_a_live_version_whose_success_drops_is_rolled_back_and_diagnosed(
@@ -398,6 +415,7 @@ async def test_a_live_version_whose_success_drops_is_rolled_back_and_diagnosed(
     assert cycle.trigger == "degradation"
     assert cycle.evidence["degraded_version"] == v2.version
     assert len(cycle.evidence["degraded_runs"]) >= 3
+    await replays(client, name, "rollout_v1_degradation")
 
 
 async def test_rollout_policy_errors(settings: Settings, key: str, pool: Pool) -> None:
@@ -413,3 +431,39 @@ async def test_rollout_policy_errors(settings: Settings, key: str, pool: Pool) -
     assert_error(typo, 422, "invalid_request")
     assert_error(gone, 404, "not_found")
     assert state["settings"] is None and state["canary"] is None and state["live_version"] == 1
+
+
+async def test_the_cli_sets_shows_and_removes_the_rollout_policy(
+    settings: Settings, key: str, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = await new_agent(pool, "cli")
+    async with pool.connection() as conn:
+        await add_canary(conn, name, policy())
+    app = create_app(settings)
+
+    def run(*args: str) -> Result:
+        with TestClient(app, base_url="http://colony") as http:
+            api_client = ColonyClient(make_settings(COLONY_API_KEY=key))
+            http.headers["Authorization"] = f"Bearer {key}"
+            api_client._http = http  # type: ignore[assignment]  # an httpx-like client over the app
+            for module in (cli_rollouts, cli_runs):
+                monkeypatch.setattr(module, "api_client", lambda: api_client)
+            return CliRunner().invoke(cli, list(args), env={"COLUMNS": "250"})
+
+    async def colony(*args: str) -> str:
+        result = await asyncio.to_thread(run, *args)
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    shown = await colony("rollout", name)
+    assert f"{name}: live version 1" in shown and "canary: v2 on 50% beside v1" in shown
+    changed = await colony("rollout", name, "--canary-share", "0.2", "--no-watch")
+    assert "policy: canary 20% of new runs" in changed and "watch off" in changed
+    async with pool.connection() as conn:
+        stored = await rollouts.get_policy(conn, TENANT, name)
+    assert stored is not None and stored.canary_share == 0.2
+    assert stored.canary_test.min_samples == 4  # what was not given is kept
+    history = await colony("agents", "history", name)
+    assert "canaries and rollbacks" in history and "│ canary │ v2 beside v1 │ active │" in history
+    off = await colony("rollout", name, "--off")
+    assert "no rollout policy" in off
