@@ -58,7 +58,7 @@ from core.runs.payloads import AgentLimits, AgentSpec
 from core.runs.store import RunRecord
 from core.settings import Settings
 from core.tools import store as tool_store
-from core.tools.names import WORKFLOW_TOOLS
+from core.tools.names import WORKFLOW_TOOL_PREFIXES, WORKFLOW_TOOLS
 from core.tools.store import ToolStats
 
 PAIR_PROMPT: Final = (
@@ -746,7 +746,8 @@ class EvolutionModelActivities:
             return []
         names = [
             n for n in await self._catalog.available(conn, record.tenant_id)
-            if n not in current and n not in WORKFLOW_TOOLS and not n.startswith(AGENT_TOOL_PREFIX)
+            if n not in current and n not in WORKFLOW_TOOLS
+            and not n.startswith(WORKFLOW_TOOL_PREFIXES)
         ]  # fmt: skip
         entries = await self._catalog.entries(conn, record.tenant_id, names)
         stats = await tool_store.tool_stats(conn, record.tenant_id, list(entries))
@@ -855,12 +856,12 @@ class EvolutionModelActivities:
         )
 
     async def _sub_agent_tools(self, conn: runs.Conn, record: EvolutionRecord) -> list[str]:
-        """Tools a sub-agent may be given: the tenant's, other agents and drafts excepted."""
+        """Tools a sub-agent may be given: the tenant's; agents, recipes and drafts excepted."""
         if self._catalog is None or "sub_agent" not in record.settings.kinds:
             return []
         return [
             n for n in await self._catalog.available(conn, record.tenant_id)
-            if not n.startswith(AGENT_TOOL_PREFIX)
+            if not n.startswith(WORKFLOW_TOOL_PREFIXES)
         ]  # fmt: skip
 
     async def _hold_tool(

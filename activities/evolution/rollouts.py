@@ -202,12 +202,24 @@ class RolloutActivities:
 
     @activity.defn(name="decide_rollout")
     async def decide_rollout(self, input: RolloutDecisionInput) -> RolloutDecided:
-        """Promote the canary (release it) or roll it back, once, with its evidence."""
+        """Promote the canary (release it) or roll it back, once, with its evidence.
+
+        A canary whose stable version is no longer the live one (someone released another
+        version meanwhile) is cancelled instead: releasing it would undo their release.
+        """
         async with self._pool.connection() as conn, conn.transaction():
             record = await rollouts.get_rollout(conn, input.tenant_id, input.rollout_id)
-            status: Literal["promoted", "rolled_back"] = (
+            status: Literal["promoted", "rolled_back", "cancelled"] = (
                 "promoted" if input.decision == "promote" else "rolled_back"
             )
+            reason = input.reason
+            live_now = await agents.get_version(conn, input.tenant_id, record.agent_name)
+            if live_now.version != record.stable_version:
+                status = "cancelled"
+                reason = (
+                    f"v{live_now.version} became the live version during the canary "
+                    f"(the test said: {input.reason})"
+                )
             evidence = {
                 **input.evidence,
                 **{
@@ -215,9 +227,9 @@ class RolloutActivities:
                     for k, v in (await rollouts.shadow_summary(conn, record.id)).items()
                 },
             }
-            applied = await rollouts.decide(conn, record.id, status, input.reason, evidence)
-            live = record.stable_version
-            if applied and input.decision == "promote":
+            applied = await rollouts.decide(conn, record.id, status, reason, evidence)
+            live = live_now.version
+            if applied and status == "promoted":
                 await agents.release(
                     conn, input.tenant_id, record.agent_name, record.canary_version
                 )
@@ -232,7 +244,7 @@ class RolloutActivities:
                     conn, input.tenant_id, record.evolution_id,
                     [RunEvent(key=f"rollout-{status}", type=f"rollout.{status}", data={
                         "rollout_id": record.id, "version": record.canary_version,
-                        "reason": input.reason, "evidence": evidence,
+                        "reason": reason, "evidence": evidence,
                     })],
                 )  # fmt: skip
         return RolloutDecided(applied=applied, live_version=live if applied else None)
@@ -261,6 +273,13 @@ class RolloutActivities:
                     conn, input.tenant_id, input.agent_name, live
                 )
                 if target is not None:
+                    canary = await rollouts.active_canary(conn, input.tenant_id, input.agent_name)
+                    if canary is not None:
+                        await rollouts.decide(
+                            conn, canary.id, "cancelled",
+                            f"its stable version v{input.version} degraded and was rolled back",
+                            {},
+                        )  # fmt: skip
                     live = await agents.rollback(
                         conn, input.tenant_id, input.agent_name, target,
                         cause="auto_rollback",

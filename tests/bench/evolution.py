@@ -12,12 +12,17 @@ before and after, the holdout's paired sign test, the decision, wall time.
 scripted model (each agent answer takes `--delay` seconds), and the speedup of
 parallel evaluation over sequential (`parallelism` 8 against 1).
 
-`python -m tests.bench.evolution real --cases 66` and
-`python -m tests.bench.evolution scaling` run them alone.
+`canary`: canaries decided by the rollout controller on live runs of the scripted model
+(each version succeeds at a set rate), against the runs a fixed-sample test at the same
+error rates needs.
+
+`python -m tests.bench.evolution real --cases 66`, `... scaling`, `... sequential` and
+`... canary` run them alone.
 """
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import json
 import random
@@ -31,10 +36,12 @@ from temporalio.client import Client
 
 from core import db
 from core.evolution import cases as eval_cases
+from core.evolution import rollouts
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec
 from core.evolution.gate import sign_test_p
 from core.evolution.payloads import EvolutionInput, EvolutionOutput, EvolutionSettings
+from core.evolution.rollout_payloads import CanaryRef, RolloutSettings
 from core.evolution.sequential import (
     SequentialPolicy,
     SprtState,
@@ -45,17 +52,28 @@ from core.evolution.sequential import (
 from core.providers import LOCAL_MODEL, local_model_installed
 from core.queues import TaskQueue
 from core.runs import agents
-from core.runs.payloads import AgentSpec
+from core.runs import store as agent_runs
+from core.runs.payloads import AgentRunInput, AgentSpec
+from core.runs.rollout import resolve_version
 from core.temporal import ColonyPlugin
 from tests.bench.agent import Env, environment
 from tests.bench.function_calling import llama_server
 from tests.conftest import make_settings
-from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, reply
+from tests.support.model_server import (
+    RecordedRequest,
+    ScriptedModelServer,
+    Step,
+    reply,
+    tool_call,
+    tool_calls,
+)
 from tests.support.services import fresh_database
 from tests.support.workers import running_workers
 from workflows.evolution import EvolutionWorkflow
 
 TENANT = "bench"
+CANARY_CASES = ((0.9, 0.9), (0.9, 0.5), (0.9, 0.7))
+"""(stable, canary) true success rates of the canary benchmark."""
 AGENT = "multiplier"
 INSTRUCTIONS = "You answer arithmetic questions."
 
@@ -357,18 +375,21 @@ async def run_all(
     async with environment() as env:
         result = await real(env, cases, seed, parallelism)
         timings = await scaling(env, scale_candidates, scale_cases, delay)
+        canaries, policy = await canary(env, CANARY_CASES)
     return [
         "### Evolution with the local model", "", *real_table(result), "",
         "### Evolution cycle scaling", "", *scaling_table(timings, delay), "",
-        "### Sequential test against a fixed sample", "", *sequential_table(),
+        "### Sequential test against a fixed sample", "", *sequential_table(), "",
+        "### Canaries on live runs", "", *canary_table(canaries, policy),
     ]  # fmt: skip
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "section", choices=["real", "scaling", "sequential", "all"], nargs="?", default="all"
-    )
+        "section", choices=["real", "scaling", "sequential", "canary", "all"], nargs="?",
+        default="all",
+    )  # fmt: skip
     parser.add_argument("--cases", type=int, default=66)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--parallelism", type=int, default=2)
@@ -383,6 +404,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
     if args.section == "sequential":
         return
     async with environment() as env:
+        if args.section in ("canary", "all"):
+            results, policy = await canary(env, CANARY_CASES)
+            print("\n".join(["### Canaries on live runs", "", *canary_table(results, policy), ""]))
         if args.section in ("real", "all"):
             result = await real(env, args.cases, args.seed, args.parallelism)
             print("\n".join(["### Evolution with the local model", "", *real_table(result), ""]))
@@ -431,6 +455,174 @@ def sequential_table(trials: int = 2000, seed: int = 5) -> list[str]:
             f"| {rate:.2f} | {decisions.count('accept_h1') / trials:.1%}"
             f" | {decisions.count('accept_h0') / trials:.1%} | {mean:.0f}"
             f" | {sizes[trials // 2]} | {sizes[int(trials * 0.95)]} | {mean / fixed:.2f} |"
+        )
+    return lines
+
+
+# -- canaries on the real stack (scripted model) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    """One canary decided on live runs: its true rate, the decision, runs and time it took."""
+
+    stable_rate: float
+    canary_rate: float
+    decision: str
+    canary_runs: int
+    live_runs: int
+    wall_s: float
+
+
+def _coin(text: str, rate: float) -> bool:
+    """A run's stable draw at `rate` (by its objective and version)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def _live_model(rates: dict[str, float]) -> Any:
+    """An agent that succeeds at its version's rate; a failure loops on a tool until its
+    one-step limit ends the run `limit_reached`."""
+
+    def respond(request: RecordedRequest) -> Step:
+        system = " ".join(
+            str(m.get("content") or "") for m in request.messages if m["role"] == "system"
+        )
+        user = " ".join(
+            str(m.get("content") or "") for m in request.messages if m["role"] == "user"
+        )
+        marker = next((m for m in rates if m and m in system), "")
+        if _coin(marker + user, rates[marker]):
+            return reply("The answer is 42.", delay=0.05)
+        return tool_calls(tool_call("calculator", {"expression": "6*7"}), delay=0.05)
+
+    return respond
+
+
+async def canary(
+    env: Env, cases: Sequence[tuple[float, float]], concurrency: int = 8
+) -> tuple[list[CanaryResult], SequentialPolicy]:
+    """Canaries decided by the rollout controller on live runs of the scripted model."""
+    policy = SequentialPolicy(alpha=0.05, beta=0.1, delta=0.2, min_samples=10, max_samples=5000)
+    rules = RolloutSettings(
+        canary_share=0.5, online_sample_rate=0.0, baseline_runs=30, canary_test=policy,
+        watch=False,
+    )  # fmt: skip
+    client = await Client.connect(env.temporal_address, plugins=[ColonyPlugin()])
+    out: list[CanaryResult] = []
+    for stable_rate, canary_rate in cases:
+        model = _live_model({"": stable_rate, "NEW": canary_rate})
+        with ScriptedModelServer(responder=model) as server:
+            async with (
+                fresh_database(env.pg, "bench_canary") as url,
+                db.open_pool(url) as pool,
+            ):
+                suffix = "-" + uuid.uuid4().hex[:6]
+                settings = make_settings(
+                    TEMPORAL_ADDRESS=env.temporal_address, DATABASE_URL=url,
+                    OPENAI_BASE_URL=server.base_url, COLONY_DATA_DIR=str(env.workdir / "data"),
+                    COLONY_TASK_QUEUE_SUFFIX=suffix,
+                )  # fmt: skip
+                async with running_workers(client, settings, pool, suffix=suffix, cache=True):
+                    out.append(
+                        await _one_canary(
+                            client, pool, settings, rules, concurrency, stable_rate, canary_rate
+                        )
+                    )
+    return out, policy
+
+
+async def _one_canary(
+    client: Client,
+    pool: db.Pool,
+    settings: Any,
+    rules: RolloutSettings,
+    concurrency: int,
+    stable_rate: float,
+    canary_rate: float,
+) -> CanaryResult:
+    name = "canary-" + uuid.uuid4().hex[:6]
+    limits = {"max_steps": 1}
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (%s, 'Bench') ON CONFLICT DO NOTHING", (TENANT,)
+        )
+        base = AgentSpec(instructions="You answer.", model="openai/scripted-model",
+                         tools=["calculator"], limits=limits)  # fmt: skip
+        await agents.create_version(conn, TENANT, name, base)
+        await rollouts.put_policy(conn, TENANT, name, rules)
+        cycle = await evolutions.create_evolution(
+            conn, tenant_id=TENANT, agent_name=name, incumbent_version=1,
+            settings=EvolutionSettings(),
+        )  # fmt: skip
+        candidate = await agents.add_candidate(
+            conn, TENANT, name, base.model_copy(update={"instructions": "NEW You answer."}),
+            parent=1, evolution_id=cycle.id, rationale="bench",
+        )  # fmt: skip
+        record = await rollouts.start_canary(
+            conn, TENANT, name, stable=1, canary=candidate.version, evolution_id=cycle.id,
+            settings=rules,
+        )  # fmt: skip
+    await rollouts.signal_controller(
+        client, settings, TENANT, name, "canary_started", CanaryRef(rollout_id=record.id)
+    )
+    started = time.perf_counter()
+    counter = itertools.count()
+    decided = asyncio.Event()
+
+    async def driver() -> None:
+        while not decided.is_set():
+            i = next(counter)
+            async with pool.connection() as conn:
+                version, rollout_id = await resolve_version(conn, TENANT, name, end_user=f"u{i}")
+                run, inbox, _ = await agent_runs.create_run(
+                    conn, tenant_id=TENANT, agent_name=name, agent_version=version.version,
+                    objective=f"question {i}", end_user=f"u{i}", rollout_id=rollout_id,
+                )  # fmt: skip
+            await client.execute_workflow(
+                "AgentRunWorkflow",
+                AgentRunInput(tenant_id=TENANT, run_id=run.id, agent_name=name,
+                              agent_version=version.version, inbox_ids=[inbox]),
+                id=run.workflow_id, task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
+            )  # fmt: skip
+
+    async def watcher() -> rollouts.RolloutRecord:
+        while True:
+            async with pool.connection() as conn:
+                found = await rollouts.get_rollout(conn, TENANT, record.id)
+            if found.status != "active":
+                decided.set()
+                return found
+            await asyncio.sleep(0.1)
+
+    drivers = [asyncio.create_task(driver()) for _ in range(concurrency)]
+    final = await watcher()
+    wall = time.perf_counter() - started
+    await asyncio.gather(*drivers, return_exceptions=True)
+    return CanaryResult(
+        stable_rate, canary_rate, final.status, int(final.evidence.get("samples") or 0),
+        next(counter), wall,
+    )  # fmt: skip
+
+
+def canary_table(results: list[CanaryResult], policy: SequentialPolicy) -> list[str]:
+    lines = [
+        f"Canary share 0.5, stable version's baseline from its own runs during the canary "
+        f"(30), delta {policy.delta}, alpha {policy.alpha}, beta {policy.beta}, at least "
+        f"{policy.min_samples} canary runs; every run one scripted model call (50 ms).",
+        "",
+        "| stable / canary true success | decision | canary runs to decide | live runs | wall |"
+        " fixed-sample canary runs | fixed / SPRT runs | fixed-sample wall (est.) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p0, p1 = canary_hypotheses(r.stable_rate, policy)
+        fixed = fixed_sample_size(p0, p1, policy.alpha, policy.beta)
+        rate = r.canary_runs / r.wall_s if r.wall_s else 0.0
+        lines.append(
+            f"| {r.stable_rate:.2f} / {r.canary_rate:.2f} | {r.decision} | {r.canary_runs} |"
+            f" {r.live_runs} | {r.wall_s:.1f} s | {fixed} | {fixed / max(r.canary_runs, 1):.1f}x |"
+            f" {fixed / rate if rate else float('nan'):.1f} s |"
         )
     return lines
 
