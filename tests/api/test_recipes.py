@@ -16,12 +16,12 @@ from api.cli import swarms as cli_swarms
 from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
-from core import tenants
 from core.db import Pool
 from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.api.test_swarms import wait_finished
 from tests.conftest import make_settings
+from tests.support.api import stack_settings, tenant_keys
 from tests.support.model_server import ScriptedModelServer
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript, plan_json, requests_for, subtask
@@ -38,26 +38,14 @@ ANSWER = "Prices compared [b]."
 
 @pytest.fixture(scope="module")
 async def keys(pool: Pool) -> dict[str, str]:
-    async with pool.connection() as conn:
-        out = {}
-        for tenant in (TENANT, OTHER):
-            await tenants.ensure_tenant(conn, tenant, tenant)
-            _, out[tenant] = await tenants.create_api_key(conn, tenant, "k", role="admin")
-        return out
+    return await tenant_keys(pool, TENANT, OTHER)
 
 
 @pytest.fixture
 def settings(
     database_url: str, temporal: TemporalServer, model_server: ScriptedModelServer, tmp_path: Path
 ) -> Settings:
-    return make_settings(
-        DATABASE_URL=database_url,
-        TEMPORAL_ADDRESS=temporal.address,
-        OPENAI_BASE_URL=model_server.base_url,
-        COLONY_DEFAULT_MODEL="openai/scripted-model",
-        COLONY_DATA_DIR=str(tmp_path / "data"),
-        COLONY_TASK_QUEUE_SUFFIX="-" + uuid.uuid4().hex[:8],
-    )
+    return stack_settings(database_url, temporal.address, model_server.base_url, tmp_path / "data")
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
 from core import temporal as temporal_support
-from core import tenants
 from core.db import Pool
 from core.evolution import cases as eval_cases
 from core.evolution import rollouts
@@ -39,6 +38,7 @@ from tests.api.test_api import assert_error
 from tests.api.test_runs import wait_finished
 from tests.conftest import make_settings
 from tests.evolution.test_workflow import case_ids, responder, system_text, user_text
+from tests.support.api import stack_settings, tenant_keys
 from tests.support.model_server import (
     RecordedRequest,
     ScriptedModelServer,
@@ -59,24 +59,14 @@ OBJECTIVE = "What is 6 times 7?"
 
 @pytest.fixture(scope="module", autouse=True)
 async def key(pool: Pool) -> str:
-    async with pool.connection() as conn:
-        await tenants.ensure_tenant(conn, TENANT, TENANT)
-        _, secret = await tenants.create_api_key(conn, TENANT, "k", role="member")
-    return secret
+    return (await tenant_keys(pool, TENANT, role="member"))[TENANT]
 
 
 @pytest.fixture
 def settings(
     database_url: str, temporal: TemporalServer, model_server: ScriptedModelServer, tmp_path: Path
 ) -> Settings:
-    return make_settings(
-        DATABASE_URL=database_url,
-        TEMPORAL_ADDRESS=temporal.address,
-        OPENAI_BASE_URL=model_server.base_url,
-        COLONY_DEFAULT_MODEL=MODEL,
-        COLONY_DATA_DIR=str(tmp_path / "data"),
-        COLONY_TASK_QUEUE_SUFFIX="-" + uuid.uuid4().hex[:8],
-    )
+    return stack_settings(database_url, temporal.address, model_server.base_url, tmp_path / "data")
 
 
 @pytest.fixture

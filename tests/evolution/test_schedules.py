@@ -26,7 +26,7 @@ from api.cli import evolution as cli_evolution
 from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
-from core import search_attributes, tenants
+from core import search_attributes
 from core import temporal as temporal_support
 from core.db import Pool
 from core.evolution import cases as eval_cases
@@ -41,7 +41,7 @@ from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.conftest import make_settings
 from tests.evolution.test_workflow import case_ids, done_if_told, responder, user_text
-from tests.support.api import in_process_api
+from tests.support.api import in_process_api, stack_settings, tenant_keys
 from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, fault
 from tests.support.services import TemporalServer
 from tests.support.workers import api_with_workers
@@ -54,24 +54,14 @@ Api = Callable[[], AbstractAsyncContextManager[httpx.AsyncClient]]
 @pytest.fixture(scope="module", autouse=True)
 async def key(pool: Pool) -> str:
     """The tenant, and an API key of it."""
-    async with pool.connection() as conn:
-        await tenants.ensure_tenant(conn, TENANT, TENANT)
-        _, secret = await tenants.create_api_key(conn, TENANT, "k", role="member")
-    return secret
+    return (await tenant_keys(pool, TENANT, role="member"))[TENANT]
 
 
 @pytest.fixture
 def settings(
     database_url: str, temporal: TemporalServer, model_server: ScriptedModelServer, tmp_path: Path
 ) -> Settings:
-    return make_settings(
-        DATABASE_URL=database_url,
-        TEMPORAL_ADDRESS=temporal.address,
-        OPENAI_BASE_URL=model_server.base_url,
-        COLONY_DEFAULT_MODEL=MODEL,
-        COLONY_DATA_DIR=str(tmp_path / "data"),
-        COLONY_TASK_QUEUE_SUFFIX="-" + uuid.uuid4().hex[:8],
-    )
+    return stack_settings(database_url, temporal.address, model_server.base_url, tmp_path / "data")
 
 
 @pytest.fixture
