@@ -367,7 +367,7 @@ class RolloutWorkflow:
     async def _shadow(self, canary: CanaryState, live: Observation) -> None:
         """Re-run a live run on the canary in evaluation mode and count its verdict."""
         try:
-            workflow_id = f"{workflow.info().workflow_id}/shadow/{canary.rollout_id}/{live.run_id}"
+            workflow_id = f"rollout-shadow/{canary.rollout_id}/{live.run_id}"  # unique per pair
             shadow: ShadowRun = await workflow.execute_activity_method(
                 RolloutActivities.create_shadow_run,
                 ShadowInput(
