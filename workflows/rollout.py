@@ -224,6 +224,8 @@ class RolloutWorkflow:
 
     async def _count(self, observation: Observation, *, shadow: bool) -> None:
         """Add one verdict to the canary's test or the watch, and act on the result."""
+        if not observation.counted:
+            return
         self._observed_here += 1
         self._state = self._state.model_copy(update={"observed": self._state.observed + 1})
         canary = self._state.canary

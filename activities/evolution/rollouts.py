@@ -101,7 +101,10 @@ class RolloutActivities:
             stored = await rollouts.get_observation(conn, input.run_id)
             if stored is not None:
                 return stored
-            run = await runs.get_run(conn, input.tenant_id, input.run_id)
+            try:
+                run = await runs.get_run(conn, input.tenant_id, input.run_id)
+            except NotFound:
+                return Observation(run_id=input.run_id, version=0, success=False, counted=False)
             settings = (
                 await rollouts.get_policy(conn, input.tenant_id, input.agent_name)
                 or RolloutSettings()

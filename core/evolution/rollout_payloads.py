@@ -166,6 +166,8 @@ class Observation(Payload):
     detail: str = ""
     judged_score: float | None = None
     cost_usd: float = 0.0
+    counted: bool = True
+    """False when the run is gone (deleted): it is no evidence either way."""
 
 
 class ShadowInput(Payload):
