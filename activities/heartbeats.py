@@ -1,5 +1,10 @@
 """How often a long activity heartbeats: from its own heartbeat timeout, not a constant."""
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from temporalio import activity
 
 BEATS_PER_TIMEOUT = 3
@@ -18,3 +23,27 @@ def heartbeat_every(fallback: float) -> float:
     if not timeout:
         return fallback
     return timeout.total_seconds() / BEATS_PER_TIMEOUT
+
+
+@asynccontextmanager
+async def heartbeating(fallback: float = 10.0) -> AsyncIterator[None]:
+    """Heartbeat in the background while the block runs (a long model call, say).
+
+    Outside an activity (tests calling the code directly) it does nothing.
+    """
+    if not activity.in_activity():
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(heartbeat_every(fallback))
+            activity.heartbeat()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

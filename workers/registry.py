@@ -159,7 +159,7 @@ def _rollout_store(res: Resources) -> Sequence[Callable[..., Any]]:
     acts = RolloutActivities(res.settings, res.pool)
     return [
         acts.load_rollout,
-        acts.canary_baseline,
+        acts.canary_evidence,
         acts.create_shadow_run,
         acts.record_shadow_pair,
         acts.decide_rollout,

@@ -9,6 +9,7 @@ from temporalio.exceptions import ChildWorkflowError
 
 from core.evolution.rollout_payloads import (
     ROLLOUT_WORKFLOW,
+    CanaryEvidence,
     CanaryRef,
     CanaryState,
     ControllerSetup,
@@ -175,12 +176,16 @@ class RolloutWorkflow:
         if setup.canary is None:
             canary = None
         elif canary is None or canary.rollout_id != setup.canary.rollout_id:
-            baseline = await workflow.execute_activity_method(
-                RolloutActivities.canary_baseline,
+            found: CanaryEvidence = await workflow.execute_activity_method(
+                RolloutActivities.canary_evidence,
                 RolloutRef(tenant_id=self._input.tenant_id, rollout_id=setup.canary.rollout_id),
                 **RUN_STORE.kwargs(),
             )
-            canary = setup.canary.model_copy(update={"baseline": baseline})
+            canary = setup.canary.model_copy(
+                update={"baseline": found.baseline, "outcomes": found.outcomes,
+                        "stable_outcomes": found.stable_outcomes}
+            )  # fmt: skip
+            state = state.model_copy(update={"seen": [*state.seen, *found.run_ids][-SEEN_RUNS:]})
             self._statistic = {}
         watch = state.watch
         if setup.settings is None or not setup.settings.watch or setup.live_version is None:
@@ -242,6 +247,10 @@ class RolloutWorkflow:
                 update={"stable_outcomes": [*canary.stable_outcomes, observation.success][-limit:]}
             )
             self._state = self._state.model_copy(update={"canary": canary})
+            if canary.baseline is None and canary.outcomes:
+                await self._test_canary(canary)  # its baseline just moved
+                if self._state.canary is None:
+                    return
             if canary.settings.shadow_share and _sampled(
                 observation.run_id, canary.rollout_id, canary.settings.shadow_share
             ):

@@ -5,6 +5,7 @@ Shared by evolution cycles (evaluation runs) and the rollout controller (live ru
 
 from typing import Any, Final
 
+from activities.heartbeats import heartbeating
 from activities.providers.client import ModelClient
 from activities.runs.llm import complete_any
 from core.evolution.checks import ToolCallMade
@@ -48,7 +49,8 @@ async def ask(
         max_tokens=max_tokens,
         json_schema=schema,
     )
-    result = await complete_any(client, models, request)
+    async with heartbeating():  # a slow model must not look like a dead worker
+        result = await complete_any(client, models, request)
     answer = next(iter(json_objects(result.message.content or "")), {})
     return answer, result.cost_usd or 0.0
 

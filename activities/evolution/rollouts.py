@@ -22,6 +22,7 @@ from core.evolution import store as evolutions
 from core.evolution.checks import run_checks
 from core.evolution.payloads import LOW_RATING, EvolutionSettings
 from core.evolution.rollout_payloads import (
+    CanaryEvidence,
     CanaryState,
     ControllerSetup,
     DegradationInput,
@@ -72,22 +73,28 @@ class RolloutActivities:
             canary=None if canary is None else _canary_state(canary),
         )
 
-    @activity.defn(name="canary_baseline")
-    async def canary_baseline(self, input: RolloutRef) -> float | None:
-        """The stable version's success rate on live runs before the canary (smoothed).
+    @activity.defn(name="canary_evidence")
+    async def canary_evidence(self, input: RolloutRef) -> CanaryEvidence:
+        """What a controller adopting a canary starts from.
 
-        None when it has fewer observed runs than the policy's `baseline_runs`: the
-        controller then takes the stable version's runs during the canary.
+        The stable version's success rate on live runs before the canary (smoothed; None
+        when it has fewer than the policy's `baseline_runs`: the controller then takes
+        the stable version's runs during the canary), and the verdicts already stored for
+        the canary (a controller that restarted mid-canary counts them again, in order).
         """
         async with self._pool.connection() as conn:
             record = await rollouts.get_rollout(conn, input.tenant_id, input.rollout_id)
             ok, n = await rollouts.success_rate(
                 conn, input.tenant_id, record.agent_name, record.stable_version,
-                limit=record.settings.baseline_runs,
+                limit=record.settings.baseline_runs, excluding=record.id,
             )  # fmt: skip
-        if n < record.settings.baseline_runs:
-            return None
-        return (ok + 1) / (n + 2)
+            stored = await rollouts.rollout_observations(conn, record.id)
+        return CanaryEvidence(
+            baseline=None if n < record.settings.baseline_runs else (ok + 1) / (n + 2),
+            outcomes=[o.success for o in stored if o.version == record.canary_version],
+            stable_outcomes=[o.success for o in stored if o.version == record.stable_version],
+            run_ids=[o.run_id for o in stored],
+        )
 
     @activity.defn(name="observe_live_run")
     async def observe_live_run(self, input: ObserveInput) -> Observation:

@@ -82,6 +82,15 @@ class CanaryState(Payload):
     shadows: int = 0
 
 
+class CanaryEvidence(Payload):
+    """A canary's evidence in Postgres when a controller adopts it."""
+
+    baseline: float | None = None
+    outcomes: list[bool] = Field(default_factory=list)
+    stable_outcomes: list[bool] = Field(default_factory=list)
+    run_ids: list[str] = Field(default_factory=list)
+
+
 class WatchState(Payload):
     """The live version's watch: its baseline, then the drop test's runs since a reset."""
 

@@ -294,20 +294,33 @@ async def last_good_version(
 # -- evidence ------------------------------------------------------------------------
 
 
-async def get_observation(conn: Conn, run_id: str) -> Observation | None:
-    """The stored verdict of a run, if it was observed."""
-    cur = await conn.execute(
-        "SELECT run_id, version, success, detail, judged_score, cost_usd"
-        " FROM live_observations WHERE run_id = %s",
-        (run_id,),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
+_OBSERVATION_COLUMNS = "run_id, version, success, detail, judged_score, cost_usd"
+
+
+def _observation(row: dict[str, Any]) -> Observation:
     return Observation(
         run_id=row["run_id"], version=row["version"], success=row["success"],
         detail=row["detail"], judged_score=row["judged_score"], cost_usd=float(row["cost_usd"]),
     )  # fmt: skip
+
+
+async def get_observation(conn: Conn, run_id: str) -> Observation | None:
+    """The stored verdict of a run, if it was observed."""
+    cur = await conn.execute(
+        f"SELECT {_OBSERVATION_COLUMNS} FROM live_observations WHERE run_id = %s", (run_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else _observation(row)
+
+
+async def rollout_observations(conn: Conn, rollout_id: str) -> list[Observation]:
+    """The verdicts stored for a rollout's runs (live and shadow), oldest first."""
+    cur = await conn.execute(
+        f"SELECT {_OBSERVATION_COLUMNS} FROM live_observations WHERE rollout_id = %s"
+        " ORDER BY created_at, run_id",
+        (rollout_id,),
+    )
+    return [_observation(row) for row in await cur.fetchall()]
 
 
 async def record_observation(
@@ -354,14 +367,21 @@ async def medians(
 
 
 async def success_rate(
-    conn: Conn, tenant_id: str, agent_name: str, version: int, *, limit: int
+    conn: Conn,
+    tenant_id: str,
+    agent_name: str,
+    version: int,
+    *,
+    limit: int,
+    excluding: str | None = None,
 ) -> tuple[int, int]:
-    """(successes, runs) over the version's latest live observations."""
+    """(successes, runs) over the version's latest live observations (but a rollout's)."""
     cur = await conn.execute(
         "SELECT count(*) FILTER (WHERE success) AS ok, count(*) AS n FROM (SELECT success"
         " FROM live_observations WHERE tenant_id = %s AND agent_name = %s AND version = %s"
-        " AND source = 'live' ORDER BY created_at DESC LIMIT %s) recent",
-        (tenant_id, agent_name, version, limit),
+        " AND source = 'live' AND rollout_id IS DISTINCT FROM %s"
+        " ORDER BY created_at DESC LIMIT %s) recent",
+        (tenant_id, agent_name, version, excluding, limit),
     )
     row = await cur.fetchone()
     assert row is not None
