@@ -5,7 +5,7 @@ observed exactly once and counted as evidence, and the canary is decided (and re
 exactly once."""
 
 import asyncio
-import random
+import itertools
 import signal
 import uuid
 from collections import Counter
@@ -59,13 +59,17 @@ RULES = RolloutSettings(
 Handle = WorkflowHandle[Any, AgentRunOutput]
 
 
-def answers(rng: random.Random) -> Callable[[RecordedRequest], Step]:
-    """The canary (MARK in its instructions) answers right, the stable version does not;
-    each after 0.3-1.2 s, so runs end one by one."""
+def answers(quick: int) -> Callable[[RecordedRequest], Step]:
+    """The canary (MARK in its instructions) answers right, the stable version does not.
+
+    The first `quick` requests are answered at once, the others after 1.5 s: the first
+    kill lands while some runs are observed and the others are still at the model.
+    """
+    order = itertools.count()
 
     def respond(request: RecordedRequest) -> Step:
         text = "The answer is 42." if MARK in system_text(request) else "I do not know."
-        return reply(text, delay=rng.uniform(0.3, 1.2))
+        return reply(text, delay=0.1 if next(order) < quick else 1.5)
 
     return respond
 
@@ -83,6 +87,19 @@ async def observed(pool: Pool) -> int:
 async def decided_at(pool: Pool, rollout_id: str) -> datetime | None:
     async with pool.connection() as conn:
         return (await rollouts.get_rollout(conn, TENANT, rollout_id)).decided_at
+
+
+async def releasing(pool: Pool) -> bool:
+    """A transaction waits for the agent's row lock (`decide_rollout` releasing the canary)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE %s",
+            ("%FROM agents WHERE%FOR UPDATE%",),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"]) > 0
 
 
 async def until(condition: Callable[[], Awaitable[bool]], log: Path, timeout: float = 90) -> None:
@@ -146,7 +163,7 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
     model_server: ScriptedModelServer,
     tmp_path: Path,
 ) -> None:
-    model_server.responder = answers(random.Random(11))
+    model_server.responder = answers(quick=4)
     suffix = "-" + uuid.uuid4().hex[:8]
     values = {
         "TEMPORAL_ADDRESS": temporal.address,
@@ -212,13 +229,24 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
         worker = await start_worker(env, log)
 
         # Every run of the first wave observed (the canary's baseline is set); the rest
-        # of the canary's runs decide it. Third kill: the moment the decision is stored.
+        # of the canary's runs decide it. Third kill: while the decision's transaction
+        # waits for the agent's row (the test holds it), its rollout row already updated.
         async def first_wave_observed() -> bool:
             return await observed(pool) == first
 
         await until(first_wave_observed, log)
-        handles += await start_runs(pool, client, suffix, users, 0, CANARY_RUNS - FIRST_CANARY)
+        async with pool.connection() as blocker, blocker.transaction():
+            await blocker.execute(
+                "SELECT 1 FROM agents WHERE tenant_id = %s AND name = %s FOR UPDATE",
+                (TENANT, AGENT),
+            )
+            handles += await start_runs(pool, client, suffix, users, 0, CANARY_RUNS - FIRST_CANARY)
+            await until(lambda: releasing(pool), log)
+            await kill(worker)
+            at_kill.append((await observed(pool), await decided_at(pool, rollout.id)))
+        worker = await start_worker(env, log)
 
+        # Fourth kill: the moment the retried decision is stored.
         async def decided() -> bool:
             return await decided_at(pool, rollout.id) is not None
 
@@ -250,7 +278,8 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
     assert [o.outcome for o in outputs] == ["succeeded"] * total
     # The first two kills landed mid-canary, with some evidence stored and some not.
     assert all(0 < n < total and when is None for n, when in at_kill[:2]), at_kill
-    assert at_kill[2][1] is not None, at_kill
+    assert at_kill[2] == (total, None), at_kill  # every verdict in, the decision not
+    assert at_kill[3][1] is not None, at_kill
 
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -282,11 +311,13 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
     assert view.observed == total and view.decisions == 1, view
     assert view.canary is None
 
-    # Decided once: promoted on all of the canary's runs, at the moment the third kill saw.
+    # Decided once: promoted on all of the canary's runs, at the moment the last kill saw.
     assert record.status == "promoted", record
-    assert record.decided_at == at_kill[2][1]
+    assert record.decided_at == at_kill[3][1]
     assert record.evidence["test"] == "sprt" and record.evidence["samples"] == CANARY_RUNS
     assert record.evidence["successes"] == CANARY_RUNS
+    # The baseline is the stable version's runs during the canary, each counted once.
+    assert record.evidence["baseline"] == round(1 / (FIRST_STABLE + 2), 4), record.evidence
     assert "not worse than the stable version" in (record.reason or "")
     rollout_events = [e.type for e in events if e.type.startswith("rollout.")]
     assert rollout_events == ["rollout.promoted"]
@@ -295,16 +326,23 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
     assert latest.version == candidate.version
 
     # The controller's history has one decide_rollout, scheduled and completed once.
+    # Its one attempt that counted is the retry after the third kill.
     scheduled: dict[int, str] = {}
     completed: Counter[str] = Counter()
+    attempts: dict[str, list[int]] = {}
     history = await controller.fetch_history()
     for event in history.events:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attributes = event.activity_task_scheduled_event_attributes
             scheduled[event.event_id] = attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            name = scheduled[started.scheduled_event_id]
+            attempts.setdefault(name, []).append(started.attempt)
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attributes = event.activity_task_completed_event_attributes
             completed[scheduled[attributes.scheduled_event_id]] += 1
     assert Counter(scheduled.values())["decide_rollout"] == 1
     assert completed["decide_rollout"] == 1
+    assert attempts["decide_rollout"] == [2], attempts
     assert completed["observe_live_run"] == total
