@@ -24,7 +24,7 @@ from core.evolution import rollouts
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec
 from core.evolution.payloads import EvolutionSettings
-from core.evolution.rollout_payloads import CanaryRef, RolloutSettings, RolloutView
+from core.evolution.rollout_payloads import CanaryRef, LiveRun, RolloutSettings, RolloutView
 from core.evolution.sequential import SequentialPolicy
 from core.queues import TaskQueue
 from core.runs import agents
@@ -183,7 +183,9 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
         )  # fmt: skip
         await eval_cases.add_case(
             conn, TENANT, AGENT,
-            EvalCaseSpec(objective=OBJECTIVE, checks=[{"kind": "contains", "value": "42"}]),  # type: ignore[list-item]
+            EvalCaseSpec.model_validate(
+                {"objective": OBJECTIVE, "checks": [{"kind": "contains", "value": "42"}]}
+            ),
         )  # fmt: skip
         await rollouts.put_policy(conn, TENANT, AGENT, RULES)
         cycle = await evolutions.create_evolution(
@@ -235,6 +237,16 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
             return await observed(pool) == first
 
         await until(first_wave_observed, log)
+        # A `finish_run` retried after a kill signals its run's end again: ignored.
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, agent_version FROM runs WHERE tenant_id = %s", (TENANT,)
+            )
+            for row in await cur.fetchall():
+                again = LiveRun(
+                    run_id=row["id"], version=row["agent_version"], rollout_id=rollout.id
+                )
+                await controller.signal("run_finished", again)
         async with pool.connection() as blocker, blocker.transaction():
             await blocker.execute(
                 "SELECT 1 FROM agents WHERE tenant_id = %s AND name = %s FOR UPDATE",
@@ -258,11 +270,11 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
         outputs = await asyncio.wait_for(asyncio.gather(*(h.result() for _, h in handles)), 120)
 
         async def all_counted() -> bool:
-            view = await controller.query("view", result_type=RolloutView)
-            return view.observed == len(handles)
+            now: RolloutView = await controller.query("view", result_type=RolloutView)
+            return now.observed == len(handles)
 
         await until(all_counted, log)
-        view = await controller.query("view", result_type=RolloutView)
+        view: RolloutView = await controller.query("view", result_type=RolloutView)
         # The agent stops being watched: the controller ends (its history is complete).
         async with pool.connection() as conn:
             await rollouts.delete_policy(conn, TENANT, AGENT)
@@ -340,8 +352,8 @@ async def test_a_canary_loses_no_evidence_and_decides_once_across_worker_kills(
             name = scheduled[started.scheduled_event_id]
             attempts.setdefault(name, []).append(started.attempt)
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            attributes = event.activity_task_completed_event_attributes
-            completed[scheduled[attributes.scheduled_event_id]] += 1
+            done = event.activity_task_completed_event_attributes
+            completed[scheduled[done.scheduled_event_id]] += 1
     assert Counter(scheduled.values())["decide_rollout"] == 1
     assert completed["decide_rollout"] == 1
     assert attempts["decide_rollout"] == [2], attempts
