@@ -1,8 +1,8 @@
-"""Kill the worker process (SIGKILL) while an agent's canary is deciding on live traffic:
-once mid-canary with runs and observations in flight, again while the next worker
-recovers, and once more the moment the decision is stored. Every finished live run is
-observed exactly once and counted as evidence, and the canary is decided (and released)
-exactly once."""
+"""Kill the worker process (SIGKILL) while an agent's canary is decided on live traffic:
+mid-canary with runs at the model and some verdicts stored, again while the next worker
+recovers, then while the decision's transaction is in flight, and once more the moment
+the retried decision is stored. Every finished live run is observed exactly once and
+counted once as evidence, and the canary is decided (and released) exactly once."""
 
 import asyncio
 import itertools
@@ -43,8 +43,8 @@ AGENT = "answerer"
 MODEL = "openai/scripted-model"
 MARK = "You are the new version."
 OBJECTIVE = "What is 6 times 7?"
-FIRST_STABLE = 6  # stable runs before the first kill (4 set the canary's baseline)
-FIRST_CANARY = 3  # canary runs before the first kill
+FIRST_STABLE = 6  # stable runs in the first wave (the canary's baseline needs 4)
+FIRST_CANARY = 3  # canary runs in the first wave
 CANARY_RUNS = 8  # the test's min_samples: the decision needs every canary run's verdict
 RULES = RolloutSettings(
     canary_share=0.5,
