@@ -9,7 +9,7 @@ from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalo
 from core.db import Pool
 from core.errors import NotFound
 from core.payloads import RunEvent, RunMode
-from core.runs import agents
+from core.runs import agents, rollout
 from core.runs import store as runs
 from core.runs.agents import AgentsAsTools
 from core.runs.hooks import RunFinishedHook
@@ -101,9 +101,18 @@ class StoreActivities:
             return ChildRunOutput(
                 error='Invalid arguments: send {"task": "..."} describing what the agent should do.'
             )
+        key = f"child:{input.parent_run_id}:{input.call_id}"
         async with self._pool.connection() as conn:
+            parent = await runs.get_run(conn, input.tenant_id, input.parent_run_id)
             try:
-                version = await agents.get_version(conn, input.tenant_id, input.agent_name)
+                if input.mode == "normal":  # a canary of the agent may take it, sticky per user
+                    version, rollout_id = await rollout.resolve_version(
+                        conn, input.tenant_id, input.agent_name, end_user=parent.end_user,
+                        idempotency_key=key,
+                    )  # fmt: skip
+                else:
+                    version = await agents.get_version(conn, input.tenant_id, input.agent_name)
+                    rollout_id = None
             except NotFound:
                 return ChildRunOutput(error=f"Agent '{input.agent_name}' does not exist.")
             record, inbox_id, _ = await runs.create_run(
@@ -113,8 +122,10 @@ class StoreActivities:
                 agent_version=version.version,
                 objective=task,
                 mode=input.mode,
-                idempotency_key=f"child:{input.parent_run_id}:{input.call_id}",
+                idempotency_key=key,
                 parent=(input.parent_run_id, input.call_id),
+                end_user=parent.end_user,
+                rollout_id=rollout_id,
             )
             await runs.append_event(
                 conn, input.tenant_id, input.parent_run_id,

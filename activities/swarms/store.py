@@ -8,7 +8,7 @@ from core.db import Pool
 from core.errors import NotFound
 from core.payloads import RunEvent
 from core.providers import default_model
-from core.runs import agents
+from core.runs import agents, rollout
 from core.runs import store as runs
 from core.settings import Settings
 from core.swarms import store as swarm_store
@@ -106,6 +106,11 @@ class SwarmActivities:
                 subtask = records[start.subtask_id]
                 try:
                     agent = await swarm_store.role_agent(conn, input.tenant_id, subtask.role, model)
+                    # A canary of the role's agent may take the subtask (every attempt alike).
+                    agent, rollout_id = await rollout.resolve_version(
+                        conn, input.tenant_id, agent.name,
+                        idempotency_key=f"swarm:{swarm.id}:{subtask.id}",
+                    )  # fmt: skip
                 except NotFound:
                     out.append(
                         SubtaskRun(
@@ -127,6 +132,7 @@ class SwarmActivities:
                     agent_version=agent.version,
                     objective=subtask_objective(swarm.objective, subtask, deps),
                     idempotency_key=f"swarm:{swarm.id}:{subtask.id}:{start.attempt}",
+                    rollout_id=rollout_id,
                     swarm=runs.SwarmAttempt(
                         swarm_id=swarm.id,
                         subtask_id=subtask.id,

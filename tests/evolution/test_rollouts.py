@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 from temporalio.client import Client
 
+from activities.runs.store import StoreActivities
 from activities.tools.framework import ToolContext, ToolDefinition
 from api.cli import rollouts as cli_rollouts
 from api.cli import runs as cli_runs
@@ -30,8 +31,10 @@ from core.evolution.payloads import EvolutionSettings
 from core.evolution.rollout_payloads import CanaryRef, RolloutSettings
 from core.evolution.rollouts import Conn
 from core.evolution.sequential import SequentialPolicy
+from core.payloads import RunMode
 from core.runs import agents
-from core.runs.payloads import AgentSpec
+from core.runs import store as runs
+from core.runs.payloads import AgentSpec, ChildRunInput
 from core.runs.rollout import resolve_version
 from core.settings import Settings
 from tests.api.test_api import assert_error
@@ -191,11 +194,11 @@ async def test_a_canary_that_scores_worse_is_rolled_back_by_the_sequential_test(
     name = await new_agent(pool, "worse")
     rollout_id = await start_canary(pool, client, settings, name, policy())
     async with api_with_workers(settings, pool, key, timeout=60) as http:
-        runs = await live_runs(http, name, range(24))
+        finished = await live_runs(http, name, range(24))
         state = await wait_decided(http, name)
         versions = (await http.get(f"/v1/agents/{name}/versions")).json()
-    assert {r["agent_version"] for r in runs} == {1, 2}
-    assert all(r["rollout_id"] == rollout_id for r in runs if r["agent_version"] == 2)
+    assert {r["agent_version"] for r in finished} == {1, 2}
+    assert all(r["rollout_id"] == rollout_id for r in finished if r["agent_version"] == 2)
     decided = state["history"][0]
     assert decided["id"] == rollout_id and decided["status"] == "rolled_back", decided
     assert "worse than the stable version" in decided["reason"]
@@ -329,7 +332,7 @@ async def test_shadow_runs_never_execute_side_effects(
         spec(MARK, tools=["place_order"]),
     )  # fmt: skip
     async with api_with_workers(settings, pool, key, timeout=60, extra_tools=[ORDER]) as http:
-        runs = await live_runs(http, name, range(3))
+        finished = await live_runs(http, name, range(3))
         for _ in range(300):
             async with pool.connection() as conn:
                 cur = await conn.execute(
@@ -339,9 +342,9 @@ async def test_shadow_runs_never_execute_side_effects(
             if len(pairs) == 3:
                 break
             await asyncio.sleep(0.2)
-    assert all(r["agent_version"] == 1 for r in runs)  # no live run on the canary
+    assert all(r["agent_version"] == 1 for r in finished)  # no live run on the canary
     assert len(TOOL_CALLS) == 3  # the live runs ordered; the shadow runs did not
-    assert {p["live_run_id"] for p in pairs} == {r["id"] for r in runs}
+    assert {p["live_run_id"] for p in pairs} == {r["id"] for r in finished}
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT r.mode, e.data FROM runs r JOIN run_events e ON e.run_id = r.id"
@@ -457,3 +460,31 @@ async def test_the_cli_sets_shows_and_removes_the_rollout_policy(
     assert "canaries and rollbacks" in history and "│ canary │ v2 beside v1 │ active │" in history
     off = await colony("rollout", name, "--off")
     assert "no rollout policy" in off
+
+
+async def test_agents_called_as_tools_go_through_the_resolver(pool: Pool) -> None:
+    """A delegated run of an agent with a canary is assigned like an API run (normal mode)."""
+    name = await new_agent(pool, "callee")
+    caller = await new_agent(pool, "caller")
+    async with pool.connection() as conn:
+        rollout_id = await add_canary(conn, name, policy(canary_share=1.0))
+        parent, _, _ = await runs.create_run(
+            conn, tenant_id=TENANT, agent_name=caller, agent_version=1, objective="delegate",
+            end_user="alice",
+        )  # fmt: skip
+    store = StoreActivities(pool)
+
+    async def child(call_id: str, mode: RunMode) -> runs.RunRecord:
+        out = await store.create_child_run(
+            ChildRunInput(
+                tenant_id=TENANT, parent_run_id=parent.id, call_id=call_id, agent_name=name,
+                arguments='{"task": "What is 6 times 7?"}', mode=mode,
+            )
+        )  # fmt: skip
+        async with pool.connection() as conn:
+            return await runs.get_run(conn, TENANT, out.run_id)
+
+    live = await child("c1", "normal")
+    assert (live.agent_version, live.rollout_id, live.end_user) == (2, rollout_id, "alice")
+    evaluated = await child("c2", "evaluation")
+    assert (evaluated.agent_version, evaluated.rollout_id) == (1, None)
