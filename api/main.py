@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 
 from api import errors
 from api.deps import TemporalHandle
+from api.limits import BodySizeLimit
 from api.routes import (
     agents,
     evolution,
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.temporal = TemporalHandle(settings)
     errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
 
     @app.middleware("http")
     async def record_metrics(

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # The OpenAPI document and its pages (/openapi.json, /docs, /redoc): open by default
     # (README, "The API's documentation"); false removes them.
     api_docs: bool = Field(default=True, validation_alias="COLONY_API_DOCS")
+    # Request bodies larger than this are refused with 413 before they are read whole.
+    api_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, validation_alias="COLONY_API_MAX_BODY_BYTES"
+    )
 
     # Clients of the API (the CLI).
     api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")
