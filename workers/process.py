@@ -38,6 +38,8 @@ class ProcessSpec:
     run_as: str | None = None  # a user name; only honoured when we are root
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 15.0
+    umask: int = 0o077
+    """Files the child creates (Temporal's database, say) are private to its user."""
 
 
 class ManagedProcess:
@@ -70,6 +72,7 @@ class ManagedProcess:
         """
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.spec.log_path.open("ab") as out:
+            self.spec.log_path.chmod(0o600)  # logs hold objectives and errors
             out.write(
                 f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.spec.name}\n".encode()
             )
@@ -84,6 +87,7 @@ class ManagedProcess:
                 # Own process group: a Ctrl-C in the terminal reaches only the supervisor,
                 # which then stops children in order.
                 start_new_session=True,
+                umask=self.spec.umask,
             )
         self.started_at = time.monotonic()
         if self.spec.ready is None:

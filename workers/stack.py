@@ -197,6 +197,8 @@ class Stack:
         # The data dir holds the admin key: not readable by others, but traversable
         # (the embedded Postgres runs unprivileged below it when we are root).
         self.data.chmod(0o711)
+        self.logs.mkdir(mode=0o700, exist_ok=True)
+        self.logs.chmod(0o700)  # logs hold objectives, answers and errors
         handle = (self.data / LOCK_FILE).open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -279,7 +281,11 @@ class Stack:
                     f"TEMPORAL_ADDRESS is set but Temporal is not reachable: {status.detail}"
                 )
             return
-        (self.data / "temporal").mkdir(exist_ok=True)
+        state = self.data / "temporal"
+        state.mkdir(mode=0o700, exist_ok=True)
+        state.chmod(0o700)  # run objectives and results live in its database
+        for path in state.glob("temporal.db*"):  # files an older version left readable
+            path.chmod(0o600)
         spec = temporal_server.server_spec(
             port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
             db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
