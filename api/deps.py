@@ -76,7 +76,9 @@ async def get_principal(
     if scheme.lower() != "bearer" or not key.strip():
         raise AuthError("malformed Authorization header: expected 'Bearer <key>'")
     async with pool.connection() as conn:
-        return await tenants.authenticate(conn, key.strip())
+        principal = await tenants.authenticate(conn, key.strip())
+    request.state.principal = principal  # who the audit log names
+    return principal
 
 
 async def require_admin(

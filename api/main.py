@@ -6,6 +6,7 @@ agent logic never runs here.
 Run with `colony api` (uvicorn, factory `api.main:create_app`).
 """
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,8 +32,10 @@ from api.routes import (
     tenant,
     tools,
 )
-from core import db, metrics, telemetry
+from core import audit, db, metrics, telemetry, tenants
 from core.settings import Settings
+
+log = logging.getLogger("colony.api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.temporal = TemporalHandle(settings)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+
+    @app.middleware("http")
+    async def record_audit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        principal = getattr(request.state, "principal", None)
+        if request.method in audit.MUTATING and principal is not None:
+            await _audit(request, principal, response.status_code)
+        return response
 
     @app.middleware("http")
     async def record_metrics(
@@ -86,3 +99,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evolution.runs_router)
     app.include_router(rollouts.router)
     return app
+
+
+async def _audit(request: Request, principal: tenants.Principal, status: int) -> None:
+    """Write the call's audit entry; a failure is logged, the response stands."""
+    route = request.scope.get("route")
+    try:
+        async with request.app.state.pool.connection() as conn:
+            await audit.record(
+                conn, tenant_id=principal.tenant_id, key_id=principal.key_id,
+                method=request.method, route=getattr(route, "path", request.url.path),
+                path=request.url.path, resource=dict(request.path_params), status=status,
+            )  # fmt: skip
+    except Exception:
+        log.exception("could not write the audit entry of %s %s", request.method, request.url.path)

@@ -1,10 +1,18 @@
-"""Identity and API keys of the caller's tenant."""
+"""Identity, API keys and the audit log of the caller's tenant."""
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
-from api.schemas.ops import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, WhoAmIPublic
-from core import tenants
+from api.schemas.ops import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    AuditEntryPublic,
+    WhoAmIPublic,
+)
+from core import audit, tenants
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 
@@ -37,3 +45,17 @@ async def revoke_key(key_id: str, principal: AdminDep, pool: PoolDep) -> ApiKeyP
     async with pool.connection() as conn:
         record = await tenants.revoke_api_key(conn, principal.tenant_id, key_id)
     return ApiKeyPublic(**record.model_dump(exclude={"tenant_id"}))
+
+
+@router.get("/audit", response_model=list[AuditEntryPublic])
+async def list_audit(
+    principal: AdminDep, pool: PoolDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AuditEntryPublic]:
+    """The tenant's audit log, newest first (admin only).
+
+    Every authenticated call that could change something (POST, PUT, PATCH, DELETE), with
+    its key, route, resource, time and status, refused ones included.
+    """
+    async with pool.connection() as conn:
+        found = await audit.entries(conn, principal.tenant_id, limit=limit)
+    return [AuditEntryPublic.model_validate(e.model_dump()) for e in found]

@@ -1,7 +1,7 @@
-"""HTTP bodies of the operational routes: health, the caller's identity, API keys, stack checks."""
+"""HTTP bodies of the operational routes: health, identity, API keys, audit, stack checks."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -83,3 +83,16 @@ class TenantSettingsUpdate(Body):
     """Change settings of the caller's tenant (admin only)."""
 
     sharing: SharingMode
+
+
+class AuditEntryPublic(BaseModel):
+    """One audited call: which key did what, where, when, and how it ended."""
+
+    id: int
+    key_id: str
+    method: str
+    route: str = Field(description="the route's template, e.g. /v1/agents/{name}")
+    path: str
+    resource: dict[str, Any] = Field(description="the path parameters: which resource")
+    status: int
+    created_at: datetime

@@ -86,3 +86,33 @@ async def test_every_route_but_the_health_check_needs_a_key(settings: Settings) 
                 assert_error(response, 401, "unauthorized")
         docs = await http.get("/openapi.json")
     assert docs.status_code == 200
+
+
+async def test_mutating_calls_are_audited_for_the_tenants_admins(
+    client_for: ClientFor, pool: Pool
+) -> None:
+    keys = await tenant_keys(pool, "audited", "bystander")
+    member = (await tenant_keys(pool, "audited", role="member"))["audited"]
+    agent = {"name": "auditee", "instructions": "You answer.", "model": "openai/scripted-model"}
+    async with client_for(keys["audited"]) as http:
+        created = await http.post("/v1/agents", json=agent)
+        refused = await http.put("/v1/agents/nobody/rollout", json={})
+        await http.get("/v1/agents")  # a read: not audited
+        log = (await http.get("/v1/audit")).json()
+    async with client_for(member) as http:
+        member_read = await http.get("/v1/audit")
+        await http.post("/v1/agents/auditee/rollback", json={"version": 1})
+    async with client_for(keys["bystander"]) as http:
+        other = (await http.get("/v1/audit")).json()
+    assert created.status_code == 201 and refused.status_code == 404
+    assert [(e["method"], e["route"], e["resource"], e["status"]) for e in log] == [
+        ("PUT", "/v1/agents/{name}/rollout", {"name": "nobody"}, 404),
+        ("POST", "/v1/agents", {}, 201),
+    ]
+    assert all(e["key_id"].startswith("key_") for e in log)
+    assert_error(member_read, 403, "forbidden")
+    assert other == []
+    async with client_for(keys["audited"]) as http:
+        latest = (await http.get("/v1/audit", params={"limit": 1})).json()
+    # The member's call is audited too (refused: v1 is already the latest).
+    assert latest[0]["route"] == "/v1/agents/{name}/rollback" and latest[0]["status"] == 422
