@@ -1,17 +1,20 @@
 """The API's side of a workflow: start it once, read its live state, ask it to stop."""
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from temporalio.client import Client
-from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.types import MethodAsyncSingleParam, ParamType, ReturnType, SelfType
 
-from core import metrics
+from core import metrics, search_attributes
+from core.errors import ErrorType, InvalidInput, StackError
 from core.queues import TaskQueue
 from core.settings import Settings
 
@@ -60,6 +63,42 @@ async def start_named_once(
         ),
         kind,
     )  # fmt: skip
+
+
+async def execute_briefly(
+    client: Client,
+    settings: Settings,
+    workflow: MethodAsyncSingleParam[SelfType, ParamType, ReturnType],
+    arg: ParamType,
+    *,
+    kind: str,
+    tenant_id: str,
+    execution_timeout: timedelta,
+    what: str,
+) -> ReturnType:
+    """Run a short workflow whose work is on the memory lane to its result (a request's answer).
+
+    Its id is `{kind}-{random}`. A failure the activity typed `invalid_request` is the
+    caller's (422); any other means the lane did not answer (503, naming `what`).
+    """
+    workflow_id = f"{kind}-{uuid.uuid4().hex}"
+    metrics.WORKFLOWS_STARTED.labels(kind=kind).inc()
+    try:
+        return await client.execute_workflow(
+            workflow, arg, id=workflow_id, task_queue=orchestration_queue(settings),
+            execution_timeout=execution_timeout,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(search_attributes.TENANT, tenant_id),
+                SearchAttributePair(search_attributes.KIND, kind),
+            ]),
+        )  # fmt: skip
+    except WorkflowFailureError as exc:
+        cause = exc.cause.__cause__ if isinstance(exc.cause, ActivityError) else exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.INVALID_REQUEST:
+            raise InvalidInput(cause.message) from exc
+        raise StackError(
+            f"{what} failed: the memory lane did not answer (workflow {workflow_id})"
+        ) from exc
 
 
 def orchestration_queue(settings: Settings) -> str:

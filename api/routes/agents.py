@@ -1,14 +1,12 @@
 """Agents and their versions, and drafts of new agents (`POST /v1/agents/bootstrap`)."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Path, Query, Response, status
-from temporalio.client import WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.live import execute_briefly
 from api.routes.tools import unknown_tools
 from api.schemas.rollouts import RolloutPublic
 from api.schemas.runs import (
@@ -19,12 +17,9 @@ from api.schemas.runs import (
     AgentPublic,
     AgentRollback,
 )
-from core import search_attributes
-from core.errors import InvalidInput, NotFound, StackError
+from core.errors import InvalidInput, NotFound
 from core.evolution import rollouts
 from core.evolution import store as evolutions
-from core.metrics import WORKFLOWS_STARTED
-from core.queues import TaskQueue
 from core.redact import mask_sensitive
 from core.runs import agents, metrics
 from core.runs.bootstrap import MAX_OBJECTIVE_CHARS, BootstrapInput
@@ -98,26 +93,12 @@ async def bootstrap_agent(
         raise InvalidInput("the objective is blank")
     # Masked before it reaches Temporal's history, the embedder or the drafted instructions.
     objective = mask_sensitive(body.objective)[:MAX_OBJECTIVE_CHARS]
-    workflow_id = f"agent-bootstrap-{uuid.uuid4().hex}"
-    WORKFLOWS_STARTED.labels(kind="agent-bootstrap").inc()
-    try:
-        draft = await client.execute_workflow(
-            AgentBootstrapWorkflow.run,
-            BootstrapInput(tenant_id=principal.tenant_id, objective=objective, name=body.name),
-            id=workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            execution_timeout=BOOTSTRAP_TIMEOUT,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.TENANT, principal.tenant_id),
-                    SearchAttributePair(search_attributes.KIND, "agent-bootstrap"),
-                ]
-            ),
-        )
-    except WorkflowFailureError as exc:
-        raise StackError(
-            f"agent bootstrap failed: the memory lane did not answer (workflow {workflow_id})"
-        ) from exc
+    draft = await execute_briefly(
+        client, settings, AgentBootstrapWorkflow.run,
+        BootstrapInput(tenant_id=principal.tenant_id, objective=objective, name=body.name),
+        kind="agent-bootstrap", tenant_id=principal.tenant_id, execution_timeout=BOOTSTRAP_TIMEOUT,
+        what="agent bootstrap",
+    )  # fmt: skip
     return AgentDraftPublic(
         spec=AgentCreate(name=draft.name, **draft.spec.model_dump()),
         evidence=draft.evidence,

@@ -8,22 +8,19 @@ embedded. Everything is scoped to the caller's tenant.
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Query
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError
 
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
+from api.live import execute_briefly
 from api.schemas.memory import (
     MemoryDeletedPublic,
     MemoryHitPublic,
     MemoryQueryCreate,
     MemoryQueryPublic,
 )
-from core import metrics, search_attributes
-from core.errors import ErrorType, InvalidInput, NotFound, StackError
+from core.errors import InvalidInput, NotFound
 from core.memory.payloads import (
     DeleteMemoriesInput,
     DeleteMemoriesOutput,
@@ -31,9 +28,7 @@ from core.memory.payloads import (
     RecallInput,
     RecallOutput,
 )
-from core.queues import TaskQueue
 from core.redact import mask_sensitive
-from core.settings import Settings
 from workflows.memory_query import MemoryDeleteWorkflow, MemoryQueryWorkflow
 
 router = APIRouter(prefix="/v1/memory", tags=["memory"])
@@ -55,9 +50,9 @@ async def query_memory(
         kinds=body.kinds,
         limit=body.limit,
     )
-    output: RecallOutput = await _execute(
-        client, settings, MemoryQueryWorkflow.run, recall, "memory-query", QUERY_TIMEOUT,
-        principal.tenant_id,
+    output: RecallOutput = await execute_briefly(
+        client, settings, MemoryQueryWorkflow.run, recall, kind="memory-query", tenant_id=principal.tenant_id,
+        execution_timeout=QUERY_TIMEOUT, what="memory request",
     )  # fmt: skip
     return MemoryQueryPublic(
         query=query,
@@ -92,9 +87,9 @@ async def delete_memories(
     filters = DeleteMemoriesInput(
         tenant_id=principal.tenant_id, agent_name=agent, source_run_id=run, kinds=kind or None
     )
-    output: DeleteMemoriesOutput = await _execute(
-        client, settings, MemoryDeleteWorkflow.run, filters, "memory-delete", DELETE_TIMEOUT,
-        principal.tenant_id,
+    output: DeleteMemoriesOutput = await execute_briefly(
+        client, settings, MemoryDeleteWorkflow.run, filters, kind="memory-delete", tenant_id=principal.tenant_id,
+        execution_timeout=DELETE_TIMEOUT, what="memory request",
     )  # fmt: skip
     return MemoryDeletedPublic(deleted=output.deleted)
 
@@ -109,45 +104,10 @@ async def delete_memory(
     except ValueError:
         raise NotFound(f"no memory {memory_id!r}") from None
     filters = DeleteMemoriesInput(tenant_id=principal.tenant_id, ids=[memory_id])
-    output: DeleteMemoriesOutput = await _execute(
-        client, settings, MemoryDeleteWorkflow.run, filters, "memory-delete", DELETE_TIMEOUT,
-        principal.tenant_id,
+    output: DeleteMemoriesOutput = await execute_briefly(
+        client, settings, MemoryDeleteWorkflow.run, filters, kind="memory-delete", tenant_id=principal.tenant_id,
+        execution_timeout=DELETE_TIMEOUT, what="memory request",
     )  # fmt: skip
     if output.deleted == 0:
         raise NotFound(f"no memory {memory_id!r}")
     return MemoryDeletedPublic(deleted=output.deleted)
-
-
-async def _execute(
-    client: Client,
-    settings: Settings,
-    run: Any,
-    arg: Any,
-    kind: str,
-    execution_timeout: timedelta,
-    tenant_id: str,
-) -> Any:
-    """Run a memory workflow to completion; its failures as API errors."""
-    workflow_id = f"{kind}-{uuid.uuid4().hex}"
-    metrics.WORKFLOWS_STARTED.labels(kind=kind).inc()
-    try:
-        return await client.execute_workflow(
-            run,
-            arg,
-            id=workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            execution_timeout=execution_timeout,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.TENANT, tenant_id),
-                    SearchAttributePair(search_attributes.KIND, kind),
-                ]
-            ),
-        )
-    except WorkflowFailureError as exc:
-        cause = exc.cause.__cause__ if isinstance(exc.cause, ActivityError) else exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == ErrorType.INVALID_REQUEST:
-            raise InvalidInput(cause.message) from exc
-        raise StackError(
-            f"memory request failed: the memory lane did not answer (workflow {workflow_id})"
-        ) from exc

@@ -5,19 +5,15 @@ otherwise take `search` for a tool name. The search itself runs as `ToolSearchWo
 because only the memory lane may open the vector store.
 """
 
-import uuid
 from datetime import timedelta
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from temporalio.client import WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
-from core import metrics, search_attributes
-from core.errors import InvalidInput, StackError
-from core.queues import TaskQueue
+from api.live import execute_briefly
+from core.errors import InvalidInput
 from core.tools.search import MAX_LIMIT, MAX_QUERY_CHARS, ToolSearchInput
 from workflows.tool_search import ToolSearchWorkflow
 
@@ -57,26 +53,12 @@ async def search_tools(
     """The built-in and enabled registered tools that best match `q`, by meaning."""
     if not q.strip():
         raise InvalidInput("the query `q` is blank")
-    workflow_id = f"tool-search-{uuid.uuid4().hex}"
-    metrics.WORKFLOWS_STARTED.labels(kind="tool-search").inc()
-    try:
-        output = await client.execute_workflow(
-            ToolSearchWorkflow.run,
-            ToolSearchInput(tenant_id=principal.tenant_id, query=q, limit=limit),
-            id=workflow_id,
-            task_queue=TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix,
-            execution_timeout=SEARCH_TIMEOUT,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.TENANT, principal.tenant_id),
-                    SearchAttributePair(search_attributes.KIND, "tool-search"),
-                ]
-            ),
-        )
-    except WorkflowFailureError as exc:
-        raise StackError(
-            f"tool search failed: the memory lane did not answer (workflow {workflow_id})"
-        ) from exc
+    output = await execute_briefly(
+        client, settings, ToolSearchWorkflow.run,
+        ToolSearchInput(tenant_id=principal.tenant_id, query=q, limit=limit),
+        kind="tool-search", tenant_id=principal.tenant_id, execution_timeout=SEARCH_TIMEOUT,
+        what="tool search",
+    )  # fmt: skip
     return ToolSearchPublic(
         query=q.strip(),
         hits=[
