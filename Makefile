@@ -73,12 +73,14 @@ bench: install
 
 # Deliberate upgrade: re-resolve every lock to the newest allowed versions, install them,
 # run the suite, and leave the lock diffs for review (nothing is committed).
+# `make lock UPGRADE=` re-locks after a pyproject change and keeps every other pin.
+UPGRADE ?= --upgrade
 lock: $(UV)
-	$(UV) pip compile -q --upgrade --generate-hashes --universal --python-version 3.11 \
+	$(UV) pip compile -q $(UPGRADE) --generate-hashes --universal --python-version 3.11 \
 	  requirements/uv.in -o requirements/uv.txt
-	$(UV) pip compile -q --upgrade --no-deps --generate-hashes --universal --python-version 3.11 \
+	$(UV) pip compile -q $(UPGRADE) --no-deps --generate-hashes --universal --python-version 3.11 \
 	  requirements/no-deps.in -o requirements/no-deps.txt
-	$(UV) lock --upgrade
+	$(UV) lock $(UPGRADE)
 	$(MAKE) test
 	@git diff --stat -- uv.lock requirements/
 	@echo "review the lock diff above, then commit it with the change that needed it"
