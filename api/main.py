@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
-from api import errors
+from api import errors, inputs, openapi
 from api.deps import TemporalHandle
 from api.limits import BodySizeLimit
 from api.routes import (
@@ -56,10 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Durable orchestration for AI agents on Temporal.",
         lifespan=lifespan,
         openapi_url="/openapi.json" if settings.api_docs else None,
+        dependencies=[Depends(inputs.reject_nul)],
     )
     app.state.settings = settings
     app.state.temporal = TemporalHandle(settings)
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
 
     @app.middleware("http")
