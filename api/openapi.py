@@ -25,6 +25,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from api.deps import get_principal
 
 ERROR_SCHEMA = "Error"
+IDEMPOTENCY_CONFLICT = (
+    "The `Idempotency-Key` was used before, with a different body (`idempotency_conflict`)."
+)
 
 _ERROR: dict[str, Any] = {
     "title": ERROR_SCHEMA,
@@ -88,7 +91,7 @@ def document_errors(app: FastAPI, document: dict[str, Any]) -> None:
             statuses |= {401, 403, 429}
         if route.dependant.path_params:
             statuses.add(404)
-        for method in route.methods:
+        for method in route.methods or ():
             operation = document["paths"][context.path_format].get(method.lower())
             if operation is not None:
                 _add_errors(operation, statuses)
@@ -96,10 +99,11 @@ def document_errors(app: FastAPI, document: dict[str, Any]) -> None:
 
 def _add_errors(operation: dict[str, Any], statuses: set[int]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    for status in statuses:
-        responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})
+    for added in statuses:
+        responses.setdefault(str(added), {"description": _DESCRIPTIONS[added]})
     shape = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
     for status, response in responses.items():
+        # FastAPI's own 422 has another shape than the one Colony answers: replaced.
         if status[0] in "45" and (status == "422" or "content" not in response):
             response["content"] = shape
             if status == "422":

@@ -11,6 +11,7 @@ Exceptions raised by our own code form one tree, so callers catch what they mean
     ├── PermissionDenied      the key is valid but may not do this             (HTTP 403)
     ├── NotFound              a named resource does not exist                   (HTTP 404)
     ├── Conflict              the request conflicts with existing state         (HTTP 409)
+    │   └── IdempotencyConflict   an idempotency key reused for another request
     └── InvalidInput          the request is well-formed JSON but not valid     (HTTP 422)
 
 Inside workflows and activities errors cross Temporal as `ApplicationError`s whose
@@ -84,6 +85,12 @@ class Conflict(ColonyError):
 
     status_code = 409
     error_type = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    """An idempotency key was used before, by a request with a different body."""
+
+    error_type = "idempotency_conflict"
 
 
 class InvalidInput(ColonyError):

@@ -8,6 +8,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep, TemporalHandleDep
 from api.live import query_status, request_cancel, start_once
+from api.openapi import IDEMPOTENCY_CONFLICT
 from api.schemas.runs import (
     ApprovalCreate,
     EventPublic,
@@ -19,7 +20,7 @@ from api.schemas.runs import (
     RunCreate,
     RunPublic,
 )
-from core import search_attributes
+from core import idempotency, search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput, NotFound
 from core.event_log import EventRecord
@@ -35,7 +36,8 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": RunPublic, "description": "the run this idempotency key started"}})  # fmt: skip
+             responses={200: {"model": RunPublic, "description": "the run this idempotency key started"},
+                        409: {"description": IDEMPOTENCY_CONFLICT}})  # fmt: skip
 async def create_run(
     body: RunCreate,
     principal: PrincipalDep,
@@ -45,12 +47,19 @@ async def create_run(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RunPublic:
-    """Start a run; with an idempotency key a repeated POST returns the same run."""
+    """Start a run; with an idempotency key a repeated POST returns the same run.
+
+    The key names this request: reused with a different body it is refused (409
+    `idempotency_conflict`).
+    """
     objective, extra = _objective(body)
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
+    request_hash = _request_hash(body) if key else None
     rollout_id: str | None = None
     async with pool.connection() as conn:
+        # Before anything is made for the request (an inline agent's version).
+        await idempotency.check(conn, "runs", tenant, key, request_hash)
         if body.agent_spec is not None:
             if body.agent is not None:
                 raise InvalidInput("give either `agent` or `agent_spec`, not both")
@@ -68,6 +77,7 @@ async def create_run(
             conn, tenant_id=tenant, agent_name=version.name, agent_version=version.version,
             objective=objective, mode=body.mode, conversation=body.conversation,
             idempotency_key=key, end_user=body.end_user, rollout_id=rollout_id,
+            request_hash=request_hash,
         )  # fmt: skip
         inbox_ids = [inbox_id]
         if created:
@@ -79,6 +89,11 @@ async def create_run(
     if not created:
         response.status_code = status.HTTP_200_OK
     return await _public(client, settings, record)
+
+
+def _request_hash(body: RunCreate) -> bytes:
+    """The body as the key names it: the key itself (header or field) left out."""
+    return idempotency.request_hash(body.model_dump(mode="json", exclude={"idempotency_key"}))
 
 
 DEFAULT_AGENT = "assistant"

@@ -9,9 +9,10 @@ from temporalio.client import Client
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.live import query_status, request_cancel, start_once
+from api.openapi import IDEMPOTENCY_CONFLICT
 from api.schemas.runs import EventPublic
 from api.schemas.swarms import SubtaskPublic, SwarmCreate, SwarmPublic
-from core import search_attributes
+from core import idempotency, search_attributes
 from core.db import Pool
 from core.errors import Conflict, InvalidInput
 from core.event_log import EventRecord
@@ -40,7 +41,8 @@ router = APIRouter(prefix="/v1/swarms", tags=["swarms"])
 
 
 @router.post("", response_model=SwarmPublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": SwarmPublic, "description": "the swarm this idempotency key started"}})  # fmt: skip
+             responses={200: {"model": SwarmPublic, "description": "the swarm this idempotency key started"},
+                        409: {"description": IDEMPOTENCY_CONFLICT}})  # fmt: skip
 async def create_swarm(
     body: SwarmCreate,
     principal: PrincipalDep,
@@ -53,15 +55,19 @@ async def create_swarm(
     """Start a swarm; with an idempotency key a repeated POST returns the same swarm.
 
     With `recipe`, the recipe's saved plan runs on the objective (404 for an unknown
-    recipe, 422 when its plan cannot run now).
+    recipe, 422 when its plan cannot run now). The key names this request: reused with a
+    different body it is refused (409 `idempotency_conflict`).
     """
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
+    hashed = _request_hash(body) if key else None
+    async with pool.connection() as conn:
+        await idempotency.check(conn, "swarms", tenant, key, hashed)
     if body.recipe is not None:
-        record, created = await _recipe_swarm(pool, settings, tenant, body, key)
+        record, created = await _recipe_swarm(pool, settings, tenant, body, key, hashed)
     else:
         _check_policy(body.limits, body.mode)
-        record, created = await _new_swarm(pool, settings, tenant, body, key)
+        record, created = await _new_swarm(pool, settings, tenant, body, key, hashed)
     # As with runs: the row is committed first, so a retry with the same key after
     # Temporal was down starts the same swarm.
     if created or record.status == "queued":
@@ -69,6 +75,11 @@ async def create_swarm(
     if not created:
         response.status_code = status.HTTP_200_OK
     return await _live_public(pool, client, settings, record)
+
+
+def _request_hash(body: SwarmCreate) -> bytes:
+    """The body as the key names it: the key itself (header or field) left out."""
+    return idempotency.request_hash(body.model_dump(mode="json", exclude={"idempotency_key"}))
 
 
 def _check_policy(limits: SwarmLimits, mode: SwarmMode) -> None:
@@ -80,8 +91,9 @@ def _check_policy(limits: SwarmLimits, mode: SwarmMode) -> None:
 
 
 async def _recipe_swarm(
-    pool: Pool, settings: Settings, tenant: str, body: SwarmCreate, key: str | None
-) -> tuple[SwarmRecord, bool]:
+    pool: Pool, settings: Settings, tenant: str, body: SwarmCreate, key: str | None,
+    hashed: bytes | None,
+) -> tuple[SwarmRecord, bool]:  # fmt: skip
     """A swarm that runs the recipe `body.recipe` (its plan, mode and, by default, settings)."""
     assert body.recipe is not None
     given = body.model_fields_set
@@ -97,13 +109,14 @@ async def _recipe_swarm(
         return await recipes.create_recipe_swarm(
             conn, tenant_id=tenant, recipe=recipe, objective=body.objective,
             default_model=default_model(settings), queen=body.queen, settings=swarm_settings,
-            idempotency_key=key,
+            idempotency_key=key, request_hash=hashed,
         )  # fmt: skip
 
 
 async def _new_swarm(
-    pool: Pool, settings: Settings, tenant: str, body: SwarmCreate, key: str | None
-) -> tuple[SwarmRecord, bool]:
+    pool: Pool, settings: Settings, tenant: str, body: SwarmCreate, key: str | None,
+    hashed: bytes | None,
+) -> tuple[SwarmRecord, bool]:  # fmt: skip
     """A swarm of the queen's plan, or of the user's plan in `body`."""
     async with pool.connection() as conn:
         queen = await _queen(conn, tenant, body.queen, settings)
@@ -131,7 +144,7 @@ async def _new_swarm(
                 raise InvalidInput("the plan cannot run", details={"errors": errors})
         return await swarm_store.create_swarm(
             conn, tenant_id=tenant, objective=body.objective, mode=body.mode, queen=queen,
-            settings=body.settings(), plan=planned, idempotency_key=key,
+            settings=body.settings(), plan=planned, idempotency_key=key, request_hash=hashed,
         )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from core import event_log
+from core import event_log, idempotency
 from core.errors import NotFound
 from core.event_log import RUN_EVENTS, EventRecord
 from core.payloads import ChatMessage, ModelUsage, RunEvent, RunMode, ToolCallRequest
@@ -119,6 +119,7 @@ async def create_run(
     end_user: str | None = None,
     rollout_id: str | None = None,
     workflow_id: str | None = None,
+    request_hash: bytes | None = None,
 ) -> tuple[RunRecord, int, bool]:
     """Create a run and put its objective in the inbox.
 
@@ -129,6 +130,10 @@ async def create_run(
 
     Returns (run, inbox id of the objective, created). With an idempotency key that was
     used before, returns the existing run and `created=False`.
+
+    Raises:
+        IdempotencyConflict: the key's run was started by a request of another
+            `request_hash` (see `core.idempotency`).
     """
     run_id = new_run_id()
     workflow_id = workflow_id or workflow_id_for(run_id)
@@ -143,15 +148,18 @@ async def create_run(
         cur = await conn.execute(
             "INSERT INTO runs (id, tenant_id, agent_name, agent_version, workflow_id, mode,"
             " conversation, objective, idempotency_key, parent_run_id, parent_call_id,"
-            " swarm_id, subtask_id, models, max_cost_usd, evolution_id, end_user, rollout_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " swarm_id, subtask_id, models, max_cost_usd, evolution_id, end_user, rollout_id,"
+            " request_hash)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_RUN_COLUMNS}",
             (run_id, tenant_id, agent_name, agent_version, workflow_id, mode, conversation,
              objective, idempotency_key, *(parent or (None, None)), *attempt,
-             evaluation.evolution_id if evaluation else None, end_user, rollout_id),
+             evaluation.evolution_id if evaluation else None, end_user, rollout_id,
+             request_hash),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:
+            await idempotency.check(conn, "runs", tenant_id, idempotency_key, request_hash)
             existing = await _by_idempotency_key(conn, tenant_id, idempotency_key)
             cur = await conn.execute(
                 "SELECT min(id) AS id FROM run_inbox WHERE run_id = %s", (existing.id,)

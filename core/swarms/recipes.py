@@ -234,6 +234,7 @@ async def create_recipe_swarm(
     idempotency_key: str | None = None,
     workflow_id: str | None = None,
     parent_run_id: str | None = None,
+    request_hash: bytes | None = None,
 ) -> tuple[SwarmRecord, bool]:
     """Create a swarm that runs `recipe` on `objective` (the workflow is started by the caller).
 
@@ -260,7 +261,7 @@ async def create_recipe_swarm(
     return await swarm_store.create_swarm(
         conn, tenant_id=tenant_id, objective=objective, mode=recipe.mode, queen=queen_version,
         settings=settings, plan=plan, idempotency_key=idempotency_key, workflow_id=workflow_id,
-        recipe=recipe.name, parent_run_id=parent_run_id,
+        recipe=recipe.name, parent_run_id=parent_run_id, request_hash=request_hash,
     )  # fmt: skip
 
 

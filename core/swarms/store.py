@@ -14,7 +14,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from core import event_log
+from core import event_log, idempotency
 from core.errors import NotFound
 from core.event_log import SWARM_EVENTS, EventRecord
 from core.payloads import ModelUsage, RunEvent
@@ -183,6 +183,7 @@ async def create_swarm(
     workflow_id: str | None = None,
     recipe: str | None = None,
     parent_run_id: str | None = None,
+    request_hash: bytes | None = None,
 ) -> tuple[SwarmRecord, bool]:
     """Create a swarm, with the user's plan if given (as plan version 1).
 
@@ -190,20 +191,25 @@ async def create_swarm(
     workflow's id (with `recipe` and `parent_run_id`).
 
     Returns (swarm, created); a used idempotency key returns the existing swarm.
+
+    Raises:
+        IdempotencyConflict: the key's swarm was started by a request of another
+            `request_hash` (see `core.idempotency`).
     """
     swarm_id = new_swarm_id()
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO swarms (id, tenant_id, workflow_id, objective, mode, queen_agent,"
-            " queen_version, settings, user_plan, idempotency_key, recipe, parent_run_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " queen_version, settings, user_plan, idempotency_key, recipe, parent_run_id,"
+            " request_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {_SWARM_COLUMNS}",
             (swarm_id, tenant_id, workflow_id or workflow_id_for(swarm_id), objective, mode,
              queen.name, queen.version, Jsonb(settings.model_dump(mode="json")),
-             plan is not None, idempotency_key, recipe, parent_run_id),
+             plan is not None, idempotency_key, recipe, parent_run_id, request_hash),
         )  # fmt: skip
         row = await cur.fetchone()
         if row is None:
+            await idempotency.check(conn, "swarms", tenant_id, idempotency_key, request_hash)
             cur = await conn.execute(
                 f"SELECT {_SWARM_COLUMNS} FROM swarms WHERE tenant_id = %s AND idempotency_key = %s",
                 (tenant_id, idempotency_key),
