@@ -364,7 +364,8 @@ async def evolution_events(
     )  # fmt: skip
 
 
-@router.post("/{name}/evolutions/{evolution_id}/approve", response_model=EvolutionPublic)
+@router.post("/{name}/evolutions/{evolution_id}/approve", response_model=EvolutionPublic,
+             responses={409: {"description": "Nothing of the evolution waits for approval."}})  # fmt: skip
 async def approve_evolution(
     name: AgentName,
     evolution_id: str,
@@ -400,7 +401,8 @@ async def approve_evolution(
 
 
 @router.post("/{name}/evolutions/{evolution_id}/cancel", response_model=EvolutionPublic,
-             status_code=status.HTTP_202_ACCEPTED)  # fmt: skip
+             status_code=status.HTTP_202_ACCEPTED,
+             responses={409: {"description": "The evolution has finished."}})  # fmt: skip
 async def cancel_evolution(
     name: AgentName,
     evolution_id: str,

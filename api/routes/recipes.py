@@ -35,7 +35,9 @@ def _public(recipe: Recipe) -> RecipePublic:
 
 
 @router.post("", response_model=RecipePublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": RecipePublic, "description": "the same plan was saved under this name"}})  # fmt: skip
+             responses={200: {"model": RecipePublic, "description": "the same plan was saved under this name"},
+                        404: {"description": "No such swarm (`not_found`)."},
+                        409: {"description": "A recipe of this name has another plan."}})  # fmt: skip
 async def save_recipe(
     body: RecipeCreate, principal: PrincipalDep, pool: PoolDep, response: Response
 ) -> RecipePublic:

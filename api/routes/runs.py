@@ -37,6 +37,7 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED,
              responses={200: {"model": RunPublic, "description": "the run this idempotency key started"},
+                        404: {"description": "No such agent, or version of it (`not_found`)."},
                         409: {"description": IDEMPOTENCY_CONFLICT}})  # fmt: skip
 async def create_run(
     body: RunCreate,
@@ -257,9 +258,9 @@ async def run_events(
     )  # fmt: skip
 
 
-@router.post(
-    "/{run_id}/messages", response_model=MessageAccepted, status_code=status.HTTP_202_ACCEPTED
-)
+@router.post("/{run_id}/messages", response_model=MessageAccepted,
+             status_code=status.HTTP_202_ACCEPTED,
+             responses={409: {"description": "The run has finished, or is no conversation."}})  # fmt: skip
 async def submit_message(
     run_id: str, body: MessageCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
 ) -> MessageAccepted:
@@ -277,7 +278,8 @@ async def submit_message(
     return MessageAccepted(run_id=run_id, inbox_id=inbox_id)
 
 
-@router.post("/{run_id}/approvals", response_model=RunStatus)
+@router.post("/{run_id}/approvals", response_model=RunStatus,
+             responses={409: {"description": "The run has finished, or no such call waits."}})  # fmt: skip
 async def approve(
     run_id: str, body: ApprovalCreate, principal: PrincipalDep, pool: PoolDep, client: TemporalDep
 ) -> RunStatus:
@@ -297,7 +299,8 @@ async def approve(
     return result
 
 
-@router.post("/{run_id}/feedback", response_model=FeedbackPublic)
+@router.post("/{run_id}/feedback", response_model=FeedbackPublic,
+             responses={409: {"description": "The run has not finished yet."}})  # fmt: skip
 async def feedback(
     run_id: str,
     body: FeedbackCreate,
@@ -327,7 +330,8 @@ async def feedback(
     return FeedbackPublic(run_id=run_id, **body.model_dump())
 
 
-@router.post("/{run_id}/cancel", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{run_id}/cancel", response_model=RunPublic, status_code=status.HTTP_202_ACCEPTED,
+             responses={409: {"description": "The run has finished."}})  # fmt: skip
 async def cancel(
     run_id: str, principal: PrincipalDep, pool: PoolDep, client: TemporalDep, settings: SettingsDep
 ) -> RunPublic:

@@ -42,6 +42,7 @@ router = APIRouter(prefix="/v1/swarms", tags=["swarms"])
 
 @router.post("", response_model=SwarmPublic, status_code=status.HTTP_201_CREATED,
              responses={200: {"model": SwarmPublic, "description": "the swarm this idempotency key started"},
+                        404: {"description": "No such recipe or queen agent (`not_found`)."},
                         409: {"description": IDEMPOTENCY_CONFLICT}})  # fmt: skip
 async def create_swarm(
     body: SwarmCreate,
@@ -317,7 +318,8 @@ async def swarm_events(
 
 
 @router.post("/{swarm_id}/cancel", response_model=SwarmPublic,
-             status_code=status.HTTP_202_ACCEPTED)  # fmt: skip
+             status_code=status.HTTP_202_ACCEPTED,
+             responses={409: {"description": "The swarm has finished."}})  # fmt: skip
 async def cancel(
     swarm_id: str,
     principal: PrincipalDep,

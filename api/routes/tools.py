@@ -119,7 +119,10 @@ def _public(tool: StoredTool, stats: ToolStats | None) -> ToolPublic:
     "/tools",
     response_model=ToolPublic,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": ToolPublic, "description": "identical to the latest version"}},
+    responses={
+        200: {"model": ToolPublic, "description": "identical to the latest version"},
+        409: {"description": "The name is a built-in tool's."},
+    },
 )
 async def register_tool(
     body: ToolCreate, principal: PrincipalDep, pool: PoolDep, response: Response
