@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     e2b_api_key: SecretStr | None = Field(default=None, validation_alias="E2B_API_KEY")
     # Encrypts named secrets at rest; unset: a key file in the data dir (one host only).
     secrets_key: SecretStr | None = Field(default=None, validation_alias="COLONY_SECRETS_KEY")
+    # Keys being rotated out (comma-separated): they decrypt, never encrypt.
+    secrets_previous_keys: SecretStr | None = Field(
+        default=None, validation_alias="COLONY_SECRETS_PREVIOUS_KEYS"
+    )
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.

@@ -184,7 +184,7 @@ async def require_password(pgdata: Path, port: int, password: str) -> bool:
         # ALTER ROLE takes no bind parameters: quote the literal the server's way.
         literal = await (await conn.execute("SELECT quote_literal(%s)", (password,))).fetchone()
         assert literal is not None
-        await conn.execute(f"ALTER ROLE postgres PASSWORD {literal[0]}")  # type: ignore[arg-type]
+        await conn.execute(f"ALTER ROLE postgres PASSWORD {literal[0]}")
         stat = hba.stat()
         hba.write_text(_TRUST.sub(r"\1scram-sha-256\2", hba.read_text()))
         os.chown(hba, stat.st_uid, stat.st_gid)

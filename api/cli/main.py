@@ -62,6 +62,28 @@ async def _migrate(settings: Settings) -> list[Any]:
     return await db.migrate(settings.effective_database_url)
 
 
+@cli.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Re-encrypt stored secrets with COLONY_SECRETS_KEY (old keys in ..._PREVIOUS_KEYS)."""
+    from core import db
+    from core.tools import secrets
+
+    async def rotate() -> int:
+        settings = Settings()
+        cipher = secrets.cipher_from_settings(settings)
+        async with await db.connect(settings.effective_database_url) as conn:
+            async with conn.transaction():
+                return await secrets.rotate_secrets(conn, cipher)
+
+    try:
+        count = asyncio.run(rotate())
+    except ColonyError as exc:
+        _fail(exc.message)
+    except Exception as exc:  # connection errors from psycopg
+        _fail(f"cannot reach Postgres: {exc}. Start the stack (`colony up`) or set DATABASE_URL.")
+    console.print(f"{count} secret(s) re-encrypted with the current key", highlight=False)
+
+
 @cli.group()
 def keys() -> None:
     """Create, list and revoke API keys directly in Postgres (bootstraps deployments)."""
