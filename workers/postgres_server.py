@@ -23,6 +23,7 @@ from importlib import util
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from core.errors import ConfigError, StackError
 from core.settings import LOCAL_HOST, POSTGRES_PASSWORD_FILE, embedded_postgres_url
@@ -181,10 +182,8 @@ async def require_password(pgdata: Path, port: int, password: str) -> bool:
         return False
     async with await psycopg.AsyncConnection.connect(admin_url(port), autocommit=True) as conn:
         await conn.execute("SET password_encryption = 'scram-sha-256'")
-        # ALTER ROLE takes no bind parameters: quote the literal the server's way.
-        literal = await (await conn.execute("SELECT quote_literal(%s)", (password,))).fetchone()
-        assert literal is not None
-        await conn.execute(f"ALTER ROLE postgres PASSWORD {literal[0]}")
+        # ALTER ROLE takes no bind parameters: the password goes in as a quoted literal.
+        await conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
         stat = hba.stat()
         hba.write_text(_TRUST.sub(r"\1scram-sha-256\2", hba.read_text()))
         os.chown(hba, stat.st_uid, stat.st_gid)
