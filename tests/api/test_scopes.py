@@ -1,5 +1,6 @@
 """Key scopes, expiry and revocation: what each kind of key may call (issue 15)."""
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,10 +58,55 @@ async def client_for(settings: Settings) -> AsyncIterator[ClientFor]:
         yield factory
 
 
+ADMIN_ROUTES = {
+    ("GET", "/v1/api-keys"), ("POST", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
+    ("GET", "/v1/audit"), ("PUT", "/v1/tenant/settings"),
+    ("PUT", "/v1/secrets/{name}"), ("DELETE", "/v1/secrets/{name}"), ("PUT", "/v1/egress"),
+    ("POST", "/v1/mcp-servers"), ("POST", "/v1/mcp-servers/{name}/refresh"),
+    ("DELETE", "/v1/mcp-servers/{name}"),
+}  # fmt: skip
+"""The routes only admin keys may call (they depend on `AdminDep`)."""
+
+
 def test_the_scope_tables_name_routes_that_exist(settings: Settings) -> None:
     paths = create_app(settings).openapi()["paths"]
-    for method, path in EVAL_ROUTES | READS_SENT_AS_POST:
+    for method, path in EVAL_ROUTES | READS_SENT_AS_POST | ADMIN_ROUTES:
         assert method.lower() in paths.get(path, {}), (method, path)
+
+
+def expected_scopes(method: str, path: str) -> set[str]:
+    """The scopes that may call a route, from this file's table and api.deps's."""
+    if (method, path) in ADMIN_ROUTES:
+        return {"admin"}
+    if method == "GET" or (method, path) in READS_SENT_AS_POST:
+        return {"admin", "write", "eval", "read"}
+    if (method, path) in EVAL_ROUTES:
+        return {"admin", "write", "eval"}
+    return {"admin", "write"}
+
+
+async def test_every_route_refuses_exactly_the_keys_without_its_scope(
+    settings: Settings, keys: dict[str, str]
+) -> None:
+    app = create_app(settings)
+    documented = [
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+        if path != "/healthz"
+    ]
+    async with in_process_api(settings) as client_for:
+        for scope in ("read", "eval", "write"):
+            async with client_for(keys[scope]) as http:
+                for method, path in documented:
+                    url = re.sub(r"\{[^}]+\}", "x1", path)
+                    response = await http.request(method, url, params={"wait": 0})
+                    refused = response.status_code == 403
+                    allowed = scope in expected_scopes(method, path)
+                    assert refused != allowed, (scope, method, path, response.text)
+                    if refused:
+                        message = str(response.json()["error"]["message"])
+                        assert f"{method} {path} needs an API key with the" in message
 
 
 async def test_a_read_key_reads_but_changes_nothing(
