@@ -260,6 +260,16 @@ async def authenticate(conn: psycopg.AsyncConnection[Any], key: str) -> Principa
     )
 
 
+async def key_is_usable(conn: psycopg.AsyncConnection[Any], key_id: str) -> bool:
+    """Whether the key is neither revoked nor expired (open streams check it)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM api_keys WHERE id = %s AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        (key_id,),
+    )
+    return await cur.fetchone() is not None
+
+
 async def list_api_keys(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> list[ApiKeyRecord]:
     """Every key of a tenant, newest first."""
     cur = await conn.execute(

@@ -1,5 +1,6 @@
 """Key scopes, expiry and revocation: what each kind of key may call (issue 15)."""
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from api import sse
 from api.deps import EVAL_ROUTES, READS_SENT_AS_POST
 from api.main import create_app
 from core import tenants
@@ -264,3 +266,21 @@ async def test_the_last_admin_key_cannot_be_revoked_not_even_by_itself(
         still = await http.get("/v1/whoami")
     assert_error(last, 409, "conflict")
     assert still.status_code == 200 and still.json()["scopes"] == ["admin"]
+
+
+async def test_an_open_event_stream_ends_when_its_key_is_revoked(
+    client_for: ClientFor, keys: dict[str, str], pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse, "KEY_CHECK_SECONDS", 0.5)
+    async with pool.connection() as conn:
+        record, key = await tenants.create_api_key(conn, TENANT, "watcher", scopes=["read"])
+        run, _, _ = await runs.create_run(  # never finishes: its stream stays open
+            conn, tenant_id=TENANT, agent_name="graded", agent_version=1, objective="wait"
+        )
+    async with client_for(key) as http, client_for(keys["admin"]) as admin:
+        watching = asyncio.create_task(http.get(f"/v1/runs/{run.id}/events"))
+        await asyncio.sleep(1.5)
+        assert not watching.done()
+        await admin.delete(f"/v1/api-keys/{record.id}")
+        response = await asyncio.wait_for(watching, 10)
+    assert response.status_code == 200
