@@ -3,8 +3,9 @@ against tenant A's resources, answers 404 (or, without a path parameter, B's own
 never A's data and never a 5xx (issue 15).
 
 The walk enumerates `app.openapi()["paths"]`, so a new route is walked as soon as it
-exists; one whose path parameter is not in `PATH_VALUES`, or whose body is not in
-`BODIES` (it answers 422 for its body), fails the test until it is added.
+exists; one whose path parameter `Seeded.path_value` does not know, or whose required
+body is not in `bodies()` (it answers 422 for its body), fails the test until it is
+added. Routes it does not call are in `EXEMPT`, with the reason.
 """
 
 import asyncio
