@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     e2b_api_key: SecretStr | None = Field(default=None, validation_alias="E2B_API_KEY")
     # Encrypts named secrets at rest; unset: a key file in the data dir (one host only).
     secrets_key: SecretStr | None = Field(default=None, validation_alias="COLONY_SECRETS_KEY")
+    # Agents' moderation guardrails: an OpenAI-compatible endpoint (POST {url}/moderations);
+    # unset: they use the local lexicon classifier (core/runs/guardrails.py).
+    moderation_base_url: str | None = Field(
+        default=None, validation_alias="COLONY_MODERATION_BASE_URL"
+    )
+    moderation_api_key: SecretStr | None = Field(
+        default=None, validation_alias="COLONY_MODERATION_API_KEY"
+    )
+    moderation_model: str = Field(
+        default="omni-moderation-latest", validation_alias="COLONY_MODERATION_MODEL"
+    )
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.
