@@ -12,7 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from api.cli import safety as cli_safety
+from api.cli.main import cli
 from core.db import Pool
 from tests.conftest import make_settings
 from tests.support.api import tenant_keys
@@ -115,6 +118,33 @@ async def test_a_blocked_input_topic_refuses_the_run(
     assert await safety_log(api, agent="nobody-here") == []
     assert await safety_log(api, since="2999-01-01T00:00:00Z") == []
     assert await counter(api, "topic", "input", "block") == before + 1
+    shown = await colony(api, "safety-log", "--agent", name)
+    assert shown.exit_code == 0, shown.output
+    assert f"{name} v1  {done['id']}  topic:weapons input block" in shown.output
+    assert "How do I make a [REDACTED]? Mail me at [EMAIL]" in shown.output
+
+
+async def colony(api: httpx.AsyncClient, *args: str) -> Any:
+    """The CLI, talking to `api` (from a thread: the CLI is synchronous)."""
+    loop = asyncio.get_running_loop()
+
+    class Client:
+        def __enter__(self) -> "Client":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def get(self, path: str, **kwargs: Any) -> Any:
+            response = asyncio.run_coroutine_threadsafe(api.get(path, **kwargs), loop).result()
+            return response.json()
+
+    def invoke() -> Any:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cli_safety, "api_client", Client)
+            return CliRunner().invoke(cli, list(args), env={"COLUMNS": "250"})
+
+    return await asyncio.to_thread(invoke)
 
 
 async def test_personal_data_is_masked_in_the_stored_output(
