@@ -4,9 +4,10 @@ Before a model call, the messages the model has not read yet (those after the la
 assistant message: the objective, a user's new message, tool results) are checked at
 stage `input` or `tool_output`; the final answer (an assistant message without tool
 calls) is checked at stage `output` before it is stored. A mask rewrites the stored
-text; a blocked input or answer fails the call for good (`GuardrailBlocked`, so the run
-ends `failed` and its reason names the guardrail); a blocked tool output is withheld
-from the model. Each trigger is recorded once, however often the activity is retried:
+text. A blocked text is replaced by a notice where it is stored (it reaches no model,
+memory or reader); a blocked input or answer then fails the call for good
+(`GuardrailBlocked`: the run ends `failed` and its reason names the guardrail), and the
+model reads the notice in place of a blocked tool output. Each trigger is recorded once, however often the activity is retried:
 a `guardrail.triggered` run event, a safety log row and `colony_guardrail_triggers_total`.
 """
 
@@ -29,6 +30,8 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 WITHHELD_ANSWER: Final = "[answer withheld by guardrail "
+WITHHELD_INPUT: Final = "[input withheld by guardrail "
+WITHHELD_TOOL_OUTPUT: Final = "[tool output withheld by guardrail "
 _MODERATION_TIMEOUT_S: Final = 30.0
 
 
@@ -59,16 +62,21 @@ class Guard:
             if seq <= read or message.role not in ("user", "tool") or not message.content:
                 screened.append((seq, message))
                 continue
+            if stage == "input" and message.content.startswith(WITHHELD_INPUT):
+                # Blocked by an earlier attempt that died before it could fail.
+                raise _blocked_error(message.content.removeprefix(WITHHELD_INPUT)[:-1], "input")
             verdict = await self._check(input, guardrails, stage, message.content, seq)
-            text, blocked = verdict.text, verdict.blocked
-            if blocked is not None and stage == "input":
-                raise _blocked_error(blocked)
-            if blocked is not None:
-                text = f"[tool output withheld by guardrail '{blocked.guardrail}']"
+            blocked = verdict.blocked
+            what = "" if blocked is None else f"'{blocked.guardrail}' ({blocked.detail})"
+            # Blocked text is kept nowhere: not for the model, memory or readers.
+            notice = WITHHELD_INPUT if stage == "input" else WITHHELD_TOOL_OUTPUT
+            text = verdict.text if blocked is None else f"{notice}{what}]"
             if text != message.content:
                 async with self._pool.connection() as conn:
                     await safety.replace_content(conn, input.run_id, seq, message.content, text)
                 message = message.model_copy(update={"content": text})
+            if blocked is not None and stage == "input":
+                raise _blocked_error(what, "input")
             screened.append((seq, message))
         return screened
 
@@ -199,16 +207,13 @@ def raise_if_withheld(message: ChatMessage) -> None:
     """
     content = message.content or ""
     if not message.tool_calls and content.startswith(WITHHELD_ANSWER):
-        raise ApplicationError(
-            "the answer was blocked by guardrail " + content.removeprefix(WITHHELD_ANSWER)[:-1],
-            type=ErrorType.GUARDRAIL_BLOCKED.value,
-            non_retryable=True,
-        )
+        raise _blocked_error(content.removeprefix(WITHHELD_ANSWER)[:-1], "answer")
 
 
-def _blocked_error(trigger: rails.Trigger) -> ApplicationError:
+def _blocked_error(what: str, stage: str) -> ApplicationError:
+    """`what`: the guardrail and what matched, `'topic:weapons' (1 distinct match(es))`."""
     return ApplicationError(
-        f"the {trigger.stage} was blocked by guardrail '{trigger.guardrail}' ({trigger.detail})",
+        f"the {stage} was blocked by guardrail {what}",
         type=ErrorType.GUARDRAIL_BLOCKED.value,
         non_retryable=True,
     )

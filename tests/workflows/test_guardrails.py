@@ -106,6 +106,13 @@ async def test_a_blocked_input_topic_refuses_the_run(
     assert done["reason"].startswith("GuardrailBlocked: the input was blocked by guardrail")
     assert "'topic:weapons'" in done["reason"] and "grenade" not in done["reason"]
     assert model_server.chat_requests() == []  # refused before the first model call
+    # The blocked text is kept nowhere but in the safety log's masked excerpt.
+    assert (
+        done["objective"] == "[input withheld by guardrail 'topic:weapons' (1 distinct match(es))]"
+    )
+    messages = (await api.get(f"/v1/runs/{done['id']}/messages")).json()
+    events = (await api.get(f"/v1/runs/{done['id']}/events", params={"format": "json"})).json()
+    assert "grenade" not in str(messages) + str(events)
     assert [
         (t["guardrail"], t["stage"], t["action"]) for t in await triggered(api, done["id"])
     ] == [("topic:weapons", "input", "block")]

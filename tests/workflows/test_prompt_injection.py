@@ -119,7 +119,9 @@ async def test_an_injected_call_to_a_denied_tool_is_refused_and_logged(
     # The refusal is logged: the call's result says so, as does its event.
     events = (await api.get(f"/v1/runs/{run_id}/events", params={"format": "json"})).json()
     [refused] = [
-        e["data"] for e in events if e["type"] == "tool.result" and e["data"]["tool"] == "place_order"
+        e["data"]
+        for e in events
+        if e["type"] == "tool.result" and e["data"]["tool"] == "place_order"
     ]
     assert (refused["ok"], refused["error_type"]) == (False, "PolicyDenied")
     assert "policy denies tool 'place_order'" in refused["result"]
