@@ -24,6 +24,7 @@ subtle; a provider's moderation model is the real check.
 
 import functools
 import re
+import re._parser as re_parser  # the stdlib's own parser, to refuse nested repeats
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -108,6 +109,11 @@ class TopicGuardrail(Spec):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"pattern {pattern!r} is not a regular expression: {exc}") from exc
+            if _nested_repeat(re_parser.parse(pattern).data):
+                raise ValueError(
+                    f"pattern {pattern!r} repeats a repetition (like (a+)+): such patterns can "
+                    "take exponential time; write it without the nesting"
+                )
         return value
 
     @model_validator(mode="after")
@@ -292,6 +298,36 @@ def excerpt(guardrails: Guardrails, text: str, limit: int = EXCERPT_CHARS) -> st
         text = regex.sub(REDACTED, text)
     text = mask_sensitive(text)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+_REPEATS: Final = (re_parser.MAX_REPEAT, re_parser.MIN_REPEAT, re_parser.POSSESSIVE_REPEAT)
+
+
+def _nested_repeat(items: object, inside: bool = False) -> bool:
+    """Whether a parsed pattern repeats something that itself repeats.
+
+    Such patterns (`(a+)+`, `((ab)*)*`) can backtrack for exponential time on a crafted
+    text: a tenant could stall a worker with one. A heuristic: overlapping alternatives
+    under a repeat (`(a|aa)+`) pass.
+    """
+    for op, arg in items:  # type: ignore[attr-defined]
+        if op in _REPEATS:
+            _low, high, body = arg
+            repeats = high > 1  # ? is not a repetition; *, +, {2,} and MAXREPEAT are
+            if repeats and inside:
+                return True
+            if _nested_repeat(body, inside or repeats):
+                return True
+        elif op is re_parser.SUBPATTERN:
+            if _nested_repeat(arg[-1], inside):
+                return True
+        elif op is re_parser.BRANCH:
+            if any(_nested_repeat(branch, inside) for branch in arg[1]):
+                return True
+        elif op in (re_parser.ASSERT, re_parser.ASSERT_NOT):
+            if _nested_repeat(arg[1], inside):
+                return True
+    return False
 
 
 @functools.lru_cache(maxsize=1024)

@@ -94,3 +94,9 @@ def test_bad_guardrails_are_refused() -> None:
         rails(topics=[{"name": "x", "keywords": ["a"]}, {"name": "x", "keywords": ["b"]}])
     with pytest.raises(ValidationError):
         rails(pii={"action": "erase"})
+    # Nested repetition can take exponential time on a crafted text: refused.
+    for pattern in (r"(a+)+b", r"(\w*x?)*", r"((ab)*)*", r"(?=(a+)+)"):
+        with pytest.raises(ValidationError, match="repeats a repetition"):
+            rails(topics=[{"name": "x", "patterns": [pattern]}])
+    for pattern in (r"project-\d+", r"\bAR-?15\b", r"(?:foo|bar)+", r"(ab?)+"):
+        rails(topics=[{"name": "x", "patterns": [pattern]}])
