@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     secrets_previous_keys: SecretStr | None = Field(
         default=None, validation_alias="COLONY_SECRETS_PREVIOUS_KEYS"
     )
+    # Agents' moderation guardrails: an OpenAI-compatible endpoint (POST {url}/moderations);
+    # unset: they use the local lexicon classifier (core/runs/guardrails.py).
+    moderation_base_url: str | None = Field(
+        default=None, validation_alias="COLONY_MODERATION_BASE_URL"
+    )
+    moderation_api_key: SecretStr | None = Field(
+        default=None, validation_alias="COLONY_MODERATION_API_KEY"
+    )
+    moderation_model: str = Field(
+        default="omni-moderation-latest", validation_alias="COLONY_MODERATION_MODEL"
+    )
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.

@@ -274,6 +274,7 @@ def _register() -> None:
     from api.cli import recipes as cli_recipes
     from api.cli import rollouts as cli_rollouts
     from api.cli import runs as cli_runs
+    from api.cli import safety as cli_safety
     from api.cli import swarms as cli_swarms
     from api.cli import tools as cli_tools
 
@@ -294,6 +295,7 @@ def _register() -> None:
         cli_evolution.evolve_command,
         cli_evolution.evolutions_group,
         cli_rollouts.rollout,
+        cli_safety.safety_log,
     ):
         cli.add_command(command)
 
