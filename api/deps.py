@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from api import limits
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
@@ -77,6 +78,7 @@ async def get_principal(
         raise AuthError("malformed Authorization header: expected 'Bearer <key>'")
     async with pool.connection() as conn:
         principal = await tenants.authenticate(conn, key.strip())
+        await limits.take_request(conn, request, principal)  # 429 over the rate limits
     request.state.principal = principal  # who the audit log names
     return principal
 

@@ -15,6 +15,7 @@ from activities.providers.client import ModelClient
 from activities.providers.pricing import estimate_prompt_cost
 from activities.providers.routing import resolve
 from activities.runs import context as llm_context
+from activities.spend import check_spend
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
 from core.errors import ErrorType
@@ -132,6 +133,7 @@ class LlmActivities:
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
         )
+        await check_spend(self._pool, self._settings, input.tenant_id, request)
         result = await self._with_fallbacks(input, request)
         if extra.prompt_tokens or extra.completion_tokens:
             # The summary call is part of this step's cost (budgets see it).

@@ -160,6 +160,7 @@ def _register() -> None:
     from api.cli import runs as cli_runs
     from api.cli import swarms as cli_swarms
     from api.cli import tools as cli_tools
+    from api.cli import usage as cli_usage
 
     for command in (
         cli_runs.run_command,
@@ -178,6 +179,7 @@ def _register() -> None:
         cli_evolution.evolve_command,
         cli_evolution.evolutions_group,
         cli_rollouts.rollout,
+        cli_usage.usage_command,
     ):
         cli.add_command(command)
 
