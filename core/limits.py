@@ -133,9 +133,13 @@ WITH taken AS (
     FROM unnest(%(keys)s::text[], %(emission)s::float8[], %(tolerance)s::float8[])
          AS w (key, emission, tolerance)
     ON CONFLICT (key) DO UPDATE
-        SET tat = greatest(b.tat, now()) + make_interval(secs => excluded.emission_s),
+        SET tat = CASE WHEN (b.emission_s, b.tolerance_s) = (excluded.emission_s, excluded.tolerance_s)
+                       THEN greatest(b.tat, now()) ELSE now() END
+                  + make_interval(secs => excluded.emission_s),
             emission_s = excluded.emission_s, tolerance_s = excluded.tolerance_s
-        WHERE b.tat - now() <= make_interval(secs => excluded.tolerance_s)
+        -- Changed limits start a full bucket; otherwise admit while within the burst.
+        WHERE (b.emission_s, b.tolerance_s) <> (excluded.emission_s, excluded.tolerance_s)
+           OR b.tat - now() <= make_interval(secs => excluded.tolerance_s)
     RETURNING b.key
 )
 SELECT r.key, extract(epoch FROM r.tat - now())::float8 AS ahead_s
