@@ -1,4 +1,4 @@
-"""Tenant spend caps: runs and swarm queens stop with limit_reached, /v1/usage reads the ledger.
+"""Tenant spend caps: runs, swarm queens and evolution's calls stop at them; /v1/usage reads the ledgers.
 
 Real API, workers, Temporal and Postgres; the scripted model server answers under a
 priced model id (openai/gpt-4o-mini), so every call costs real (LiteLLM-priced) money.
@@ -12,12 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.exceptions import ApplicationError
 
+from activities.evolution import grading
+from activities.providers.client import ModelClient
 from core.db import Pool
+from core.errors import ErrorType
 from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.support.api import stack_settings, tenant_keys
-from tests.support.model_server import ScriptedModelServer, tool_call, tool_calls
+from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 from tests.support.services import TemporalServer
 from tests.support.workers import api_with_workers
 
@@ -115,3 +119,49 @@ async def test_a_run_stops_at_the_daily_cap_and_usage_matches_the_ledger(
     # A replay of the run that already exists is no new spend: it is answered.
     again = await api.post("/v1/runs", json=first, headers={"Idempotency-Key": "k1"})
     assert again.status_code == 200 and again.json()["id"] == run["id"]
+
+
+async def test_a_swarm_queen_respects_the_cap(
+    api: httpx.AsyncClient, model_server: ScriptedModelServer
+) -> None:
+    queen = {"name": "pricey-queen", "instructions": "Plan.", "model": PRICED}
+    assert (await api.post("/v1/agents", json=queen)).status_code == 201
+    # Under the cap when it starts; the plan's prompt alone would cross it.
+    await api.put("/v1/tenant/limits", json={"monthly_usd": 0.000001})
+    created = await api.post("/v1/swarms", json={"objective": "plan it", "queen": "pricey-queen"})
+    assert created.status_code == 201, created.text
+    done = await _finished(api, f"/v1/swarms/{created.json()['id']}")
+    assert done["outcome"] == "limit_reached", done
+    assert "monthly spend cap of $0.000001" in done["reason"]
+    assert model_server.chat_requests() == []  # the call was never made
+
+
+async def test_evolution_calls_are_capped_and_ledgered(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    pool: Pool,
+    tenant: tuple[str, str],
+    model_server: ScriptedModelServer,
+) -> None:
+    # grading.ask carries every model call of evolution of its own (judge, diagnoses,
+    # proposals); the same helper refuses over the cap and ledgers what it spends.
+    name, _ = tenant
+    model_server.default = reply('{"score": 5, "reason": "fine"}')
+    spender = grading.Spender(pool, settings, name, "graded", "evo-1")
+    async with ModelClient(settings) as models:
+        answer, cost = await grading.ask(
+            models, [PRICED], "Grade.", "An answer.", grading.JUDGE_SCHEMA, spender=spender
+        )
+        assert answer["score"] == 5 and cost > 0
+        await api.put("/v1/tenant/limits", json={"daily_usd": cost / 2})
+        with pytest.raises(ApplicationError) as refused:
+            await grading.ask(
+                models, [PRICED], "Grade.", "Again.", grading.JUDGE_SCHEMA, spender=spender
+            )
+    assert refused.value.type == ErrorType.BUDGET_EXCEEDED and refused.value.non_retryable
+    assert "daily spend cap" in refused.value.message
+    assert len(model_server.chat_requests()) == 1  # the refused call was never made
+    usage = (await api.get("/v1/usage")).json()
+    assert usage["today"]["spent_usd"] == pytest.approx(cost)
+    assert [(g["name"], g["calls"]) for g in usage["by_source"]] == [("evolution", 1)]
+    assert [g["name"] for g in usage["by_agent"]] == ["graded"]
