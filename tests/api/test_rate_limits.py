@@ -1,15 +1,27 @@
-"""Request rates and active runs and swarms per tenant: 429 with Retry-After, held in Postgres."""
+"""Request rates and active runs and swarms per tenant: 429 with Retry-After, held in Postgres.
 
+Also the tenant's limits (`/v1/tenant/limits`) and `colony usage`.
+"""
+
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
+from fastapi.testclient import TestClient
 
+from api.cli import usage as cli_usage
+from api.cli.main import cli
+from api.client import ColonyClient
+from api.main import create_app
 from core.db import Pool
 from core.settings import Settings
 from tests.api.test_api import assert_error
+from tests.conftest import make_settings
 from tests.support.api import ClientFor, in_process_api, stack_settings, tenant_keys
 from tests.support.model_server import ScriptedModelServer
 from tests.support.services import TemporalServer
@@ -144,3 +156,34 @@ async def test_active_runs_and_swarms_per_tenant(client_for: ClientFor, pool: Po
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
     assert swarm.status_code == 201, swarm.text
     assert assert_limited(another, "concurrency_limited")["details"]["kind"] == "swarms"
+
+
+async def test_colony_usage(
+    settings: Settings, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = _tenant()
+    key = (await tenant_keys(pool, tenant))[tenant]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenant_limits (tenant_id, daily_usd) VALUES (%s, 1.5)", (tenant,)
+        )
+    app = create_app(settings)
+
+    def run(*args: str) -> Result:
+        with TestClient(app, base_url="http://colony") as http:
+            client = ColonyClient(make_settings(COLONY_API_KEY=key))
+            http.headers["Authorization"] = f"Bearer {key}"
+            client._http = http  # type: ignore[assignment]  # an httpx-like client over the app
+            monkeypatch.setattr(cli_usage, "api_client", lambda: client)
+            return CliRunner().invoke(cli, list(args), env={"COLUMNS": "200"})
+
+    shown = await asyncio.to_thread(run, "usage")
+    assert shown.exit_code == 0, shown.output
+    assert "today (UTC): $0.0000 spent (cap $1.5000, $1.5000 left)" in shown.output
+    assert "this month: $0.0000 spent (no cap)" in shown.output
+    assert "by agent since" in shown.output
+    raw = await asyncio.to_thread(run, "usage", "--json", "--since", "2026-01-01T00:00:00Z")
+    assert raw.exit_code == 0, raw.output
+    body = json.loads(raw.output)
+    assert body["today"]["cap_usd"] == 1.5 and body["total"]["calls"] == 0
+    assert body["since"].startswith("2026-01-01")
