@@ -18,6 +18,7 @@ from api.cli import usage as cli_usage
 from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
+from core import limits
 from core.db import Pool
 from core.settings import Settings
 from tests.api.test_api import assert_error
@@ -187,3 +188,56 @@ async def test_colony_usage(
     body = json.loads(raw.output)
     assert body["today"]["cap_usd"] == 1.5 and body["total"]["calls"] == 0
     assert body["since"].startswith("2026-01-01")
+
+
+async def test_usage_sums_every_ledger_in_its_windows(client_for: ClientFor, pool: Pool) -> None:
+    # No workers: the run and swarm stay queued; their ledger rows are written here.
+    tenant = _tenant()
+    key = (await tenant_keys(pool, tenant))[tenant]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenant_limits (tenant_id, burst, key_burst) VALUES (%s, 100, 100)",
+            (tenant,),
+        )
+    async with client_for(key) as http:
+        run = (await http.post("/v1/runs", json={"objective": "x"})).json()
+        swarm = (await http.post("/v1/swarms", json={"objective": "y"})).json()
+    async with pool.connection() as conn:
+        for step, cost, age in ((1, "0.25", "0 days"), (2, None, "0 days"), (3, "7", "40 days")):
+            await conn.execute(
+                "INSERT INTO llm_calls (tenant_id, run_id, step, model, provider, prompt_tokens,"
+                " completion_tokens, cost_usd, latency_ms, created_at)"
+                " VALUES (%s, %s, %s, 'openai/a', 'openai', 10, 5, %s, 1, now() - %s::interval)",
+                (tenant, run["id"], step, cost, age),
+            )
+        await conn.execute(
+            "INSERT INTO swarm_llm_calls (tenant_id, swarm_id, key, purpose, model, provider,"
+            " prompt_tokens, completion_tokens, cost_usd, latency_ms, answer)"
+            " VALUES (%s, %s, 'plan-1-1', 'plan', 'openai/b', 'openai', 20, 2, 0.5, 1, '')",
+            (tenant, swarm["id"]),
+        )
+        await limits.record_evolution_call(
+            conn, tenant_id=tenant, agent_name="evolved", evolution_id=None, model="openai/a",
+            prompt_tokens=1, completion_tokens=1, cost_usd=0.125,
+        )  # fmt: skip
+    async with client_for(key) as http:
+        usage = (await http.get("/v1/usage")).json()
+        later = (await http.get("/v1/usage", params={"since": "2999-01-01T00:00:00"})).json()
+    # Today and this month: the three ledgers; the 40-day-old call is in neither window.
+    assert usage["today"]["spent_usd"] == pytest.approx(0.875)
+    assert usage["month"]["spent_usd"] == pytest.approx(0.875)
+    assert usage["today"]["cap_usd"] is None and usage["today"]["remaining_usd"] is None
+    assert usage["total"] == {
+        "name": "total", "calls": 4, "prompt_tokens": 41, "completion_tokens": 13,
+        "cost_usd": pytest.approx(0.875), "unpriced_calls": 1,
+    }  # fmt: skip
+    assert [(g["name"], g["calls"]) for g in usage["by_source"]] == [
+        ("evolution", 1), ("runs", 2), ("swarms", 1),
+    ]  # fmt: skip
+    assert [g["name"] for g in usage["by_agent"]] == ["assistant", "evolved", "queen"]
+    assert [(g["name"], g["cost_usd"]) for g in usage["by_model"]] == [
+        ("openai/a", pytest.approx(0.375)), ("openai/b", pytest.approx(0.5)),
+    ]  # fmt: skip
+    assert len(usage["by_day"]) == 1
+    assert later["total"]["calls"] == 0 and later["by_agent"] == []
+    assert later["today"]["spent_usd"] == pytest.approx(0.875)  # the caps' windows stay
