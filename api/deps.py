@@ -21,6 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from temporalio.client import Client
 
+from api import limits
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
@@ -147,6 +148,7 @@ async def get_principal(
         raise AuthError("malformed Authorization header: expected 'Bearer <key>'")
     async with pool.connection() as conn:
         principal = await tenants.authenticate(conn, key.strip())
+        await limits.take_request(conn, request, principal)  # 429 over the rate limits
     request.state.principal = principal  # who the audit log names, refusals included
     needed = needed_scopes(request.method, request.scope.get("route"))
     if not any(principal.allows(scope) for scope in needed):

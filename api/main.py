@@ -32,6 +32,7 @@ from api.routes import (
     swarms,
     tenant,
     tools,
+    usage,
 )
 from core import audit, db, metrics, telemetry, tenants
 from core.settings import Settings
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(tenant.router)
+    app.include_router(usage.router)
     app.include_router(stack_checks.router)
     app.include_router(agents.router)
     app.include_router(runs.router)

@@ -11,7 +11,8 @@ Exceptions raised by our own code form one tree, so callers catch what they mean
     ├── PermissionDenied      the key is valid but may not do this             (HTTP 403)
     ├── NotFound              a named resource does not exist                   (HTTP 404)
     ├── Conflict              the request conflicts with existing state         (HTTP 409)
-    └── InvalidInput          the request is well-formed JSON but not valid     (HTTP 422)
+    ├── InvalidInput          the request is well-formed JSON but not valid     (HTTP 422)
+    └── TooManyRequests       a rate, concurrency or spend limit is reached     (HTTP 429)
 
 Inside workflows and activities errors cross Temporal as `ApplicationError`s whose
 `type` is an `ErrorType` value; `non_retryable` follows from the type.
@@ -91,6 +92,29 @@ class InvalidInput(ColonyError):
 
     status_code = 422
     error_type = "invalid_request"
+
+
+class TooManyRequests(ColonyError):
+    """A rate, concurrency or spend limit of the tenant or key is reached.
+
+    `retry_after_s` (whole seconds, at least 1) becomes the `Retry-After` header.
+    """
+
+    status_code = 429
+    error_type = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int,
+        error_type: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, retry_after_s)
+        if error_type is not None:
+            self.error_type = error_type
 
 
 class ErrorType(StrEnum):

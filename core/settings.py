@@ -68,6 +68,26 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, validation_alias="COLONY_API_MAX_BODY_BYTES"
     )
+    # Default limits of every tenant (core/limits.py); admins override them per tenant at
+    # PUT /v1/tenant/limits. Requests per second and burst, per tenant and per API key
+    # (0: no limit); active runs and swarms per tenant (0: no limit); spend caps in USD per
+    # UTC day and calendar month (unset: no cap).
+    rate_limit_rps: float = Field(default=200.0, ge=0, validation_alias="COLONY_RATE_LIMIT_RPS")
+    rate_limit_burst: int = Field(default=400, ge=1, validation_alias="COLONY_RATE_LIMIT_BURST")
+    key_rate_limit_rps: float = Field(
+        default=100.0, ge=0, validation_alias="COLONY_KEY_RATE_LIMIT_RPS"
+    )
+    key_rate_limit_burst: int = Field(
+        default=200, ge=1, validation_alias="COLONY_KEY_RATE_LIMIT_BURST"
+    )
+    max_active_runs: int = Field(default=1000, ge=0, validation_alias="COLONY_MAX_ACTIVE_RUNS")
+    max_active_swarms: int = Field(default=100, ge=0, validation_alias="COLONY_MAX_ACTIVE_SWARMS")
+    spend_cap_daily_usd: float | None = Field(
+        default=None, ge=0, validation_alias="COLONY_SPEND_CAP_DAILY_USD"
+    )
+    spend_cap_monthly_usd: float | None = Field(
+        default=None, ge=0, validation_alias="COLONY_SPEND_CAP_MONTHLY_USD"
+    )
 
     # Clients of the API (the CLI).
     api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")

@@ -16,6 +16,7 @@ from activities.providers.pricing import estimate_prompt_cost
 from activities.providers.routing import resolve
 from activities.runs import context as llm_context
 from activities.runs.guardrails import Guard, raise_if_withheld
+from activities.spend import check_spend
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
 from core.errors import ErrorType
@@ -135,6 +136,7 @@ class LlmActivities:
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
         )
+        await check_spend(self._pool, self._settings, input.tenant_id, request)
         # An answer a guardrail checks is not streamed live: it is seen whole first.
         result = await self._with_fallbacks(
             input, request, live=not spec.guardrails.screens("output")

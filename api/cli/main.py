@@ -277,6 +277,7 @@ def _register() -> None:
     from api.cli import safety as cli_safety
     from api.cli import swarms as cli_swarms
     from api.cli import tools as cli_tools
+    from api.cli import usage as cli_usage
 
     for command in (
         cli_runs.run_command,
@@ -296,6 +297,7 @@ def _register() -> None:
         cli_evolution.evolutions_group,
         cli_rollouts.rollout,
         cli_safety.safety_log,
+        cli_usage.usage_command,
     ):
         cli.add_command(command)
 
