@@ -62,7 +62,7 @@ async def client_for(settings: Settings) -> AsyncIterator[ClientFor]:
 
 ADMIN_ROUTES = {
     ("GET", "/v1/api-keys"), ("POST", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
-    ("GET", "/v1/audit"), ("PUT", "/v1/tenant/settings"),
+    ("GET", "/v1/audit"), ("PUT", "/v1/tenant/settings"), ("PUT", "/v1/tenant/limits"),
     ("PUT", "/v1/secrets/{name}"), ("DELETE", "/v1/secrets/{name}"), ("PUT", "/v1/egress"),
     ("POST", "/v1/mcp-servers"), ("POST", "/v1/mcp-servers/{name}/refresh"),
     ("DELETE", "/v1/mcp-servers/{name}"),
