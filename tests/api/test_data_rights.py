@@ -15,9 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.cli import data_rights as cli_data_rights
+from api.cli.main import cli
+from api.client import ColonyClient
 from api.main import create_app
 from core import data_rights, tenants
 from core import temporal as temporal_support
@@ -47,9 +52,15 @@ class Stack:
     """The API with workers; `http` sends tenant one's admin key."""
 
     def __init__(
-        self, http: httpx.AsyncClient, client: Client, res: Resources, keys: dict[str, str]
+        self,
+        http: httpx.AsyncClient,
+        client: Client,
+        res: Resources,
+        keys: dict[str, str],
+        suffix: str,
     ) -> None:
         self.http, self.client, self.res, self.keys = http, client, res, keys
+        self.suffix = suffix
 
     def as_(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[name]}"}
@@ -125,7 +136,7 @@ async def stack(
         )  # fmt: skip
         await stack.enter_async_context(http)
         assert (await http.post("/v1/agents", json=FX)).status_code in (200, 201)
-        yield Stack(http, client, res, keys)
+        yield Stack(http, client, res, keys, settings.task_queue_suffix)
 
 
 async def rows_mentioning(pool: Pool, *needles: str) -> dict[str, int]:
@@ -296,3 +307,40 @@ async def test_the_export_holds_the_tenants_data_and_no_secret(stack: Stack, poo
 async def _tables(pool: Pool) -> list[tuple[str, list[str], bool]]:
     async with pool.connection() as conn:
         return await data_rights.tenant_tables(conn)
+
+
+async def test_the_cli(
+    stack: Stack, database_url: str, temporal: TemporalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await stack.run("Convert 8 USD to EUR at 0.92.", end_user="erin")
+    second = await stack.run("Convert 9 USD to EUR at 0.92.", end_user="erin")
+    app = create_app(
+        make_settings(
+            DATABASE_URL=database_url, TEMPORAL_ADDRESS=temporal.address,
+            COLONY_TASK_QUEUE_SUFFIX=stack.suffix,
+        )
+    )  # fmt: skip
+
+    def run(*args: str) -> Any:
+        with TestClient(app, base_url="http://colony") as http:
+            api = ColonyClient(make_settings(COLONY_API_KEY=stack.keys[TENANT]))
+            http.headers["Authorization"] = f"Bearer {stack.keys[TENANT]}"
+            api._http = http  # type: ignore[assignment]  # an httpx-like client over the app
+            monkeypatch.setattr(cli_data_rights, "api_client", lambda: api)
+            return CliRunner().invoke(cli, list(args))
+
+    exported = await asyncio.to_thread(run, "export")
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert {first, second} <= {r["row"]["id"] for r in lines if r["type"] == "runs"}
+    erin = await asyncio.to_thread(run, "end-users", "export", "erin")
+    assert erin.exit_code == 0 and json.loads(erin.stdout.splitlines()[0])["runs"] == 2
+    deleted = await asyncio.to_thread(run, "runs", "delete", first, "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert "deleted 1 run(s)" in deleted.output and first in deleted.output
+    refused = await asyncio.to_thread(run, "runs", "delete", first, "--yes")
+    assert refused.exit_code == 1 and "not found" in refused.output
+    aborted = await asyncio.to_thread(run, "end-users", "delete", "erin")  # no "y" typed
+    assert aborted.exit_code == 1 and "Aborted" in aborted.output
+    gone = await asyncio.to_thread(run, "end-users", "delete", "erin", "--yes")
+    assert gone.exit_code == 0 and "deleted 1 run(s)" in gone.output and second in gone.output
