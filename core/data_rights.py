@@ -12,6 +12,8 @@ A deleted run takes with it everything derived from it:
                             runs that recalled them forget them (`_forget_recalls`)
     eval cases made of it   `eval_cases.source_run_id`
     skill-use rows          `memory_uses`, blackboard posts, shadow pairs
+    citations               diagnoses of its failures and its id in the evidence of
+                            evolution cycles and rollouts (`_forget_evidence`)
 
 and keeps, detached, what holds no content: the cost ledger (`llm_calls`, run_id NULL,
 so spend caps and usage still count it), evolution results (`run_id` NULL), swarm
@@ -161,6 +163,7 @@ async def delete_rows(conn: Conn, tenant_id: str, plan: DeletionPlan) -> Deletio
             "DELETE FROM swarm_blackboard WHERE tenant_id = %s AND run_id = ANY(%s)", (t, ids)
         )
         await _forget_recalls(conn, t, ids)
+        await _forget_evidence(conn, t, ids)
         runs = await _count(
             conn, "DELETE FROM runs WHERE tenant_id = %s AND id = ANY(%s)", (t, ids)
         )
@@ -199,6 +202,39 @@ async def _forget_recalls(conn: Conn, tenant_id: str, ids: list[str]) -> None:
         f" WHERE {recalled}",
         args,
     )
+
+
+_WITHOUT_IDS = (
+    "(SELECT jsonb_object_agg(k, CASE WHEN jsonb_typeof(v) = 'array' THEN (SELECT"
+    " coalesce(jsonb_agg(x), '[]'::jsonb) FROM jsonb_array_elements(v) x"
+    " WHERE NOT (jsonb_typeof(x) = 'string' AND x #>> '{{}}' = ANY(%(ids)s))) ELSE v END)"
+    " FROM jsonb_each({col}) AS e(k, v))"
+)
+
+
+async def _forget_evidence(conn: Conn, tenant_id: str, ids: list[str]) -> None:
+    """Evolution cycles and rollouts that cited the deleted runs forget them.
+
+    A cycle's diagnoses of those runs' failures (which quote their objectives) go; run
+    ids in the top-level lists of a cycle's or rollout's evidence (`failed_runs`) go.
+    """
+    args = {"t": tenant_id, "ids": ids, "sources": [f"run:{i}" for i in ids],
+            "like": [f"%{i}%" for i in ids]}  # fmt: skip
+    await conn.execute(
+        "UPDATE evolutions SET diagnoses = (SELECT coalesce(jsonb_agg(d), '[]'::jsonb)"
+        " FROM jsonb_array_elements(diagnoses) d"
+        " WHERE coalesce(d->>'source', '') <> ALL(%(sources)s))"
+        " WHERE tenant_id = %(t)s AND jsonb_typeof(diagnoses) = 'array'"
+        " AND diagnoses::text LIKE ANY(%(like)s)",
+        args,
+    )
+    for table in ("evolutions", "rollouts"):
+        query = sql.SQL(
+            "UPDATE {table} SET evidence = coalesce(" + _WITHOUT_IDS + ", '{{}}'::jsonb)"
+            " WHERE tenant_id = %(t)s AND jsonb_typeof(evidence) = 'object'"
+            " AND evidence::text LIKE ANY(%(like)s)"
+        ).format(table=sql.Identifier(table), col=sql.Identifier("evidence"))
+        await conn.execute(query, args)
 
 
 async def _count(conn: Conn, query: str, args: tuple[object, ...]) -> int:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
 from temporalio.api.history.v1 import History
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -181,6 +182,7 @@ async def test_deleting_a_run_deletes_what_derives_from_it(stack: Stack, pool: P
         )
         ledger = dict(await cur.fetchone() or {})
     assert await stack.points(run_id) == 2
+    evolution = await cite_in_evolution(pool, run_id, f"Convert 100 USD ... {marker}")
     assert await rows_mentioning(pool, run_id, marker)
 
     # Another tenant's key cannot see it, let alone delete it.
@@ -201,6 +203,14 @@ async def test_deleting_a_run_deletes_what_derives_from_it(stack: Stack, pool: P
     assert hits and all(h["run_id"] != run_id and marker not in h["content"] for h in hits)
     assert await stack.points(run_id) == 0
     assert await rows_mentioning(pool, run_id, marker) == {}
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT evidence, diagnoses FROM evolutions WHERE id = %s", (evolution,)
+        )
+        assert dict(await cur.fetchone() or {}) == {
+            "evidence": {"failed_runs": ["run_kept"], "cases": 3},
+            "diagnoses": [{"source": "case:c1", "objective": "2+2"}],
+        }
 
     # The cost ledger stays, detached, so spend caps still count the deleted run.
     async with pool.connection() as conn:
@@ -227,6 +237,23 @@ async def test_deleting_a_run_deletes_what_derives_from_it(stack: Stack, pool: P
     else:
         raise AssertionError("the run's workflow history is still in Temporal")
     assert await histories_mentioning(stack.client, marker) == []
+
+
+async def cite_in_evolution(pool: Pool, run_id: str, objective: str) -> str:
+    """An evolution cycle that diagnosed the run's failure and counts it in its evidence."""
+    evolution = "evo-" + uuid.uuid4().hex[:8]
+    evidence = {"failed_runs": [run_id, "run_kept"], "cases": 3}
+    diagnoses = [
+        {"source": f"run:{run_id}", "objective": objective},
+        {"source": "case:c1", "objective": "2+2"},
+    ]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO evolutions (id, tenant_id, agent_name, workflow_id, incumbent_version,"
+            " settings, evidence, diagnoses) VALUES (%s, %s, 'fx', %s, 1, '{}', %s, %s)",
+            (evolution, TENANT, evolution, Jsonb(evidence), Jsonb(diagnoses)),
+        )
+    return evolution
 
 
 async def histories_mentioning(client: Client, needle: str) -> list[str]:
