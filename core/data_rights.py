@@ -61,10 +61,13 @@ class DeletionPlan:
     swarm_ids: list[str] = field(default_factory=list)
     workflows: list[Workflow] = field(default_factory=list)
 
+    busy_owners: list[str] = field(default_factory=list)
+    """Parent runs, swarms and evolution cycles, not deleted, still waiting on a run."""
+
     @property
     def unfinished(self) -> list[str]:
-        """Ids of the runs and swarms that have not ended."""
-        return [w.id for w in self.workflows if not w.finished]
+        """Ids of the runs and swarms that have not ended, and of busy owners."""
+        return [w.id for w in self.workflows if not w.finished] + self.busy_owners
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,27 @@ async def plan_deletion(conn: Conn, tenant_id: str, run_ids: Sequence[str]) -> D
             plan.run_ids.append(row["id"])
             plan.workflows.append(_workflow(row, "run"))
             frontier.append(row["id"])
+    plan.busy_owners = await _busy_owners(conn, tenant_id, plan.run_ids, plan.swarm_ids)
     return plan
+
+
+async def _busy_owners(
+    conn: Conn, tenant_id: str, run_ids: list[str], swarm_ids: list[str]
+) -> list[str]:
+    """Owners of the runs (a parent run, swarm or evolution cycle) that are still going."""
+    ended = "('succeeded', 'failed', 'cancelled')"
+    cur = await conn.execute(
+        "SELECT DISTINCT owner FROM ("
+        " SELECT p.id AS owner, p.status FROM runs r JOIN runs p ON p.id = r.parent_run_id"
+        "  WHERE r.tenant_id = %(t)s AND r.id = ANY(%(ids)s)"
+        " UNION ALL SELECT s.id, s.status FROM runs r JOIN swarms s ON s.id = r.swarm_id"
+        "  WHERE r.tenant_id = %(t)s AND r.id = ANY(%(ids)s)"
+        " UNION ALL SELECT e.id, e.status FROM runs r JOIN evolutions e ON e.id = r.evolution_id"
+        "  WHERE r.tenant_id = %(t)s AND r.id = ANY(%(ids)s)"
+        f") o WHERE status NOT IN {ended} AND NOT owner = ANY(%(skip)s) ORDER BY owner",
+        {"t": tenant_id, "ids": run_ids, "skip": run_ids + swarm_ids},
+    )
+    return [str(row["owner"]) for row in await cur.fetchall()]
 
 
 def _workflow(row: dict[str, Any], kind: str) -> Workflow:

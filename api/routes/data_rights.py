@@ -11,8 +11,8 @@ again:
                     do not survive in histories
     3. Postgres     the rows, in one transaction (`core.data_rights.delete_rows`)
 
-Only ended runs are deleted: a run (or derived run or swarm) still going answers 409;
-cancel it first. Postgres marks a run finished one activity before its workflow ends
+Only ended runs are deleted: a run (or derived run or swarm, or the parent run, swarm or
+evolution cycle the run belongs to) still going answers 409; cancel it first. Postgres marks a run finished one activity before its workflow ends
 (it still writes its episode), so Temporal must also say the workflow is closed.
 """
 

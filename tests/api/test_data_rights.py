@@ -323,6 +323,42 @@ async def test_a_run_still_going_is_not_deleted(
     assert (await stack.http.delete(f"/v1/runs/{run_id}")).status_code == 200
 
 
+async def test_a_child_run_is_not_deleted_while_its_parent_waits(
+    stack: Stack, pool: Pool, model_server: ScriptedModelServer
+) -> None:
+    api = stack.http
+    poet = {**FX, "name": "poet", "tools": [], "memory": {"enabled": False}}
+    boss = {**FX, "name": "boss", "tools": ["agent:poet"], "memory": {"enabled": False}}
+    for agent in (poet, boss):
+        assert (await api.post("/v1/agents", json=agent)).is_success
+    model_server.responder = None
+    model_server.script(
+        tool_calls(tool_call("agent__poet", {"task": "a haiku"}, id="a1")),
+        reply("drops on the window"),  # the child's answer
+        hang(60),  # the parent's next step
+    )
+    run_id = (await api.post("/v1/runs", json={"agent": "boss", "objective": "poem"})).json()["id"]
+    for _ in range(300):
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id FROM runs WHERE parent_run_id = %s AND status = 'succeeded'", (run_id,)
+            )
+            found = [r["id"] for r in await cur.fetchall()]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    [child] = found
+    await stack.closed(child)
+    refused = await api.delete(f"/v1/runs/{child}")
+    assert_error(refused, 409, "conflict")
+    assert refused.json()["error"]["details"] == {"unfinished": [run_id]}
+    assert (await api.post(f"/v1/runs/{run_id}/cancel")).status_code == 202
+    await stack.closed(run_id)
+    deleted = await api.delete(f"/v1/runs/{child}")
+    assert deleted.status_code == 200 and deleted.json()["run_ids"] == [child]
+    assert (await api.get(f"/v1/runs/{run_id}")).status_code == 200
+
+
 async def test_deleting_an_end_user_deletes_only_their_runs(stack: Stack, pool: Pool) -> None:
     api = stack.http
     carol = [await stack.run(f"Convert {n} USD to EUR at 0.92.", end_user="carol") for n in (1, 2)]
