@@ -28,6 +28,7 @@ from api.routes import (
     recipes,
     rollouts,
     runs,
+    safety,
     stack_checks,
     swarms,
     tenant,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evolution.router)
     app.include_router(evolution.runs_router)
     app.include_router(rollouts.router)
+    app.include_router(safety.router)
     app.include_router(data_rights.router)
     return app
 

@@ -113,6 +113,7 @@ class ErrorType(StrEnum):
     SANDBOX_UNAVAILABLE = "SandboxUnavailable"
     BUDGET_EXCEEDED = "BudgetExceeded"
     WORKSPACE_LOST = "WorkspaceLost"  # the tools host holds no workspace for the run
+    GUARDRAIL_BLOCKED = "GuardrailBlocked"  # an agent's guardrail blocked its input or output
 
     @property
     def retryable(self) -> bool:

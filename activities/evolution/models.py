@@ -1170,6 +1170,7 @@ async def _create_sub_agent(
     spec = AgentSpec(
         instructions=sub.instructions, model=parent.model, fallback_models=parent.fallback_models,
         tools=sub.tools, limits=AgentLimits(max_steps=sub.max_steps),
+        guardrails=parent.guardrails,  # a sub-agent is held to its parent's guardrails
     )  # fmt: skip
     try:
         await agents.create_owned(conn, record.tenant_id, name, spec, owner=record.agent_name)

@@ -96,8 +96,12 @@ async def export_end_user(
 ) -> StreamingResponse:
     """An end user's runs with their messages, events, feedback and memories, as NDJSON.
 
-    Admin only. A header line, then `{"type": <table>, "row": {...}}` per row.
+    Admin only. A header line, then `{"type": <table>, "row": {...}}` per row. An end
+    user without runs answers 404.
     """
+    async with pool.connection() as conn:
+        if not await data_rights.end_user_runs(conn, principal.tenant_id, end_user):
+            raise NotFound(f"no runs for end user {end_user!r}")
     return _stream(
         pool, lambda conn: data_rights.export_end_user(conn, principal.tenant_id, end_user)
     )

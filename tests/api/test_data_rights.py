@@ -392,6 +392,7 @@ async def test_deleting_an_end_user_deletes_only_their_runs(stack: Stack, pool: 
     assert (await api.get(f"/v1/runs/{dave}")).status_code == 200
     assert await stack.points(dave) == 2
     assert_error(await api.delete("/v1/end-users/carol"), 404, "not_found")
+    assert_error(await api.get("/v1/end-users/carol/export"), 404, "not_found")
 
 
 async def test_the_export_holds_the_tenants_data_and_no_secret(stack: Stack, pool: Pool) -> None:
