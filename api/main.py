@@ -19,6 +19,7 @@ from api.deps import TemporalHandle
 from api.limits import BodySizeLimit
 from api.routes import (
     agents,
+    data_rights,
     evolution,
     health,
     keys,
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evolution.runs_router)
     app.include_router(rollouts.router)
     app.include_router(safety.router)
+    app.include_router(data_rights.router)
     return app
 
 

@@ -315,9 +315,9 @@ class UsageGroup(BaseModel):
 
 
 _USAGE_ROWS = """
-    SELECT c.tenant_id, 'runs' AS source, r.agent_name AS agent, c.model, c.prompt_tokens,
-           c.completion_tokens, c.cost_usd, c.created_at
-    FROM llm_calls c JOIN runs r ON r.id = c.run_id
+    SELECT c.tenant_id, 'runs' AS source, coalesce(r.agent_name, '(deleted runs)') AS agent,
+           c.model, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.created_at
+    FROM llm_calls c LEFT JOIN runs r ON r.id = c.run_id
     UNION ALL
     SELECT c.tenant_id, 'swarms', s.queen_agent, c.model, c.prompt_tokens,
            c.completion_tokens, c.cost_usd, c.created_at

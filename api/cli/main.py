@@ -269,6 +269,7 @@ async def api_is_up(settings: Settings) -> bool:
 
 
 def _register() -> None:
+    from api.cli import data_rights as cli_data_rights
     from api.cli import evolution as cli_evolution
     from api.cli import memory as cli_memory
     from api.cli import recipes as cli_recipes
@@ -298,6 +299,9 @@ def _register() -> None:
         cli_rollouts.rollout,
         cli_safety.safety_log,
         cli_usage.usage_command,
+        cli_data_rights.runs_group,
+        cli_data_rights.end_users_group,
+        cli_data_rights.export_command,
     ):
         cli.add_command(command)
 

@@ -44,6 +44,7 @@ RECIPE = "alpha-recipe"
 MCP = "alpha-mcp"
 MEMORY = "alpha-fact: the VPN must be on to reach the wiki."
 OBJECTIVE = "alpha-objective: what is 6 times 7?"
+END_USER = "alpha-end-user"
 
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 """A path parameter, `{name}` or `{name:path}`."""
@@ -63,6 +64,8 @@ called last, so that what they create for B does not answer B's other calls."""
 ECHOES = {
     ("get", "/v1/audit"): "B's log of B's own calls, whose paths name A's ids; checked"
     " after the walk: every entry is by B's key",
+    ("get", "/v1/export"): "B's export holds B's audit log, as /v1/audit; that an export"
+    " holds only its tenant's rows is tests/api/test_data_rights.py's",
 }
 """Routes whose answers to B may repeat what B sent, so A's names are not searched in them."""
 
@@ -89,7 +92,7 @@ class Seeded:
         values = {
             "key_id": self.key_id, "check_id": self.check_id, "run_id": self.run_id,
             "swarm_id": self.swarm_id, "memory_id": self.memory_id, "case_id": self.case_id,
-            "evolution_id": self.evolution_id,
+            "evolution_id": self.evolution_id, "end_user": END_USER,
             "name": names.get(collection, ""),
         }  # fmt: skip
         value = values.get(param, "")
@@ -196,7 +199,11 @@ async def seed(a: httpx.AsyncClient, resources: Any, model_server: ScriptedModel
     await ok(await a.post("/v1/agents", json=agent))
     model_server.script(reply("alpha-answer: 42"))
     out.run_id = (
-        await ok(await a.post("/v1/runs", json={"agent": AGENT, "objective": OBJECTIVE}))
+        await ok(
+            await a.post(
+                "/v1/runs", json={"agent": AGENT, "objective": OBJECTIVE, "end_user": END_USER}
+            )
+        )
     )["id"]
     assert (await wait_finished(a, out.run_id))["outcome"] == "succeeded"
     await ok(await a.post(f"/v1/runs/{out.run_id}/feedback", json={"rating": 5}))

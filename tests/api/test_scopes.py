@@ -66,6 +66,8 @@ ADMIN_ROUTES = {
     ("PUT", "/v1/secrets/{name}"), ("DELETE", "/v1/secrets/{name}"), ("PUT", "/v1/egress"),
     ("POST", "/v1/mcp-servers"), ("POST", "/v1/mcp-servers/{name}/refresh"),
     ("DELETE", "/v1/mcp-servers/{name}"),
+    ("DELETE", "/v1/end-users/{end_user}"), ("GET", "/v1/end-users/{end_user}/export"),
+    ("GET", "/v1/export"),
 }  # fmt: skip
 """The routes only admin keys may call (they depend on `AdminDep`)."""
 
