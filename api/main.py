@@ -19,6 +19,7 @@ from api.deps import TemporalHandle
 from api.limits import BodySizeLimit
 from api.routes import (
     agents,
+    data_rights,
     evolution,
     health,
     keys,
@@ -27,10 +28,12 @@ from api.routes import (
     recipes,
     rollouts,
     runs,
+    safety,
     stack_checks,
     swarms,
     tenant,
     tools,
+    usage,
 )
 from core import audit, db, metrics, telemetry, tenants
 from core.settings import Settings
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(tenant.router)
+    app.include_router(usage.router)
     app.include_router(stack_checks.router)
     app.include_router(agents.router)
     app.include_router(runs.router)
@@ -100,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evolution.router)
     app.include_router(evolution.runs_router)
     app.include_router(rollouts.router)
+    app.include_router(safety.router)
+    app.include_router(data_rights.router)
     return app
 
 

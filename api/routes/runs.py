@@ -7,6 +7,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep, TemporalHandleDep
+from api.limits import admit_start
 from api.live import query_status, request_cancel, start_once
 from api.openapi import IDEMPOTENCY_CONFLICT
 from api.schemas.runs import (
@@ -57,6 +58,7 @@ async def create_run(
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
     request_hash = _request_hash(body) if key else None
+    await admit_start(pool, settings, tenant, "runs", key)  # 429 over the tenant's limits
     rollout_id: str | None = None
     async with pool.connection() as conn:
         # Before anything is made for the request (an inline agent's version).

@@ -8,6 +8,7 @@ from temporalio.client import Client
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.limits import admit_start
 from api.live import query_status, request_cancel, start_once
 from api.openapi import IDEMPOTENCY_CONFLICT
 from api.schemas.runs import EventPublic
@@ -62,6 +63,7 @@ async def create_swarm(
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
     hashed = _request_hash(body) if key else None
+    await admit_start(pool, settings, tenant, "swarms", key)  # 429 over the tenant's limits
     async with pool.connection() as conn:
         await idempotency.check(conn, "swarms", tenant, key, hashed)
     if body.recipe is not None:
