@@ -48,7 +48,8 @@ def _public(version: agents.AgentVersion) -> AgentPublic:
 
 
 @router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": AgentPublic, "description": "identical to the latest version"}})  # fmt: skip
+             responses={200: {"model": AgentPublic, "description": "identical to the latest version"},
+                        404: {"description": "A listed tool does not exist (`details.unknown_tools`)."}})  # fmt: skip
 async def create_agent(
     body: AgentCreate,
     principal: PrincipalDep,
