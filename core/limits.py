@@ -37,14 +37,18 @@ _OVERRIDES = (
 )
 
 
+MIN_REQUEST_RATE = 1 / 86_400
+"""One request a day: slower rates make bucket intervals Postgres cannot hold (a 500)."""
+
+
 class LimitOverrides(BaseModel):
     """A tenant's own limits; None: the default from settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    requests_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    requests_per_second: float | None = Field(default=None, ge=MIN_REQUEST_RATE, le=1_000_000)
     burst: int | None = Field(default=None, ge=1, le=1_000_000)
-    key_requests_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    key_requests_per_second: float | None = Field(default=None, ge=MIN_REQUEST_RATE, le=1_000_000)
     key_burst: int | None = Field(default=None, ge=1, le=1_000_000)
     max_active_runs: int | None = Field(default=None, ge=0, le=1_000_000)
     max_active_swarms: int | None = Field(default=None, ge=0, le=1_000_000)

@@ -158,3 +158,14 @@ def test_openapi_documents_every_error_status_in_the_error_shape(settings: Setti
     assert "409" in document["paths"]["/v1/runs"]["post"]["responses"]
     assert "409" in document["paths"]["/v1/swarms"]["post"]["responses"]
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+async def test_a_request_rate_too_slow_for_postgres_intervals_is_a_422(
+    api: httpx.AsyncClient,
+) -> None:
+    # Found by schemathesis: 5e-324 requests a second was stored, and every later request
+    # of the tenant was a 500 (its bucket's interval overflowed).
+    for field in ("requests_per_second", "key_requests_per_second"):
+        refused = await api.put("/v1/tenant/limits", json={field: 5e-324})
+        assert_error(refused, 422, "invalid_request")
+    assert (await api.get("/v1/runs")).status_code == 200
