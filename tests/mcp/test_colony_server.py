@@ -36,6 +36,7 @@ from tests.conftest import make_settings
 from tests.support.api import tenant_keys
 from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 from tests.support.services import TemporalServer
+from tests.support.swarm_script import SwarmScript, plan_json, subtask
 from tests.support.workers import running_workers
 from workers.process import free_port
 
@@ -240,7 +241,11 @@ async def test_keys_and_sessions(served: Served) -> None:
     }  # fmt: skip
     accept = {"Accept": "application/json, text/event-stream"}
     async with httpx.AsyncClient(timeout=10) as raw:
-        for headers in ({}, {"Authorization": "Bearer colony_sk_wrong"}, {"Authorization": "Basic x"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer colony_sk_wrong"},
+            {"Authorization": "Basic x"},
+        ):
             answer = await raw.post(served.url, json=init, headers={**accept, **headers})
             assert answer.status_code == 401, answer.text
             assert answer.json()["error"]["type"] == "unauthorized"
@@ -248,9 +253,13 @@ async def test_keys_and_sessions(served: Served) -> None:
 
         # Host and Origin are checked before the key (DNS rebinding).
         evil = {"Host": "evil.example.com", "Authorization": f"Bearer {served.keys['t-mcp']}"}
-        assert (await raw.post(served.url, json=init, headers={**accept, **evil})).status_code == 421
+        assert (
+            await raw.post(served.url, json=init, headers={**accept, **evil})
+        ).status_code == 421
         origin = {"Origin": "http://evil.example.com", "Authorization": f"Bearer {served.keys['t-mcp']}"}  # fmt: skip
-        assert (await raw.post(served.url, json=init, headers={**accept, **origin})).status_code == 403
+        assert (
+            await raw.post(served.url, json=init, headers={**accept, **origin})
+        ).status_code == 403
 
         # A session answers only the key that opened it.
         mine = {**accept, "Authorization": f"Bearer {served.keys['t-mcp']}"}
@@ -263,6 +272,39 @@ async def test_keys_and_sessions(served: Served) -> None:
         assert (await raw.post(served.url, json=ping, headers=theirs)).status_code == 404
         ours = {**mine, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
         assert (await raw.post(served.url, json=ping, headers=ours)).status_code == 200
+
+
+async def test_a_swarm(served: Served, model_server: ScriptedModelServer) -> None:
+    SwarmScript(
+        plans=[plan_json(subtask("a", "analyst"), subtask("d", "writer", ["a"]))],
+        synthesis="Both compared.",
+    ).install(model_server)
+    progress: list[str | None] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    async with mcp_session(served.url, served.keys["t-mcp"]) as session:
+        swarm = _structured(
+            await session.call_tool(
+                "run_swarm", {"objective": "Compare two things", "wait": True},
+                progress_callback=on_progress,
+            )
+        )  # fmt: skip
+        assert (swarm["status"], swarm["outcome"], swarm["result"]) == (
+            "succeeded", "succeeded", "Both compared.",
+        )  # fmt: skip
+        assert [(s["id"], s["status"]) for s in swarm["subtasks"]] == [
+            ("a", "succeeded"), ("d", "succeeded"),
+        ]  # fmt: skip
+        assert progress[0] and progress[0].startswith("swarm.started")
+        assert progress[-1] and progress[-1].startswith("swarm.finished")
+        again = _structured(await session.call_tool("get_swarm", {"swarm_id": swarm["id"]}))
+        assert again["id"] == swarm["id"] and again["outcome"] == "succeeded"
+
+    async with mcp_session(served.url, served.keys["t-mcp-other"]) as other:
+        missing = await other.call_tool("get_swarm", {"swarm_id": swarm["id"]})
+        assert missing.is_error and "not_found" in str(missing.content)
 
 
 def _node_missing() -> str | None:
@@ -320,4 +362,3 @@ async def test_conformance(served: Served, tmp_path: Path) -> None:
             if code != 0 or " 0 failed, 0 warnings" not in out:
                 failed[scenario] = out[-3000:]
     assert not failed, json.dumps(failed, indent=1)
-
