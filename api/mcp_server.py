@@ -111,11 +111,33 @@ class McpEndpoint:
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """Run the session manager (once per endpoint)."""
-        async with self.server.session_manager.run():
+        """Run the session manager (once per endpoint) until the context exits.
+
+        It runs in a task of its own: its anyio task group must be left in the task that
+        entered it, and an app's lifespan may end in another task than it began in (as
+        under async test fixtures).
+        """
+        ready, stop = asyncio.Event(), asyncio.Event()
+
+        async def own() -> None:
+            async with self.server.session_manager.run():
+                ready.set()
+                await stop.wait()
+
+        task = asyncio.create_task(own(), name="mcp-session-manager")
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiting.cancel()
+            task.result()  # its failure, raised here
+        try:
             yield
+        finally:
+            stop.set()
+            await task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request of `/mcp`."""
         request = Request(scope, receive)
         # Rebinding first: a page that rebinds a name to this host never gets as far as
         # the key check (the transport checks again, and the Content-Type of POSTs).
@@ -223,9 +245,11 @@ def build_server() -> MCPServer:
         ] = None,
         wait: Annotated[
             bool,
-            Field(description="wait for the result, with one progress notification per "
-                  "event; false returns the queued run at once (read it with get_run)"),
-        ] = True,  # fmt: skip
+            Field(
+                description="wait for the result, with one progress notification per "
+                "event; false returns the queued run at once (read it with get_run)"
+            ),
+        ] = True,
         wait_s: WaitS = DEFAULT_WAIT_S,
     ) -> RunPublic:
         """Start a run of an agent on an objective; with `wait`, until it finishes."""
@@ -249,9 +273,7 @@ def build_server() -> MCPServer:
             )
 
     @server.tool(annotations=read_only)
-    async def get_run(
-        ctx: Context, run_id: Annotated[str, Field(min_length=1)]
-    ) -> RunPublic:
+    async def get_run(ctx: Context, run_id: Annotated[str, Field(min_length=1)]) -> RunPublic:
         """A run: status, outcome, result, steps, tokens, cost."""
         caller = _Caller(ctx)
         with _tool_errors():
@@ -272,9 +294,11 @@ def build_server() -> MCPServer:
         ] = None,
         wait: Annotated[
             bool,
-            Field(description="wait for the result, with one progress notification per "
-                  "event; false returns the queued swarm at once (read it with get_swarm)"),
-        ] = False,  # fmt: skip
+            Field(
+                description="wait for the result, with one progress notification per "
+                "event; false returns the queued swarm at once (read it with get_swarm)"
+            ),
+        ] = False,
         wait_s: WaitS = DEFAULT_WAIT_S,
     ) -> SwarmPublic:
         """Start a swarm: a queen plans subtasks that role agents run, and combines them."""
@@ -298,9 +322,7 @@ def build_server() -> MCPServer:
             )
 
     @server.tool(annotations=read_only)
-    async def get_swarm(
-        ctx: Context, swarm_id: Annotated[str, Field(min_length=1)]
-    ) -> SwarmPublic:
+    async def get_swarm(ctx: Context, swarm_id: Annotated[str, Field(min_length=1)]) -> SwarmPublic:
         """A swarm: status, plan, each subtask and its run, result, cost."""
         caller = _Caller(ctx)
         with _tool_errors():
@@ -344,4 +366,3 @@ def build_server() -> MCPServer:
             )
 
     return server
-
