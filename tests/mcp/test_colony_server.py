@@ -29,7 +29,9 @@ from mcp.client.streamable_http import streamable_http_client
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.main import create_app
+from api.mcp_server import security_settings
 from core import temporal as temporal_support
+from core import tenants
 from core.db import Pool
 from core.settings import Settings
 from tests.conftest import make_settings
@@ -233,7 +235,7 @@ async def test_python_client(served: Served, model_server: ScriptedModelServer) 
         assert "calc" not in {a["name"] for a in theirs}
 
 
-async def test_keys_and_sessions(served: Served) -> None:
+async def test_keys_and_sessions(served: Served, pool: Pool) -> None:
     init = {
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
@@ -272,6 +274,37 @@ async def test_keys_and_sessions(served: Served) -> None:
         assert (await raw.post(served.url, json=ping, headers=theirs)).status_code == 404
         ours = {**mine, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
         assert (await raw.post(served.url, json=ping, headers=ours)).status_code == 200
+
+        # Revocation takes effect on the session's next request.
+        async with pool.connection() as conn:
+            record, key = await tenants.create_api_key(conn, "t-mcp", "short-lived")
+        short = {**accept, "Authorization": f"Bearer {key}"}
+        opened = await raw.post(served.url, json=init, headers=short)
+        assert opened.status_code == 200, opened.text
+        short |= {"mcp-session-id": opened.headers["mcp-session-id"],
+                  "mcp-protocol-version": "2025-11-25"}  # fmt: skip
+        assert (await raw.post(served.url, json=ping, headers=short)).status_code == 200
+        async with pool.connection() as conn:
+            await tenants.revoke_api_key(conn, "t-mcp", record.id)
+        revoked = await raw.post(served.url, json=ping, headers=short)
+        assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]["message"]
+
+
+def test_allowed_hosts_and_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = security_settings(make_settings())
+    assert {"127.0.0.1:*", "localhost", "localhost:*", "[::1]:*"} <= set(local.allowed_hosts)
+    assert {"http://localhost:*", "http://127.0.0.1:*"} <= set(local.allowed_origins)
+    assert not any("example" in h for h in local.allowed_hosts)
+
+    # The extra names come from the environment as JSON lists.
+    monkeypatch.setenv("COLONY_MCP_ALLOWED_HOSTS", '["colony-api:8000"]')
+    monkeypatch.setenv("COLONY_MCP_ALLOWED_ORIGINS", '["https://app.example.com"]')
+    public = security_settings(
+        make_settings(COLONY_API_HOST="0.0.0.0", COLONY_API_URL="https://colony.example.com")
+    )
+    assert {"colony.example.com", "colony-api:8000"} <= set(public.allowed_hosts)
+    assert not any(h.startswith("0.0.0.0") for h in public.allowed_hosts)
+    assert {"https://colony.example.com", "https://app.example.com"} <= set(public.allowed_origins)
 
 
 async def test_a_swarm(served: Served, model_server: ScriptedModelServer) -> None:
