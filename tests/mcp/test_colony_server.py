@@ -220,10 +220,10 @@ async def test_python_client(served: Served, model_server: ScriptedModelServer) 
         bad = await session.call_tool("run_agent", {"agent": "no spaces!", "objective": "x"})
         assert bad.is_error and "invalid_request" in str(bad.content)
 
-    # The feedback is the one the HTTP API reads.
+    # MCP's POSTs are in the tenant's audit log like other mutating calls.
     async with served.http(served.keys["t-mcp"]) as http:
-        body = (await http.get(f"/v1/runs/{run['id']}")).json()
-        assert body["id"] == run["id"]
+        audit = (await http.get("/v1/audit", params={"limit": 500})).json()
+        assert {("POST", "/mcp", 200)} <= {(a["method"], a["route"], a["status"]) for a in audit}
 
     # Another tenant's key: the run does not exist for it.
     async with mcp_session(served.url, served.keys["t-mcp-other"]) as other:
