@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager, nullcontext
 from importlib.metadata import version
 
 from fastapi import FastAPI, Request, Response
-from starlette.routing import Route
 
 from api import errors, mcp_server
 from api.deps import TemporalHandle
@@ -111,10 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(data_rights.router)
     if mcp is not None:
         # Colony as an MCP server (streamable HTTP: POST, GET and DELETE on one path).
-        # A plain Starlette route: the endpoint is an ASGI app, not a FastAPI handler.
-        app.router.routes.append(
-            Route(mcp_server.PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
-        )
+        app.router.routes.append(mcp.route)
     return app
 
 

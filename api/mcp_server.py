@@ -9,8 +9,11 @@ the request came with.
     request ─▶ Host/Origin check (DNS rebinding) ─▶ API key (401) ─▶ session manager
                                                                      └─▶ tool ─▶ route function
 
-Every HTTP request of a session is authenticated again (a revoked key stops at once)
-and a session only answers the key that opened it (the SDK compares `scope["user"]`).
+Any valid key reaches `/mcp`; each tool needs the scope its HTTP route needs (`read`
+for reading, `write` to start runs and swarms, `write` or `eval` for feedback). Every
+HTTP request of a session is authenticated again (a revoked key stops at once, and a
+waiting `run_agent` checks its key as event streams do), and a session only answers the
+key that opened it (the SDK compares `scope["user"]`).
 `run_agent` and `run_swarm` with `wait` follow the run's (swarm's) event log and send
 one MCP progress notification per event until it finishes.
 """
@@ -32,6 +35,7 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 from starlette.requests import Request
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from api.deps import TemporalHandle, get_principal
@@ -42,9 +46,10 @@ from api.routes import swarms as swarm_routes
 from api.schemas.memory import MemoryQueryCreate, MemoryQueryPublic
 from api.schemas.runs import AgentPublic, FeedbackCreate, FeedbackPublic, RunCreate, RunPublic
 from api.schemas.swarms import SwarmCreate, SwarmPublic
+from api.sse import KEY_CHECK_SECONDS
 from core import tenants
 from core.db import Pool
-from core.errors import ColonyError
+from core.errors import AuthError, ColonyError, PermissionDenied
 from core.event_log import Conn, EventRecord
 from core.runs import store as runs
 from core.settings import LOCAL_HOST, Settings
@@ -108,6 +113,8 @@ class McpEndpoint:
             max_request_body_size=settings.api_max_body_bytes,
         )  # fmt: skip
         self._guard = TransportSecurityMiddleware(self._security)
+        self.route = Route(PATH, self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        """The API's route to this endpoint (a plain Starlette route: this is an ASGI app)."""
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -138,6 +145,8 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request of `/mcp`."""
+        # Starlette sets no route for a plain Route; metrics, audit and scopes read it.
+        scope["route"] = self.route
         request = Request(scope, receive)
         # Rebinding first: a page that rebinds a name to this host never gets as far as
         # the key check (the transport checks again, and the Content-Type of POSTs).
@@ -148,7 +157,7 @@ class McpEndpoint:
         # ColonyError (401, 503 while Postgres is down) reaches the app's error handlers.
         principal = await get_principal(request, request.app.state.pool)
         scope["user"] = AuthenticatedUser(
-            AccessToken(token=principal.key_id, client_id=principal.key_id, scopes=[principal.role],
+            AccessToken(token=principal.key_id, client_id=principal.key_id, scopes=list(principal.scopes),
                         subject=principal.tenant_id)
         )  # fmt: skip
         await self.server.session_manager.handle_request(scope, receive, send)
@@ -166,6 +175,17 @@ class _Caller:
         self.settings: Settings = request.app.state.settings
         self.temporal: TemporalHandle = request.app.state.temporal
         self.tenant = self.principal.tenant_id
+
+    def need(self, *scopes: tenants.Scope) -> None:
+        """Refuse the call unless the key has one of `scopes` (as the HTTP route would).
+
+        Raises:
+            PermissionDenied: it has none of them.
+        """
+        if not any(self.principal.allows(scope) for scope in scopes):
+            raise PermissionDenied(
+                f"this tool needs an API key with the {' or '.join(map(repr, scopes))} scope"
+            )
 
 
 @contextmanager
@@ -190,9 +210,15 @@ async def _follow(
 ) -> bool:
     """Report each event as progress until `terminal` (True) or `timeout_s` (False)."""
     deadline = time.monotonic() + timeout_s
+    checked = time.monotonic()
     after = 0
     while time.monotonic() < deadline:
         async with caller.pool.connection() as conn:
+            if time.monotonic() - checked >= KEY_CHECK_SECONDS:
+                # As an open event stream does: a key revoked meanwhile stops the wait.
+                if not await tenants.key_is_usable(conn, caller.principal.key_id):
+                    raise AuthError("the API key was revoked or has expired")
+                checked = time.monotonic()
             events = await list_events(conn, after)
         for event in events:
             after = event.seq
@@ -234,6 +260,7 @@ def build_server() -> MCPServer:
         """Your agents at their latest versions: name, instructions, model, tools."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("read")
             return await agent_routes.list_agents(caller.principal, caller.pool)
 
     @server.tool()
@@ -255,6 +282,7 @@ def build_server() -> MCPServer:
         """Start a run of an agent on an objective; with `wait`, until it finishes."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("write")
             body = RunCreate(objective=objective, agent=agent)
             client = await caller.temporal.get()
             started = await run_routes.create_run(
@@ -277,6 +305,7 @@ def build_server() -> MCPServer:
         """A run: status, outcome, result, steps, tokens, cost."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("read")
             client = await caller.temporal.get()
             return await run_routes.get_run(
                 run_id, caller.principal, caller.pool, client, caller.settings
@@ -304,6 +333,7 @@ def build_server() -> MCPServer:
         """Start a swarm: a queen plans subtasks that role agents run, and combines them."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("write")
             body = SwarmCreate(objective=objective, mode=mode, recipe=recipe)
             client = await caller.temporal.get()
             started = await swarm_routes.create_swarm(
@@ -326,6 +356,7 @@ def build_server() -> MCPServer:
         """A swarm: status, plan, each subtask and its run, result, cost."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("read")
             client = await caller.temporal.get()
             return await swarm_routes.get_swarm(
                 swarm_id, caller.principal, caller.pool, client, caller.settings
@@ -343,6 +374,7 @@ def build_server() -> MCPServer:
         """Your memories (episodes, lessons, skills, facts) closest in meaning to `query`."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("read")
             body = MemoryQueryCreate(query=query, agent=agent, limit=limit)
             client = await caller.temporal.get()
             return await memory_routes.query_memory(body, caller.principal, client, caller.settings)
@@ -360,6 +392,7 @@ def build_server() -> MCPServer:
         """Rate a finished run; it rewards (or not) what the agent learnt from it."""
         caller = _Caller(ctx)
         with _tool_errors():
+            caller.need("write", "eval")
             body = FeedbackCreate(rating=rating, comment=comment, expected=expected)
             return await run_routes.feedback(
                 run_id, body, caller.principal, caller.pool, caller.temporal, caller.settings

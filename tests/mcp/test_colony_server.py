@@ -290,6 +290,24 @@ async def test_keys_and_sessions(served: Served, pool: Pool) -> None:
         assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]["message"]
 
 
+async def test_each_tool_needs_its_scope(served: Served, pool: Pool) -> None:
+    async with pool.connection() as conn:
+        _, reader = await tenants.create_api_key(conn, "t-mcp", "reader", scopes=["read"])
+        _, grader = await tenants.create_api_key(conn, "t-mcp", "grader", scopes=["eval"])
+    async with mcp_session(served.url, reader) as session:  # any valid key opens a session
+        assert isinstance(_structured(await session.call_tool("list_agents", {})), list)
+        for tool, args in (("run_agent", {"objective": "x"}), ("run_swarm", {"objective": "x"}),
+                           ("give_feedback", {"run_id": "run_x", "rating": 3})):  # fmt: skip
+            refused = await session.call_tool(tool, args)
+            assert refused.is_error and "forbidden" in str(refused.content), tool
+    async with mcp_session(served.url, grader) as session:
+        refused = await session.call_tool("run_agent", {"objective": "x"})
+        assert refused.is_error and "forbidden" in str(refused.content)
+        # eval may rate runs: past the scope check, the run is not there.
+        missing = await session.call_tool("give_feedback", {"run_id": "run_x", "rating": 3})
+        assert missing.is_error and "not_found" in str(missing.content)
+
+
 def test_allowed_hosts_and_origins(monkeypatch: pytest.MonkeyPatch) -> None:
     local = security_settings(make_settings())
     assert {"127.0.0.1:*", "localhost", "localhost:*", "[::1]:*"} <= set(local.allowed_hosts)
