@@ -156,10 +156,14 @@ class McpEndpoint:
             return
         # ColonyError (401, 503 while Postgres is down) reaches the app's error handlers.
         principal = await get_principal(request, request.app.state.pool)
-        scope["user"] = AuthenticatedUser(
-            AccessToken(token=principal.key_id, client_id=principal.key_id, scopes=list(principal.scopes),
-                        subject=principal.tenant_id)
-        )  # fmt: skip
+        # The SDK ties a session to the key that opened it through `scope["user"]`.
+        token = AccessToken(
+            token=principal.key_id,
+            client_id=principal.key_id,
+            scopes=list(principal.scopes),
+            subject=principal.tenant_id,
+        )
+        scope["user"] = AuthenticatedUser(token)
         await self.server.session_manager.handle_request(scope, receive, send)
 
 
