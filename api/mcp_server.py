@@ -106,24 +106,26 @@ class McpEndpoint:
     def __init__(self, settings: Settings) -> None:
         self.server = build_server()
         self._security = security_settings(settings)
-        # Builds the session manager (the Starlette app it returns is not used: the
-        # endpoint is a route of the API, behind the API's middleware).
-        self.server.streamable_http_app(
-            streamable_http_path=PATH, transport_security=self._security,
-            max_request_body_size=settings.api_max_body_bytes,
-        )  # fmt: skip
+        self._max_body_bytes = settings.api_max_body_bytes
         self._guard = TransportSecurityMiddleware(self._security)
         self.route = Route(PATH, self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
         """The API's route to this endpoint (a plain Starlette route: this is an ASGI app)."""
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """Run the session manager (once per endpoint) until the context exits.
+        """Run a session manager until the context exits.
 
         It runs in a task of its own: its anyio task group must be left in the task that
         entered it, and an app's lifespan may end in another task than it began in (as
         under async test fixtures).
         """
+        # A new session manager each time (one runs only once, and an app's lifespan may
+        # run again). The Starlette app this returns is not used: the endpoint is a route
+        # of the API, behind the API's middleware.
+        self.server.streamable_http_app(
+            streamable_http_path=PATH, transport_security=self._security,
+            max_request_body_size=self._max_body_bytes,
+        )  # fmt: skip
         ready, stop = asyncio.Event(), asyncio.Event()
 
         async def own() -> None:
