@@ -105,6 +105,10 @@ READS_SENT_AS_POST = frozenset({
 })  # fmt: skip
 """POST routes that change nothing (a query, a cost estimate): `read` is enough."""
 
+CHECKED_PER_CALL = frozenset({"/mcp"})
+"""Routes that check scopes per call, not per request: any valid key reaches `/mcp`, and
+each MCP tool needs its own scope (api/mcp_server.py)."""
+
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -113,7 +117,7 @@ def needed_scopes(method: str, route: object) -> tuple[tenants.Scope, ...]:
     path = getattr(route, "path", "")
     if isinstance(route, APIRoute) and _needs_admin(route):
         return ("admin",)
-    if (method, path) in READS_SENT_AS_POST or method not in _MUTATING:
+    if (method, path) in READS_SENT_AS_POST or method not in _MUTATING or path in CHECKED_PER_CALL:
         return ("read",)
     if (method, path) in EVAL_ROUTES:
         return ("write", "eval")

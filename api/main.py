@@ -9,12 +9,12 @@ Run with `colony api` (uvicorn, factory `api.main:create_app`).
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from importlib.metadata import version
 
 from fastapi import Depends, FastAPI, Request, Response
 
-from api import errors, inputs, openapi
+from api import errors, inputs, mcp_server, openapi
 from api.deps import TemporalHandle
 from api.limits import BodySizeLimit
 from api.routes import (
@@ -44,12 +44,16 @@ log = logging.getLogger("colony.api")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` defaults to the environment."""
     settings = settings or Settings()
+    mcp = mcp_server.McpEndpoint(settings) if settings.mcp_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         telemetry.setup_tracing(settings, "colony-api")
         # min_size=0: the API starts even while Postgres is down; /healthz says so.
-        async with db.open_pool(settings.effective_database_url, min_size=0, max_size=20) as pool:
+        async with (
+            db.open_pool(settings.effective_database_url, min_size=0, max_size=20) as pool,
+            mcp.lifespan() if mcp is not None else nullcontext(),
+        ):
             app.state.pool = pool
             yield
 
@@ -106,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rollouts.router)
     app.include_router(safety.router)
     app.include_router(data_rights.router)
+    if mcp is not None:
+        # Colony as an MCP server (streamable HTTP: POST, GET and DELETE on one path).
+        app.router.routes.append(mcp.route)
     return app
 
 

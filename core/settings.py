@@ -89,6 +89,17 @@ class Settings(BaseSettings):
         default=None, ge=0, validation_alias="COLONY_SPEND_CAP_MONTHLY_USD"
     )
 
+    # Colony as an MCP server at /mcp (docs/mcp-server.md). Host and Origin headers it
+    # accepts besides localhost, 127.0.0.1, [::1] and the API's own host (DNS-rebinding
+    # protection), as JSON lists: ["colony.example.com"], ["https://app.example.com"].
+    mcp_enabled: bool = Field(default=True, validation_alias="COLONY_MCP")
+    mcp_allowed_hosts: list[str] = Field(
+        default_factory=list, validation_alias="COLONY_MCP_ALLOWED_HOSTS"
+    )
+    mcp_allowed_origins: list[str] = Field(
+        default_factory=list, validation_alias="COLONY_MCP_ALLOWED_ORIGINS"
+    )
+
     # Clients of the API (the CLI).
     api_url: str | None = Field(default=None, validation_alias="COLONY_API_URL")
     api_key: SecretStr | None = Field(default=None, validation_alias="COLONY_API_KEY")

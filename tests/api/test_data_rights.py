@@ -182,6 +182,7 @@ async def test_deleting_a_run_deletes_what_derives_from_it(stack: Stack, pool: P
         )
         ledger = dict(await cur.fetchone() or {})
     assert await stack.points(run_id) == 2
+    usage = (await api.get("/v1/usage")).json()["total"]
     evolution = await cite_in_evolution(pool, run_id, f"Convert 100 USD ... {marker}")
     assert await rows_mentioning(pool, run_id, marker)
 
@@ -219,6 +220,7 @@ async def test_deleting_a_run_deletes_what_derives_from_it(stack: Stack, pool: P
             (TENANT,),
         )
         assert dict(await cur.fetchone() or {}) == ledger
+    assert (await api.get("/v1/usage")).json()["total"] == usage
     # The audit log records the deletion, and the deletion did not take it.
     audit = (await api.get("/v1/audit")).json()
     assert any(
