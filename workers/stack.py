@@ -289,6 +289,7 @@ class Stack:
         spec = temporal_server.server_spec(
             port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
             db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
+            ui_codec_endpoint=f"{s.effective_api_url}/codec",
         )  # fmt: skip
         await self._start(spec)
         log.info(
