@@ -31,6 +31,7 @@ from tests.support.model_server import ScriptedModelServer, reply, tool_call, to
 from tests.support.services import TemporalServer, temporal_dev_server
 from tests.support.workers import api_with_workers
 from workers.process import free_port
+from workers.stack import Stack
 
 TENANT = "t-codec"
 OTHER = "t-codec-other"
@@ -277,3 +278,11 @@ def test_the_embedded_key_file_is_made_once_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert codec_from_settings(settings).key_ids == first.key_ids
     assert first.key_id.startswith("local-")
+
+
+def test_colony_up_starts_the_ui_with_the_codec_endpoint(tmp_path: Path) -> None:
+    settings = make_settings(COLONY_DATA_DIR=str(tmp_path), COLONY_API_PORT=8123)
+    argv = Stack(settings).temporal_spec().argv
+    at = argv.index("--ui-codec-endpoint")
+    assert argv[at + 1] == "http://127.0.0.1:8123/codec"
+    assert "--ui-port" in argv
