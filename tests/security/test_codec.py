@@ -8,6 +8,7 @@ with an admin key gives the readable ones back.
 import asyncio
 import base64
 import os
+import re
 import stat
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DefaultPayloadConverter
@@ -32,6 +34,7 @@ from tests.support.services import TemporalServer, temporal_dev_server
 from tests.support.workers import api_with_workers
 from workers.process import free_port
 from workers.stack import Stack
+from workers.temporal_server import find_binary
 
 TENANT = "t-codec"
 OTHER = "t-codec-other"
@@ -84,6 +87,20 @@ async def run_to_the_end(http: httpx.AsyncClient, objective: str) -> dict[str, A
             return body
         await asyncio.sleep(0.1)
     raise AssertionError(f"run {run_id} did not finish")
+
+
+async def cli(*argv: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await process.communicate()
+    return out.decode()
+
+
+def payload_data(output: str) -> bytes:
+    """Every payload's data in the CLI's JSON output of a history, decoded from base64."""
+    found = re.findall(r'"data": "([A-Za-z0-9+/=]*)"', output)
+    return b"\n".join(base64.b64decode(d) for d in found)
 
 
 def payload_json(payload: Payload) -> dict[str, Any]:
@@ -178,6 +195,29 @@ async def test_histories_are_encrypted_and_the_codec_decodes_them(
             assert theirs["payloads"][0] == body["payloads"][0]
         wrong_ns = await http.post("/codec/decode", json=body, headers={"X-Namespace": "elsewhere"})
         assert wrong_ns.status_code == 404
+
+        # The Temporal CLI, through the codec endpoint served over real HTTP, with the key.
+        app = http._transport.app  # type: ignore[attr-defined]
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        )
+        serving = asyncio.create_task(server.serve())
+        try:
+            for _ in range(200):
+                if server.started:
+                    break
+                await asyncio.sleep(0.05)
+            show = [str(find_binary()), "workflow", "show", "--workflow-id", workflow_id,
+                    "--address", temporal.address, "--output", "json",
+                    "--codec-endpoint", f"http://127.0.0.1:{port}/codec"]  # fmt: skip
+            with_key = await cli(*show, "--codec-auth", f"Bearer {keys[TENANT]}")
+            assert secret_answer.encode() in payload_data(with_key)
+            without = await cli(*show)
+            assert secret_answer.encode() not in payload_data(without)
+        finally:
+            server.should_exit = True
+            await serving
 
         # Garbage is a 422, not a 500.
         bad = await http.post("/codec/decode", json={"payloads": [{"data": "not base64!"}]})
