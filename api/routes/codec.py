@@ -117,7 +117,7 @@ def _other_tenant(payload: Payload, tenant_id: str) -> bool:
         return False
     try:
         value = json.loads(payload.data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     named = value.get("tenant_id") if isinstance(value, dict) else None
     return isinstance(named, str) and named != tenant_id
