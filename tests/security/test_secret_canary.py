@@ -200,6 +200,14 @@ async def test_a_canary_secret_appears_nowhere(
         raw = history.to_json()
         assert canary not in raw, execution.id
         assert answer not in b"".join(e.SerializeToString() for e in history.events)
+        if execution.id == f"run-{run_id}":  # the tool's failure is encrypted too
+            failures = [
+                e.activity_task_failed_event_attributes.failure
+                for e in history.events
+                if e.HasField("activity_task_failed_event_attributes")
+            ]
+            assert failures and {f.message for f in failures} == {"Encoded failure"}
+            assert "HTTP 500" not in raw
         for event in history.events:
             codec.decrypt_message(event)
         assert canary not in history.to_json(), execution.id
