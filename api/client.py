@@ -78,6 +78,14 @@ class ColonyClient:
         """POST `path`."""
         return self.request("POST", path, **kwargs)
 
+    def download(self, path: str) -> Iterator[bytes]:
+        """The body of a long response to GET `path` (an export), chunk by chunk."""
+        with self._http.stream("GET", path, timeout=(30.0, None, 30.0, 30.0)) as response:
+            if not response.is_success:
+                response.read()
+                self._raise(response)
+            yield from response.iter_bytes()
+
     def stream(self, path: str, after: int = 0) -> Iterator[dict[str, Any]]:
         """Server-Sent Events of `path` after event `after`."""
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}

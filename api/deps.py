@@ -1,11 +1,27 @@
-"""FastAPI dependencies: settings, the Postgres pool, the Temporal client, the caller."""
+"""FastAPI dependencies: settings, the Postgres pool, the Temporal client, the caller.
+
+Every authenticated call passes `get_principal`, which also decides, from the route and
+method alone, which scope the call needs (`needed_scopes`), so routes do not check
+scopes one by one:
+
+- a route that depends on `require_admin` (`AdminDep`) needs `admin`;
+- a route in `EVAL_ROUTES` (eval cases, feedback, evolution cycles and schedules,
+  rollouts) needs `write` or `eval`;
+- a route in `READS_SENT_AS_POST` and every GET or HEAD needs `read`;
+- every other POST, PUT, PATCH or DELETE needs `write`.
+
+Scopes imply others (core/tenants.py): admin > write > read, and eval > read.
+"""
 
 import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from temporalio.client import Client
 
+from api import limits
 from core import temporal as temporal_support
 from core import tenants
 from core.db import Pool
@@ -65,10 +81,65 @@ async def get_temporal(request: Request) -> Client:
     return await get_temporal_handle(request).get()
 
 
+EVAL_ROUTES = frozenset({
+    ("POST", "/v1/agents/{name}/eval-cases"),
+    ("DELETE", "/v1/agents/{name}/eval-cases/{case_id}"),
+    ("POST", "/v1/runs/{run_id}/eval-case"),
+    ("POST", "/v1/runs/{run_id}/feedback"),
+    ("PUT", "/v1/agents/{name}/evolution-schedule"),
+    ("DELETE", "/v1/agents/{name}/evolution-schedule"),
+    ("POST", "/v1/agents/{name}/evolutions"),
+    ("POST", "/v1/agents/{name}/evolutions/{evolution_id}/approve"),
+    ("POST", "/v1/agents/{name}/evolutions/{evolution_id}/cancel"),
+    ("PUT", "/v1/agents/{name}/rollout"),
+    ("DELETE", "/v1/agents/{name}/rollout"),
+    ("POST", "/v1/agents/{name}/rollback"),
+})  # fmt: skip
+"""Mutating routes an `eval` key may call as well as a `write` key: what evolution-only
+automation needs to grade an agent, evolve it and roll the result out. Starting runs or
+swarms, changing agents, tools or memory stays with `write`."""
+
+READS_SENT_AS_POST = frozenset({
+    ("POST", "/v1/memory/query"),
+    ("POST", "/v1/agents/{name}/evolutions/preflight"),
+})  # fmt: skip
+"""POST routes that change nothing (a query, a cost estimate): `read` is enough."""
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def needed_scopes(method: str, route: object) -> tuple[tenants.Scope, ...]:
+    """The scopes, any one of which lets a `method` call of `route` through."""
+    path = getattr(route, "path", "")
+    if isinstance(route, APIRoute) and _needs_admin(route):
+        return ("admin",)
+    if (method, path) in READS_SENT_AS_POST or method not in _MUTATING:
+        return ("read",)
+    if (method, path) in EVAL_ROUTES:
+        return ("write", "eval")
+    return ("write",)
+
+
+def _needs_admin(route: APIRoute) -> bool:
+    # A walk over a handful of dependencies per request; APIRoute is not hashable.
+    def walk(dependant: Dependant) -> bool:
+        return any(d.call is require_admin or walk(d) for d in dependant.dependencies)
+
+    return walk(route.dependant)
+
+
 async def get_principal(
     request: Request, pool: Annotated[Pool, Depends(get_pool)]
 ) -> tenants.Principal:
-    """Authenticate the bearer API key."""
+    """Authenticate the bearer API key and check it has the scope the call needs.
+
+    The key is looked up on every request (no cache): a revoked or expired key is refused
+    on its next call.
+
+    Raises:
+        AuthError: no key, or a malformed, unknown, revoked or expired one (401).
+        PermissionDenied: the key lacks the scope the route needs (403).
+    """
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if not header:
@@ -77,16 +148,26 @@ async def get_principal(
         raise AuthError("malformed Authorization header: expected 'Bearer <key>'")
     async with pool.connection() as conn:
         principal = await tenants.authenticate(conn, key.strip())
-    request.state.principal = principal  # who the audit log names
+        await limits.take_request(conn, request, principal)  # 429 over the rate limits
+    request.state.principal = principal  # who the audit log names, refusals included
+    needed = needed_scopes(request.method, request.scope.get("route"))
+    if not any(principal.allows(scope) for scope in needed):
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        raise PermissionDenied(
+            f"{request.method} {route} needs an API key with the"
+            f" {' or '.join(repr(s) for s in needed)} scope; this key has"
+            f" {', '.join(repr(s) for s in principal.scopes) or repr(principal.role)}",
+            details={"needed_scopes": list(needed), "key_scopes": list(principal.scopes)},
+        )
     return principal
 
 
 async def require_admin(
     principal: Annotated[tenants.Principal, Depends(get_principal)],
 ) -> tenants.Principal:
-    """Only admin keys pass."""
-    if principal.role != "admin":
-        raise PermissionDenied("this action needs an admin API key")
+    """Only keys with the admin scope pass (`get_principal` already refused the others)."""
+    if not principal.allows("admin"):
+        raise PermissionDenied("this action needs an API key with the 'admin' scope")
     return principal
 
 

@@ -13,7 +13,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.errors import ColonyError
+from core.errors import ColonyError, TooManyRequests
 
 log = logging.getLogger("colony.api")
 
@@ -55,6 +55,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ColonyError)
     async def colony_error(_: Request, exc: ColonyError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(exc.status_code, exc.error_type, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)

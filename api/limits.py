@@ -1,15 +1,27 @@
-"""Request body size limit: an ASGI middleware that refuses large bodies with 413.
+"""The API's limits: request body size, request rates, active runs and swarms, spend caps.
 
-A declared `Content-Length` over the limit is refused before anything is read; a body
+Body size: an ASGI middleware (`BodySizeLimit`) refuses large bodies with 413. A declared `Content-Length` over the limit is refused before anything is read; a body
 sent without one (chunked) is counted as it streams and refused once it passes the
 limit, so no handler ever holds more than `max_bytes` of a request.
+
+Rates, concurrency and spend (core/limits.py, all in Postgres): `take_request` runs
+after authentication (api/deps.get_principal) and `admit_start` before a run or swarm is
+created; over a limit they raise `TooManyRequests` (429 with Retry-After).
 """
 
 import json
+import math
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core import limits
+from core.db import Pool
+from core.errors import TooManyRequests
+from core.settings import Settings
+from core.tenants import Principal
 
 
 class BodyTooLarge(HTTPException):
@@ -87,3 +99,84 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+UNLIMITED_PATHS = frozenset({"/healthz", "/metrics"})
+"""Paths no rate limit applies to (health checks and scrapers poll them)."""
+
+
+async def take_request(conn: limits.Conn, request: Request, principal: Principal) -> None:
+    """Count an authenticated request against its key's and tenant's rate limits.
+
+    Raises:
+        TooManyRequests: `rate_limited`, with the seconds until a request is admitted.
+    """
+    if request.url.path in UNLIMITED_PATHS:
+        return
+    settings: Settings = request.app.state.settings
+    tenant = await limits.effective(conn, settings, principal.tenant_id)
+    refused = await limits.take_request(conn, tenant, principal.tenant_id, principal.key_id)
+    if refused is None:
+        return
+    which, wait = refused
+    rate, burst = (
+        (tenant.key_requests_per_second, tenant.key_burst)
+        if which == "key"
+        else (tenant.requests_per_second, tenant.burst)
+    )
+    raise TooManyRequests(
+        f"too many requests for this {'API key' if which == 'key' else 'tenant'}: "
+        f"at most {rate:g} per second (bursts of {burst}); retry in {wait} s",
+        retry_after_s=wait,
+        details={"limit": which, "requests_per_second": rate, "burst": burst},
+    )
+
+
+async def admit_start(
+    pool: Pool,
+    settings: Settings,
+    tenant_id: str,
+    kind: limits.ActiveKind,
+    idempotency_key: str | None,
+) -> None:
+    """Refuse to start a run or swarm over the tenant's active limit or spend cap.
+
+    A replay of an idempotency key that already started one always passes (the route
+    returns what it started). Two starts at the same instant may both pass the count.
+
+    Raises:
+        TooManyRequests: `concurrency_limited` or `spend_cap_reached`.
+    """
+    async with pool.connection() as conn:
+        if await limits.has_idempotent(conn, tenant_id, kind, idempotency_key):
+            return
+        tenant = await limits.effective(conn, settings, tenant_id)
+        most = tenant.max_active_runs if kind == "runs" else tenant.max_active_swarms
+        active = await limits.count_active(conn, tenant_id, kind) if most > 0 else 0
+        spent = None
+        if tenant.daily_usd is not None or tenant.monthly_usd is not None:
+            spent = await limits.spend(conn, tenant_id)
+    if most > 0 and active >= most:
+        raise TooManyRequests(
+            f"the tenant has {active} active {kind}, its limit is {most}; "
+            "retry when one has finished",
+            retry_after_s=CONCURRENCY_RETRY_AFTER_S,
+            error_type="concurrency_limited",
+            details={"kind": kind, "active": active, "limit": most},
+        )
+    reason = None if spent is None else limits.cap_reached(tenant, spent)
+    if spent is not None and reason is not None:
+        raise TooManyRequests(
+            reason,
+            retry_after_s=math.ceil(limits.cap_resets_in_s(tenant, spent)),
+            error_type="spend_cap_reached",
+            details={
+                "daily_usd": tenant.daily_usd, "monthly_usd": tenant.monthly_usd,
+                "spent_today_usd": spent.today_usd, "spent_month_usd": spent.month_usd,
+            },
+        )  # fmt: skip
+
+
+CONCURRENCY_RETRY_AFTER_S = 5
+"""Retry-After of a start refused for too many active runs or swarms (a guess: runs end
+on their own schedule)."""

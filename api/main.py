@@ -20,6 +20,7 @@ from api.limits import BodySizeLimit
 from api.routes import (
     agents,
     codec,
+    data_rights,
     evolution,
     health,
     keys,
@@ -28,10 +29,12 @@ from api.routes import (
     recipes,
     rollouts,
     runs,
+    safety,
     stack_checks,
     swarms,
     tenant,
     tools,
+    usage,
 )
 from core import audit, db, metrics, telemetry, tenants
 from core.settings import Settings
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(codec.router)
     app.include_router(keys.router)
     app.include_router(tenant.router)
+    app.include_router(usage.router)
     app.include_router(stack_checks.router)
     app.include_router(agents.router)
     app.include_router(runs.router)
@@ -101,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evolution.router)
     app.include_router(evolution.runs_router)
     app.include_router(rollouts.router)
+    app.include_router(safety.router)
+    app.include_router(data_rights.router)
     return app
 
 

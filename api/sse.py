@@ -3,11 +3,13 @@
 Events are read from Postgres after a sequence number, so a client resumes where it
 left off: `Last-Event-ID` (what EventSource sends on reconnect) or `?after=`. The
 stream ends once the owner's terminal event has been sent; `?format=json` returns the
-events stored so far as a JSON list instead.
+events stored so far as a JSON list instead. An open stream checks its API key every
+`KEY_CHECK_SECONDS` and ends once the key is revoked or expired.
 """
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request, Response
@@ -17,12 +19,15 @@ from api.schemas.runs import EventPublic
 from core.db import Pool
 from core.errors import InvalidInput
 from core.event_log import Conn, EventRecord
+from core.tenants import key_is_usable
 
 ListEvents = Callable[[Conn, int], Awaitable[list[EventRecord]]]
 """`fn(conn, after)`: the owner's events with seq > after, in order (one page)."""
 
 POLL_SECONDS = 0.2
 PING_SECONDS = 15
+KEY_CHECK_SECONDS = 5.0
+"""How often an open stream checks that its key is still neither revoked nor expired."""
 
 
 def parse_last_event_id(value: str | None) -> int:
@@ -69,9 +74,15 @@ async def events_response(
 async def stream(
     request: Request, pool: Pool, list_events: ListEvents, *, after: int, terminal: str
 ) -> AsyncIterator[ServerSentEvent]:
-    """Events after `after` until `terminal` has been sent or the client leaves."""
+    """Events after `after` until `terminal`, the client leaving or the key's revocation."""
+    principal = getattr(request.state, "principal", None)
+    checked = time.monotonic()
     while not await request.is_disconnected():
         async with pool.connection() as conn:
+            if principal is not None and time.monotonic() - checked >= KEY_CHECK_SECONDS:
+                if not await key_is_usable(conn, principal.key_id):
+                    return
+                checked = time.monotonic()
             events = await list_events(conn, after)
         for event in events:
             after = event.seq

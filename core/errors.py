@@ -11,7 +11,8 @@ Exceptions raised by our own code form one tree, so callers catch what they mean
     ├── PermissionDenied      the key is valid but may not do this             (HTTP 403)
     ├── NotFound              a named resource does not exist                   (HTTP 404)
     ├── Conflict              the request conflicts with existing state         (HTTP 409)
-    └── InvalidInput          the request is well-formed JSON but not valid     (HTTP 422)
+    ├── InvalidInput          the request is well-formed JSON but not valid     (HTTP 422)
+    └── TooManyRequests       a rate, concurrency or spend limit is reached     (HTTP 429)
 
 Inside workflows and activities errors cross Temporal as `ApplicationError`s whose
 `type` is an `ErrorType` value; `non_retryable` follows from the type.
@@ -93,6 +94,29 @@ class InvalidInput(ColonyError):
     error_type = "invalid_request"
 
 
+class TooManyRequests(ColonyError):
+    """A rate, concurrency or spend limit of the tenant or key is reached.
+
+    `retry_after_s` (whole seconds, at least 1) becomes the `Retry-After` header.
+    """
+
+    status_code = 429
+    error_type = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int,
+        error_type: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, retry_after_s)
+        if error_type is not None:
+            self.error_type = error_type
+
+
 class ErrorType(StrEnum):
     """`ApplicationError.type` values used across workflows and activities."""
 
@@ -113,6 +137,7 @@ class ErrorType(StrEnum):
     SANDBOX_UNAVAILABLE = "SandboxUnavailable"
     BUDGET_EXCEEDED = "BudgetExceeded"
     WORKSPACE_LOST = "WorkspaceLost"  # the tools host holds no workspace for the run
+    GUARDRAIL_BLOCKED = "GuardrailBlocked"  # an agent's guardrail blocked its input or output
 
     @property
     def retryable(self) -> bool:

@@ -22,3 +22,9 @@ WORKFLOWS_STARTED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+GUARDRAIL_TRIGGERS = Counter(
+    "colony_guardrail_triggers_total",
+    "Guardrail triggers recorded in the safety log (by the worker process that enforced them)",
+    ["guardrail", "stage", "action"],
+    registry=REGISTRY,
+)

@@ -6,11 +6,14 @@ Unset external addresses mean "use the embedded default" started by `colony up`.
 
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_HOST = "127.0.0.1"
+POSTGRES_PASSWORD_FILE = "postgres-password"
+"""The embedded Postgres superuser's generated password, in the data dir (mode 0600)."""
 
 
 class Settings(BaseSettings):
@@ -42,6 +45,21 @@ class Settings(BaseSettings):
     codec_cors_origins: list[str] = Field(
         default_factory=list, validation_alias="COLONY_CODEC_CORS_ORIGINS"
     )
+    # Keys being rotated out (comma-separated): they decrypt, never encrypt.
+    secrets_previous_keys: SecretStr | None = Field(
+        default=None, validation_alias="COLONY_SECRETS_PREVIOUS_KEYS"
+    )
+    # Agents' moderation guardrails: an OpenAI-compatible endpoint (POST {url}/moderations);
+    # unset: they use the local lexicon classifier (core/runs/guardrails.py).
+    moderation_base_url: str | None = Field(
+        default=None, validation_alias="COLONY_MODERATION_BASE_URL"
+    )
+    moderation_api_key: SecretStr | None = Field(
+        default=None, validation_alias="COLONY_MODERATION_API_KEY"
+    )
+    moderation_model: str = Field(
+        default="omni-moderation-latest", validation_alias="COLONY_MODERATION_MODEL"
+    )
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.
@@ -57,6 +75,26 @@ class Settings(BaseSettings):
     # Request bodies larger than this are refused with 413 before they are read whole.
     api_max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, validation_alias="COLONY_API_MAX_BODY_BYTES"
+    )
+    # Default limits of every tenant (core/limits.py); admins override them per tenant at
+    # PUT /v1/tenant/limits. Requests per second and burst, per tenant and per API key
+    # (0: no limit); active runs and swarms per tenant (0: no limit); spend caps in USD per
+    # UTC day and calendar month (unset: no cap).
+    rate_limit_rps: float = Field(default=200.0, ge=0, validation_alias="COLONY_RATE_LIMIT_RPS")
+    rate_limit_burst: int = Field(default=400, ge=1, validation_alias="COLONY_RATE_LIMIT_BURST")
+    key_rate_limit_rps: float = Field(
+        default=100.0, ge=0, validation_alias="COLONY_KEY_RATE_LIMIT_RPS"
+    )
+    key_rate_limit_burst: int = Field(
+        default=200, ge=1, validation_alias="COLONY_KEY_RATE_LIMIT_BURST"
+    )
+    max_active_runs: int = Field(default=1000, ge=0, validation_alias="COLONY_MAX_ACTIVE_RUNS")
+    max_active_swarms: int = Field(default=100, ge=0, validation_alias="COLONY_MAX_ACTIVE_SWARMS")
+    spend_cap_daily_usd: float | None = Field(
+        default=None, ge=0, validation_alias="COLONY_SPEND_CAP_DAILY_USD"
+    )
+    spend_cap_monthly_usd: float | None = Field(
+        default=None, ge=0, validation_alias="COLONY_SPEND_CAP_MONTHLY_USD"
     )
 
     # Clients of the API (the CLI).
@@ -117,7 +155,15 @@ class Settings(BaseSettings):
         """The Postgres URL clients connect to (embedded: database `colony` on our port)."""
         if self.database_url is not None:
             return self.database_url.get_secret_value()
-        return f"postgresql://postgres@{LOCAL_HOST}:{self.postgres_port}/colony"
+        return embedded_postgres_url(self.postgres_port, "colony", self.embedded_postgres_password)
+
+    @property
+    def embedded_postgres_password(self) -> str | None:
+        """The embedded Postgres password `colony up` generated (None before the first start)."""
+        try:
+            return (self.data_path / POSTGRES_PASSWORD_FILE).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     @property
     def effective_local_model_url(self) -> str:
@@ -149,3 +195,9 @@ class Settings(BaseSettings):
         if base is None:
             return None
         return f"{base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+
+
+def embedded_postgres_url(port: int, dbname: str, password: str | None) -> str:
+    """The superuser URL of an embedded Postgres on `port` (no password: trust auth)."""
+    auth = "postgres" if password is None else f"postgres:{quote(password, safe='')}"
+    return f"postgresql://{auth}@{LOCAL_HOST}:{port}/{dbname}"

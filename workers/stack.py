@@ -194,9 +194,9 @@ class Stack:
 
     def _acquire_lock(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        # The data dir holds the admin key: not readable by others, but traversable
-        # (the embedded Postgres runs unprivileged below it when we are root).
-        self.data.chmod(0o711)
+        # The data dir holds the admin key and the Postgres password: private, except
+        # that a root stack's unprivileged Postgres must traverse it to reach its cluster.
+        self.data.chmod(0o700 if postgres_server.run_as_user() is None else 0o711)
         self.logs.mkdir(mode=0o700, exist_ok=True)
         self.logs.chmod(0o700)  # logs hold objectives, answers and errors
         handle = (self.data / LOCK_FILE).open("a+")
@@ -264,12 +264,17 @@ class Stack:
     async def _start_postgres(self) -> None:
         s = self.settings
         pgdata = self.data / "postgres"
-        if postgres_server.init_cluster(pgdata):
+        password = postgres_server.ensure_password_file(self.data)
+        if postgres_server.init_cluster(pgdata, password):
             log.info("created Postgres cluster in %s", pgdata)
         log_path = self.logs / "postgres.log"
         await self._start(
-            postgres_server.server_spec(pgdata, s.postgres_port, log_path, fsync=self.options.fsync)
+            postgres_server.server_spec(
+                pgdata, s.postgres_port, log_path, fsync=self.options.fsync, password=password
+            )
         )
+        if await postgres_server.require_password(pgdata, s.postgres_port, password):
+            log.info("Postgres now requires the password in %s", self.data / "postgres-password")
         await db.ensure_database(s.effective_database_url)
 
     async def _start_temporal(self) -> None:

@@ -3,14 +3,19 @@
 Shared by evolution cycles (evaluation runs) and the rollout controller (live runs).
 """
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from activities.heartbeats import heartbeating
 from activities.providers.client import ModelClient
 from activities.runs.llm import complete_any
+from activities.spend import check_spend
+from core import limits
+from core.db import Pool
 from core.evolution.checks import ToolCallMade
 from core.payloads import ChatMessage, ModelRequest, arguments_object, json_objects
 from core.runs import store as runs
+from core.settings import Settings
 
 JUDGE_PROMPT: Final = (
     "You grade an AI agent's answer to a request against a rubric. Read the request, the "
@@ -28,6 +33,21 @@ JUDGE_SCHEMA: Final = {
 }
 
 
+@dataclass(frozen=True)
+class Spender:
+    """Whose money evolution's own model calls spend.
+
+    Each call is checked against the tenant's caps first and ledgered in
+    `evolution_llm_calls` after it.
+    """
+
+    pool: Pool
+    settings: Settings
+    tenant_id: str
+    agent_name: str
+    evolution_id: str | None = None
+
+
 async def ask(
     client: ModelClient,
     models: list[str],
@@ -37,8 +57,13 @@ async def ask(
     *,
     max_tokens: int = 200,
     temperature: float = 0.0,
+    spender: Spender | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """One model call answered with a JSON object ({} when the answer holds none)."""
+    """One model call answered with a JSON object ({} when the answer holds none).
+
+    With a `spender`, the tenant's spend caps are checked first (`BudgetExceeded` over
+    them) and the call is ledgered.
+    """
     request = ModelRequest(
         model=models[0],
         messages=[
@@ -49,20 +74,35 @@ async def ask(
         max_tokens=max_tokens,
         json_schema=schema,
     )
+    if spender is not None:
+        await check_spend(spender.pool, spender.settings, spender.tenant_id, request)
     async with heartbeating():  # a slow model must not look like a dead worker
         result = await complete_any(client, models, request)
+    if spender is not None:
+        async with spender.pool.connection() as conn:
+            await limits.record_evolution_call(
+                conn, tenant_id=spender.tenant_id, agent_name=spender.agent_name,
+                evolution_id=spender.evolution_id, model=result.model,
+                prompt_tokens=result.usage.prompt_tokens,
+                completion_tokens=result.usage.completion_tokens, cost_usd=result.cost_usd,
+            )  # fmt: skip
     answer = next(iter(json_objects(result.message.content or "")), {})
     return answer, result.cost_usd or 0.0
 
 
 async def judge(
-    client: ModelClient, models: list[str], objective: str, rubric: str, answer: str
+    client: ModelClient,
+    models: list[str],
+    objective: str,
+    rubric: str,
+    answer: str,
+    spender: Spender | None = None,
 ) -> tuple[float | None, bool, str, float]:
     """(score 0-1, passed, detail, cost) of an answer on a rubric; no valid grade: None."""
     grade, cost = await ask(
         client, models, JUDGE_PROMPT,
         f"Request:\n{objective}\n\nRubric:\n{rubric}\n\nAnswer:\n{answer[:8000]}",
-        JUDGE_SCHEMA,
+        JUDGE_SCHEMA, spender=spender,
     )  # fmt: skip
     value = grade.get("score")
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:

@@ -394,7 +394,7 @@ class EvolutionModelActivities:
             return None, False, f"the run ended {run.outcome}: no answer to judge", 0.0
         return await grading.judge(
             self._models, await self._judge_models(record), case.spec.objective,
-            case.spec.rubric or "", run.result,
+            case.spec.rubric or "", run.result, self._spender(record),
         )  # fmt: skip
 
     @activity.defn(name="judge_pairs")
@@ -434,6 +434,7 @@ class EvolutionModelActivities:
             candidate_first = hashlib.sha256(key).digest()[0] % 2 == 0
             first, second = (candidate, incumbent) if candidate_first else (incumbent, candidate)
             answer, spent = await self._ask(
+                record,
                 models,
                 PAIR_PROMPT,
                 f"Request:\n{case.spec.objective}\n\nRubric:\n{case.spec.rubric}"
@@ -460,6 +461,7 @@ class EvolutionModelActivities:
 
     async def _ask(
         self,
+        record: EvolutionRecord,
         models: list[str],
         system: str,
         user: str,
@@ -468,11 +470,19 @@ class EvolutionModelActivities:
         max_tokens: int = 200,
         temperature: float = 0.0,
     ) -> tuple[dict[str, Any], float]:
-        """One model call answered with a JSON object ({} when the answer holds none)."""
+        """One model call answered with a JSON object ({} when the answer holds none).
+
+        Within the tenant's spend caps (`BudgetExceeded` over them), and ledgered.
+        """
         return await grading.ask(
             self._models, models, system, user, schema,
-            max_tokens=max_tokens, temperature=temperature,
+            max_tokens=max_tokens, temperature=temperature, spender=self._spender(record),
         )  # fmt: skip
+
+    def _spender(self, record: EvolutionRecord) -> grading.Spender:
+        return grading.Spender(
+            self._pool, self._settings, record.tenant_id, record.agent_name, record.id
+        )
 
     async def _judge_models(self, record: EvolutionRecord) -> list[str]:
         if record.settings.judge_model is not None:
@@ -511,6 +521,7 @@ class EvolutionModelActivities:
         cost, done = 0.0, 0
         for item in items:
             answer, spent = await self._ask(
+                record,
                 models,
                 "You sort feedback on an AI agent's answer into one category: "
                 + ", ".join(_FEEDBACK_CATEGORIES)
@@ -555,6 +566,7 @@ class EvolutionModelActivities:
         cost = 0.0
         for failure in failures:
             answer, spent = await self._ask(
+                record,
                 models,
                 "You find why an AI agent failed a task. Causes: "
                 + ", ".join(_CAUSES)
@@ -785,7 +797,7 @@ class EvolutionModelActivities:
                 "code_tool", parent.instructions, parent.tools, _NO_GAP, refused=_NO_GAP
             ), 0.0
         answer, cost = await self._ask(
-            models, CODE_TOOL_PROMPT, _gap_text(parent, gap, record), _CODE_TOOL_SCHEMA,
+            record, models, CODE_TOOL_PROMPT, _gap_text(parent, gap, record), _CODE_TOOL_SCHEMA,
             max_tokens=3000, temperature=0.0 if index == 0 else 0.7,
         )  # fmt: skip
         try:
@@ -829,7 +841,7 @@ class EvolutionModelActivities:
             return refuse(_NO_GAP), 0.0
         tools = "\n".join(f"- {t}" for t in own_tools) or "(none)"
         answer, cost = await self._ask(
-            models, SUB_AGENT_PROMPT,
+            record, models, SUB_AGENT_PROMPT,
             f"{_gap_text(parent, gap, record)}\n\nTools you may give it:\n{tools}",
             _SUB_AGENT_SCHEMA, max_tokens=2000, temperature=0.0 if index == 0 else 0.7,
         )  # fmt: skip
@@ -921,6 +933,7 @@ class EvolutionModelActivities:
             )
             schema = _EDIT_SCHEMA
         answer, cost = await self._ask(
+            record,
             models,
             "You improve the instructions of an AI agent. " + task,
             f"Instructions:\n{instructions}\n\nFailures:\n{evidence}\n\n"
@@ -1170,6 +1183,7 @@ async def _create_sub_agent(
     spec = AgentSpec(
         instructions=sub.instructions, model=parent.model, fallback_models=parent.fallback_models,
         tools=sub.tools, limits=AgentLimits(max_steps=sub.max_steps),
+        guardrails=parent.guardrails,  # a sub-agent is held to its parent's guardrails
     )  # fmt: skip
     try:
         await agents.create_owned(conn, record.tenant_id, name, spec, owner=record.agent_name)

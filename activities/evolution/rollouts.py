@@ -10,12 +10,13 @@ from datetime import timedelta
 from typing import Literal
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.evolution import grading
 from activities.evolution.store import activate_grown_tools
 from activities.providers.client import ModelClient
 from core.db import Pool
-from core.errors import NotFound
+from core.errors import ErrorType, NotFound
 from core.evolution import cases as eval_cases
 from core.evolution import rollouts, triggers
 from core.evolution import store as evolutions
@@ -158,13 +159,22 @@ class RolloutActivities:
                     )
             elif self._models is not None and run.result:
                 rubric = case.spec.rubric if case is not None and case.spec.rubric else None
-                score, passed, detail, spent = await grading.judge(
-                    self._models, models, run.objective, rubric or settings.judge_rubric,
-                    run.result,
-                )  # fmt: skip
-                judged = score
-                if not passed:
-                    problems.append(detail)
+                spender = grading.Spender(
+                    self._pool, self._settings, input.tenant_id, input.agent_name
+                )
+                try:
+                    score, passed, detail, spent = await grading.judge(
+                        self._models, models, run.objective, rubric or settings.judge_rubric,
+                        run.result, spender,
+                    )  # fmt: skip
+                except ApplicationError as exc:
+                    # Over the tenant's spend cap: the run goes unjudged, not failed.
+                    if exc.type != ErrorType.BUDGET_EXCEEDED:
+                        raise
+                else:
+                    judged = score
+                    if not passed:
+                        problems.append(detail)
         if n >= MIN_RUNS_FOR_MEDIANS:
             ratio = settings.max_cost_ratio
             if ratio and cost_median and run.cost_usd > ratio * cost_median:

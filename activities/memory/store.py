@@ -259,7 +259,9 @@ class MemoryStore:
         async with self._pool.connection() as conn:
             matched = await rows.matching(conn, input)
         await self._delete_vectors(matched)
-        if input.ids is None:
+        if input.ids is None and await asyncio.to_thread(
+            self._vectors.collection_exists, self.collection
+        ):
             # Points written without a row (a write that never finished) go too.
             await asyncio.to_thread(
                 self._vectors.delete_where,

@@ -15,6 +15,8 @@ from activities.providers.client import ModelClient
 from activities.providers.pricing import estimate_prompt_cost
 from activities.providers.routing import resolve
 from activities.runs import context as llm_context
+from activities.runs.guardrails import Guard, raise_if_withheld
+from activities.spend import check_spend
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
 from core.errors import ErrorType
@@ -70,6 +72,7 @@ class LlmActivities:
         self._models = models
         self._catalog = catalog or ToolCatalog(agents=AgentsAsTools())
         self._versions = PinnedVersions()
+        self._guard = Guard(settings, pool)
 
     @activity.defn(name="probe_llm_lane")
     async def probe_llm_lane(self, input: ProbeInput) -> LaneReport:
@@ -110,6 +113,7 @@ class LlmActivities:
             )  # fmt: skip
             memory, summary = await runs.prompt_context(conn, input.run_id, input.upto_seq)
         spec = version.spec
+        history = await self._guard.screen_prompt(input, spec.guardrails, history)
         names = model_names(entries.values())  # model's name -> Colony name
         to_model = {colony: model for model, colony in names.items() if model != colony}
         tail = [(seq, m) for seq, m in history if summary is None or seq > summary[0]]
@@ -132,7 +136,11 @@ class LlmActivities:
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
         )
-        result = await self._with_fallbacks(input, request)
+        await check_spend(self._pool, self._settings, input.tenant_id, request)
+        # An answer a guardrail checks is not streamed live: it is seen whole first.
+        result = await self._with_fallbacks(
+            input, request, live=not spec.guardrails.screens("output")
+        )
         if extra.prompt_tokens or extra.completion_tokens:
             # The summary call is part of this step's cost (budgets see it).
             result = result.model_copy(
@@ -147,6 +155,7 @@ class LlmActivities:
                 }
             )
         message = _with_unique_call_ids(result.message, input.step, names)
+        message = await self._guard.screen_answer(input, spec.guardrails, message)
         return await self._save(input, result, message)
 
     async def _save(
@@ -290,7 +299,9 @@ class LlmActivities:
             purpose=purpose,
         )  # fmt: skip
 
-    async def _with_fallbacks(self, input: LlmCallInput, request: ModelRequest) -> ModelResult:
+    async def _with_fallbacks(
+        self, input: LlmCallInput, request: ModelRequest, *, live: bool = True
+    ) -> ModelResult:
         """Primary first, then each fallback; see ATTEMPTS_PER_MODEL."""
         info = activity.info()
         # Models that failed for good in an earlier attempt are remembered in heartbeats.
@@ -300,7 +311,7 @@ class LlmActivities:
         last_error: ApplicationError | None = None
         for model in candidates:
             check_budget(request, model, input.budget_remaining_usd, self._settings)
-            publisher = _DeltaPublisher(self._pool, input, model, dead)
+            publisher = _DeltaPublisher(self._pool, input, model, dead, live=live)
             try:
                 async with publisher:
                     return await self._models.complete_with_breaker(
@@ -394,6 +405,7 @@ def _output(
     cost: float | None,
     finish_reason: str | None,
 ) -> LlmCallOutput:
+    raise_if_withheld(message)  # stored first: the notice and the call's cost stay
     return LlmCallOutput(
         message_seq=seq,
         tool_calls=[
@@ -504,8 +516,11 @@ def _result_events(step: int, result: ModelResult, message: ChatMessage) -> list
 class _DeltaPublisher:
     """Batches streamed text into `model.delta` events and heartbeats while the call runs."""
 
-    def __init__(self, pool: Pool, input: LlmCallInput, model: str, dead: list[str]) -> None:
+    def __init__(
+        self, pool: Pool, input: LlmCallInput, model: str, dead: list[str], *, live: bool = True
+    ) -> None:
         self._pool = pool
+        self._live = live  # False: no model.delta events (heartbeats go on)
         self._input = input
         self._model = model
         self._dead = dead
@@ -536,6 +551,8 @@ class _DeltaPublisher:
             activity.heartbeat(self._dead)
 
     async def add(self, text: str) -> None:
+        if not self._live:
+            return
         self._buffer.append(text)
         self._chars += len(text)
         if (

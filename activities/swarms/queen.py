@@ -15,6 +15,7 @@ from activities.providers import json_protocol
 from activities.providers.client import ModelClient
 from activities.providers.routing import resolve
 from activities.runs.llm import check_budget, complete_any
+from activities.spend import check_spend
 from activities.swarms.blackboard import format_post
 from core.db import Pool
 from core.payloads import ChatMessage, ModelRequest, ModelResult, RunEvent
@@ -92,6 +93,7 @@ class QueenActivities:
         else:
             assert request is not None
             check_budget(request, input.models[0], input.budget_remaining_usd, self._settings)
+            await check_spend(self._pool, self._settings, input.tenant_id, request)
             result = await complete_any(self._models, input.models, request)
             answer, model, cost = result.message.content or "", result.model, result.cost_usd
         completed = {s.id for s in subtasks if s.status == "succeeded"} if input.replan else set()
@@ -251,6 +253,7 @@ class QueenActivities:
             if remaining is not None:
                 remaining -= cost or 0.0
             check_budget(request, input.models[0], remaining, self._settings)
+            await check_spend(self._pool, self._settings, input.tenant_id, request)
             result = await complete_any(self._models, input.models, request)
             answer = result.message.content or ""
             if request.json_schema is not None:
@@ -301,6 +304,7 @@ class QueenActivities:
             stored = await swarm_store.find_call(conn, input.swarm_id, key)
         if stored is not None:
             return stored.answer, stored.cost_usd
+        await check_spend(self._pool, self._settings, input.tenant_id)
         result = await complete_any(
             self._models,
             input.models,

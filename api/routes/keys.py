@@ -25,9 +25,15 @@ async def whoami(principal: PrincipalDep) -> WhoAmIPublic:
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
 async def create_key(body: ApiKeyCreate, principal: AdminDep, pool: PoolDep) -> ApiKeyCreated:
-    """Create a key for the caller's tenant (admin only). The secret is shown once."""
+    """Create a key for the caller's tenant (admin only). The secret is shown once.
+
+    An expiry must lie in the future (422).
+    """
     async with pool.connection() as conn:
-        record, key = await tenants.create_api_key(conn, principal.tenant_id, body.name, body.role)
+        record, key = await tenants.create_api_key(
+            conn, principal.tenant_id, body.name,
+            scopes=body.chosen_scopes(), expires_at=body.expiry(),
+        )  # fmt: skip
     return ApiKeyCreated(**record.model_dump(exclude={"tenant_id"}), key=key)
 
 
@@ -41,7 +47,11 @@ async def list_keys(principal: AdminDep, pool: PoolDep) -> list[ApiKeyPublic]:
 
 @router.delete("/api-keys/{key_id}", response_model=ApiKeyPublic)
 async def revoke_key(key_id: str, principal: AdminDep, pool: PoolDep) -> ApiKeyPublic:
-    """Revoke a key of the caller's tenant (admin only); it stops working at once."""
+    """Revoke a key of the caller's tenant (admin only); it stops working at once.
+
+    The tenant's last usable admin key cannot be revoked (409), not even by itself:
+    create another admin key first.
+    """
     async with pool.connection() as conn:
         record = await tenants.revoke_api_key(conn, principal.tenant_id, key_id)
     return ApiKeyPublic(**record.model_dump(exclude={"tenant_id"}))

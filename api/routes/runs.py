@@ -7,6 +7,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep, TemporalHandleDep
+from api.limits import admit_start
 from api.live import query_status, request_cancel, start_once
 from api.schemas.runs import (
     ApprovalCreate,
@@ -49,6 +50,7 @@ async def create_run(
     objective, extra = _objective(body)
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
+    await admit_start(pool, settings, tenant, "runs", key)  # 429 over the tenant's limits
     rollout_id: str | None = None
     async with pool.connection() as conn:
         if body.agent_spec is not None:

@@ -8,6 +8,7 @@ from temporalio.client import Client
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.limits import admit_start
 from api.live import query_status, request_cancel, start_once
 from api.schemas.runs import EventPublic
 from api.schemas.swarms import SubtaskPublic, SwarmCreate, SwarmPublic
@@ -57,6 +58,7 @@ async def create_swarm(
     """
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
+    await admit_start(pool, settings, tenant, "swarms", key)  # 429 over the tenant's limits
     if body.recipe is not None:
         record, created = await _recipe_swarm(pool, settings, tenant, body, key)
     else:

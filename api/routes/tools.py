@@ -131,8 +131,10 @@ async def register_tool(
     if body.name in _ROUTE_NAMES:
         raise InvalidInput(f"{body.name!r} is reserved by the API; choose another name")
     secret_names = body.http.secret_names if isinstance(body, HttpToolCreate) else []
-    if secret_names and principal.role != "admin":
-        raise PermissionDenied("registering a tool that sends secrets needs an admin API key")
+    if secret_names and not principal.allows("admin"):
+        raise PermissionDenied(
+            "registering a tool that sends secrets needs an API key with the 'admin' scope"
+        )
     spec = body.to_spec()
     async with pool.connection() as conn:
         missing = await tool_secrets.missing_secrets(conn, principal.tenant_id, secret_names)

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from core.payloads import ModelUsage, Payload, RunEvent, RunMode
+from core.runs.guardrails import Guardrails
 from core.specs import Spec
 from core.tools.payloads import ToolPolicy
 from core.tools.workspaces import WorkspaceHost
@@ -56,6 +57,7 @@ class AgentSpec(Spec):
     max_output_tokens: int | None = Field(default=None, gt=0, le=200_000)
     limits: AgentLimits = AgentLimits()
     memory: MemorySettings = MemorySettings()
+    guardrails: Guardrails = Guardrails()
 
     @field_validator("fallback_models")
     @classmethod

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -25,7 +25,7 @@ from typing import Any, Final
 import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.errors import ConfigError, InvalidInput, NotFound
 from core.settings import Settings
@@ -55,27 +55,20 @@ _BLOB_VERSION: Final = b"\x01"
 class SecretCipher:
     """AES-256-GCM for secret values; each ciphertext is bound to (tenant, name)."""
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise ConfigError("the secrets key must be 32 bytes (44 url-safe base64 characters)")
-        self._aead = AESGCM(key)
-        self.key_id = hashlib.sha256(b"colony-secrets-key:" + key).hexdigest()[:12]
+    def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
+        """`key` encrypts and decrypts; `previous` keys (being rotated out) only decrypt."""
+        self.key_id = _key_id(key)
+        self._aead = AESGCM(_checked(key))
+        self._previous = {_key_id(k): AESGCM(_checked(k)) for k in previous}
 
     @classmethod
-    def from_text(cls, text: str) -> "SecretCipher":
-        """A cipher from a url-safe base64 key (as written by `generate_key`).
+    def from_text(cls, text: str, previous: Sequence[str] = ()) -> "SecretCipher":
+        """A cipher from url-safe base64 keys (as written by `generate_key`).
 
         Raises:
-            ConfigError: the text is not such a key.
+            ConfigError: a text is not such a key.
         """
-        try:
-            key = base64.urlsafe_b64decode(text.strip().encode())
-        except (binascii.Error, ValueError):
-            raise ConfigError(
-                "COLONY_SECRETS_KEY is not url-safe base64; generate one with "
-                "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
-            ) from None
-        return cls(key)
+        return cls(_decoded(text), [_decoded(t) for t in previous])
 
     @staticmethod
     def generate_key() -> str:
@@ -92,16 +85,25 @@ class SecretCipher:
         sealed = self._aead.encrypt(nonce, value.encode(), self._aad(tenant_id, name))
         return _BLOB_VERSION + nonce + sealed
 
-    def decrypt(self, tenant_id: str, name: str, blob: bytes) -> str:
+    def decrypt(self, tenant_id: str, name: str, blob: bytes, key_id: str | None = None) -> str:
         """The value sealed by `encrypt` for the same tenant and name.
 
+        `key_id` names the key it was sealed with (the current key when None).
+
         Raises:
-            ConfigError: the blob was sealed with another key, or for another secret.
+            ConfigError: the blob was sealed with an unknown key, or for another secret.
         """
         if blob[:1] != _BLOB_VERSION or len(blob) < 1 + 12 + 16:
             raise ConfigError(f"secret {name!r} is stored in an unknown format")
+        aead = self._aead if key_id in (None, self.key_id) else self._previous.get(key_id or "")
+        if aead is None:
+            raise ConfigError(
+                f"secret {name!r} was encrypted with secrets key {key_id}, but this process "
+                f"has key {self.key_id}: set COLONY_SECRETS_KEY to the same value everywhere "
+                "(during a rotation, the old key goes in COLONY_SECRETS_PREVIOUS_KEYS)"
+            )
         try:
-            plain = self._aead.decrypt(blob[1:13], blob[13:], self._aad(tenant_id, name))
+            plain = aead.decrypt(blob[1:13], blob[13:], self._aad(tenant_id, name))
         except InvalidTag:
             raise ConfigError(
                 f"secret {name!r} cannot be decrypted with this process's secrets key"
@@ -115,9 +117,34 @@ def cipher_from_settings(settings: Settings) -> SecretCipher:
     The key is `COLONY_SECRETS_KEY` (settings field `secrets_key`) when set; otherwise
     the file `$COLONY_DATA_DIR/secrets-key`, created (mode 0600) on first use.
     """
+    previous = [
+        k for k in (settings.secrets_previous_keys or SecretStr("")).get_secret_value().split(",")
+        if k.strip()
+    ]  # fmt: skip
     if settings.secrets_key is not None:
-        return SecretCipher.from_text(settings.secrets_key.get_secret_value())
-    return SecretCipher.from_text(_key_file(settings.data_path / SECRETS_KEY_FILE))
+        return SecretCipher.from_text(settings.secrets_key.get_secret_value(), previous)
+    return SecretCipher.from_text(_key_file(settings.data_path / SECRETS_KEY_FILE), previous)
+
+
+def _decoded(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text.strip().encode())
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            "a secrets key (COLONY_SECRETS_KEY, COLONY_SECRETS_PREVIOUS_KEYS) is not url-safe "
+            "base64; generate one with python -c 'import base64, os; "
+            "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+        ) from None
+
+
+def _checked(key: bytes) -> bytes:
+    if len(key) != 32:
+        raise ConfigError("a secrets key must be 32 bytes (44 url-safe base64 characters)")
+    return key
+
+
+def _key_id(key: bytes) -> str:
+    return hashlib.sha256(b"colony-secrets-key:" + key).hexdigest()[:12]
 
 
 def _key_file(path: Path) -> str:
@@ -188,12 +215,35 @@ async def get_secret_value(conn: Conn, cipher: SecretCipher, tenant_id: str, nam
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"secret {name!r} not found")
-    if row["key_id"] != cipher.key_id:
-        raise ConfigError(
-            f"secret {name!r} was encrypted with secrets key {row['key_id']}, but this process "
-            f"has key {cipher.key_id}: set COLONY_SECRETS_KEY to the same value everywhere"
+    return cipher.decrypt(tenant_id, name, bytes(row["ciphertext"]), row["key_id"])
+
+
+async def rotate_secrets(conn: Conn, cipher: SecretCipher) -> int:
+    """Re-encrypt every secret (of every tenant) not sealed with the current key.
+
+    Run after setting the new `COLONY_SECRETS_KEY` with the old one in
+    `COLONY_SECRETS_PREVIOUS_KEYS`; afterwards the old key can be dropped. Returns how
+    many secrets were re-encrypted.
+
+    Raises:
+        ConfigError: a secret was sealed with a key that is neither current nor previous.
+    """
+    cur = await conn.execute(
+        "SELECT tenant_id, name, ciphertext, key_id FROM secrets WHERE key_id <> %s"
+        " ORDER BY tenant_id, name FOR UPDATE",
+        (cipher.key_id,),
+    )
+    rows = await cur.fetchall()
+    for row in rows:
+        value = cipher.decrypt(
+            row["tenant_id"], row["name"], bytes(row["ciphertext"]), row["key_id"]
         )
-    return cipher.decrypt(tenant_id, name, bytes(row["ciphertext"]))
+        await conn.execute(
+            "UPDATE secrets SET ciphertext = %s, key_id = %s WHERE tenant_id = %s AND name = %s",
+            (cipher.encrypt(row["tenant_id"], row["name"], value), cipher.key_id,
+             row["tenant_id"], row["name"]),
+        )  # fmt: skip
+    return len(rows)
 
 
 async def list_secret_names(conn: Conn, tenant_id: str) -> list[SecretInfo]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from temporalio.client import Client
 
@@ -22,6 +23,7 @@ from tests.support.services import (
     fresh_database,
     world_traversable_tempdir,
 )
+from workers import postgres_server
 from workers.process import free_port
 
 CLI = [sys.executable, "-m", "workers.cli"]
@@ -154,6 +156,7 @@ async def test_up_doctor_demo_restart_and_clean_stop(
     key = (stack.data / "admin-key").read_text().strip()
     assert key.startswith("colony_sk_") and "colony_sk_" not in stack.text  # never logged
     assert oct((stack.data / "admin-key").stat().st_mode & 0o777) == "0o600"
+    await assert_postgres_needs_the_password(stack)
 
     code, out = await stack.cli("doctor")
     assert code == 0, out
@@ -197,6 +200,24 @@ async def test_up_doctor_demo_restart_and_clean_stop(
     assert not (stack.data / "stack.json").exists()
     for log in (stack.data / "logs").iterdir():
         assert key not in log.read_text(errors="replace"), f"admin key leaked into {log}"
+
+
+async def assert_postgres_needs_the_password(stack: Stack) -> None:
+    """Another local user finds no way in: no trust auth, a private password file."""
+    port = int(stack.env["COLONY_POSTGRES_PORT"])
+    password_file = stack.data / "postgres-password"
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    # 0700, or 0711 when root runs Postgres as an unprivileged user below the data dir.
+    assert stack.data.stat().st_mode & 0o077 in (0, 0o011)
+    for url in (
+        postgres_server.admin_url(port, "colony"),
+        postgres_server.admin_url(port, "colony", "guess"),
+    ):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            await psycopg.AsyncConnection.connect(url, connect_timeout=5)
+    good = postgres_server.admin_url(port, "colony", password_file.read_text().strip())
+    async with await psycopg.AsyncConnection.connect(good, connect_timeout=5) as conn:
+        await conn.execute("SELECT 1")
 
 
 @pytest.mark.timeout(300)

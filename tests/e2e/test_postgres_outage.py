@@ -7,6 +7,7 @@ would (slower, so that the API's wait for a connection runs out during the outag
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -45,10 +46,13 @@ class KillablePostgres:
         self._pgdata = workdir / "pgdata"
         self._log = workdir / "postgres.log"
         self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
         self._process: ManagedProcess | None = None
 
     async def start(self) -> None:
-        spec = postgres_server.server_spec(self._pgdata, self.port, self._log, fsync=False)
+        spec = postgres_server.server_spec(
+            self._pgdata, self.port, self._log, fsync=False, password=self.password
+        )
         self._process = ManagedProcess(spec)
         await self._process.start()
 
@@ -61,7 +65,7 @@ class KillablePostgres:
             await self._process.stop()
 
     async def __aenter__(self) -> "KillablePostgres":
-        await asyncio.to_thread(postgres_server.init_cluster, self._pgdata)
+        await asyncio.to_thread(postgres_server.init_cluster, self._pgdata, self.password)
         await self.start()
         return self
 
@@ -85,7 +89,9 @@ async def test_runs_survive_a_postgres_kill_without_repeating_model_calls(
     # Each run is one model call that answers after a second: most are in flight when
     # Postgres dies, and their answers arrive while it is down.
     model_server.script(*(reply(f"answer {i}", delay=1.0) for i in range(RUNS)))
-    async with fresh_database(PostgresServer(port=killable.port), "chaos") as url:
+    async with fresh_database(
+        PostgresServer(port=killable.port, password=killable.password), "chaos"
+    ) as url:
         async with db.open_pool(url, min_size=1, max_size=10) as pool:
             async with pool.connection() as conn:
                 await tenants.ensure_tenant(conn, TENANT, TENANT)

@@ -3,7 +3,7 @@
 `ScriptedModelServer` is a real HTTP server (stdlib only, background threads, a free
 port on 127.0.0.1) that speaks enough of the OpenAI API for the official ``openai``
 SDK and LiteLLM's openai provider: chat completions (plain and streamed, text and
-tool calls), embeddings and the model list. What each chat request gets back is
+tool calls), embeddings, moderations (`flag_for_moderation`) and the model list. What each chat request gets back is
 scripted as a queue of *steps* — replies, tool calls and injected faults (HTTP
 errors, hangs, malformed bodies, truncated streams) — optionally per model, so
 retry, timeout and fallback behaviour can be tested deterministically, also from
@@ -751,6 +751,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._chat(record)
         elif method == "POST" and endpoint == "/embeddings":
             self._embeddings(record)
+        elif method == "POST" and endpoint == "/moderations":
+            self._moderations(record)
         elif method == "GET" and endpoint == "/models":
             self._models(record)
         else:
@@ -768,6 +770,25 @@ class _Handler(BaseHTTPRequestHandler):
             for name in self.owner.models()
         ]
         self._send_json(record, 200, {"object": "list", "data": data})
+
+    def _moderations(self, record: RecordedRequest) -> None:
+        body = record.body
+        if not isinstance(body, dict) or "input" not in body:
+            self._send_json(record, 400, _error_body(400, "'input' is required"))
+            return
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        results = []
+        for item in inputs:
+            scores = self.owner.moderation_scores(_content_text(item) or str(item))
+            flags = {category: score >= 0.5 for category, score in scores.items()}
+            results.append(
+                {"flagged": any(flags.values()), "categories": flags, "category_scores": scores}
+            )
+        self._send_json(
+            record,
+            200,
+            {"id": "modr-scripted", "model": record.model or "moderation", "results": results},
+        )
 
     def _embeddings(self, record: RecordedRequest) -> None:
         body = record.body
@@ -1059,6 +1080,7 @@ class ScriptedModelServer:
         self._shared: deque[Step] = deque()
         self._queues: dict[str, deque[Step]] = {}
         self._requests: list[RecordedRequest] = []
+        self._moderation: list[tuple[str, str, float]] = []  # (word, category, score)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -1169,9 +1191,28 @@ class ScriptedModelServer:
             self._shared.clear()
             self._queues.clear()
             self._requests.clear()
+            self._moderation.clear()
             self.errors.clear()
             self.default = self._initial_default
             self.responder = self._initial_responder
+
+    def flag_for_moderation(
+        self, word: str, category: str = "violence", score: float = 0.9
+    ) -> Self:
+        """Make ``POST /v1/moderations`` flag inputs holding `word` (any case) as `category`."""
+        with self._lock:
+            self._moderation.append((word.lower(), category, score))
+        return self
+
+    def moderation_scores(self, text: str) -> dict[str, float]:
+        """The category scores ``/v1/moderations`` gives `text` (0.0 for unflagged ones)."""
+        with self._lock:
+            rules = list(self._moderation)
+        scores = {"violence": 0.0, "self-harm": 0.0, "hate": 0.0, "sexual": 0.0}
+        for word, category, score in rules:
+            if word in text.lower():
+                scores[category] = max(scores.get(category, 0.0), score)
+        return scores
 
     def models(self) -> list[str]:
         """Model ids listed by ``GET /v1/models``: the defaults plus every scripted model."""

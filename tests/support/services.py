@@ -38,10 +38,11 @@ class PostgresServer:
     """A running Postgres server."""
 
     port: int
+    password: str
 
     def url(self, dbname: str = "postgres") -> str:
         """Superuser URL for `dbname`."""
-        return postgres_server.admin_url(self.port, dbname)
+        return postgres_server.admin_url(self.port, dbname, self.password)
 
 
 @asynccontextmanager
@@ -75,14 +76,17 @@ async def temporal_dev_server(
 async def postgres(workdir: Path) -> AsyncIterator[PostgresServer]:
     """A throwaway cluster (fsync off: test data need not survive a power cut)."""
     pgdata = workdir / "pgdata"
-    await asyncio.to_thread(postgres_server.init_cluster, pgdata)
+    password = secrets.token_urlsafe(16)  # the embedded stack's scram auth, as `colony up`
+    await asyncio.to_thread(postgres_server.init_cluster, pgdata, password)
     port = free_port()
     process = ManagedProcess(
-        postgres_server.server_spec(pgdata, port, workdir / "postgres.log", fsync=False)
+        postgres_server.server_spec(
+            pgdata, port, workdir / "postgres.log", fsync=False, password=password
+        )
     )
     await process.start()
     try:
-        yield PostgresServer(port=port)
+        yield PostgresServer(port=port, password=password)
     finally:
         await process.stop()
 

@@ -271,6 +271,24 @@ async def test_secrets_are_tenant_isolated_and_bound_to_their_row(pool: Pool) ->
             await tool_secrets.get_secret_value(conn, SecretCipher(os.urandom(32)), "acme", "TOKEN")
 
 
+async def test_the_secrets_key_rotates_without_losing_a_secret(pool: Pool) -> None:
+    old, new = SecretCipher.generate_key(), SecretCipher.generate_key()
+    before = SecretCipher.from_text(old)
+    async with pool.connection() as conn:
+        await tool_secrets.put_secret(conn, before, "acme", "TOKEN", "acme-token")
+        await tool_secrets.put_secret(conn, before, "other", "TOKEN", "other-token")
+        during = SecretCipher.from_text(new, previous=[old])
+        # Old rows still decrypt while the new key is current ...
+        assert await tool_secrets.get_secret_value(conn, during, "acme", "TOKEN") == "acme-token"
+        # ... until every row is re-encrypted; then the old key can go.
+        assert await tool_secrets.rotate_secrets(conn, during) == 2
+        assert await tool_secrets.rotate_secrets(conn, during) == 0
+        after = SecretCipher.from_text(new)
+        assert await tool_secrets.get_secret_value(conn, after, "other", "TOKEN") == "other-token"
+        with pytest.raises(ConfigError, match="COLONY_SECRETS_PREVIOUS_KEYS"):
+            await tool_secrets.get_secret_value(conn, before, "acme", "TOKEN")
+
+
 @pytest.mark.parametrize(("name", "value"), [("bad name", "v"), ("OK", ""), ("9x", "v")])
 async def test_bad_secrets_are_refused(pool: Pool, name: str, value: str) -> None:
     async with pool.connection() as conn:
