@@ -19,6 +19,7 @@ from api.deps import TemporalHandle
 from api.limits import BodySizeLimit
 from api.routes import (
     agents,
+    codec,
     data_rights,
     evolution,
     health,
@@ -93,7 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
+    codec.install_cors(app, settings)
     app.include_router(health.router)
+    app.include_router(codec.router)
     app.include_router(keys.router)
     app.include_router(tenant.router)
     app.include_router(usage.router)

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     e2b_api_key: SecretStr | None = Field(default=None, validation_alias="E2B_API_KEY")
     # Encrypts named secrets at rest; unset: a key file in the data dir (one host only).
     secrets_key: SecretStr | None = Field(default=None, validation_alias="COLONY_SECRETS_KEY")
+    # Encrypt Temporal payloads (core/codec.py): `id:base64key,...`, the first encrypts,
+    # all decrypt; unset: a key file in the data dir (one host only).
+    payload_keys: SecretStr | None = Field(default=None, validation_alias="COLONY_PAYLOAD_KEYS")
+    # Origins allowed to call the codec endpoint from a browser (the Temporal UI);
+    # empty: the embedded UI's own origin.
+    codec_cors_origins: list[str] = Field(
+        default_factory=list, validation_alias="COLONY_CODEC_CORS_ORIGINS"
+    )
     # Keys being rotated out (comma-separated): they decrypt, never encrypt.
     secrets_previous_keys: SecretStr | None = Field(
         default=None, validation_alias="COLONY_SECRETS_PREVIOUS_KEYS"

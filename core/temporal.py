@@ -1,8 +1,9 @@
 """The Temporal plugin and client factory every Colony process uses.
 
 One plugin carries the pydantic data converter (frozen pydantic payloads in and out of
-every workflow, activity, signal and update) and the OpenTelemetry tracing interceptor,
-so client, workers and replayers agree on both.
+every workflow, activity, signal and update), the payload encryption codec
+(`core.codec`, failure messages included) and the OpenTelemetry tracing interceptor, so
+client, workers and replayers agree on all three.
 """
 
 import functools
@@ -17,12 +18,15 @@ from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
     DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
+    PayloadCodec,
 )
 from temporalio.plugin import SimplePlugin
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from core.codec import codec_from_settings
 from core.settings import Settings
 from core.specs import PAYLOAD_CONTEXT
 
@@ -75,17 +79,36 @@ class PayloadConverter(CompositePayloadConverter):
 
 
 DATA_CONVERTER = DataConverter(payload_converter_class=PayloadConverter)
-"""Every Colony client, worker and replayer's converter."""
+"""Colony's payload conversion without encryption (payload compatibility tests)."""
+
+
+def data_converter(codec: PayloadCodec) -> DataConverter:
+    """Every Colony client, worker and replayer's converter.
+
+    `PayloadConverter`, then `codec`; failure messages and stack traces travel as an
+    encoded payload too.
+    """
+    return DataConverter(
+        payload_converter_class=PayloadConverter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 class ColonyPlugin(SimplePlugin):
-    """Data converter + tracing, for `Client.connect`, workers and `Replayer`."""
+    """Data converter (with encryption) + tracing, for clients, workers and `Replayer`."""
 
-    def __init__(self, tracer: Tracer | None = None) -> None:
-        """Build the plugin; `tracer` defaults to the global provider's (tests pass their own)."""
+    def __init__(self, settings: Settings | None = None, *, tracer: Tracer | None = None) -> None:
+        """Build the plugin.
+
+        Args:
+            settings: Where the payload keys come from; defaults to the environment.
+            tracer: Defaults to the global provider's (tests pass their own).
+        """
+        codec = codec_from_settings(settings if settings is not None else Settings())
         super().__init__(
             PLUGIN_NAME,
-            data_converter=DATA_CONVERTER,
+            data_converter=data_converter(codec),
             interceptors=[TracingInterceptor(tracer)],
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules(
@@ -105,5 +128,5 @@ async def connect(settings: Settings, *, address: str | None = None) -> Client:
     return await Client.connect(
         address or settings.effective_temporal_address,
         namespace=settings.temporal_namespace,
-        plugins=[ColonyPlugin()],
+        plugins=[ColonyPlugin(settings)],
     )

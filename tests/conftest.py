@@ -1,6 +1,7 @@
 """Session-wide real services: one Temporal dev server and one Postgres per test session;
 a fresh database per test module."""
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ from tests.support.services import (
     temporal_dev_server,
     world_traversable_tempdir,
 )
+
+TEST_PAYLOAD_KEYS = "test-1:" + "dGVzdC1wYXlsb2FkLWtleS1vZi0zMi1ieXRlcyEhISE="
+"""Every Temporal client, worker and replayer of the test session (and the processes it
+starts) encrypts payloads with this key (core/codec.py), whatever its data dir; tests of
+the key file itself pass their own settings."""
+os.environ["COLONY_PAYLOAD_KEYS"] = TEST_PAYLOAD_KEYS
 
 
 @pytest.fixture(scope="session")

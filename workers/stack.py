@@ -291,16 +291,21 @@ class Stack:
         state.chmod(0o700)  # run objectives and results live in its database
         for path in state.glob("temporal.db*"):  # files an older version left readable
             path.chmod(0o600)
-        spec = temporal_server.server_spec(
-            port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
-            db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
-        )  # fmt: skip
-        await self._start(spec)
+        await self._start(self.temporal_spec())
         log.info(
             "Temporal ready at %s, UI at %s",
             s.effective_temporal_address,
             s.effective_temporal_ui_url,
         )
+
+    def temporal_spec(self) -> ProcessSpec:
+        """The embedded dev server; its UI decodes payloads through the API's `/codec`."""
+        s = self.settings
+        return temporal_server.server_spec(
+            port=s.temporal_port, ui_port=s.temporal_ui_port, namespace=s.temporal_namespace,
+            db_file=self.data / "temporal" / "temporal.db", log_path=self.logs / "temporal.log",
+            ui_codec_endpoint=f"{s.effective_api_url}/codec",
+        )  # fmt: skip
 
     async def _start_workers(self) -> None:
         s = self.settings

@@ -51,14 +51,21 @@ def server_argv(
     db_file: Path | None,
     log_level: str = "warn",
     dynamic_config: dict[str, str] | None = None,
+    ui_codec_endpoint: str | None = None,
 ) -> list[str]:
-    """Command line of a dev server; `db_file=None` keeps state in memory (tests)."""
+    """Command line of a dev server; `db_file=None` keeps state in memory (tests).
+
+    `ui_codec_endpoint`: the codec server the UI sends payloads to for decoding (the
+    API's `/codec`), so that a browser reads what the server stores encrypted.
+    """
     argv = [str(find_binary()), "server", "start-dev", "--ip", LOCAL_HOST, "--port", str(port),
             "--log-level", log_level]  # fmt: skip
     if ui_port is None:
         argv.append("--headless")
     else:
         argv += ["--ui-port", str(ui_port)]
+        if ui_codec_endpoint is not None:
+            argv += ["--ui-codec-endpoint", ui_codec_endpoint]
     if db_file is not None:
         argv += ["--db-filename", str(db_file),
                  "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]  # fmt: skip
@@ -79,6 +86,7 @@ def server_spec(
     db_file: Path | None,
     log_path: Path,
     dynamic_config: dict[str, str] | None = None,
+    ui_codec_endpoint: str | None = None,
 ) -> ProcessSpec:
     """Process spec for the embedded dev server, ready once the namespace answers."""
     address = f"{LOCAL_HOST}:{port}"
@@ -94,6 +102,7 @@ def server_spec(
             namespace=namespace,
             db_file=db_file,
             dynamic_config=dynamic_config,
+            ui_codec_endpoint=ui_codec_endpoint,
         ),
         log_path=log_path,
         ready=ready,

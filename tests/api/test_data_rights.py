@@ -28,6 +28,7 @@ from api.client import ColonyClient
 from api.main import create_app
 from core import data_rights, tenants
 from core import temporal as temporal_support
+from core.codec import EncryptionCodec
 from core.db import Pool
 from core.runs import store as runs
 from tests.api.test_api import assert_error
@@ -267,7 +268,12 @@ async def histories_mentioning(client: Client, needle: str) -> list[str]:
         except RPCError as exc:  # deleted since it was listed
             assert exc.status == RPCStatusCode.NOT_FOUND
             continue
-        # Payloads are JSON bytes inside the protobuf (base64 in the history's JSON form).
+        # Payloads are encrypted (core/codec.py): decrypt them, then they are JSON bytes
+        # inside the protobuf (base64 in the history's JSON form).
+        codec = client.data_converter.payload_codec
+        assert isinstance(codec, EncryptionCodec)
+        for event in history.events:
+            codec.decrypt_message(event)
         if needle.encode() in History(events=history.events).SerializeToString():
             found.append(wf.id)
     return found

@@ -106,6 +106,8 @@ def bodies(a: Seeded) -> dict[tuple[str, str], dict[str, Any]]:
         ("post", "/v1/api-keys"): {"json": {"name": "b", "scopes": ["read"]}},
         ("put", "/v1/tenant/settings"): {"json": {"sharing": "isolated"}},
         ("put", "/v1/tenant/limits"): {"json": {}},
+        ("post", "/codec/encode"): {"json": {"payloads": []}},
+        ("post", "/codec/decode"): {"json": {"payloads": []}},
         ("post", "/v1/agents"): {"json": {"name": "beta-agent", "instructions": "x",
                                           "model": "openai/scripted-model", "tools": [TOOL]}},
         ("post", "/v1/agents/bootstrap"): {"json": {"objective": "What is six times seven?"}},

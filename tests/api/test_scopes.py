@@ -67,7 +67,7 @@ ADMIN_ROUTES = {
     ("POST", "/v1/mcp-servers"), ("POST", "/v1/mcp-servers/{name}/refresh"),
     ("DELETE", "/v1/mcp-servers/{name}"),
     ("DELETE", "/v1/end-users/{end_user}"), ("GET", "/v1/end-users/{end_user}/export"),
-    ("GET", "/v1/export"),
+    ("GET", "/v1/export"), ("POST", "/codec/encode"), ("POST", "/codec/decode"),
 }  # fmt: skip
 """The routes only admin keys may call (they depend on `AdminDep`)."""
 

@@ -6,6 +6,8 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
+from core.codec import codec_from_settings
+from core.settings import Settings
 from core.temporal import ColonyPlugin
 from workers.registry import ALL_WORKFLOWS
 
@@ -28,5 +30,9 @@ def record_history(name: str, history: WorkflowHistory) -> None:
     workflow code that would break running workflows fails the suite.
     """
     if os.environ.get("COLONY_RECORD_HISTORIES") == "1":
+        # Saved decrypted: checked-in histories must not depend on the test session's key.
+        codec = codec_from_settings(Settings())
+        for event in history.events:
+            codec.decrypt_message(event)
         HISTORIES.mkdir(parents=True, exist_ok=True)
         (HISTORIES / f"{name}.json").write_text(history.to_json())

@@ -47,17 +47,22 @@ class PostgresServer:
 
 @asynccontextmanager
 async def temporal_dev_server(
-    workdir: Path, dynamic_config: dict[str, str] | None = None
+    workdir: Path,
+    dynamic_config: dict[str, str] | None = None,
+    *,
+    ui_port: int | None = None,
+    ui_codec_endpoint: str | None = None,
 ) -> AsyncIterator[TemporalServer]:
-    """An in-memory, headless dev server with Colony's search attributes."""
+    """An in-memory dev server with Colony's search attributes, headless unless `ui_port`."""
     port = free_port()
     spec = temporal_server.server_spec(
         port=port,
-        ui_port=None,
+        ui_port=ui_port,
         namespace="default",
         db_file=None,
         log_path=workdir / f"temporal-{port}.log",
         dynamic_config=dynamic_config,
+        ui_codec_endpoint=ui_codec_endpoint,
     )
     process = ManagedProcess(spec)
     await process.start()
@@ -117,5 +122,7 @@ def child_env(**overrides: str) -> dict[str, str]:
         "OTEL_",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    if "COLONY_PAYLOAD_KEYS" in os.environ:  # the session's key (tests/conftest.py)
+        env["COLONY_PAYLOAD_KEYS"] = os.environ["COLONY_PAYLOAD_KEYS"]
     env.update(overrides)
     return env
