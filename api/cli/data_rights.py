@@ -29,14 +29,7 @@ def runs_group() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_run(run_id: str, yes: bool) -> None:
     """Delete an ended run with its messages, child runs, memories and Temporal history."""
-    if not yes:
-        click.confirm(f"Delete run {run_id} and everything derived from it?", abort=True)
-    try:
-        with api_client() as api:
-            body = api.request("DELETE", f"/v1/runs/{run_id}")
-    except ColonyError as exc:
-        fail_api(exc)
-    _deleted(body)
+    _delete(f"/v1/runs/{run_id}", f"Delete run {run_id} and everything derived from it?", yes)
 
 
 @click.group("end-users")
@@ -49,11 +42,16 @@ def end_users_group() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_end_user(name: str, yes: bool) -> None:
     """Delete every run made for end user NAME, with what derives from them (admin key)."""
+    _delete(f"/v1/end-users/{name}", f"Delete every run of end user {name!r}?", yes)
+
+
+def _delete(path: str, question: str, yes: bool) -> None:
+    """Confirm (unless `yes`), send the DELETE and print what went."""
     if not yes:
-        click.confirm(f"Delete every run of end user {name!r}?", abort=True)
+        click.confirm(question, abort=True)
     try:
         with api_client() as api:
-            body = api.request("DELETE", f"/v1/end-users/{name}")
+            body = api.request("DELETE", path)
     except ColonyError as exc:
         fail_api(exc)
     _deleted(body)

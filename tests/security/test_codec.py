@@ -67,6 +67,22 @@ async def keys(pool: Pool) -> dict[str, str]:
     return out
 
 
+async def ui_history(browser: httpx.AsyncClient, workflow_id: str) -> httpx.Response:
+    """A workflow's history as the UI serves it to the browser.
+
+    The UI server dials the frontend once at start; when the frontend was not up yet (a
+    loaded machine), its gRPC channel backs off and answers 503 for a while.
+    """
+    path = f"/api/v1/namespaces/default/workflows/{workflow_id}/history"
+    for _ in range(120):
+        shown = await browser.get(path)
+        if shown.status_code != 503:
+            break
+        await asyncio.sleep(1)
+    assert shown.status_code == 200, shown.text
+    return shown
+
+
 def settings_for(
     database_url: str, temporal: TemporalServer, model_url: str, **env: str
 ) -> Settings:
@@ -155,8 +171,7 @@ async def test_histories_are_encrypted_and_the_codec_decodes_them(
         async with httpx.AsyncClient(base_url=ui, timeout=10) as browser:
             ui_settings = (await browser.get("/api/v1/settings")).json()
             assert ui_settings["Codec"]["Endpoint"] == CODEC_URL, ui_settings
-            shown = await browser.get(f"/api/v1/namespaces/default/workflows/{workflow_id}/history")
-            assert shown.status_code == 200, shown.text
+            shown = await ui_history(browser, workflow_id)
             page = shown.text
             assert secret_answer not in page and "1234*5678" not in page
             assert base64.b64encode(ENCODING).decode() in page

@@ -63,7 +63,9 @@ async def test_admin_key_file_is_private_and_self_healing(pool: Pool, tmp_path: 
         await tenants.ensure_admin_key_file(conn, tmp_path)
         assert tenants.read_key_file(tmp_path) == key
         # A key the database no longer knows (e.g. a recreated database) is replaced.
-        await tenants.revoke_api_key(conn, tenants.LOCAL_TENANT, principal.key_id)
+        await tenants.revoke_api_key(
+            conn, tenants.LOCAL_TENANT, principal.key_id, keep_an_admin=False
+        )
         await tenants.ensure_admin_key_file(conn, tmp_path)
         replacement = tenants.read_key_file(tmp_path)
         assert replacement is not None and replacement != key
