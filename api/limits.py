@@ -139,33 +139,24 @@ async def admit_start(
     kind: limits.ActiveKind,
     idempotency_key: str | None,
 ) -> None:
-    """Refuse to start a run or swarm over the tenant's active limit or spend cap.
+    """Refuse to start a run or swarm while the tenant's spend cap is reached.
 
     A replay of an idempotency key that already started one always passes (the route
-    returns what it started). Two starts at the same instant may both pass the count.
+    returns what it started). The active limit is checked where the row is inserted
+    (`hold_start_slot`).
 
     Raises:
-        TooManyRequests: `concurrency_limited` or `spend_cap_reached`.
+        TooManyRequests: `spend_cap_reached`.
     """
     async with pool.connection() as conn:
         if await limits.has_idempotent(conn, tenant_id, kind, idempotency_key):
             return
         tenant = await limits.effective(conn, settings, tenant_id)
-        most = tenant.max_active_runs if kind == "runs" else tenant.max_active_swarms
-        active = await limits.count_active(conn, tenant_id, kind) if most > 0 else 0
-        spent = None
-        if tenant.daily_usd is not None or tenant.monthly_usd is not None:
-            spent = await limits.spend(conn, tenant_id)
-    if most > 0 and active >= most:
-        raise TooManyRequests(
-            f"the tenant has {active} active {kind}, its limit is {most}; "
-            "retry when one has finished",
-            retry_after_s=CONCURRENCY_RETRY_AFTER_S,
-            error_type="concurrency_limited",
-            details={"kind": kind, "active": active, "limit": most},
-        )
-    reason = None if spent is None else limits.cap_reached(tenant, spent)
-    if spent is not None and reason is not None:
+        if tenant.daily_usd is None and tenant.monthly_usd is None:
+            return
+        spent = await limits.spend(conn, tenant_id)
+    reason = limits.cap_reached(tenant, spent)
+    if reason is not None:
         raise TooManyRequests(
             reason,
             retry_after_s=math.ceil(limits.cap_resets_in_s(tenant, spent)),
@@ -175,6 +166,44 @@ async def admit_start(
                 "spent_today_usd": spent.today_usd, "spent_month_usd": spent.month_usd,
             },
         )  # fmt: skip
+
+
+async def hold_start_slot(
+    conn: limits.Conn,
+    settings: Settings,
+    tenant_id: str,
+    kind: limits.ActiveKind,
+    idempotency_key: str | None,
+) -> None:
+    """Refuse a start over the tenant's active limit, holding its place until commit.
+
+    Call it in the transaction that inserts the run or swarm. The tenant's starts of
+    `kind` queue on a transaction-level advisory lock, and each counts the active rows
+    after the one before it committed, so two starts at the same instant cannot both
+    take the last place. A replay of an idempotency key passes.
+
+    Raises:
+        TooManyRequests: `concurrency_limited`.
+    """
+    if await limits.has_idempotent(conn, tenant_id, kind, idempotency_key):
+        return
+    tenant = await limits.effective(conn, settings, tenant_id)
+    most = tenant.max_active_runs if kind == "runs" else tenant.max_active_swarms
+    if most <= 0:
+        return
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        (f"colony-start:{kind}:{tenant_id}",),
+    )
+    active = await limits.count_active(conn, tenant_id, kind)
+    if active >= most:
+        raise TooManyRequests(
+            f"the tenant has {active} active {kind}, its limit is {most}; "
+            "retry when one has finished",
+            retry_after_s=CONCURRENCY_RETRY_AFTER_S,
+            error_type="concurrency_limited",
+            details={"kind": kind, "active": active, "limit": most},
+        )
 
 
 CONCURRENCY_RETRY_AFTER_S = 5

@@ -17,9 +17,11 @@ from fastapi.testclient import TestClient
 from api.cli import usage as cli_usage
 from api.cli.main import cli
 from api.client import ColonyClient
+from api.limits import hold_start_slot
 from api.main import create_app
 from core import limits
 from core.db import Pool
+from core.errors import TooManyRequests
 from core.settings import Settings
 from tests.api.test_api import assert_error
 from tests.conftest import make_settings
@@ -157,6 +159,68 @@ async def test_active_runs_and_swarms_per_tenant(client_for: ClientFor, pool: Po
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
     assert swarm.status_code == 201, swarm.text
     assert assert_limited(another, "concurrency_limited")["details"]["kind"] == "swarms"
+
+
+async def test_starts_at_the_same_instant_cannot_pass_the_active_limit(
+    client_for: ClientFor, pool: Pool
+) -> None:
+    tenant = _tenant()
+    key = (await tenant_keys(pool, tenant))[tenant]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenant_limits (tenant_id, max_active_runs, max_active_swarms,"
+            " requests_per_second, key_requests_per_second) VALUES (%s, 2, 1, 1000, 1000)",
+            (tenant,),
+        )
+    async with client_for(key) as http:
+        started = await asyncio.gather(
+            *(http.post("/v1/runs", json={"objective": f"run {i}"}) for i in range(8)),
+            *(http.post("/v1/swarms", json={"objective": f"swarm {i}"}) for i in range(4)),
+        )
+    runs_, swarms_ = started[:8], started[8:]
+    assert sorted(r.status_code for r in runs_) == [201] * 2 + [429] * 6, [r.text for r in runs_]
+    assert sorted(r.status_code for r in swarms_) == [201] + [429] * 3
+    async with pool.connection() as conn:
+        assert await limits.count_active(conn, tenant, "runs") == 2
+
+
+async def test_a_start_waits_for_the_one_before_it_to_commit(
+    client_for: ClientFor, pool: Pool, settings: Settings
+) -> None:
+    tenant = _tenant()
+    key = (await tenant_keys(pool, tenant))[tenant]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tenant_limits (tenant_id, max_active_runs) VALUES (%s, 2)", (tenant,)
+        )
+    async with client_for(key) as http:
+        first = (await http.post("/v1/runs", json={"objective": "one"})).json()["id"]
+    copied = asyncio.Event()
+
+    async def start_slowly() -> None:  # holds its place, inserts, commits half a second later
+        async with pool.connection() as conn:
+            await hold_start_slot(conn, settings, tenant, "runs", None)
+            await conn.execute(
+                "INSERT INTO runs SELECT (jsonb_populate_record(NULL::runs,"
+                " to_jsonb(r) || jsonb_build_object('id', r.id || '-copy',"
+                " 'workflow_id', r.workflow_id || '-copy'))).*"
+                " FROM runs r WHERE r.id = %s",
+                (first,),
+            )
+            copied.set()
+            await asyncio.sleep(0.5)
+
+    async def start_now() -> None:
+        await copied.wait()
+        async with pool.connection() as conn:
+            await hold_start_slot(conn, settings, tenant, "runs", None)
+
+    slow = asyncio.create_task(start_slowly())
+    try:
+        with pytest.raises(TooManyRequests, match="2 active runs"):
+            await asyncio.wait_for(start_now(), 30)  # counted after the slow start committed
+    finally:
+        await slow
 
 
 async def test_colony_usage(
