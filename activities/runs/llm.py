@@ -16,7 +16,7 @@ from activities.providers.pricing import estimate_prompt_cost
 from activities.providers.routing import resolve
 from activities.runs import context as llm_context
 from activities.runs.guardrails import Guard, raise_if_withheld
-from activities.spend import check_spend
+from activities.spend import refuse_over_cap, spend_state
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
 from core.db import Pool
 from core.errors import ErrorType
@@ -112,6 +112,7 @@ class LlmActivities:
                 drafts_of=(input.agent_name, input.agent_version),
             )  # fmt: skip
             memory, summary = await runs.prompt_context(conn, input.run_id, input.upto_seq)
+            spend = await spend_state(conn, self._settings, input.tenant_id)
         spec = version.spec
         history = await self._guard.screen_prompt(input, spec.guardrails, history)
         names = model_names(entries.values())  # model's name -> Colony name
@@ -136,7 +137,7 @@ class LlmActivities:
             max_tokens=spec.max_output_tokens,
             temperature=spec.temperature,
         )
-        await check_spend(self._pool, self._settings, input.tenant_id, request)
+        refuse_over_cap(spend, self._settings, request)  # the tenant's spend caps
         # An answer a guardrail checks is not streamed live: it is seen whole first.
         result = await self._with_fallbacks(
             input, request, live=not spec.guardrails.screens("output")
