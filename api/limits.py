@@ -5,8 +5,8 @@ sent without one (chunked) is counted as it streams and refused once it passes t
 limit, so no handler ever holds more than `max_bytes` of a request.
 
 Rates, concurrency and spend (core/limits.py, all in Postgres): `take_request` runs
-after authentication (api/deps.get_principal) and `admit_start` before a run or swarm is
-created; over a limit they raise `TooManyRequests` (429 with Retry-After).
+after authentication (api/deps.get_principal) and `admit_start` in the transaction that
+inserts a run or swarm; over a limit they raise `TooManyRequests` (429 with Retry-After).
 """
 
 import json
@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import limits
-from core.db import Pool
 from core.errors import TooManyRequests
 from core.settings import Settings
 from core.tenants import Principal
@@ -133,61 +132,39 @@ async def take_request(conn: limits.Conn, request: Request, principal: Principal
 
 
 async def admit_start(
-    pool: Pool,
-    settings: Settings,
-    tenant_id: str,
-    kind: limits.ActiveKind,
-    idempotency_key: str | None,
-) -> None:
-    """Refuse to start a run or swarm while the tenant's spend cap is reached.
-
-    A replay of an idempotency key that already started one always passes (the route
-    returns what it started). The active limit is checked where the row is inserted
-    (`hold_start_slot`).
-
-    Raises:
-        TooManyRequests: `spend_cap_reached`.
-    """
-    async with pool.connection() as conn:
-        if await limits.has_idempotent(conn, tenant_id, kind, idempotency_key):
-            return
-        tenant = await limits.effective(conn, settings, tenant_id)
-        if tenant.daily_usd is None and tenant.monthly_usd is None:
-            return
-        spent = await limits.spend(conn, tenant_id)
-    reason = limits.cap_reached(tenant, spent)
-    if reason is not None:
-        raise TooManyRequests(
-            reason,
-            retry_after_s=math.ceil(limits.cap_resets_in_s(tenant, spent)),
-            error_type="spend_cap_reached",
-            details={
-                "daily_usd": tenant.daily_usd, "monthly_usd": tenant.monthly_usd,
-                "spent_today_usd": spent.today_usd, "spent_month_usd": spent.month_usd,
-            },
-        )  # fmt: skip
-
-
-async def hold_start_slot(
     conn: limits.Conn,
     settings: Settings,
     tenant_id: str,
     kind: limits.ActiveKind,
     idempotency_key: str | None,
 ) -> None:
-    """Refuse a start over the tenant's active limit, holding its place until commit.
+    """Refuse a start over the tenant's spend cap or active limit, holding its place.
 
     Call it in the transaction that inserts the run or swarm. The tenant's starts of
     `kind` queue on a transaction-level advisory lock, and each counts the active rows
     after the one before it committed, so two starts at the same instant cannot both
-    take the last place. A replay of an idempotency key passes.
+    take the last place. A replay of an idempotency key that already started one always
+    passes (the route returns what it started).
 
     Raises:
-        TooManyRequests: `concurrency_limited`.
+        TooManyRequests: `spend_cap_reached` or `concurrency_limited`.
     """
     if await limits.has_idempotent(conn, tenant_id, kind, idempotency_key):
         return
     tenant = await limits.effective(conn, settings, tenant_id)
+    if tenant.daily_usd is not None or tenant.monthly_usd is not None:
+        spent = await limits.spend(conn, tenant_id)
+        reason = limits.cap_reached(tenant, spent)
+        if reason is not None:
+            raise TooManyRequests(
+                reason,
+                retry_after_s=math.ceil(limits.cap_resets_in_s(tenant, spent)),
+                error_type="spend_cap_reached",
+                details={
+                    "daily_usd": tenant.daily_usd, "monthly_usd": tenant.monthly_usd,
+                    "spent_today_usd": spent.today_usd, "spent_month_usd": spent.month_usd,
+                },
+            )  # fmt: skip
     most = tenant.max_active_runs if kind == "runs" else tenant.max_active_swarms
     if most <= 0:
         return

@@ -7,7 +7,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep, TemporalHandleDep
-from api.limits import admit_start, hold_start_slot
+from api.limits import admit_start
 from api.live import query_status, request_cancel, start_once
 from api.openapi import IDEMPOTENCY_CONFLICT
 from api.schemas.runs import (
@@ -58,7 +58,6 @@ async def create_run(
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
     request_hash = _request_hash(body) if key else None
-    await admit_start(pool, settings, tenant, "runs", key)  # 429 over the spend cap
     rollout_id: str | None = None
     async with pool.connection() as conn:
         # Before anything is made for the request (an inline agent's version).
@@ -76,7 +75,7 @@ async def create_run(
             )
         else:
             version = await _default_agent(conn, tenant, settings)
-        await hold_start_slot(conn, settings, tenant, "runs", key)  # 429 over the active limit
+        await admit_start(conn, settings, tenant, "runs", key)  # 429 over the tenant's limits
         record, inbox_id, created = await runs.create_run(
             conn, tenant_id=tenant, agent_name=version.name, agent_version=version.version,
             objective=objective, mode=body.mode, conversation=body.conversation,

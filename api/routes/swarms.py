@@ -8,7 +8,7 @@ from temporalio.client import Client
 
 from api import sse
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.limits import admit_start, hold_start_slot
+from api.limits import admit_start
 from api.live import query_status, request_cancel, start_once
 from api.openapi import IDEMPOTENCY_CONFLICT
 from api.schemas.runs import EventPublic
@@ -63,7 +63,6 @@ async def create_swarm(
     tenant = principal.tenant_id
     key = idempotency_key or body.idempotency_key
     hashed = _request_hash(body) if key else None
-    await admit_start(pool, settings, tenant, "swarms", key)  # 429 over the spend cap
     async with pool.connection() as conn:
         await idempotency.check(conn, "swarms", tenant, key, hashed)
     if body.recipe is not None:
@@ -109,7 +108,7 @@ async def _recipe_swarm(
             models=body.models if "models" in given else recipe.settings.models,
         )
         _check_policy(swarm_settings.limits, recipe.mode)
-        await hold_start_slot(conn, settings, tenant, "swarms", key)  # 429 over the limit
+        await admit_start(conn, settings, tenant, "swarms", key)  # 429 over the tenant's limits
         return await recipes.create_recipe_swarm(
             conn, tenant_id=tenant, recipe=recipe, objective=body.objective,
             default_model=default_model(settings), queen=body.queen, settings=swarm_settings,
@@ -146,7 +145,7 @@ async def _new_swarm(
             )
             if errors:
                 raise InvalidInput("the plan cannot run", details={"errors": errors})
-        await hold_start_slot(conn, settings, tenant, "swarms", key)  # 429 over the limit
+        await admit_start(conn, settings, tenant, "swarms", key)  # 429 over the tenant's limits
         return await swarm_store.create_swarm(
             conn, tenant_id=tenant, objective=body.objective, mode=body.mode, queen=queen,
             settings=body.settings(), plan=planned, idempotency_key=key, request_hash=hashed,

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from api.cli import usage as cli_usage
 from api.cli.main import cli
 from api.client import ColonyClient
-from api.limits import hold_start_slot
+from api.limits import admit_start
 from api.main import create_app
 from core import limits
 from core.db import Pool
@@ -199,7 +199,7 @@ async def test_a_start_waits_for_the_one_before_it_to_commit(
 
     async def start_slowly() -> None:  # holds its place, inserts, commits half a second later
         async with pool.connection() as conn:
-            await hold_start_slot(conn, settings, tenant, "runs", None)
+            await admit_start(conn, settings, tenant, "runs", None)
             await conn.execute(
                 "INSERT INTO runs SELECT (jsonb_populate_record(NULL::runs,"
                 " to_jsonb(r) || jsonb_build_object('id', r.id || '-copy',"
@@ -213,7 +213,7 @@ async def test_a_start_waits_for_the_one_before_it_to_commit(
     async def start_now() -> None:
         await copied.wait()
         async with pool.connection() as conn:
-            await hold_start_slot(conn, settings, tenant, "runs", None)
+            await admit_start(conn, settings, tenant, "runs", None)
 
     slow = asyncio.create_task(start_slowly())
     try:
