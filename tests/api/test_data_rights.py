@@ -34,6 +34,7 @@ from core.runs import store as runs
 from tests.api.test_api import assert_error
 from tests.api.test_runs import wait_finished
 from tests.conftest import make_settings
+from tests.support.api import stack_settings
 from tests.support.model_server import ScriptedModelServer, hang, reply, tool_call, tool_calls
 from tests.support.services import TemporalServer
 from tests.support.workers import running_workers
@@ -115,14 +116,7 @@ async def stack(
     model_server: ScriptedModelServer,
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
-    settings = make_settings(
-        DATABASE_URL=database_url,
-        TEMPORAL_ADDRESS=temporal.address,
-        OPENAI_BASE_URL=model_server.base_url,
-        COLONY_DEFAULT_MODEL="openai/scripted-model",
-        COLONY_DATA_DIR=str(tmp_path),
-        COLONY_TASK_QUEUE_SUFFIX="-" + uuid.uuid4().hex[:8],
-    )
+    settings = stack_settings(database_url, temporal.address, model_server.base_url, tmp_path)
     model_server.responder = responder(
         "About 92 EUR.", calls=[tool_call("calculator", {"expression": "100*0.92"})]
     )

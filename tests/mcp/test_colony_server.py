@@ -11,7 +11,6 @@ that carry none; everything else (Host/Origin checks, sessions, tools) is the re
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +34,7 @@ from core import tenants
 from core.db import Pool
 from core.settings import Settings
 from tests.conftest import make_settings
-from tests.support.api import tenant_keys
+from tests.support.api import stack_settings, tenant_keys
 from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript, plan_json, subtask
@@ -117,14 +116,7 @@ async def served(
     model_server: ScriptedModelServer,
     tmp_path: Path,
 ) -> AsyncIterator[Served]:
-    settings = make_settings(
-        DATABASE_URL=database_url,
-        TEMPORAL_ADDRESS=temporal.address,
-        OPENAI_BASE_URL=model_server.base_url,
-        COLONY_DEFAULT_MODEL="openai/scripted-model",
-        COLONY_DATA_DIR=str(tmp_path),
-        COLONY_TASK_QUEUE_SUFFIX="-mcp" + os.urandom(4).hex(),
-    )
+    settings = stack_settings(database_url, temporal.address, model_server.base_url, tmp_path)
     port = free_port()
     client = await temporal_support.connect(settings)
     async with AsyncExitStack() as stack:
