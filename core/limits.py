@@ -347,7 +347,7 @@ async def usage(conn: Conn, tenant_id: str | None, since: datetime) -> dict[str,
     and agents are named `tenant/agent`.
     """
     groups = dict(_GROUPS)
-    where, params = "u.created_at >= %s", [since]
+    where, params = "u.created_at >= %s", list[object]([since])
     if tenant_id is None:
         groups = {"tenant": "u.tenant_id", **groups, "agent": "u.tenant_id || '/' || u.agent"}
     else:
