@@ -98,6 +98,24 @@ async def sigkill(process: ManagedProcess) -> None:
     await process.wait()
 
 
+def local_ports(pid: int) -> set[int]:
+    """The local ports of the TCP sockets process `pid` holds (Linux /proc): with
+    `RecordedRequest.client_port`, which process a request to a test server came from."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()  # sl local_address rem_address st ... uid timeout inode
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def calls_after_stored(
     requests: Iterable[RecordedRequest],
     stored: Mapping[K, float],
