@@ -26,7 +26,7 @@ import itertools
 import threading
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +191,17 @@ async def stack(
         name = f"worker-{lane}-{i}"
         processes[name] = worker_replica(name, lane, env(name), logs)
     async with AsyncExitStack() as exits:
-        for process in processes.values():
-            exits.push_async_callback(process.stop)
-        await asyncio.gather(*(p.start() for p in processes.values()))
+
+        async def stop_all() -> None:  # SIGTERM to all at once, then SIGKILL the stragglers
+            await asyncio.gather(*(p.stop() for p in processes.values()))
+
+        exits.push_async_callback(stop_all)
+        started = await asyncio.gather(
+            *(p.start() for p in processes.values()), return_exceptions=True
+        )
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
         headers = {"Authorization": f"Bearer {key}"}
         apis = [
             await exits.enter_async_context(
@@ -250,11 +258,22 @@ def created(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-async def test_a_run_a_swarm_and_an_evolution_survive_replica_kills(
-    stack: Stack, pool: Pool, model_server: ScriptedModelServer, tmp_path: Path
-) -> None:
+@pytest.fixture
+def script(model_server: ScriptedModelServer) -> Iterator[StackScript]:
+    """The model server's script; its held answers go out at the end whatever happened."""
     script = StackScript()
     model_server.responder = script
+    yield script
+    script.gate.set()
+
+
+async def test_a_run_a_swarm_and_an_evolution_survive_replica_kills(
+    stack: Stack,
+    script: StackScript,
+    pool: Pool,
+    model_server: ScriptedModelServer,
+    tmp_path: Path,
+) -> None:
     ids = await seed_evolution(pool)
     first, second = stack.apis
 
