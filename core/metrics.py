@@ -1,5 +1,7 @@
-"""Prometheus metrics: one registry per process, served by the API at `/metrics` and by
-each worker process on its own port (`COLONY_METRICS_PORT`, workers/main.py).
+"""Prometheus metrics: one registry per process.
+
+The API serves it at `/metrics`; each worker process on its own port
+(`COLONY_METRICS_PORT`, workers/main.py).
 
 Counters move where a fact is stored: the activity that writes the ledger row, the
 result or the outcome calls one function here after its write commits, and only when
@@ -118,19 +120,17 @@ EVOLUTION_CYCLES = Counter(
     ["tenant", "status", "decision"],
     registry=REGISTRY,
 )
-EVOLUTION_DECISIONS = Counter(
-    "colony_evolution_decisions_total",
-    "Promotion gate decisions (decide_evolution): promote or keep",
-    ["tenant", "decision"],
-    registry=REGISTRY,
-)
 
 
 # -- where facts are recorded (one call per site) ----------------------------------------
 
 
-def model_call(tenant_id: str, result: ModelResult, purpose: str = "step") -> None:
-    """A model call's ledger row was written; a `step` call also counts a step."""
+def model_call(
+    tenant_id: str, result: ModelResult, purpose: str = "step", *, recorded: bool = True
+) -> None:
+    """A model call's ledger row was written (`recorded`: it was new); a step counts a step."""
+    if not recorded:
+        return
     if purpose == "step":
         STEPS.labels(tenant_id).inc()
     MODEL_CALLS.labels(tenant_id, result.model, purpose).inc()
@@ -149,10 +149,23 @@ def tool_call(tool: str, ok: bool, error_type: str | None) -> None:
         TOOL_ERRORS.labels(tool, error_type or "error").inc()
 
 
-def run_finished(tenant_id: str, outcome: str) -> None:
-    """A run's outcome was stored (the first finish; later ones change nothing)."""
+def run_finished(tenant_id: str, outcome: str, *, recorded: bool) -> None:
+    """A run's outcome was stored (`recorded`: by this call, the first finish)."""
+    if not recorded:
+        return
     status = {"succeeded": "succeeded", "cancelled": "cancelled"}.get(outcome, "failed")
     RUNS_FINISHED.labels(tenant_id, status, outcome).inc()
+
+
+def swarm_subtask(tenant_id: str, outcome: str) -> None:
+    """A swarm subtask's attempt ended and its end was stored."""
+    SWARM_SUBTASKS.labels(tenant_id, outcome).inc()
+
+
+def evolution_finished(tenant_id: str, status: str, decision: str, *, recorded: bool) -> None:
+    """An evolution cycle's end was stored (`recorded`: by this call, the first finish)."""
+    if recorded:
+        EVOLUTION_CYCLES.labels(tenant_id, status, decision).inc()
 
 
 # -- gauges read from Postgres at scrape time -----------------------------------------
@@ -182,9 +195,7 @@ _CYCLES = (
     "SELECT tenant_id, status, count(*) AS n FROM evolutions"
     " WHERE finished_at IS NULL GROUP BY tenant_id, status"
 )
-_CANARIES = (
-    "SELECT tenant_id, agent_name, kind, share FROM rollouts WHERE status = 'active'"
-)
+_CANARIES = "SELECT tenant_id, agent_name, kind, share FROM rollouts WHERE status = 'active'"
 
 
 async def state_families(conn: AsyncConnection[DictRow]) -> list[Metric]:
@@ -229,9 +240,7 @@ async def state_families(conn: AsyncConnection[DictRow]) -> list[Metric]:
         approvals.add_metric([row["tenant_id"], "promotion"], float(row["n"]))
     cur = await conn.execute(_CANARIES)
     for row in await cur.fetchall():
-        canaries.add_metric(
-            [row["tenant_id"], row["agent_name"], row["kind"]], float(row["share"])
-        )
+        canaries.add_metric([row["tenant_id"], row["agent_name"], row["kind"]], float(row["share"]))
     return [runs, approvals, subtasks, cycles, canaries]
 
 
