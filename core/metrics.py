@@ -92,13 +92,13 @@ MODEL_UNPRICED = Counter(
 TOOL_CALLS = Counter(
     "colony_tool_calls_total",
     "Tool call results stored in a run's conversation (status: ok or error)",
-    ["tool", "status"],
+    ["tenant", "tool", "status"],
     registry=REGISTRY,
 )
 TOOL_ERRORS = Counter(
     "colony_tool_errors_total",
     "Tool calls that ended in an error, by error type",
-    ["tool", "error_type"],
+    ["tenant", "tool", "error_type"],
     registry=REGISTRY,
 )
 ACTIVITY_LATENCY = Histogram(
@@ -142,11 +142,11 @@ def model_call(
         MODEL_COST.labels(tenant_id, result.model).inc(result.cost_usd)
 
 
-def tool_call(tool: str, ok: bool, error_type: str | None) -> None:
+def tool_call(tenant_id: str, tool: str, ok: bool, error_type: str | None) -> None:
     """A tool call's result was stored."""
-    TOOL_CALLS.labels(tool, "ok" if ok else "error").inc()
+    TOOL_CALLS.labels(tenant_id, tool, "ok" if ok else "error").inc()
     if not ok:
-        TOOL_ERRORS.labels(tool, error_type or "error").inc()
+        TOOL_ERRORS.labels(tenant_id, tool, error_type or "error").inc()
 
 
 def run_finished(tenant_id: str, outcome: str, *, recorded: bool) -> None:
@@ -258,21 +258,46 @@ class _Families(Collector):
         return iter(self._families)
 
 
-def exposition(registry: CollectorRegistry, extra: Iterable[Metric] = ()) -> bytes:
-    """Prometheus text of `registry` plus `extra` families."""
+def exposition(
+    registry: CollectorRegistry, extra: Iterable[Metric] = (), *, tenant: str | None = None
+) -> bytes:
+    """Prometheus text of `registry` plus `extra` families.
+
+    With `tenant`, samples labelled with another tenant are left out (`tenant_view`).
+    """
     out = CollectorRegistry(auto_describe=False)
-    out.register(_Families([*registry.collect(), *extra]))
+    out.register(_Families(tenant_view([*registry.collect(), *extra], tenant)))
     return generate_latest(out)
 
 
+def tenant_view(families: Iterable[Metric], tenant: str | None) -> list[Metric]:
+    """`families` without the samples of tenants other than `tenant` (None: all tenants).
+
+    Tenant content (agent, tool and model names, spend) only appears in series labelled
+    with the tenant; the unlabelled ones describe the platform (routes, lanes, Temporal).
+    """
+    if tenant is None:
+        return list(families)
+    out = []
+    for family in families:
+        kept = Metric(family.name, family.documentation, family.type)
+        kept.samples = [s for s in family.samples if s.labels.get("tenant", tenant) == tenant]
+        out.append(kept)
+    return out
+
+
 async def aggregate(
-    own: CollectorRegistry, targets: Mapping[str, str], extra: Iterable[Metric] = ()
+    own: CollectorRegistry,
+    targets: Mapping[str, str],
+    extra: Iterable[Metric] = (),
+    *,
+    tenant: str | None = None,
 ) -> bytes:
     """This process's metrics and those of the worker endpoints `targets` (name -> URL).
 
     Every sample gets `colony_process` (`api`, or the target's name); families of the same
     name merge into one. A target that does not answer is left out, and
-    `colony_metrics_target_up{colony_process=...}` says so.
+    `colony_metrics_target_up{colony_process=...}` says so. `tenant` as in `exposition`.
     """
     async with httpx.AsyncClient(timeout=3.0) as http:
         texts = await asyncio.gather(
@@ -298,7 +323,7 @@ async def aggregate(
                 Sample(s.name, {**s.labels, PROCESS_LABEL: name}, s.value, s.timestamp)
                 for s in family.samples
             ]
-    return exposition(CollectorRegistry(), [*merged.values(), up, *extra])
+    return exposition(CollectorRegistry(), [*merged.values(), up, *extra], tenant=tenant)
 
 
 async def _scrape(http: httpx.AsyncClient, url: str) -> str | None:

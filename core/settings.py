@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     metrics_targets: dict[str, str] = Field(
         default_factory=dict, validation_alias="COLONY_METRICS_TARGETS"
     )
+    # The tenant whose API keys see every tenant's series at /metrics; another tenant's
+    # keys see only the series labelled with their own tenant, and the unlabelled ones.
+    # Default: `local`, the tenant of the admin key `colony up` writes.
+    metrics_tenant: str = Field(default="local", validation_alias="COLONY_METRICS_TENANT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.
     temporal_port: int = Field(default=7233, validation_alias="COLONY_TEMPORAL_PORT")

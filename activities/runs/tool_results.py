@@ -97,7 +97,7 @@ async def save(
 
     work: dict[str, Any] = {"ok": ok, "error_type": error_type, "content": content}
     await persistence.keep(write, (work,))
-    metrics.tool_call(call.name, ok, error_type)
+    metrics.tool_call(tenant_id, call.name, ok, error_type)
     return ToolCallOutput(
         result_seq=result_seq,
         ok=ok,

@@ -46,13 +46,18 @@ async def healthz(request: Request, settings: SettingsDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics(request: Request, settings: SettingsDep, _: PrincipalDep) -> Response:
+async def prometheus_metrics(
+    request: Request, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
     """Prometheus text exposition of Colony's metrics.
 
     This process's series, the gauges read from Postgres (live runs, approvals waiting,
     swarm subtasks, evolution cycles, canaries), and the series of the worker endpoints
-    in `COLONY_METRICS_TARGETS`, labelled `colony_process`.
+    in `COLONY_METRICS_TARGETS`, labelled `colony_process`. Keys of the operator tenant
+    (`COLONY_METRICS_TENANT`) see every tenant's series; other keys only their own
+    tenant's, besides the series that name no tenant.
     """
+    tenant = None if principal.tenant_id == settings.metrics_tenant else principal.tenant_id
     state: list[Metric] = []
     try:
         async with request.app.state.pool.connection() as conn:
@@ -60,7 +65,9 @@ async def prometheus_metrics(request: Request, settings: SettingsDep, _: Princip
     except Exception:  # the scrape still serves the process's own series
         log.warning("could not read the state gauges from Postgres", exc_info=True)
     if settings.metrics_targets:
-        body = await metrics.aggregate(metrics.REGISTRY, settings.metrics_targets, state)
+        body = await metrics.aggregate(
+            metrics.REGISTRY, settings.metrics_targets, state, tenant=tenant
+        )
     else:
-        body = metrics.exposition(metrics.REGISTRY, state)
+        body = metrics.exposition(metrics.REGISTRY, state, tenant=tenant)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

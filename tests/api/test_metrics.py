@@ -13,8 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
 from prometheus_client.parser import text_string_to_metric_families
 
+from core import metrics
 from core.db import Pool
 from core.queues import TaskQueue
 from core.settings import Settings
@@ -28,14 +31,20 @@ from workers import main as worker_main
 from workers.process import free_port
 
 TENANT = "t-metrics"
+OTHER = "t-metrics-other"
 PRICED = "openai/gpt-4o-mini"  # LiteLLM prices it; the scripted server answers it
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
-async def key(pool: Pool) -> str:
-    return (await tenant_keys(pool, TENANT))[TENANT]
+async def keys(pool: Pool) -> dict[str, str]:
+    return await tenant_keys(pool, TENANT, OTHER, role="member")
+
+
+@pytest.fixture(scope="module")
+def key(keys: dict[str, str]) -> str:
+    return keys[TENANT]
 
 
 def stack(database_url: str, temporal: TemporalServer, model_server: ScriptedModelServer,
@@ -78,14 +87,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
-async def scrape(api: httpx.AsyncClient) -> Samples:
-    response = await api.get("/metrics")
+async def scrape(api: httpx.AsyncClient, key: str | None = None) -> Samples:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    response = await api.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
     return parse(response.text)
 
 
 async def test_a_run_with_a_tool_call_moves_the_metrics(
-    api: httpx.AsyncClient, model_server: ScriptedModelServer, pool: Pool
+    api: httpx.AsyncClient, model_server: ScriptedModelServer, pool: Pool, keys: dict[str, str]
 ) -> None:
     name = "metered-" + uuid.uuid4().hex[:6]
     created = await api.post(
@@ -127,8 +137,8 @@ async def test_a_run_with_a_tool_call_moves_the_metrics(
     assert delta("colony_model_tokens_total", **t, model=PRICED, kind="prompt") == ledger["p"]
     assert delta("colony_model_tokens_total", **t, model=PRICED, kind="completion") == ledger["c"]
     assert delta("colony_model_cost_usd_total", **t, model=PRICED) == pytest.approx(ledger["cost"])
-    assert delta("colony_tool_calls_total", tool="calculator", status="ok") == 1
-    assert delta("colony_tool_errors_total", tool="calculator") == 0
+    assert delta("colony_tool_calls_total", **t, tool="calculator", status="ok") == 1
+    assert delta("colony_tool_errors_total", **t, tool="calculator") == 0
     # Every activity attempt is timed by lane: two model calls, one tool call, bookkeeping.
     latency = "colony_activity_duration_seconds_count"
     assert delta(latency, lane="llm", activity="call_llm", status="ok") == 2
@@ -140,6 +150,12 @@ async def test_a_run_with_a_tool_call_moves_the_metrics(
     # The gauges read from Postgres are there (no run of this tenant is live any more).
     assert value(after, "colony_runs", **t) == 0
     assert value(after, "colony_approvals_waiting", **t) == 0
+
+    # Another tenant's key sees none of this tenant's series (names, models, spend), and
+    # still the series that name no tenant.
+    other = await scrape(api, keys[OTHER])
+    assert not [ls for _, ls in other if ("tenant", TENANT) in ls]
+    assert value(other, latency, lane="llm", activity="call_llm") >= 2
 
 
 async def test_a_worker_serves_its_own_metrics_and_the_api_includes_them(
@@ -185,6 +201,21 @@ async def test_a_worker_serves_its_own_metrics_and_the_api_includes_them(
     finally:
         stop.set()
         await asyncio.wait_for(serving, 30)
+
+
+def test_the_operator_tenant_sees_every_tenant_and_others_their_own() -> None:
+    registry = CollectorRegistry()
+    spent = PromCounter("colony_spent", "doc", ["tenant", "model"], registry=registry)
+    steps = PromCounter("colony_everyone", "doc", ["lane"], registry=registry)
+    spent.labels("a", "alpha-model").inc(3)
+    spent.labels("b", "beta-model").inc(5)
+    steps.labels("llm").inc()
+    everything = parse(metrics.exposition(registry).decode())
+    only_b = parse(metrics.exposition(registry, tenant="b").decode())
+    assert value(everything, "colony_spent_total") == 8
+    assert value(only_b, "colony_spent_total") == 5
+    assert "alpha-model" not in metrics.exposition(registry, tenant="b").decode()
+    assert value(only_b, "colony_everyone_total", lane="llm") == 1
 
 
 def test_lanes_of_task_queues() -> None:
