@@ -309,6 +309,7 @@ async def api_is_up(settings: Settings) -> bool:
 def _register() -> None:
     from api.cli import data_rights as cli_data_rights
     from api.cli import evolution as cli_evolution
+    from api.cli import logs as cli_logs
     from api.cli import memory as cli_memory
     from api.cli import recipes as cli_recipes
     from api.cli import rollouts as cli_rollouts
@@ -337,6 +338,7 @@ def _register() -> None:
         cli_rollouts.rollout,
         cli_safety.safety_log,
         cli_usage.usage_command,
+        cli_logs.logs_command,
         cli_data_rights.runs_group,
         cli_data_rights.end_users_group,
         cli_data_rights.export_command,
