@@ -52,7 +52,8 @@ CONTEXT_FIELDS = (
 )  # fmt: skip
 """The ids a record carries when they are known, in the order JSON lines show them."""
 
-_QUIET = ("httpx", "httpcore", "psycopg", "psycopg.pool", "temporalio", "uvicorn.access")
+_QUIET = ("httpx", "httpx2", "httpcore", "psycopg", "psycopg.pool", "temporalio",
+          "uvicorn.access")  # fmt: skip
 """Libraries whose INFO lines are per-request or per-poll chatter: WARNING and up only."""
 
 _bound: ContextVar[Mapping[str, str] | None] = ContextVar("colony_log_fields", default=None)

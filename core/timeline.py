@@ -28,7 +28,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.converter import DataConverter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 
 from core.event_log import EventRecord
 from core.logs import run_id_of
@@ -40,6 +40,9 @@ SKIPPED_EVENTS = frozenset({"model.delta"})
 """Run events left out: streamed text fragments (`model.message` holds the whole text)."""
 
 MAX_SUMMARY = 200
+PATCH_MARKER = "core_patch"
+"""`workflow.patched` markers: code-version bookkeeping, not something the run did."""
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 class TimelineEntry(BaseModel):
@@ -126,12 +129,13 @@ async def _failure(converter: DataConverter, failure: Failure) -> dict[str, Any]
         error = await converter.decode_failure(copy)
     except Exception as exc:  # a key we no longer hold: say so rather than fail the timeline
         return {"message": f"(failure not decodable: {type(exc).__name__})"}
-    out: dict[str, Any] = {"message": str(error) or type(error).__name__}
+    message = error.message if isinstance(error, FailureError) else str(error)
+    out: dict[str, Any] = {"message": message or type(error).__name__}
     if isinstance(error, ApplicationError) and error.type:
         out["type"] = error.type
     cause = error.__cause__
-    if cause is not None and str(cause):
-        out["cause"] = str(cause)
+    if isinstance(cause, FailureError) and cause.message:
+        out["cause"] = cause.message
     return out
 
 
@@ -223,10 +227,18 @@ async def history_entries(
             text = f": {failure['message']}" if failure else ""
             add(event, label, f"child {child} {label[6:]}{text}", child_workflow_id=child,
                 failure=failure)  # fmt: skip
-        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
+        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED and attrs.marker_name != PATCH_MARKER:
             failure = await _failure(converter, attrs.failure) if _has(attrs, "failure") else None
-            add(event, "marker", f"marker {attrs.marker_name}", marker=attrs.marker_name,
-                failure=failure)  # fmt: skip
+            local = _local_activity(attrs) if attrs.marker_name == LOCAL_ACTIVITY_MARKER else {}
+            if local:
+                text = (
+                    f"local activity {local.get('activity_type')} (attempt {local.get('attempt')})"
+                )
+                label = "local_activity.failed" if failure else "local_activity.completed"
+            else:
+                text, label = f"marker {attrs.marker_name}", "marker"
+            text += f": {failure['message']}" if failure else ""
+            add(event, label, text, marker=attrs.marker_name, failure=failure, **local)
         elif kind in (EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
                       EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT):  # fmt: skip
             failure = await _failure(converter, attrs.failure) if _has(attrs, "failure") else None
@@ -262,6 +274,17 @@ async def workflow_history(client: Client, workflow_id: str) -> list[HistoryEven
         if not run_id:
             break
     return [event for events in reversed(runs) for event in events]
+
+
+def _local_activity(attrs: Any) -> dict[str, Any]:
+    """The type, id and attempt the SDK records in a local activity's marker (plain JSON)."""
+    try:
+        data = json.loads(attrs.details["data"].payloads[0].data)
+    except (KeyError, IndexError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("activity_type", "activity_id", "attempt") if k in data}
 
 
 def _has(attrs: Any, field: str) -> bool:
