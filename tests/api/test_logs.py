@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 from temporalio import activity, workflow
+from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.service import RPCError
@@ -29,7 +31,7 @@ from api.cli import logs as cli_logs
 from api.cli.main import cli
 from api.client import ColonyClient
 from api.main import create_app
-from core import logs, timeline
+from core import logs, search_attributes, timeline
 from core import temporal as temporal_support
 from core.db import Pool
 from core.settings import Settings
@@ -45,9 +47,9 @@ CALC = {"name": "calc", "instructions": "Use the calculator.",
         "model": "openai/scripted-model", "tools": ["calculator"]}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def captured() -> Iterator[io.StringIO]:
-    """Every record of the test as the JSON lines a Colony process writes."""
+@contextlib.contextmanager
+def capture() -> Iterator[io.StringIO]:
+    """Every record logged meanwhile, as the JSON lines a Colony process writes."""
     stream = io.StringIO()
     handler = logs.make_handler(stream, "json")
     root = logging.getLogger()
@@ -59,6 +61,12 @@ def captured() -> Iterator[io.StringIO]:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def captured() -> Iterator[io.StringIO]:
+    with capture() as stream:
+        yield stream
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +202,8 @@ async def refused() -> str:
 
 
 @activity.defn
-async def quick() -> str:
+def quick() -> str:
+    logging.getLogger("tests.quick").info("a plain logger in a sync activity")
     return "quick"
 
 
@@ -209,6 +218,7 @@ class TimelineWorkflow:
     async def run(self, generation: int) -> str:
         if generation == 0:
             workflow.continue_as_new(1)
+        workflow.logger.info("generation %d", generation)
         retry = RetryPolicy(initial_interval=timedelta(milliseconds=50))
         timeout = timedelta(seconds=10)
         await workflow.execute_activity(flaky, start_to_close_timeout=timeout, retry_policy=retry)
@@ -232,21 +242,23 @@ async def test_the_history_part_decodes_attempts_failures_and_every_kind(
     temporal: TemporalServer,
 ) -> None:
     settings = make_settings(TEMPORAL_ADDRESS=temporal.address)
+    tenant = search_attributes.for_run(A, "calc", 1)
     client = await temporal_support.connect(settings)
     queue = "timeline-" + uuid.uuid4().hex[:8]
     workflow_id = f"run-run_{uuid.uuid4().hex[:12]}"
-    async with Worker(client, task_queue=queue, workflows=[TimelineWorkflow],
-                      activities=[flaky, refused, quick]):  # fmt: skip
-        handle = await client.start_workflow(TimelineWorkflow.run, 0, id=workflow_id,
-                                             task_queue=queue)  # fmt: skip
-        for _ in range(100):  # the update waits for the continued execution to start
-            with contextlib.suppress(RPCError):
-                assert await handle.execute_update(TimelineWorkflow.poke) == "poked"
-                break
-            await asyncio.sleep(0.05)
-        await handle.signal(TimelineWorkflow.proceed)
-        assert await handle.result() == "done"
+    with ThreadPoolExecutor(2) as pool, capture() as captured:
+        async with Worker(client, task_queue=queue, workflows=[TimelineWorkflow],
+                          activities=[flaky, refused, quick], activity_executor=pool):  # fmt: skip
+            await _drive(client, workflow_id, queue, tenant)
+    lines = records(captured)
+    logged = next(r for r in lines if r["message"].startswith("generation 1"))
+    assert logged["workflow_id"] == workflow_id and logged["run_id"] == workflow_id[4:]
+    assert logged["workflow_type"] == "TimelineWorkflow" and logged["tenant"] == A
+    plain = next(r for r in lines if r["logger"] == "tests.quick")
+    assert plain["activity_type"] == "quick" and plain["workflow_id"] == workflow_id
+
     events = await timeline.workflow_history(client, workflow_id)
+
     entries = await timeline.history_entries(events, client.data_converter)
     kinds = [e.kind for e in entries]
     assert kinds.count("workflow.started") == 2 and "workflow.continued_as_new" in kinds
@@ -265,3 +277,15 @@ async def test_the_history_part_decodes_attempts_failures_and_every_kind(
             "workflow.completed"} <= set(kinds)  # fmt: skip
     assert next(e for e in entries if e.kind == "signal").data["signal"] == "proceed"
     assert all("Encoded failure" not in e.summary for e in entries)
+
+
+async def _drive(client: Client, workflow_id: str, queue: str, attributes: Any) -> None:
+    handle = await client.start_workflow(TimelineWorkflow.run, 0, id=workflow_id,
+                                         task_queue=queue, search_attributes=attributes)  # fmt: skip
+    for _ in range(100):  # the update waits for the continued execution to start
+        with contextlib.suppress(RPCError):
+            assert await handle.execute_update(TimelineWorkflow.poke) == "poked"
+            break
+        await asyncio.sleep(0.05)
+    await handle.signal(TimelineWorkflow.proceed)
+    assert await handle.result() == "done"
