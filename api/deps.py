@@ -22,8 +22,8 @@ from fastapi.routing import APIRoute
 from temporalio.client import Client
 
 from api import limits
+from core import logs, tenants
 from core import temporal as temporal_support
-from core import tenants
 from core.db import Pool
 from core.errors import AuthError, PermissionDenied, StackError
 from core.settings import Settings
@@ -154,6 +154,7 @@ async def get_principal(
         principal = await tenants.authenticate(conn, key.strip())
         await limits.take_request(conn, request, principal)  # 429 over the rate limits
     request.state.principal = principal  # who the audit log names, refusals included
+    logs.bind(tenant=principal.tenant_id)  # on the request's records (its own context)
     needed = needed_scopes(request.method, request.scope.get("route"))
     if not any(principal.allows(scope) for scope in needed):
         route = getattr(request.scope.get("route"), "path", request.url.path)

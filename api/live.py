@@ -1,6 +1,7 @@
 """The API's side of a workflow: start it once, read its live state, ask it to stop."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -19,6 +20,7 @@ from core.queues import TaskQueue
 from core.settings import Settings
 
 QUERY_TIMEOUT = 2.0
+log = logging.getLogger("colony.api")
 T = TypeVar("T")
 
 
@@ -41,7 +43,7 @@ async def start_once(
             workflow, arg, id=workflow_id, task_queue=orchestration_queue(settings),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attributes,
         ),
-        kind,
+        kind, workflow_id,
     )  # fmt: skip
 
 
@@ -61,7 +63,7 @@ async def start_named_once(
             workflow, arg, id=workflow_id, task_queue=orchestration_queue(settings),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, search_attributes=attributes,
         ),
-        kind,
+        kind, workflow_id,
     )  # fmt: skip
 
 
@@ -106,10 +108,11 @@ def orchestration_queue(settings: Settings) -> str:
     return TaskQueue.ORCHESTRATION.value + settings.task_queue_suffix
 
 
-async def _once(start: Awaitable[object], kind: str) -> None:
+async def _once(start: Awaitable[object], kind: str, workflow_id: str) -> None:
     try:
         await start
         metrics.WORKFLOWS_STARTED.labels(kind=kind).inc()
+        log.info("started %s workflow %s", kind, workflow_id, extra={"workflow_id": workflow_id})
     except WorkflowAlreadyStartedError:
         pass
 

@@ -33,6 +33,7 @@ from api.routes import (
     stack_checks,
     swarms,
     tenant,
+    timeline,
     tools,
     usage,
 )
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stack_checks.router)
     app.include_router(agents.router)
     app.include_router(runs.router)
+    app.include_router(timeline.router)
     app.include_router(swarms.router)
     app.include_router(recipes.router)
     app.include_router(tools.router)

@@ -6,14 +6,23 @@ Unset external addresses mean "use the embedded default" started by `colony up`.
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_HOST = "127.0.0.1"
 POSTGRES_PASSWORD_FILE = "postgres-password"
 """The embedded Postgres superuser's generated password, in the data dir (mode 0600)."""
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -78,6 +87,14 @@ class Settings(BaseSettings):
     # keys see only the series labelled with their own tenant, and the unlabelled ones.
     # Default: `local`, the tenant of the admin key `colony up` writes.
     metrics_tenant: str = Field(default="local", validation_alias="COLONY_METRICS_TENANT")
+    # Log records: JSON lines (one object per record) or text; unset: JSON unless stderr
+    # is a terminal (core/logs.py).
+    log_format: Annotated[Literal["json", "text"] | None, BeforeValidator(_lower)] = Field(
+        default=None, validation_alias="COLONY_LOG_FORMAT"
+    )
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        Field(default="INFO", validation_alias="COLONY_LOG_LEVEL")
+    )
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.
     temporal_port: int = Field(default=7233, validation_alias="COLONY_TEMPORAL_PORT")

@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 from activities.providers.litellm_loader import load_litellm
 from activities.tools import workspace
 from activities.tools.workspace_host import sweep_workspaces
-from core import db, metrics, telemetry
+from core import db, logs, metrics, telemetry
 from core import temporal as temporal_support
 from core.queues import TaskQueue, workspace_host_queue
 from core.runs import store as runs
@@ -56,6 +56,8 @@ def build_workers(
             extra["max_concurrent_activities"] = settings.llm_max_concurrency
             if settings.llm_rate_limit is not None:
                 extra["max_task_queue_activities_per_second"] = settings.llm_rate_limit
+        # Records logged in an activity name its run and tenant (core/logs.py).
+        extra["interceptors"] = [logs.LogContextInterceptor()]
         activities = list(lane.activities(resources))
         # Only sync activities need the thread pool; a lane of async ones runs without it.
         if any(not inspect.iscoroutinefunction(fn) for fn in activities):
@@ -150,10 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--lane", action="append", default=[], help="lane(s) to serve; 'all' for every lane"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    logs.configure()
     queues = parse_lanes(args.lane or ["all"])
     asyncio.run(_main(queues))
 

@@ -379,8 +379,9 @@ class Stack:
 
     def _api_spec(self) -> ProcessSpec:
         s = self.settings
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-                "--host", s.api_host, "--port", str(s.api_port), "--no-access-log"]  # fmt: skip
+        # `colony api`: uvicorn with the process's logs set up (JSON lines in api.log).
+        argv = [sys.executable, "-m", "workers.cli", "api", "--host", s.api_host,
+                "--port", str(s.api_port)]  # fmt: skip
         url = s.effective_api_url + "/healthz"
 
         async def ready() -> bool:

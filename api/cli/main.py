@@ -5,9 +5,7 @@ The console script is workers/cli.py, which adds the commands that run the stack
 
 import asyncio
 import json
-import logging
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,16 +20,13 @@ from core.settings import Settings
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr at INFO (DEBUG when verbose)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # Dependency chatter is not what a person watching `colony up` needs.
-    for name in ("httpx", "temporalio", "psycopg", "psycopg.pool"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """Log to stderr at COLONY_LOG_LEVEL (DEBUG when verbose), as core/logs.py chooses.
+
+    Text on a terminal, JSON lines elsewhere (COLONY_LOG_FORMAT overrides).
+    """
+    from core import logs
+
+    logs.configure(verbose=verbose)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,9 +285,13 @@ def api(host: str | None, port: int | None) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
+    from core import logs
+
     settings = Settings()
+    logs.configure(settings)
+    # log_config=None: uvicorn's records go through the handler `configure` installed.
     uvicorn.run(
-        "api.main:create_app", factory=True,
+        "api.main:create_app", factory=True, log_config=None,
         host=host or settings.api_host, port=port or settings.api_port, access_log=False,
     )  # fmt: skip
 
@@ -310,6 +309,7 @@ async def api_is_up(settings: Settings) -> bool:
 def _register() -> None:
     from api.cli import data_rights as cli_data_rights
     from api.cli import evolution as cli_evolution
+    from api.cli import logs as cli_logs
     from api.cli import memory as cli_memory
     from api.cli import recipes as cli_recipes
     from api.cli import rollouts as cli_rollouts
@@ -338,6 +338,7 @@ def _register() -> None:
         cli_rollouts.rollout,
         cli_safety.safety_log,
         cli_usage.usage_command,
+        cli_logs.logs_command,
         cli_data_rights.runs_group,
         cli_data_rights.end_users_group,
         cli_data_rights.export_command,

@@ -174,6 +174,8 @@ async def test_up_doctor_demo_restart_and_clean_stop(
     )
     assert workflow_url
 
+    await assert_colony_logs_reads_the_stack_logs(stack)
+
     # A second `colony up` reuses the running stack instead of starting another.
     code, out = await stack.cli("up", timeout=30)
     assert code == 0 and "already running" in out and str(state["pid"]) in out
@@ -202,6 +204,26 @@ async def test_up_doctor_demo_restart_and_clean_stop(
     assert not (stack.data / "stack.json").exists()
     for log in (stack.data / "logs").iterdir():
         assert key not in log.read_text(errors="replace"), f"admin key leaked into {log}"
+
+
+async def assert_colony_logs_reads_the_stack_logs(stack: Stack) -> None:
+    """The API and workers log JSON lines with the demo run's ids into the data dir's log
+    files, and `colony logs` merges them with the run's events and history."""
+    logs = stack.data / "logs"
+    started = [json.loads(line) for line in (logs / "api.log").read_text().splitlines()
+               if line.startswith("{") and '"colony.api"' in line and '"run_id"' in line]  # fmt: skip
+    run_id = started[0]["run_id"]
+    assert started[0]["tenant"] == tenants.LOCAL_TENANT
+    code, out = await stack.cli("logs", run_id, "--json")
+    assert code == 0, out
+    entries = [json.loads(line) for line in out.splitlines() if line.startswith('{"time"')]
+    assert {e["source"] for e in entries} == {"event", "history", "log"}
+    origins = {e["data"]["origin"] for e in entries if e["source"] == "log"}
+    assert {"api.log", "worker-all.log"} <= origins
+    logged = [e for e in entries if e["source"] == "log"]
+    activity = next(e for e in logged if e["data"].get("activity_type") == "call_llm")
+    assert activity["data"]["run_id"] == run_id
+    assert activity["data"]["tenant"] == tenants.LOCAL_TENANT
 
 
 async def assert_postgres_needs_the_password(stack: Stack) -> None:
