@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from opentelemetry.trace import Tracer
 from temporalio.client import Client
 
 from api import limits
@@ -32,8 +33,9 @@ from core.settings import Settings
 class TemporalHandle:
     """Connects to Temporal on first use, so the API starts (and reports) while it is down."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer: Tracer | None = None) -> None:
         self._settings = settings
+        self._tracer = tracer
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -49,7 +51,7 @@ class TemporalHandle:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(
-                        temporal_support.connect(self._settings), 10
+                        temporal_support.connect(self._settings, tracer=self._tracer), 10
                     )
                 except Exception as exc:
                     raise StackError(

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager, nullcontext
 from importlib.metadata import version
 
 from fastapi import Depends, FastAPI, Request, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import TracerProvider
 
 from api import errors, inputs, mcp_server, openapi
 from api.deps import TemporalHandle
@@ -43,8 +45,14 @@ from core.settings import Settings
 log = logging.getLogger("colony.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; `settings` defaults to the environment."""
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """Build the app; `settings` defaults to the environment.
+
+    Request spans, and the spans of the workflows a request starts, go to
+    `tracer_provider`; by default to the global one `core.telemetry.setup_tracing` installs.
+    """
     settings = settings or Settings()
     mcp = mcp_server.McpEndpoint(settings) if settings.mcp_enabled else None
 
@@ -68,7 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(inputs.reject_nul)],
     )
     app.state.settings = settings
-    app.state.temporal = TemporalHandle(settings)
+    app.state.temporal = TemporalHandle(
+        settings,
+        tracer=None if tracer_provider is None else tracer_provider.get_tracer("colony.api"),
+    )
     errors.install(app)
     openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
@@ -118,6 +129,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if mcp is not None:
         # Colony as an MCP server (streamable HTTP: POST, GET and DELETE on one path).
         app.router.routes.append(mcp.route)
+    # Outermost middleware: the request's span is current while a route starts a workflow,
+    # so the client interceptor carries it into the workflow's headers (one trace).
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        excluded_urls="/healthz,/metrics",
+        exclude_spans=["receive", "send"],
+    )
     return app
 
 

@@ -119,16 +119,19 @@ class ColonyPlugin(SimplePlugin):
         )
 
 
-async def connect(settings: Settings, *, address: str | None = None) -> Client:
+async def connect(
+    settings: Settings, *, address: str | None = None, tracer: Tracer | None = None
+) -> Client:
     """Connect a Temporal client with the Colony plugin.
 
     Args:
         settings: Process settings (address and namespace).
         address: Override of the frontend address (tests).
+        tracer: The tracing interceptor's; defaults to the global provider's.
     """
     return await Client.connect(
         address or settings.effective_temporal_address,
         namespace=settings.temporal_namespace,
-        plugins=[ColonyPlugin(settings)],
+        plugins=[ColonyPlugin(settings, tracer=tracer)],
         runtime=temporal_metrics.runtime(),  # Temporal's metrics join core.metrics.REGISTRY
     )

@@ -12,7 +12,7 @@ from typing import Final
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core import metrics
+from core import metrics, tracing
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.evolution import cases as eval_cases
@@ -78,6 +78,7 @@ class EvolutionStoreActivities:
                     "evidence": evidence,
                 })],
             )  # fmt: skip
+        tracing.evolution_stage(input.tenant_id, record.id, "start")
         return EvolutionSetup(
             evolution_id=record.id,
             agent_name=record.agent_name,
@@ -183,6 +184,13 @@ class EvolutionStoreActivities:
                 conn, input.tenant_id, input.evolution_id,
                 [RunEvent(key="decided", type="evolution.decided", data=out.model_dump(mode="json"))],
             )  # fmt: skip
+        tracing.evolution_stage(
+            input.tenant_id,
+            input.evolution_id,
+            "decide",
+            decision=out.decision,
+            version=out.version,
+        )
         return out
 
     @activity.defn(name="await_promotion_approval")
@@ -244,6 +252,9 @@ class EvolutionStoreActivities:
                 })],
             )  # fmt: skip
         metrics.evolution_finished(input.tenant_id, input.status, input.decision, recorded=finished)
+        tracing.evolution_stage(
+            input.tenant_id, input.evolution_id, "finish", decision=input.decision, version=promoted
+        )
         if canary is not None and canary.status == "active" and self._settings is not None:
             await rollouts.signal_controller(
                 activity.client(), self._settings, input.tenant_id, record.agent_name,

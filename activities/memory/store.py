@@ -51,7 +51,7 @@ from activities.memory.vectors import (
 )
 from activities.memory.vectors import point_id as make_point_id
 from activities.providers.embeddings import DIMENSION, MODEL_ID
-from core import tenants
+from core import tenants, tracing
 from core.db import Pool
 from core.errors import ColonyError, ConfigError, ErrorType, InvalidInput
 from core.memory import store as rows
@@ -160,6 +160,7 @@ class MemoryStore:
         self.dimension = dimension
         self.collection = collection_for(model_id)
 
+    @tracing.memory_operation("write")
     async def write(self, input: WriteMemoriesInput) -> WriteMemoriesOutput:
         """Store the items that are not stored yet; returns every item's id, in order.
 
@@ -189,6 +190,7 @@ class MemoryStore:
             inserted = await rows.insert_memories(conn, input.tenant_id, todo, self.model_id)
         return WriteMemoriesOutput(ids=ids, written=len(inserted))
 
+    @tracing.memory_operation("recall")
     async def recall(self, input: RecallInput) -> RecallOutput:
         """The tenant's memories nearest in meaning to `input.query`, best first.
 
@@ -239,6 +241,7 @@ class MemoryStore:
             hits.append(row.hit(record.score))
         return RecallOutput(hits=hits[: input.limit])
 
+    @tracing.memory_operation("delete")
     async def delete(self, input: DeleteMemoriesInput) -> DeleteMemoriesOutput:
         """Delete the tenant's memories matching every filter given: vectors, then rows.
 

@@ -18,7 +18,7 @@ from activities.runs import context as llm_context
 from activities.runs.guardrails import Guard, raise_if_withheld
 from activities.spend import refuse_over_cap, spend_state
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
-from core import metrics
+from core import metrics, tracing
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput
@@ -318,9 +318,13 @@ class LlmActivities:
             publisher = _DeltaPublisher(self._pool, input, model, dead, live=live)
             try:
                 async with publisher:
-                    return await self._models.complete_with_breaker(
-                        request.model_copy(update={"model": model}), on_delta=publisher.add
-                    )
+                    return await tracing.chat(
+                        self._models.complete_with_breaker(
+                            request.model_copy(update={"model": model}), on_delta=publisher.add
+                        ),
+                        model, provider=resolve(model, self._settings).provider,
+                        run_id=input.run_id, tenant=input.tenant_id,
+                    )  # fmt: skip
             except ApplicationError as exc:
                 last_error = exc
                 if not exc.non_retryable:

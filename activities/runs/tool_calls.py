@@ -33,6 +33,7 @@ from activities.tools import workspace as ws
 from activities.tools.catalog import CatalogEntry, ToolCatalog, run_entry
 from activities.tools.framework import ToolContext, ToolError
 from activities.tools.limits import RetryableToolError, ToolLimiter
+from core import tracing
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.payloads import ToolCallRequest
@@ -96,7 +97,13 @@ class ToolActivities:
             await asyncio.to_thread(self._check_workspace, input, input.workspace_host)
         started = time.perf_counter()
         kept = tool_results.kept()  # run by an attempt that could not store it
-        outcome, ran = (kept, False) if kept else await self._outcome(input, call, entry, denial)
+        with tracing.tool_span(
+            call.name, call.id, run_id=input.run_id, tenant=input.tenant_id
+        ) as span:
+            outcome, ran = (
+                (kept, False) if kept else await self._outcome(input, call, entry, denial)
+            )
+            span.failed(outcome[1])
         return await tool_results.save(
             self._pool, input.tenant_id, input.run_id, input.result_seq, call, outcome,
             started=started, stats=ran and entry is not None,

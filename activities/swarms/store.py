@@ -4,7 +4,7 @@ from temporalio import activity
 
 from activities.providers import pricing
 from activities.swarms.queen import planned_event
-from core import metrics
+from core import metrics, tracing
 from core.db import Pool
 from core.errors import NotFound
 from core.payloads import RunEvent
@@ -166,6 +166,7 @@ class SwarmActivities:
                         inbox_id=inbox_id,
                     )
                 )
+        tracing.subtasks_started(input.tenant_id, input.swarm_id, out)
         return StartSubtasksOutput(runs=out)
 
     @activity.defn(name="finish_subtask")
@@ -193,6 +194,14 @@ class SwarmActivities:
                 )],
             )  # fmt: skip
         metrics.swarm_subtask(input.tenant_id, input.outcome)
+        tracing.subtask_finished(
+            input.tenant_id,
+            input.swarm_id,
+            input.subtask_id,
+            attempt=input.attempt,
+            run_id=input.run_id,
+            outcome=input.outcome,
+        )
         return FinishSubtaskOutput(cost_usd=cost, cost_complete=complete)
 
     @activity.defn(name="finish_swarm")
