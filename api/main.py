@@ -134,7 +134,7 @@ def create_app(
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracer_provider,
-        excluded_urls="/healthz,/metrics",
+        excluded_urls=r"://[^/]*/(healthz|metrics)$",  # probes and scrapes, not agents' /metrics
         exclude_spans=["receive", "send"],
     )
     return app

@@ -33,8 +33,10 @@ from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import AgentSpec
 from tests.conftest import make_settings
+from tests.support.tracing import captured_spans
 
-TENANTS = ("m-rank", "m-idem", "m-scope", "m-del", "m-mask", "m-iso-a", "m-iso-b", "m-re", "m-err")
+TENANTS = ("m-rank", "m-idem", "m-scope", "m-del", "m-mask", "m-iso-a", "m-iso-b", "m-re", "m-err",
+           "m-trace")  # fmt: skip
 EPISODES = {
     "currency": "Objective: convert 250 US dollars to euros at today's rate. Outcome: succeeded."
     " Tools used: http_fetch, calculator. Summary: fetched the ECB rate, 250 USD = 231 EUR.",
@@ -473,3 +475,23 @@ def test_a_server_collection_gets_its_payload_indexes(monkeypatch: pytest.Monkey
     assert created["created_at"] == models.PayloadSchemaType.FLOAT
     assert created["retired"] == models.PayloadSchemaType.BOOL
     assert created["agent_name"] == models.PayloadSchemaType.KEYWORD
+
+
+async def test_memory_operations_make_spans(store: MemoryStore) -> None:
+    with captured_spans() as exporter:
+        await write(store, "m-trace", item("a", EPISODES["poem"]), item("b", EPISODES["sql"]))
+        await write(store, "m-trace", item("a", EPISODES["poem"]))  # already there
+        hits = (await recall(store, "m-trace", "autumn poem", limit=1)).hits
+        await store.delete(DeleteMemoriesInput(tenant_id="m-trace", ids=[hits[0].id]))
+        spans = [(s.name, dict(s.attributes or {})) for s in exporter.get_finished_spans()]
+    assert [name for name, _ in spans] == [
+        "memory write", "memory write", "memory recall", "memory delete"
+    ]  # fmt: skip
+    common = {"colony.tenant": "m-trace", "db.namespace": "m-trace",
+              "db.collection.name": store.collection}  # fmt: skip
+    for name, attributes in spans:
+        assert attributes.items() >= common.items(), name
+        assert attributes["colony.memory.operation"] == name.removeprefix("memory ")
+    assert (spans[0][1]["colony.memory.items"], spans[0][1]["colony.memory.written"]) == (2, 2)
+    assert (spans[1][1]["colony.memory.items"], spans[1][1]["colony.memory.written"]) == (1, 0)
+    assert spans[2][1]["colony.memory.hits"] == 1 and spans[3][1]["colony.memory.deleted"] == 1

@@ -260,8 +260,11 @@ async def test_the_app_takes_a_tracer_provider(settings: Settings, key: str) -> 
     ):  # fmt: skip
         assert (await http.get("/v1/agents")).status_code == 200
         assert (await http.get("/healthz")).status_code in (200, 503)
+        assert (await http.get("/metrics")).status_code == 200
+        assert (await http.get("/v1/agents/nobody/metrics")).status_code == 404
     names = [s.name for s in exporter.get_finished_spans()]
-    assert names == ["GET /v1/agents"]  # /healthz and /metrics are not traced
+    # Probes and scrapes are not traced; an agent's metrics are an API call like any other.
+    assert names == ["GET /v1/agents", "GET /v1/agents/{name}/metrics"]
 
 
 async def test_spans_are_exported_to_the_otlp_endpoint() -> None:
