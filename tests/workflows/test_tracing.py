@@ -30,12 +30,14 @@ from tests.api.test_runs import wait_finished as wait_run
 from tests.api.test_swarms import DIAMOND, PRICED
 from tests.api.test_swarms import wait_finished as wait_swarm
 from tests.conftest import make_settings
+from tests.evolution.test_workflow import COUNTS, done_if_told, responder, setup, start
 from tests.support.api import stack_settings, tenant_keys
 from tests.support.model_server import ScriptedModelServer, reply, tool_call, tool_calls
 from tests.support.services import TemporalServer
 from tests.support.swarm_script import SwarmScript
 from tests.support.tracing import captured_spans, otlp_receiver, scoped_provider
 from tests.support.workers import api_with_workers
+from tests.workflows.harness import Harness
 from workers.registry import ALL_WORKFLOWS
 
 TENANT = "t-tracing"
@@ -313,3 +315,20 @@ def test_helpers_record_errors() -> None:
         "colony.evolution.decision": "promote",
         "colony.evolution.version": 3,
     }
+
+
+async def test_an_evolution_cycle_makes_stage_spans_in_its_trace(harness: Harness) -> None:
+    harness.server.responder = responder(done_if_told)
+    _, evolution_id, _ = await setup(harness, COUNTS, max_eval_runs=5)  # too small: keep
+    with captured_spans() as exporter:
+        output = await (await start(harness, evolution_id)).result()
+        spans = exporter.get_finished_spans()
+    assert output.decision == "keep"
+    (root,) = named(spans, "StartWorkflow:EvolutionWorkflow")
+    stages = {s.name: attrs(s) for s in spans if s.name.startswith("evolution ")}
+    assert set(stages) >= {"evolution start", "evolution finish"}
+    assert {s.context.trace_id for s in spans if s.name.startswith("evolution ")} == {
+        root.context.trace_id
+    }
+    assert stages["evolution finish"]["colony.evolution.decision"] == "keep"
+    assert all(a["colony.evolution.id"] == evolution_id for a in stages.values())
