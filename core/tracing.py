@@ -60,7 +60,12 @@ def _span(
 
 
 async def chat(
-    call: Awaitable[ModelResult], model: str, *, provider: str, run_id: str, tenant: str
+    call: Awaitable[ModelResult],
+    model: str,
+    *,
+    provider: str,
+    run_id: str | None = None,
+    tenant: str | None = None,
 ) -> ModelResult:
     """Await one model call inside a `chat {model}` span (GenAI semantic conventions).
 
@@ -71,7 +76,8 @@ async def chat(
         call: The model call, not yet awaited.
         model: The model asked for (e.g. `openai/gpt-4o-mini`).
         provider: Its provider as routing resolved it (`openai`, `anthropic`...).
-        run_id: The run the call is a step of.
+        run_id: The run the call is a step of (none for a queen's or a grader's call;
+            the span's parents name its workflow).
         tenant: The run's tenant.
     """
     attributes: dict[str, AttributeValue] = {
@@ -79,8 +85,11 @@ async def chat(
         "gen_ai.provider.name": provider,
         "gen_ai.system": provider,  # the attribute's name before semconv 1.37
         "gen_ai.request.model": model,
-        **_run_attributes(run_id, tenant),
     }
+    if run_id is not None:
+        attributes["colony.run_id"] = run_id
+    if tenant is not None:
+        attributes["colony.tenant"] = tenant
     with _span(f"chat {model}", attributes, SpanKind.CLIENT) as span:
         result = await call
         span.set_attributes(

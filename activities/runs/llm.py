@@ -371,12 +371,16 @@ async def complete_any(
 ) -> ModelResult:
     """One call outside the step loop: each model in turn while they fail for good.
 
+    Summaries, critiques, the queen and graders call it; each call gets a `chat` span.
     Retryable failures raise (Temporal retries the activity).
     """
     last: ApplicationError | None = None
     for model in models:
         try:
-            return await client.complete_with_breaker(request.model_copy(update={"model": model}))
+            return await tracing.chat(
+                client.complete_with_breaker(request.model_copy(update={"model": model})),
+                model, provider=resolve(model, client.settings).provider,
+            )  # fmt: skip
         except ApplicationError as exc:
             if not exc.non_retryable:
                 raise

@@ -241,11 +241,17 @@ async def test_a_swarm_is_one_trace_with_its_subtasks_and_their_activities(
                if attrs(s)["colony.swarm.subtask.stage"] == "start"}  # fmt: skip
     assert started["d"]["gen_ai.agent.name"] == "reviewer" and started["d"]["colony.run_id"]
     # Each subtask's model calls are LLM spans of its own run, priced.
-    chats = [s for s in spans if s.name == f"chat {PRICED}"]
+    chats = [s for s in spans if s.name == f"chat {PRICED}" and "colony.run_id" in attrs(s)]
     assert {attrs(c)["colony.run_id"] for c in chats} == {
         a["colony.run_id"] for a in started.values()
     }
     assert all(attrs(c)["colony.cost_usd"] > 0 for c in chats)
+    # The queen's synthesis is a model call of the swarm's own activity.
+    by_id = {s.context.span_id: s for s in spans}
+    queen = [s for s in spans if s.name.startswith("chat ") and s.parent
+             and by_id[s.parent.span_id].name == "RunActivity:synthesize_swarm"]  # fmt: skip
+    assert len(queen) == 1 and queen[0].context.trace_id == trace_id
+    assert attrs(queen[0])["gen_ai.usage.output_tokens"] > 0
 
     await assert_replay_makes_no_spans(client, list(tree))
 
