@@ -44,7 +44,8 @@ def _run_attributes(run_id: str, tenant: str) -> dict[str, AttributeValue]:
 
 def _error_type(exc: BaseException) -> str:
     # An ApplicationError's type is Colony's ErrorType (RateLimited, ToolFailed...).
-    return getattr(exc, "type", None) or type(exc).__name__
+    kind = getattr(exc, "type", None)
+    return kind if isinstance(kind, str) and kind else type(exc).__name__
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from api.main import create_app
@@ -310,10 +311,16 @@ def test_helpers_record_errors() -> None:
             tracing.tool_span("run_python", "call-2", run_id="run_x", tenant="t"),
         ):
             raise RuntimeError("boom")
+        with (
+            pytest.raises(ApplicationError),
+            tracing.tool_span("http_get", "call-3", run_id="run_x", tenant="t"),
+        ):
+            raise ApplicationError("slow down", type="RateLimited")
         tracing.evolution_stage("t", "evo_1", "decide", decision="promote", version=3)
         spans = {s.name: attrs(s) for s in exporter.get_finished_spans()}
     assert spans["execute_tool http_fetch"]["error.type"] == "ToolFailed"
     assert spans["execute_tool run_python"]["error.type"] == "RuntimeError"
+    assert spans["execute_tool http_get"]["error.type"] == "RateLimited"
     assert spans["evolution decide"] == {
         "colony.evolution.id": "evo_1",
         "colony.evolution.stage": "decide",
