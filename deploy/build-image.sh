@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Build and start the Colony image without a Docker engine: buildah, vfs storage, chroot
-# isolation, as root. See docs/deploy.md ("The image").
+# Build and start the Colony image without a Docker engine: buildah (chroot isolation) as
+# root. See docs/deploy.md ("The image").
 #
 #   deploy/build-image.sh base    # a python:3.11 base image from Debian packages (mmdebstrap)
 #   deploy/build-image.sh build   # base (when missing), then deploy/Dockerfile -> $COLONY_IMAGE
-#   deploy/build-image.sh check   # start the image: --help; migrate and api /healthz when
-#                                 # DATABASE_URL and TEMPORAL_ADDRESS are set
+#   deploy/build-image.sh check   # start the image as Kubernetes runs it (read-only root,
+#                                 # empty /tmp and data dir, uid 10001): --help; migrate, api
+#                                 # /healthz and a worker when DATABASE_URL and
+#                                 # TEMPORAL_ADDRESS are set
 #   deploy/build-image.sh all     # build, then check (default)
 #
 # Environment:
@@ -16,13 +18,15 @@
 #   EXTRA_CA_DIR   *.crt files added to the local base's trust store, for an egress proxy
 #                  that re-signs TLS (default /usr/local/share/ca-certificates)
 #   EXTRAS         Dockerfile build arg (optional dependency groups, e.g. e2b)
+#   STORAGE_DRIVER buildah's storage driver (default: the store's, overlay where the kernel
+#                  allows it as root; vfs works everywhere, slower, on a fresh store)
 #   DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, COLONY_PAYLOAD_KEYS
 #                  passed to the container by `check`; COLONY_CHECK_PORT is the API's port
-#                  (default 18000). The container shares the host network (chroot isolation).
+#                  (default 18000). The container shares the host network.
 set -euo pipefail
 
-export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"
+buildah() { command buildah ${STORAGE_DRIVER:+--storage-driver "$STORAGE_DRIVER"} "$@"; }
 COLONY_IMAGE="${COLONY_IMAGE:-localhost/colony:local}"
 LOCAL_BASE=localhost/colony-python:3.11-bookworm
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -78,8 +82,8 @@ build_image() {
     -f "$ROOT/deploy/Dockerfile" "$ROOT"
 }
 
-# `buildah run` (chroot isolation) does not forward signals to the container. Signal its
-# tini instead, as `docker stop` signals PID 1: tini forwards SIGTERM to colony.
+# Stop a command as a container runtime stops a container: SIGTERM to its PID 1, tini,
+# which forwards it to colony.
 descendants() {
   local child
   for child in $(ps -o pid= --ppid "$1"); do echo "$child"; descendants "$child"; done
@@ -101,33 +105,53 @@ cleanup() {
     # shellcheck disable=SC2046
     kill -KILL $(descendants "$pid") 2>/dev/null || true
   done
+  if [[ -n "$CTR" ]]; then buildah umount "$CTR" >/dev/null 2>&1 || true; fi
   if [[ -n "$CTR" ]]; then buildah rm "$CTR" >/dev/null 2>&1 || true; fi
 }
 
-# Run one command in a fresh container of the image, through its entrypoint.
-CTR=""
+# Run one command in the image as a Kubernetes pod of deploy/k8s runs it: the image's
+# root filesystem read-only, empty writable /tmp and data dir (the pods' emptyDirs), uid
+# 10001, only the image's environment plus ENV_ARGS, its working directory and entrypoint.
+# A private mount namespace keeps the mounts away from the host.
+ROOTFS=""
+inspect_image() { buildah inspect --type image --format "$1" "$COLONY_IMAGE" | sed '/^$/d'; }
 run_in_image() {
-  local entrypoint
-  mapfile -t entrypoint < <(buildah inspect --type image --format '{{range .OCIv1.Config.Entrypoint}}{{println .}}{{end}}' "$COLONY_IMAGE" | sed '/^$/d')
-  buildah run "${ENV_ARGS[@]}" "$CTR" -- "${entrypoint[@]}" "$@"
+  local env entrypoint workdir user
+  mapfile -t env < <(inspect_image '{{range .OCIv1.Config.Env}}{{println .}}{{end}}')
+  mapfile -t entrypoint < <(inspect_image '{{range .OCIv1.Config.Entrypoint}}{{println .}}{{end}}')
+  workdir="$(inspect_image '{{.OCIv1.Config.WorkingDir}}')"
+  user="$(inspect_image '{{.OCIv1.Config.User}}')"
+  unshare --mount --propagation private --fork /bin/bash -c '
+    set -e
+    root="$1" workdir="$2" user="$3"; shift 3
+    mount --bind "$root" "$root"
+    mount -o remount,bind,ro "$root"
+    mount -t proc proc "$root/proc"
+    mount --rbind /dev "$root/dev"
+    mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+    mount -t tmpfs -o "uid=${user%%:*},gid=${user##*:},mode=0700" tmpfs "$root/var/lib/colony"
+    exec chroot --userspec="$user" "$root" /bin/sh -c '\''cd "$0" && exec /usr/bin/env -i "$@"'\'' \
+      "$workdir" "$@"
+  ' _ "$ROOTFS" "${workdir:-/}" "${user:-0:0}" "${env[@]}" "${ENV_ARGS[@]}" "${entrypoint[@]}" "$@"
 }
 
 check_image() {
   image_exists "$COLONY_IMAGE" || { log "no image $COLONY_IMAGE: run '$0 build' first"; exit 1; }
   local port="${COLONY_CHECK_PORT:-18000}" api_pid code
-  # chroot isolation has no PID namespace, so tini is not PID 1: let it reap as a subreaper.
-  ENV_ARGS=(--env "COLONY_API_PORT=$port" --env COLONY_API_HOST=127.0.0.1 --env TINI_SUBREAPER=1)
+  # No PID namespace here, so tini is not PID 1: let it reap as a subreaper.
+  ENV_ARGS=("COLONY_API_PORT=$port" COLONY_API_HOST=127.0.0.1 TINI_SUBREAPER=1)
   for var in DATABASE_URL TEMPORAL_ADDRESS TEMPORAL_NAMESPACE COLONY_PAYLOAD_KEYS; do
-    [[ -n "${!var:-}" ]] && ENV_ARGS+=(--env "$var=${!var}")
+    if [[ -n "${!var:-}" ]]; then ENV_ARGS+=("$var=${!var}"); fi
   done
   trap cleanup EXIT
   trap 'exit 143' TERM INT
   CTR="$(buildah from "$COLONY_IMAGE")"
+  ROOTFS="$(buildah mount "$CTR")"
 
   log "colony --help"
   run_in_image --help >/dev/null
-  log "runs as uid $(buildah run "$CTR" -- id -u)"
-  [[ "$(buildah run "$CTR" -- id -u)" == 10001 ]] || { log "expected uid 10001"; exit 1; }
+  [[ "$(inspect_image '{{.OCIv1.Config.User}}')" == 10001:10001 ]] \
+    || { log "the image should run as 10001:10001"; exit 1; }
   if [[ -z "${DATABASE_URL:-}" || -z "${TEMPORAL_ADDRESS:-}" ]]; then
     log "DATABASE_URL or TEMPORAL_ADDRESS unset: skipping migrate and api"
     return 0
@@ -153,7 +177,7 @@ check_image() {
   log "api /healthz answered 200"
 
   # One worker process serving every lane: each lane's activities and workflows load and
-  # poll; SIGTERM drains it and it exits 0.
+  # poll; SIGTERM stops it and it exits 0.
   local lanes=() worker_pid worker_log rc=0
   for lane in orchestration llm tools memory; do lanes+=(--lane "$lane"); done
   worker_log="$(mktemp)"
