@@ -34,7 +34,7 @@ EXTRA_CA_DIR="${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '[build-image] %s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null 2>&1 || { log "missing $1: apt-get install -y $2"; exit 2; }; }
+need() { type -P "$1" >/dev/null || { log "missing $1: apt-get install -y $2"; exit 2; }; }
 
 image_exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
