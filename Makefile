@@ -71,6 +71,12 @@ typecheck: install
 bench: install
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+# The container image without a Docker engine (buildah, as root): build, then start it.
+# IMAGE_ARGS=build|check|base; see docs/deploy.md, "The image".
+.PHONY: image
+image:
+	deploy/build-image.sh $(IMAGE_ARGS)
+
 # Deliberate upgrade: re-resolve every lock to the newest allowed versions, install them,
 # run the suite, and leave the lock diffs for review (nothing is committed).
 # `make lock UPGRADE=` re-locks after a pyproject change and keeps every other pin.
