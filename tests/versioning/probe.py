@@ -1,7 +1,11 @@
 """A test-only workflow for versioning tests (its own module: the sandbox imports it)."""
 
+from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.common import VersioningBehavior
+
+from core.stack_check import StackCheckInput
 
 
 @workflow.defn(name="VersionProbe", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
@@ -21,3 +25,14 @@ class LongLivedProbe:
         """Wait, then end."""
         await workflow.wait_condition(lambda: self._done)
         return "done"
+
+
+@workflow.defn(name="StackCheckWorkflow", versioning_behavior=VersioningBehavior.PINNED)
+class OldStackCheck:
+    """A StackCheckWorkflow whose commands differ from the current one's: its histories
+    stand for those of a release the current code can no longer replay."""
+
+    @workflow.run
+    async def run(self, input: StackCheckInput) -> None:
+        """Start a timer where the current code schedules the lane probes."""
+        await workflow.sleep(timedelta(milliseconds=10))
