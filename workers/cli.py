@@ -261,7 +261,7 @@ def deploy() -> None:
 
 
 def _deployment(settings: Settings) -> str:
-    if settings.deployment_name is None:
+    if not settings.deployment_name:
         _fail("worker versioning is off: set COLONY_DEPLOYMENT_NAME (docs/deploy-upgrades.md)")
     return settings.deployment_name
 

@@ -88,7 +88,7 @@ def build_id(settings: Settings) -> str:
 
 def worker_version(settings: Settings) -> WorkerDeploymentVersion | None:
     """The version this process's workers poll as; None when versioning is off."""
-    if settings.deployment_name is None:
+    if not settings.deployment_name:
         return None
     return WorkerDeploymentVersion(settings.deployment_name, build_id(settings))
 

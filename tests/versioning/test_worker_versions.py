@@ -5,12 +5,14 @@ as two versions of one worker deployment, as during a rolling deploy.
 """
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import pytest
+from click.testing import CliRunner
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import VersioningBehavior
 from temporalio.service import RPCError
@@ -28,6 +30,7 @@ from tests.support.services import TemporalServer
 from tests.support.workers import running_workers
 from tests.versioning.probe import LongLivedProbe
 from workers import versioning
+from workers.cli import deploy
 from workflows.stack_check import StackCheckWorkflow
 
 TENANT = "versions"
@@ -208,3 +211,46 @@ async def test_ramping_sends_a_share_of_new_runs_to_the_new_version(
         state = await versioning.describe(client, deployment)
         assert state is not None and state.ramping_build_id is None
     assert task_build_ids((await handle.fetch_history()).events) == {"b"}
+
+
+async def test_the_deploy_commands(temporal: TemporalServer) -> None:
+    deployment = "colony-test-" + uuid.uuid4().hex[:8]
+    queue = "version-probe-" + uuid.uuid4().hex[:8]
+    client = await Client.connect(temporal.address, plugins=[ColonyPlugin()])
+    env = {"TEMPORAL_ADDRESS": temporal.address, "COLONY_DEPLOYMENT_NAME": deployment}
+
+    async def colony_deploy(*args: str, **extra: str) -> tuple[int, str]:
+        runner = CliRunner()
+        result = await asyncio.to_thread(runner.invoke, deploy, list(args), env=env | extra)
+        return result.exit_code, result.output
+
+    async def registered() -> bool:
+        state = await versioning.describe(client, deployment)
+        return state is not None and {v.build_id for v in state.versions} == {"a", "b"}
+
+    def worker(build_id: str) -> Worker:
+        config = versioning.deployment_config(
+            make_settings(COLONY_DEPLOYMENT_NAME=deployment, COLONY_BUILD_ID=build_id)
+        )
+        return Worker(
+            client, task_queue=queue, workflows=[LongLivedProbe], deployment_config=config
+        )
+
+    code, text = await colony_deploy("status")
+    assert code == 1 and "no worker of deployment" in text, text
+    async with worker("a"), worker("b"):
+        await until(registered)
+        code, text = await colony_deploy("promote", "--build-id", "a")
+        assert code == 0 and "current version unversioned -> a" in text, text
+        # Without --build-id: this code's build id, here COLONY_BUILD_ID.
+        code, text = await colony_deploy("ramp", "25", COLONY_BUILD_ID="b")
+        assert code == 0 and "ramping b at 25%" in text, text
+        code, text = await colony_deploy("status")
+        assert code == 0, text
+        assert re.search(r"\ba\b.*current", text) and re.search(r"\bb\b.*ramping 25%", text), text
+        code, text = await colony_deploy("promote", "--build-id", "b")
+        assert code == 0 and "current version a -> b" in text, text
+        code, text = await colony_deploy("promote", "--build-id", "c")
+        assert code == 1 and "Temporal refused" in text, text
+    code, text = await colony_deploy("status", COLONY_DEPLOYMENT_NAME="")
+    assert code == 1 and "worker versioning is off" in text, text
