@@ -340,19 +340,29 @@ _GROUPS = {
 }
 
 
-async def usage(conn: Conn, tenant_id: str, since: datetime) -> dict[str, list[UsageGroup]]:
-    """The tenant's model calls since `since`, grouped by source, agent, model and UTC day."""
+async def usage(conn: Conn, tenant_id: str | None, since: datetime) -> dict[str, list[UsageGroup]]:
+    """Model calls since `since`, grouped by source, agent, model and UTC day.
+
+    `tenant_id` None is the operator's view of every tenant: it adds a `tenant` grouping,
+    and agents are named `tenant/agent`.
+    """
+    groups = dict(_GROUPS)
+    where, params = "u.created_at >= %s", list[object]([since])
+    if tenant_id is None:
+        groups = {"tenant": "u.tenant_id", **groups, "agent": "u.tenant_id || '/' || u.agent"}
+    else:
+        where, params = "u.tenant_id = %s AND " + where, [tenant_id, since]
     out: dict[str, list[UsageGroup]] = {}
-    for name, expr in _GROUPS.items():
+    for name, expr in groups.items():
         cur = await conn.execute(
             f"SELECT {expr} AS name, count(*) AS calls,"
             " coalesce(sum(u.prompt_tokens), 0) AS prompt_tokens,"
             " coalesce(sum(u.completion_tokens), 0) AS completion_tokens,"
             " coalesce(sum(u.cost_usd), 0)::float8 AS cost_usd,"
             " count(*) FILTER (WHERE u.cost_usd IS NULL) AS unpriced_calls"
-            f" FROM ({_USAGE_ROWS}) u WHERE u.tenant_id = %s AND u.created_at >= %s"
+            f" FROM ({_USAGE_ROWS}) u WHERE {where}"
             " GROUP BY 1 ORDER BY 1",
-            (tenant_id, since),
+            params,
         )
         out[name] = [UsageGroup(name=row["name"], **_sums(row)) for row in await cur.fetchall()]
     return out

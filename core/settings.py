@@ -61,6 +61,23 @@ class Settings(BaseSettings):
         default="omni-moderation-latest", validation_alias="COLONY_MODERATION_MODEL"
     )
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    # A worker process's own Prometheus endpoint (GET /metrics on this port; unset: none).
+    # Off by default: replicas on one host would fight over a fixed port, and the endpoint
+    # has no auth, so it listens on 127.0.0.1 unless COLONY_METRICS_HOST says otherwise.
+    # `colony up` gives each worker it starts a free port and the API aggregates them.
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, validation_alias="COLONY_METRICS_PORT"
+    )
+    metrics_host: str = Field(default=LOCAL_HOST, validation_alias="COLONY_METRICS_HOST")
+    # Worker endpoints the API's /metrics includes, as a JSON object of name -> URL
+    # ({"worker-llm": "http://127.0.0.1:9101/metrics"}); each sample gets colony_process.
+    metrics_targets: dict[str, str] = Field(
+        default_factory=dict, validation_alias="COLONY_METRICS_TARGETS"
+    )
+    # The tenant whose API keys see every tenant's series at /metrics; another tenant's
+    # keys see only the series labelled with their own tenant, and the unlabelled ones.
+    # Default: `local`, the tenant of the admin key `colony up` writes.
+    metrics_tenant: str = Field(default="local", validation_alias="COLONY_METRICS_TENANT")
 
     # Ports of the embedded stack, all on 127.0.0.1 unless told otherwise.
     temporal_port: int = Field(default=7233, validation_alias="COLONY_TEMPORAL_PORT")

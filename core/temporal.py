@@ -2,8 +2,8 @@
 
 One plugin carries the pydantic data converter (frozen pydantic payloads in and out of
 every workflow, activity, signal and update), the payload encryption codec
-(`core.codec`, failure messages included) and the OpenTelemetry tracing interceptor, so
-client, workers and replayers agree on all three.
+(`core.codec`, failure messages included), the OpenTelemetry tracing interceptor and the
+activity latency metrics (`core.temporal_metrics`), so client, workers and replayers agree.
 """
 
 import functools
@@ -37,6 +37,7 @@ from temporalio.worker import (
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.workflow import Info as WorkflowInfo
 
+from core import temporal_metrics
 from core.codec import codec_from_settings
 from core.settings import Settings
 from core.specs import PAYLOAD_CONTEXT
@@ -174,7 +175,7 @@ class ColonyPlugin(SimplePlugin):
         super().__init__(
             PLUGIN_NAME,
             data_converter=data_converter(codec),
-            interceptors=[TracingInterceptor(tracer)],
+            interceptors=[TracingInterceptor(tracer), temporal_metrics.ActivityMetrics()],
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules(
                     *PASSTHROUGH_MODULES
@@ -203,4 +204,5 @@ async def connect(settings: Settings, *, address: str | None = None) -> Client:
         address or settings.effective_temporal_address,
         namespace=settings.temporal_namespace,
         plugins=[ColonyPlugin(settings)],
+        runtime=temporal_metrics.runtime(),  # Temporal's metrics join core.metrics.REGISTRY
     )

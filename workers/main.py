@@ -11,9 +11,10 @@ import functools
 import inspect
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.service import RPCError
@@ -22,7 +23,7 @@ from temporalio.worker import Worker
 from activities.providers.litellm_loader import load_litellm
 from activities.tools import workspace
 from activities.tools.workspace_host import sweep_workspaces
-from core import db, telemetry
+from core import db, metrics, telemetry
 from core import temporal as temporal_support
 from core.queues import TaskQueue, workspace_host_queue
 from core.runs import store as runs
@@ -91,6 +92,13 @@ async def run(queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Eve
     """Serve `queues` until `stop` is set, then shut down gracefully."""
     telemetry.setup_tracing(settings, "colony-worker")
     client = await temporal_support.connect(settings)
+    with metrics_endpoint(settings):
+        await _serve(client, queues, settings, stop)
+
+
+async def _serve(
+    client: Client, queues: Sequence[TaskQueue], settings: Settings, stop: asyncio.Event
+) -> None:
     async with db.open_pool(settings.effective_database_url, min_size=1, max_size=10) as pool:
         with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
             resources = Resources(settings, pool)
@@ -132,6 +140,28 @@ async def _adopt(client: Client, version: WorkerDeploymentVersion) -> None:
             )  # fmt: skip
     except (TimeoutError, RPCError) as exc:
         log.warning("could not check deployment %s: %s", version.deployment_name, exc)
+
+
+@contextlib.contextmanager
+def metrics_endpoint(settings: Settings) -> Iterator[int | None]:
+    """Serve this process's metrics (`core.metrics.REGISTRY`) on `COLONY_METRICS_PORT`.
+
+    Yields the bound port (0 asks for a free one), or None when no port is set.
+    """
+    if settings.metrics_port is None:
+        yield None
+        return
+    server, thread = start_http_server(
+        settings.metrics_port, settings.metrics_host, registry=metrics.REGISTRY
+    )
+    port = server.server_port
+    log.info("metrics at http://%s:%d/metrics", settings.metrics_host, port)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 async def _live_runs(pool: db.Pool, run_ids: list[str]) -> set[str]:

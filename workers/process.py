@@ -185,7 +185,7 @@ def check_port_free(host: str, port: int, what: str, setting: str) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free right now (for tests and benchmarks)."""
+    """A port that is free right now (tests, benchmarks, `colony up`'s worker metrics)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -33,7 +33,13 @@ from core.providers import LOCAL_MODEL, default_model, describe_provider, local_
 from core.queues import TaskQueue
 from core.settings import LOCAL_HOST, Settings
 from workers import model_server, postgres_server, temporal_server
-from workers.process import ManagedProcess, ProcessSpec, check_port_free, describe_exit
+from workers.process import (
+    ManagedProcess,
+    ProcessSpec,
+    check_port_free,
+    describe_exit,
+    free_port,
+)
 
 log = logging.getLogger("colony.stack")
 
@@ -166,6 +172,7 @@ class Stack:
         self._children: list[_Child] = []
         self._lock_handle: TextIO | None = None
         self.state: StackState | None = None
+        self.metrics_targets: dict[str, str] = {}  # worker name -> its /metrics URL
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -258,6 +265,10 @@ class Stack:
             wanted.append(
                 (LOCAL_HOST, s.local_model_port, "local model server", "COLONY_LOCAL_MODEL_PORT")
             )
+        if s.metrics_port:
+            for i in range(len(TaskQueue) if self.options.split_lanes else 1):
+                port = s.metrics_port + i
+                wanted.append((LOCAL_HOST, port, "worker metrics", "COLONY_METRICS_PORT"))
         for host, port, what, setting in wanted:
             check_port_free(host, port, what, setting)
 
@@ -311,9 +322,13 @@ class Stack:
         s = self.settings
         client = await Client.connect(s.effective_temporal_address, namespace=s.temporal_namespace)
         split = self.options.split_lanes
-        for lanes in [[q] for q in TaskQueue] if split else [list(TaskQueue)]:
+        for i, lanes in enumerate([[q] for q in TaskQueue] if split else [list(TaskQueue)]):
             name = "worker-" + (lanes[0].lane if split else "all")
-            await self._start(self._worker_spec(name, lanes, client))
+            # Each worker serves its metrics on its own port (COLONY_METRICS_PORT + i, or a
+            # free one); the API's /metrics includes them all (COLONY_METRICS_TARGETS).
+            port = s.metrics_port + i if s.metrics_port else free_port(LOCAL_HOST)
+            self.metrics_targets[name] = f"http://{LOCAL_HOST}:{port}/metrics"
+            await self._start(self._worker_spec(name, lanes, client, port))
         log.info(
             "workers ready (%s)", "one process per lane" if split else "one process, all lanes"
         )
@@ -345,8 +360,12 @@ class Stack:
             env["COLONY_TEMPORAL_UI_URL"] = s.effective_temporal_ui_url
         return env
 
-    def _worker_spec(self, name: str, lanes: list[TaskQueue], client: Client) -> ProcessSpec:
+    def _worker_spec(
+        self, name: str, lanes: list[TaskQueue], client: Client, metrics_port: int
+    ) -> ProcessSpec:
         argv = [sys.executable, "-m", "workers.main"]
+        env = {**self._child_env(), "COLONY_METRICS_PORT": str(metrics_port),
+               "COLONY_METRICS_HOST": LOCAL_HOST}  # fmt: skip
         for q in lanes:
             argv += ["--lane", q.lane]
 
@@ -355,7 +374,7 @@ class Stack:
             wanted = {f"worker:{q.lane}" for q in lanes}
             return all(st.ok for st in statuses if st.name in wanted)
 
-        return ProcessSpec(name=name, argv=argv, env=self._child_env(), log_path=self.logs / f"{name}.log",
+        return ProcessSpec(name=name, argv=argv, env=env, log_path=self.logs / f"{name}.log",
                            ready=ready, ready_timeout=self.options.ready_timeout)  # fmt: skip
 
     def _api_spec(self) -> ProcessSpec:
@@ -369,7 +388,8 @@ class Stack:
                 response = await http.get(url)
             return response.status_code in (200, 503)
 
-        return ProcessSpec(name="api", argv=argv, env=self._child_env(), log_path=self.logs / "api.log",
+        env = {**self._child_env(), "COLONY_METRICS_TARGETS": json.dumps(self.metrics_targets)}
+        return ProcessSpec(name="api", argv=argv, env=env, log_path=self.logs / "api.log",
                            ready=ready, ready_timeout=self.options.ready_timeout)  # fmt: skip
 
     async def _start(self, spec: ProcessSpec) -> None:

@@ -12,6 +12,7 @@ from typing import Final
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core import metrics
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.evolution import cases as eval_cases
@@ -228,7 +229,7 @@ class EvolutionStoreActivities:
                         conn, record.tenant_id, record.id, record.agent_name, input.version
                     )
                 promoted = input.version
-            await evolutions.finish(
+            finished = await evolutions.finish(
                 conn, input.evolution_id, status=input.status, decision=input.decision,
                 promoted_version=promoted, reasons=input.reasons, gate=None,
                 cost_usd=input.cost_usd,
@@ -242,6 +243,7 @@ class EvolutionStoreActivities:
                     "canary": None if canary is None else canary.id,
                 })],
             )  # fmt: skip
+        metrics.evolution_finished(input.tenant_id, input.status, input.decision, recorded=finished)
         if canary is not None and canary.status == "active" and self._settings is not None:
             await rollouts.signal_controller(
                 activity.client(), self._settings, input.tenant_id, record.agent_name,

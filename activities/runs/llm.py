@@ -18,6 +18,7 @@ from activities.runs import context as llm_context
 from activities.runs.guardrails import Guard, raise_if_withheld
 from activities.spend import refuse_over_cap, spend_state
 from activities.tools.catalog import ToolCatalog, answered_by_workflow, model_names
+from core import metrics
 from core.db import Pool
 from core.errors import ErrorType
 from core.memory.payloads import ReflectInput, ReflectOutput
@@ -181,6 +182,7 @@ class LlmActivities:
             "result": result.model_dump(mode="json"),
         }
         await persistence.keep(write, (dead, work))
+        metrics.model_call(input.tenant_id, result)
         return _output(
             input.write_seq,
             message,
@@ -283,6 +285,7 @@ class LlmActivities:
                 conn, input.tenant_id, input.run_id,
                 RunEvent(key="reflexion", type="memory.reflected", data=output.model_dump()),
             )  # fmt: skip
+        metrics.model_call(input.tenant_id, result, "reflexion", recorded=new)
         return output
 
     async def _ledger(

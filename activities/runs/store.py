@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities.runs import tool_results
 from activities.tools.catalog import AGENT_TOOL_PREFIX, CatalogEntry, ToolCatalog
+from core import metrics
 from core.db import Pool
 from core.errors import NotFound
 from core.payloads import RunEvent, RunMode
@@ -179,7 +180,7 @@ class StoreActivities:
             if input.result_seq is not None:
                 result = (await runs.get_message(conn, input.run_id, input.result_seq)).content
             p = input.progress
-            await runs.finish(
+            finished = await runs.finish(
                 conn,
                 input.run_id,
                 outcome=input.outcome,
@@ -203,6 +204,7 @@ class StoreActivities:
                 input.run_id,
                 [RunEvent(key="run-finished", type="run.finished", data=data)],
             )
+        metrics.run_finished(input.tenant_id, input.outcome, recorded=finished)
         if self._after_finish is not None:
             await self._after_finish(input.tenant_id, input.run_id, input.outcome)
 

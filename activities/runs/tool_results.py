@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from activities import persistence
+from core import metrics
 from core.db import Pool
 from core.errors import ErrorType, NotFound
 from core.payloads import ChatMessage, RunEvent, ToolCallRequest
@@ -96,6 +97,7 @@ async def save(
 
     work: dict[str, Any] = {"ok": ok, "error_type": error_type, "content": content}
     await persistence.keep(write, (work,))
+    metrics.tool_call(tenant_id, call.name, ok, error_type)
     return ToolCallOutput(
         result_seq=result_seq,
         ok=ok,

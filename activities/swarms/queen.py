@@ -17,6 +17,7 @@ from activities.providers.routing import resolve
 from activities.runs.llm import check_budget, complete_any
 from activities.spend import check_spend
 from activities.swarms.blackboard import format_post
+from core import metrics
 from core.db import Pool
 from core.payloads import ChatMessage, ModelRequest, ModelResult, RunEvent
 from core.runs import agents
@@ -339,13 +340,16 @@ class QueenActivities:
         errors: list[str] | None = None,
         answer: str | None = None,
     ) -> None:
-        await swarm_store.record_call(
+        new = await swarm_store.record_call(
             conn, tenant_id=tenant_id, swarm_id=swarm_id, key=key, purpose=purpose,
             model=result.model, provider=resolve(result.model, self._settings).provider,
             usage=result.usage, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
             answer=answer if answer is not None else result.message.content or "",
             errors=errors or [],
         )  # fmt: skip
+        # Counted before its transaction commits (queen calls are few; a rolled-back
+        # attempt that is retried would count twice).
+        metrics.model_call(tenant_id, result, "queen", recorded=new)
 
 
 async def _replan_context(conn: runs.Conn, input: PlanInput, subtasks: list[SubtaskRecord]) -> str:

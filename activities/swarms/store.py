@@ -4,6 +4,7 @@ from temporalio import activity
 
 from activities.providers import pricing
 from activities.swarms.queen import planned_event
+from core import metrics
 from core.db import Pool
 from core.errors import NotFound
 from core.payloads import RunEvent
@@ -191,6 +192,7 @@ class SwarmActivities:
                     },
                 )],
             )  # fmt: skip
+        metrics.swarm_subtask(input.tenant_id, input.outcome)
         return FinishSubtaskOutput(cost_usd=cost, cost_complete=complete)
 
     @activity.defn(name="finish_swarm")

@@ -4,6 +4,7 @@ The console script is workers/cli.py, which adds the commands that run the stack
 """
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -223,6 +224,44 @@ def tenants(ctx: click.Context) -> None:
     for t in found:
         table.add_row(t.id, t.name, _when(t.created_at), str(t.active_keys), str(t.admin_keys))
     console.print(table)
+
+
+@tenants.command("usage")
+@click.option(
+    "--since", default=None, help="Start of the breakdown, ISO 8601 (default: 30 days ago)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the breakdown as JSON.")
+def tenants_usage(since: str | None, as_json: bool) -> None:
+    """Cost and tokens of every tenant's model calls by tenant, agent, model and day (Postgres)."""
+    from api.cli.usage import print_groups
+    from core import db, limits
+
+    try:
+        start = datetime.now(UTC) - timedelta(days=30) if since is None else _aware(since)
+    except ValueError:
+        _fail(f"--since {since!r} is not an ISO 8601 time")
+
+    async def read() -> dict[str, list[limits.UsageGroup]]:
+        async with await db.connect(Settings().effective_database_url) as conn:
+            return await limits.usage(conn, None, start)
+
+    try:
+        groups = asyncio.run(read())
+    except Exception as exc:
+        _fail(f"cannot read usage: {exc}")
+    body: dict[str, Any] = {
+        "since": start.isoformat(),
+        **{f"by_{name}": [g.model_dump() for g in found] for name, found in groups.items()},
+    }
+    if as_json:
+        console.print_json(json.dumps(body))
+        return
+    print_groups(body, body["since"], ("tenant", "agent", "model", "day"))
+
+
+def _aware(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @tenants.command("create")

@@ -31,8 +31,13 @@ def usage_command(since: str | None, as_json: bool) -> None:
         cap = "no cap" if window["cap_usd"] is None else f"cap ${window['cap_usd']:.4f}"
         left = "" if window["remaining_usd"] is None else f", ${window['remaining_usd']:.4f} left"
         console.print(f"{label}: ${window['spent_usd']:.4f} spent ({cap}{left})", highlight=False)
-    for title, key in (("by agent", "by_agent"), ("by model", "by_model"), ("by day", "by_day")):
-        console.print(_table(f"{title} since {usage['since'][:19]}", usage[key]))
+    print_groups(usage, usage["since"], ("agent", "model", "day"))
+
+
+def print_groups(usage: dict[str, Any], since: str, names: tuple[str, ...]) -> None:
+    """One table per grouping in `names`, read from `usage["by_<name>"]`."""
+    for name in names:
+        console.print(_table(f"by {name} since {since[:19]}", usage[f"by_{name}"]))
 
 
 def _table(title: str, groups: list[dict[str, Any]]) -> Table:

@@ -1,16 +1,19 @@
 """`/healthz` (no auth) and `/metrics` (Prometheus text, auth like every other route)."""
 
 import asyncio
+import logging
 from importlib.metadata import version
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 from api.deps import PrincipalDep, SettingsDep, TemporalHandle
 from api.schemas.ops import ComponentPublic, HealthPublic
 from core import health, metrics
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -43,6 +46,28 @@ async def healthz(request: Request, settings: SettingsDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics(_: PrincipalDep) -> Response:
-    """Prometheus text exposition of the API's metrics."""
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(
+    request: Request, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
+    """Prometheus text exposition of Colony's metrics.
+
+    This process's series, the gauges read from Postgres (live runs, approvals waiting,
+    swarm subtasks, evolution cycles, canaries), and the series of the worker endpoints
+    in `COLONY_METRICS_TARGETS`, labelled `colony_process`. Keys of the operator tenant
+    (`COLONY_METRICS_TENANT`) see every tenant's series; other keys only their own
+    tenant's, besides the series that name no tenant.
+    """
+    tenant = None if principal.tenant_id == settings.metrics_tenant else principal.tenant_id
+    state: list[Metric] = []
+    try:
+        async with request.app.state.pool.connection() as conn:
+            state = await metrics.state_families(conn)
+    except Exception:  # the scrape still serves the process's own series
+        log.warning("could not read the state gauges from Postgres", exc_info=True)
+    if settings.metrics_targets:
+        body = await metrics.aggregate(
+            metrics.REGISTRY, settings.metrics_targets, state, tenant=tenant
+        )
+    else:
+        body = metrics.exposition(metrics.REGISTRY, state, tenant=tenant)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -209,15 +209,16 @@ async def finish(
     reasons: list[str],
     gate: dict[str, Any] | None,
     cost_usd: float,
-) -> None:
-    """Record how the cycle ended (once: a retry changes nothing)."""
-    await conn.execute(
+) -> bool:
+    """Record how the cycle ended (once: a retry changes nothing, and returns False)."""
+    cur = await conn.execute(
         "UPDATE evolutions SET status = %s, phase = 'finished', decision = %s,"
         " promoted_version = %s, reasons = %s, gate = coalesce(%s, gate), cost_usd = %s,"
         " updated_at = now(), finished_at = now() WHERE id = %s AND finished_at IS NULL",
         (status, decision, promoted_version, Jsonb(reasons),
          None if gate is None else Jsonb(gate), Decimal(str(round(cost_usd, 6))), evolution_id),
     )  # fmt: skip
+    return cur.rowcount > 0
 
 
 async def set_gate(conn: Conn, evolution_id: str, gate: dict[str, Any]) -> None:

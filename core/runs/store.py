@@ -231,10 +231,10 @@ async def finish(
     reason: str | None,
     result: str | None,
     progress: RunProgress,
-) -> None:
-    """Record how a run ended (idempotent: the first finish wins)."""
+) -> bool:
+    """Record how a run ended (idempotent: the first finish wins); False if already ended."""
     status = {"succeeded": "succeeded", "cancelled": "cancelled"}.get(outcome, "failed")
-    await conn.execute(
+    cur = await conn.execute(
         "UPDATE runs SET status = %s, outcome = %s, reason = %s, result = %s, steps = %s,"
         " prompt_tokens = %s, completion_tokens = %s, cost_usd = %s, cost_complete = %s,"
         " finished_at = now(), updated_at = now()"
@@ -242,6 +242,7 @@ async def finish(
         (status, outcome, reason, result, progress.step, progress.prompt_tokens,
          progress.completion_tokens, progress.cost_usd, progress.cost_complete, run_id),
     )  # fmt: skip
+    return cur.rowcount > 0
 
 
 # -- inbox and messages ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`colony keys` and `colony tenants`: keys with scopes and expiry, directly in Postgres."""
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -90,3 +91,35 @@ def test_durations() -> None:
     assert parse_duration("90s") == timedelta(seconds=90)
     assert parse_duration("12h") == timedelta(hours=12)
     assert parse_duration("2w") == timedelta(days=14)
+
+
+async def test_tenants_usage_sums_the_ledger_by_tenant(database_url: str) -> None:
+    async with await db.connect(database_url, autocommit=True) as conn:
+        for tenant, agent, cost in (("use-a", "alpha", "0.5"), ("use-a", "beta", None),
+                                    ("use-b", "alpha", "0.25")):  # fmt: skip
+            await tenants.ensure_tenant(conn, tenant, tenant)
+            await conn.execute(
+                "INSERT INTO evolution_llm_calls (tenant_id, agent_name, model, prompt_tokens,"
+                " completion_tokens, cost_usd) VALUES (%s, %s, 'openai/m', 10, 2, %s)",
+                (tenant, agent, cost),
+            )
+    shown = await asyncio.to_thread(run, database_url, "tenants", "usage", "--json")
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    by_tenant = {g["name"]: g for g in body["by_tenant"] if g["name"].startswith("use-")}
+    assert by_tenant["use-a"] == {
+        "name": "use-a", "calls": 2, "prompt_tokens": 20, "completion_tokens": 4,
+        "cost_usd": 0.5, "unpriced_calls": 1,
+    }  # fmt: skip
+    assert by_tenant["use-b"]["cost_usd"] == 0.25
+    agents = {g["name"] for g in body["by_agent"]}
+    assert {"use-a/alpha", "use-a/beta", "use-b/alpha"} <= agents
+    table = await asyncio.to_thread(run, database_url, "tenants", "usage")
+    assert table.exit_code == 0 and "by tenant since" in table.output
+    assert "use-a/beta" in table.output
+    later = await asyncio.to_thread(
+        run, database_url, "tenants", "usage", "--json", "--since", "2999-01-01"
+    )
+    assert json.loads(later.output)["by_tenant"] == []
+    bad = await asyncio.to_thread(run, database_url, "tenants", "usage", "--since", "soon")
+    assert bad.exit_code != 0 and "not an ISO 8601 time" in bad.output

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from temporalio.client import Client
@@ -371,3 +373,24 @@ async def test_tools_on_the_embedded_stack(stack: Stack, model_server: ScriptedM
     assert code == 0, out
     assert "45" in out and "Asia/Tokyo" in out and "succeeded" in out
     assert await stack.signal_and_wait(signal.SIGTERM) == 0
+
+
+@pytest.mark.slow  # five processes start: about 2 minutes on a busy 2-core machine
+@pytest.mark.timeout(300)
+async def test_the_api_metrics_include_every_split_worker(
+    stack: Stack, pg: PostgresServer, temporal: TemporalServer
+) -> None:
+    """With one process per lane, the API's /metrics aggregates each worker's endpoint."""
+    async with fresh_database(pg, "metrics", migrate=False) as url:
+        stack.env.update(DATABASE_URL=url, TEMPORAL_ADDRESS=temporal.address)
+        await stack.up("--split-lanes")
+        key = (stack.data / "admin-key").read_text().strip()
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{stack.env['COLONY_API_PORT']}",
+            headers={"Authorization": f"Bearer {key}"},
+        ) as http:
+            text = (await http.get("/metrics")).text
+        for lane in ("orchestration", "llm", "tools", "memory"):
+            assert f'colony_metrics_target_up{{colony_process="worker-{lane}"}} 1.0' in text
+            assert re.search(rf'^temporal_\w+\{{.*colony_process="worker-{lane}"', text, re.M), lane
+        assert await stack.signal_and_wait(signal.SIGTERM) == 0

@@ -5,7 +5,6 @@ the model server's log)."""
 
 import asyncio
 import signal
-import time
 import uuid
 import zlib
 from collections import Counter
@@ -26,7 +25,6 @@ from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import AgentSpec, RunProgress
 from core.temporal import ColonyPlugin
-from tests.e2e.test_worker_crash import start_worker
 from tests.evolution.test_workflow import (
     FEEDBACK,
     RULE,
@@ -35,6 +33,7 @@ from tests.evolution.test_workflow import (
     system_text,
 )
 from tests.support.model_server import RecordedRequest, ScriptedModelServer, Step, reply
+from tests.support.processes import calls_after_stored, start_worker
 from tests.support.services import TemporalServer, child_env
 
 TENANT = "evolution-crash"
@@ -189,7 +188,6 @@ async def test_an_evolution_cycle_survives_worker_kills(
     candidate = output.version
     assert candidate is not None
 
-    wall_offset = time.time() - time.monotonic()
     async with pool.connection() as conn:
         results = await evolutions.list_results(conn, record.id)
         candidates = await evolutions.list_candidates(conn, record.id)
@@ -242,15 +240,12 @@ async def test_an_evolution_cycle_survives_worker_kills(
 
     # No evaluation called the model after its answer had been stored.
     stored = {(r["agent_version"], r["objective"]): float(r["stored_at"]) for r in eval_runs}
-    repeated, seen = [], set()
-    for request in model_server.chat_requests():
-        if not is_agent(request):
-            continue
+    agent_calls = [r for r in model_server.chat_requests() if is_agent(r)]
+
+    def evaluation_of(request: RecordedRequest) -> tuple[int, str]:
         version = candidate if RULE in system_text(request) else incumbent.version
-        key = (version, objective_of(request))
-        assert key in stored, f"a model request of no evaluation run: {key}"
-        seen.add(key)
-        if request.received_at + wall_offset > stored[key] + 0.05:
-            repeated.append(key)
+        return version, objective_of(request)
+
+    assert {evaluation_of(r) for r in agent_calls} == set(stored)  # none of another run
+    repeated = calls_after_stored(agent_calls, stored, evaluation_of)
     assert repeated == [], f"evaluations that called the model again after storing: {repeated}"
-    assert seen == set(stored)

@@ -14,8 +14,8 @@ from core.queues import TaskQueue
 from core.swarms import store as swarm_store
 from core.swarms.plan import QUEEN_AGENT, SubtaskSpec, SwarmInput, SwarmOutput, SwarmSettings
 from core.temporal import ColonyPlugin
-from tests.e2e.test_worker_crash import start_worker
 from tests.support.model_server import ScriptedModelServer, reply
+from tests.support.processes import start_worker
 from tests.support.services import TemporalServer, child_env
 from tests.support.swarm_script import SwarmScript, requests_for, subtask
 

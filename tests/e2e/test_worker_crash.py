@@ -4,8 +4,6 @@ no model call whose answer had been stored is made again."""
 import asyncio
 import random
 import signal
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,20 +16,12 @@ from core.runs import agents
 from core.runs import store as runs
 from core.runs.payloads import AgentRunInput, AgentRunOutput, AgentSpec
 from core.temporal import ColonyPlugin
-from tests.support.model_server import ScriptedModelServer, tool_call, tool_loop
+from tests.support.model_server import RecordedRequest, ScriptedModelServer, tool_call, tool_loop
+from tests.support.processes import calls_after_stored, start_worker
 from tests.support.services import TemporalServer, child_env
 
-ROOT = Path(__file__).resolve().parents[2]
 TENANT = "crash"
 STEPS = 6  # tool-calling steps before the final answer
-
-
-async def start_worker(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workers.main", "--lane", "all", env=env, cwd=ROOT,
-            stdout=out, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
 
 
 @pytest.mark.timeout(240)
@@ -102,7 +92,6 @@ async def test_runs_survive_repeated_worker_kills(
     assert [r.outcome for r in results] == ["succeeded"] * 3
 
     # When was each step's answer stored? No request for that step may come later.
-    wall_offset = time.time() - time.monotonic()
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT r.objective, m.seq, extract(epoch FROM m.created_at) AS stored_at FROM run_messages m"
@@ -121,13 +110,12 @@ async def test_runs_survive_repeated_worker_kills(
     assert ledger is not None and ledger["n"] == 3 * (
         STEPS + 1
     )  # one ledger row per step, never two
-    repeated = []
-    for request in model_server.chat_requests():
-        objective = request.messages[1]["content"]
-        seq = len(request.messages)  # the answer to this request is message number len(history)
-        stored_at = stored.get((objective, seq))
-        if stored_at is not None and request.received_at + wall_offset > stored_at + 0.05:
-            repeated.append((objective, seq))
+    repeated = calls_after_stored(model_server.chat_requests(), stored, step_of)
     assert repeated == [], f"model calls made again after their answers were stored: {repeated}"
     # Some calls were interrupted and retried (the kills landed mid-call), and that is fine.
     assert len(model_server.chat_requests()) >= 3 * (STEPS + 1)
+
+
+def step_of(request: RecordedRequest) -> tuple[str, int]:
+    """(objective, seq): the answer to a request is message number len(history) of its run."""
+    return request.messages[1]["content"], len(request.messages)

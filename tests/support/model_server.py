@@ -403,6 +403,7 @@ class RecordedRequest:
         step: The step served, or None (non-chat endpoints, auth failures, exhausted
             script, errors).
         status: The HTTP status sent, or None if no status line was sent (hang).
+        client_port: The TCP port the request came from (which process sent it).
     """
 
     method: str
@@ -415,6 +416,7 @@ class RecordedRequest:
     index: int
     step: Step | None = None
     status: int | None = None
+    client_port: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -716,6 +718,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw_body=raw,
             body=body,
             model=model if isinstance(model, str) else None,
+            client_port=int(self.client_address[1]),
         )
         try:
             self._route(record)
