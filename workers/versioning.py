@@ -22,10 +22,11 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkerDeploymentRequest,
@@ -42,6 +43,12 @@ import workflows
 from core.settings import Settings
 
 log = logging.getLogger("colony.versioning")
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+BUSY_RETRIES = 8
+"""Attempts of a routing change while Temporal answers that the deployment is busy."""
 
 IDENTITY = "colony deploy"
 """Who changed the deployment's routing, as Temporal records it."""
@@ -178,7 +185,8 @@ async def set_current(
     the current one has (a lane with no worker of the new build yet) unless
     `ignore_missing_task_queues`.
     """
-    response = await client.workflow_service.set_worker_deployment_current_version(
+    response = await _patiently(
+        client.workflow_service.set_worker_deployment_current_version,
         SetWorkerDeploymentCurrentVersionRequest(
             namespace=client.namespace,
             deployment_name=name,
@@ -186,22 +194,39 @@ async def set_current(
             conflict_token=conflict_token,
             identity=IDENTITY,
             ignore_missing_task_queues=ignore_missing_task_queues,
-        )
+        ),
     )
     return response.previous_deployment_version.build_id or None
 
 
 async def set_ramping(client: Client, name: str, build_id: str | None, percentage: float) -> None:
     """Send `percentage` of new runs to `build_id` (None: stop ramping)."""
-    await client.workflow_service.set_worker_deployment_ramping_version(
+    await _patiently(
+        client.workflow_service.set_worker_deployment_ramping_version,
         SetWorkerDeploymentRampingVersionRequest(
             namespace=client.namespace,
             deployment_name=name,
             build_id=build_id or "",
             percentage=percentage if build_id else 0.0,
             identity=IDENTITY,
-        )
+        ),
     )
+
+
+async def _patiently(call: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
+    """`call(request)`, again while Temporal says it is busy with this deployment.
+
+    It takes one routing change per deployment at a time and answers RESOURCE_EXHAUSTED
+    to others meanwhile (also right after a version registers).
+    """
+    for attempt in range(BUSY_RETRIES):
+        try:
+            return await call(request)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED or attempt == BUSY_RETRIES - 1:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def adopt_first_version(
@@ -230,12 +255,14 @@ async def adopt_first_version(
                 )
                 return True
         except RPCError as exc:
-            # Another worker won the race (conflict token), or the version is still
-            # being registered: look again.
+            # Another worker won the race (conflict token), the version is still being
+            # registered, or Temporal asks to slow down (it limits the requests per
+            # deployment while one is in flight): look again.
             if exc.status not in (
                 RPCStatusCode.ABORTED,
                 RPCStatusCode.FAILED_PRECONDITION,
                 RPCStatusCode.NOT_FOUND,
+                RPCStatusCode.RESOURCE_EXHAUSTED,
             ):
                 raise
             log.debug("deployment %s not ready: %s", version.deployment_name, exc.message)
@@ -243,4 +270,4 @@ async def adopt_first_version(
             raise TimeoutError(
                 f"version {version.to_canonical_string()} was not registered in {wait_s:.0f} s"
             )
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
