@@ -151,6 +151,18 @@ class Settings(BaseSettings):
         default="", validation_alias="COLONY_TASK_QUEUE_SUFFIX", pattern=r"^[A-Za-z0-9_.-]*$"
     )
 
+    # Worker versioning (docs/deploy-upgrades.md): with a deployment name, every worker
+    # registers as version COLONY_DEPLOYMENT_NAME.COLONY_BUILD_ID of that Temporal worker
+    # deployment, and a run stays on the version it started on (or moves to the current
+    # one, for the long-lived workflows). Unset or empty: unversioned, as `colony up`.
+    # The build id defaults to a hash of the workflow code (workers/versioning.py).
+    deployment_name: str | None = Field(
+        default=None, validation_alias="COLONY_DEPLOYMENT_NAME", pattern=r"^[A-Za-z0-9_-]*$"
+    )
+    build_id: str | None = Field(
+        default=None, validation_alias="COLONY_BUILD_ID", pattern=r"^[A-Za-z0-9_.+-]*$"
+    )
+
     # LLM lane: model calls in flight per worker (they mostly wait on the network), and an
     # optional cap on model calls per second across all workers of the task queue.
     llm_max_concurrency: int = Field(

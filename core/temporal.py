@@ -7,12 +7,16 @@ activity latency metrics (`core.temporal_metrics`), so client, workers and repla
 """
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.trace import Tracer
 from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
@@ -24,7 +28,14 @@ from temporalio.converter import (
     PayloadCodec,
 )
 from temporalio.plugin import SimplePlugin
+from temporalio.worker import (
+    WorkerConfig,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.workflow import Info as WorkflowInfo
 
 from core import temporal_metrics
 from core.codec import codec_from_settings
@@ -96,8 +107,62 @@ def data_converter(codec: PayloadCodec) -> DataConverter:
     )
 
 
+class UnversionedRunner(WorkflowRunner):
+    """`inner`, with the workflows' versioning behavior left out of their task completions.
+
+    Colony's workflows declare a versioning behavior (PINNED or AUTO_UPGRADE) for
+    versioned deployments (workers/versioning.py), and Temporal refuses a completion that
+    names one from a worker that is not versioned: `colony up` and most tests run the
+    same classes on unversioned workers through this runner.
+    """
+
+    def __init__(self, inner: WorkflowRunner) -> None:
+        """Wrap `inner` (the sandbox)."""
+        self.inner = inner
+
+    def prepare_workflow(self, defn: Any) -> None:
+        """See `WorkflowRunner.prepare_workflow`."""
+        self.inner.prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        """See `WorkflowRunner.create_instance`."""
+        return _UnversionedInstance(self.inner.create_instance(det))
+
+    def set_worker_level_failure_exception_types(
+        self, types: Sequence[type[BaseException]]
+    ) -> None:
+        """See `WorkflowRunner.set_worker_level_failure_exception_types`."""
+        self.inner.set_worker_level_failure_exception_types(types)
+
+
+class _UnversionedInstance(WorkflowInstance):
+    def __init__(self, inner: WorkflowInstance) -> None:
+        self._inner = inner
+
+    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        completion = self._inner.activate(act)
+        if completion.HasField("successful"):
+            completion.successful.versioning_behavior = VersioningBehavior.UNSPECIFIED.value
+        return completion
+
+    def get_serialization_context(self, command_info: Any) -> Any:
+        return self._inner.get_serialization_context(command_info)
+
+    def get_external_store_context(self, command_info: Any) -> Any:
+        return self._inner.get_external_store_context(command_info)
+
+    def get_info(self) -> WorkflowInfo:
+        return self._inner.get_info()
+
+    def get_thread_id(self) -> int | None:
+        return self._inner.get_thread_id()
+
+
 class ColonyPlugin(SimplePlugin):
-    """Data converter (with encryption) + tracing, for clients, workers and `Replayer`."""
+    """Data converter (with encryption) + tracing, for clients, workers and `Replayer`.
+
+    Workers that are not versioned run workflows through `UnversionedRunner`.
+    """
 
     def __init__(self, settings: Settings | None = None, *, tracer: Tracer | None = None) -> None:
         """Build the plugin.
@@ -117,6 +182,15 @@ class ColonyPlugin(SimplePlugin):
                 )
             ),
         )
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """The plugin's worker settings; an unversioned worker's runner is `UnversionedRunner`."""
+        config = super().configure_worker(config)
+        deployment = config.get("deployment_config")
+        runner = config.get("workflow_runner")
+        if runner is not None and (deployment is None or not deployment.use_worker_versioning):
+            config["workflow_runner"] = UnversionedRunner(runner)
+        return config
 
 
 async def connect(

@@ -1,14 +1,16 @@
 """The `colony` command: the API's commands (api/cli/main.py) plus those that run the stack.
 
 `up`, `demo`, `doctor` and `worker` start or inspect worker processes and embedded
-servers, which only the workers package may import (tests/unit/test_layout.py). They
+servers, which only the workers package may import (tests/unit/test_layout.py); `replay`
+needs every workflow class (workers/registry.py) and `deploy` this code's build id. They
 import them when they run, so that the API's commands start quickly.
 """
 
 import asyncio
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -19,6 +21,8 @@ from api.cli.output import console
 from api.cli.output import fail as _fail
 from core.errors import ColonyError
 from core.settings import Settings
+
+T = TypeVar("T")
 
 
 @click.command()
@@ -189,9 +193,179 @@ async def _demo(settings: Settings, keep_running: bool) -> bool:
         )
 
 
+@click.command()
+@click.option(
+    "--since",
+    default="24h",
+    show_default=True,
+    help="Workflows started this long ago or later (30m, 24h, 7d).",
+)
+@click.option("--workflow-id", default=None, help="Only this workflow id.")
+@click.option(
+    "--type", "workflow_type", default=None, help="Only this workflow type (e.g. AgentRunWorkflow)."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Replay at most this many histories."
+)
+@click.option("--running/--no-running", default=True, show_default=True,
+              help="Also replay running workflows started before the window.")  # fmt: skip
+def replay(
+    since: str, workflow_id: str | None, workflow_type: str | None, limit: int | None, running: bool
+) -> None:
+    """Replay recent workflow histories against this code; non-zero exit on any failure.
+
+    Run it with the new release's code against the live Temporal before rolling it out
+    (docs/deploy-upgrades.md).
+    """
+    from workers import replay as replays
+
+    settings = Settings()
+    try:
+        window = replays.parse_since(since)
+        query = replays.visibility_query(
+            settings,
+            since=datetime.now(UTC) - window,
+            workflow_id=workflow_id,
+            workflow_type=workflow_type,
+            running=running,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    try:
+        report = asyncio.run(_replay(settings, query, limit))
+    except RuntimeError as exc:  # the client could not connect
+        _fail(f"cannot reach Temporal at {settings.effective_temporal_address}: {exc}")
+    for failure in report.failures:
+        console.print(
+            f"[red]FAILED[/] {failure.workflow_type} {failure.workflow_id} "
+            f"(run {failure.run_id}): {failure.error}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    console.print(f"replayed {report.replayed}, failed {len(report.failures)}", highlight=False)
+    if not report.ok:
+        _fail("some histories do not replay against this code: do not deploy it as is")
+
+
+async def _replay(settings: Settings, query: str, limit: int | None) -> Any:
+    from core.temporal import connect
+    from workers.registry import ALL_WORKFLOWS
+    from workers.replay import replay_recent
+
+    client = await connect(settings)
+    return await replay_recent(client, query, ALL_WORKFLOWS, settings=settings, limit=limit)
+
+
+@click.group()
+def deploy() -> None:
+    """Worker versioning: which deployment version new runs start on (COLONY_DEPLOYMENT_NAME)."""
+
+
+def _deployment(settings: Settings) -> str:
+    if not settings.deployment_name:
+        _fail("worker versioning is off: set COLONY_DEPLOYMENT_NAME (docs/deploy-upgrades.md)")
+    return settings.deployment_name
+
+
+@deploy.command("build-id")
+def deploy_build_id() -> None:
+    """Print this code's build id (COLONY_BUILD_ID, or the hash of the workflow code)."""
+    from workers.versioning import build_id
+
+    console.print(build_id(Settings()), highlight=False)
+
+
+@deploy.command("status")
+def deploy_status() -> None:
+    """Show the current and ramping versions and every version's state."""
+    from workers.versioning import build_id, describe
+
+    settings = Settings()
+    name = _deployment(settings)
+    state = _run_temporal(settings, lambda client: describe(client, name))
+    if state is None:
+        _fail(f"no worker of deployment {name!r} has polled Temporal yet")
+    table = Table(title=f"deployment {name}", title_justify="left")
+    for column in ("build id", "status", "routing"):
+        table.add_column(column)
+    for version in state.versions:
+        routing = ""
+        if version.build_id == state.current_build_id:
+            routing = "current"
+        elif version.build_id == state.ramping_build_id:
+            routing = f"ramping {state.ramping_percentage:g}%"
+        table.add_row(version.build_id, version.status, routing)
+    console.print(table)
+    console.print(f"this code's build id: {build_id(settings)}", highlight=False)
+
+
+@deploy.command("promote")
+@click.option(
+    "--build-id",
+    "target",
+    default=None,
+    help="Version to make current (default: this code's build id).",
+)
+@click.option("--ignore-missing-task-queues", is_flag=True,
+              help="Promote even if a lane of the current version has no worker of this one.")  # fmt: skip
+def deploy_promote(target: str | None, ignore_missing_task_queues: bool) -> None:
+    """Make a version current: new runs start on it, auto-upgrading ones move to it.
+
+    Pinned runs stay on the version they started on. Rolling back is promoting the old
+    build id again.
+    """
+    from workers.versioning import build_id, set_current
+
+    settings = Settings()
+    name = _deployment(settings)
+    target = target or build_id(settings)
+    previous = _run_temporal(
+        settings,
+        lambda client: set_current(
+            client, name, target, ignore_missing_task_queues=ignore_missing_task_queues
+        ),
+    )
+    console.print(
+        f"{name}: current version {previous or 'unversioned'} -> {target}", highlight=False
+    )
+
+
+@deploy.command("ramp")
+@click.argument("percent", type=click.FloatRange(0, 100))
+@click.option("--build-id", "target", default=None,
+              help="Version to ramp (default: this code's build id).")  # fmt: skip
+def deploy_ramp(percent: float, target: str | None) -> None:
+    """Start PERCENT of new runs on a version (0 stops the ramp)."""
+    from workers.versioning import build_id, set_ramping
+
+    settings = Settings()
+    name = _deployment(settings)
+    target = None if percent == 0 else target or build_id(settings)
+    _run_temporal(settings, lambda client: set_ramping(client, name, target, percent))
+    console.print(
+        f"{name}: ramping {target} at {percent:g}%" if target else f"{name}: no ramping version",
+        highlight=False,
+    )
+
+
+def _run_temporal(settings: Settings, call: Callable[[Any], Awaitable[T]]) -> T:
+    from temporalio.service import RPCError
+
+    from core.temporal import connect
+
+    async def go() -> T:
+        return await call(await connect(settings))
+
+    try:
+        return asyncio.run(go())
+    except RPCError as exc:
+        _fail(f"Temporal refused: {exc.message}")
+    except RuntimeError as exc:  # the client could not connect
+        _fail(f"cannot reach Temporal at {settings.effective_temporal_address}: {exc}")
+
+
 def main() -> None:
     """Console-script entry point."""
-    for command in (up, doctor, worker, demo):
+    for command in (up, doctor, worker, demo, replay, deploy):
         cli.add_command(command)
     cli()
 

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import start_http_server
 from temporalio.client import Client
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.providers.litellm_loader import load_litellm
@@ -28,6 +30,7 @@ from core.runs import store as runs
 from core.settings import Settings
 from workers.registry import LANES, Resources, parse_lanes
 from workers.schedules import ensure_schedules
+from workers.versioning import adopt_first_version, deployment_config, worker_version
 
 log = logging.getLogger("colony.worker")
 
@@ -44,12 +47,17 @@ def build_workers(
     task_queue_suffix: str = "",
     max_cached_workflows: int | None = None,
 ) -> list[Worker]:
-    """One Temporal `Worker` per lane. `task_queue_suffix` isolates tests."""
+    """One Temporal `Worker` per lane. `task_queue_suffix` isolates tests.
+
+    With `COLONY_DEPLOYMENT_NAME` set, all of them poll as this build's deployment
+    version (workers/versioning.py).
+    """
     workers: list[Worker] = []
     settings = resources.settings
+    deployment = deployment_config(settings)
     for queue in queues:
         lane = LANES[queue]
-        extra: dict[str, object] = {}
+        extra: dict[str, object] = {"deployment_config": deployment}
         if max_cached_workflows is not None:
             extra["max_cached_workflows"] = max_cached_workflows
         if queue is TaskQueue.LLM:
@@ -110,12 +118,30 @@ async def _serve(
                     log.info("worker serving lanes: %s", ", ".join(q.lane for q in queues))
                     if TaskQueue.ORCHESTRATION in queues:
                         await ensure_schedules(client, settings)  # logs, never raises
+                        version = worker_version(settings)
+                        if version is not None:
+                            adopting = asyncio.create_task(_adopt(client, version))
+                            stack.callback(adopting.cancel)
                     if TaskQueue.TOOLS in queues:
                         await sweep_workspaces(settings, functools.partial(_live_runs, pool))
                     await stop.wait()
                     log.info("worker stopping")
             finally:
                 await resources.aclose()
+
+
+async def _adopt(client: Client, version: WorkerDeploymentVersion) -> None:
+    """A new deployment's first version becomes current by itself; later ones wait."""
+    try:
+        if await adopt_first_version(client, version):
+            log.info("version %s is the deployment's first: now current", version.build_id)
+        else:
+            log.info(
+                "serving version %s of deployment %s (`colony deploy status` shows where runs go)",
+                version.build_id, version.deployment_name,
+            )  # fmt: skip
+    except (TimeoutError, RPCError) as exc:
+        log.warning("could not check deployment %s: %s", version.deployment_name, exc)
 
 
 @contextlib.contextmanager

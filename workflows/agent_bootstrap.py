@@ -1,6 +1,7 @@
 """AgentBootstrapWorkflow: an agent drafted from what the tenant knows, on the memory lane."""
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.runs.bootstrap import BootstrapActivities
@@ -8,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._options import AGENT_BOOTSTRAP
 
 
-@workflow.defn(name="AgentBootstrapWorkflow")
+@workflow.defn(name="AgentBootstrapWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class AgentBootstrapWorkflow:
     """Run `draft_agent` once and return the draft.
 

@@ -5,6 +5,7 @@ from datetime import timedelta
 from typing import Literal
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -80,7 +81,7 @@ _PATCH_RECORDED_RESULTS = "known-tool-results-on-store-lane-v1"
 stored by `record_tool_result` on the store lane; before, `execute_tool` carried them."""
 
 
-@workflow.defn(name="AgentRunWorkflow")
+@workflow.defn(name="AgentRunWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class AgentRunWorkflow:
     """The loop: call the model, run the tool calls it asks for, feed results back.
 

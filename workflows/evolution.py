@@ -5,6 +5,7 @@ from datetime import timedelta
 from typing import Literal
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 from core.evolution.payloads import (
@@ -48,7 +49,7 @@ GROWTH_PATCH = "evolution-generated-tools"
 """Cycles from before generated code tools never test any."""
 
 
-@workflow.defn(name=WORKFLOW_NAME)
+@workflow.defn(name=WORKFLOW_NAME, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class EvolutionWorkflow:
     """A cycle: gather, diagnose, propose K candidates, evaluate, decide, promote or keep.
 

@@ -1,6 +1,7 @@
 """McpDiscoveryWorkflow: discover a registered MCP server's tools on the tools lane."""
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError
 
 from core import search_attributes
@@ -11,7 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._options import MCP_DISCOVERY
 
 
-@workflow.defn(name="McpDiscoveryWorkflow")
+@workflow.defn(name="McpDiscoveryWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class McpDiscoveryWorkflow:
     """Run `discover_mcp_server` for one server on the tools lane and return what it found.
 

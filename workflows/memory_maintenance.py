@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Sequence
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, VersioningBehavior
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 from core import search_attributes
@@ -46,7 +46,7 @@ def child_workflow_id(tenant_id: str, parent_run_id: str) -> str:
     return f"memory-maintenance-{tenant_id}-{parent_run_id}"
 
 
-@workflow.defn(name="MemoryMaintenanceWorkflow")
+@workflow.defn(name="MemoryMaintenanceWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class MemoryMaintenanceWorkflow:
     """Keep long-term memory tidy; started by the `colony-memory-maintenance` schedule.
 

@@ -1,6 +1,7 @@
 """MemoryQueryWorkflow and MemoryDeleteWorkflow: the API's memory requests, on the memory lane."""
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.memory.store import MemoryStoreActivities
@@ -13,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._options import MEMORY_DELETE, MEMORY_QUERY
 
 
-@workflow.defn(name="MemoryQueryWorkflow")
+@workflow.defn(name="MemoryQueryWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class MemoryQueryWorkflow:
     """Run `recall_memories` once and return its hits.
 
@@ -31,7 +32,7 @@ class MemoryQueryWorkflow:
         )
 
 
-@workflow.defn(name="MemoryDeleteWorkflow")
+@workflow.defn(name="MemoryDeleteWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class MemoryDeleteWorkflow:
     """Run `delete_memories` once and return how many memories it deleted.
 

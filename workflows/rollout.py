@@ -5,6 +5,7 @@ import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ChildWorkflowError
 
 from core.evolution.rollout_payloads import (
@@ -50,7 +51,7 @@ FAILED_RUNS_KEPT = 50
 SHADOW_TIMEOUT = timedelta(hours=1)
 
 
-@workflow.defn(name=ROLLOUT_WORKFLOW)
+@workflow.defn(name=ROLLOUT_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RolloutWorkflow:
     """One per agent with a rollout policy: decides canaries and rolls back degradations.
 

@@ -1,6 +1,7 @@
 """StackCheckWorkflow: one activity on every lane, to prove the stack end to end."""
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 from core import search_attributes
 from core.queues import TaskQueue
@@ -13,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._options import LANE_PROBE, MEMORY_WRITE
 
 
-@workflow.defn(name="StackCheckWorkflow")
+@workflow.defn(name="StackCheckWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class StackCheckWorkflow:
     """Probe the llm and tools lanes in parallel, then record the result on the memory lane.
 

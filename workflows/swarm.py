@@ -4,6 +4,7 @@ import asyncio
 from dataclasses import dataclass
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -73,7 +74,7 @@ class _Subtask:
         )  # fmt: skip
 
 
-@workflow.defn(name="SwarmWorkflow")
+@workflow.defn(name="SwarmWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class SwarmWorkflow:
     """A swarm: plan (the queen, or the user's plan), run the DAG, synthesize.
 

@@ -1,6 +1,7 @@
 """ToolSearchWorkflow: semantic tool search for the API, run on the memory lane."""
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.tools.search import ToolSearchActivities
@@ -8,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._options import TOOL_SEARCH
 
 
-@workflow.defn(name="ToolSearchWorkflow")
+@workflow.defn(name="ToolSearchWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class ToolSearchWorkflow:
     """Run `search_tools` once and return its hits.
 
