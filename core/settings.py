@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         default="", validation_alias="COLONY_TASK_QUEUE_SUFFIX", pattern=r"^[A-Za-z0-9_.-]*$"
     )
 
-    # Worker versioning (docs/deploy-upgrades.md): with a deployment name, every worker
+    # Worker versioning (docs/deploy.md#upgrades-and-rollback): with a deployment name, every worker
     # registers as version COLONY_DEPLOYMENT_NAME.COLONY_BUILD_ID of that Temporal worker
     # deployment, and a run stays on the version it started on (or moves to the current
     # one, for the long-lived workflows). Unset or empty: unversioned, as `colony up`.
@@ -163,6 +163,12 @@ class Settings(BaseSettings):
         default=None, validation_alias="COLONY_BUILD_ID", pattern=r"^[A-Za-z0-9_.+-]*$"
     )
 
+    # On SIGTERM a worker stops polling, then waits this long for the activities it is
+    # running before cancelling them (Temporal retries a cancelled one elsewhere). 0 cancels
+    # at once, right for `colony up`; a deployment sets it a little under its grace period.
+    worker_shutdown_grace_s: float = Field(
+        default=0, ge=0, le=3600, validation_alias="COLONY_WORKER_SHUTDOWN_GRACE_S"
+    )
     # LLM lane: model calls in flight per worker (they mostly wait on the network), and an
     # optional cap on model calls per second across all workers of the task queue.
     llm_max_concurrency: int = Field(

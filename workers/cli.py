@@ -215,7 +215,7 @@ def replay(
     """Replay recent workflow histories against this code; non-zero exit on any failure.
 
     Run it with the new release's code against the live Temporal before rolling it out
-    (docs/deploy-upgrades.md).
+    (docs/deploy.md#upgrades-and-rollback).
     """
     from workers import replay as replays
 
@@ -262,7 +262,9 @@ def deploy() -> None:
 
 def _deployment(settings: Settings) -> str:
     if not settings.deployment_name:
-        _fail("worker versioning is off: set COLONY_DEPLOYMENT_NAME (docs/deploy-upgrades.md)")
+        _fail(
+            "worker versioning is off: set COLONY_DEPLOYMENT_NAME (docs/deploy.md#upgrades-and-rollback)"
+        )
     return settings.deployment_name
 
 

@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from prometheus_client import start_http_server
 from temporalio.client import Client
@@ -57,7 +58,12 @@ def build_workers(
     deployment = deployment_config(settings)
     for queue in queues:
         lane = LANES[queue]
-        extra: dict[str, object] = {"deployment_config": deployment}
+        extra: dict[str, object] = {
+            "deployment_config": deployment,
+            # Drain on SIGTERM: in-flight model and tool calls finish instead of being
+            # cancelled and paid for again on another replica.
+            "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_grace_s),
+        }
         if max_cached_workflows is not None:
             extra["max_cached_workflows"] = max_cached_workflows
         if queue is TaskQueue.LLM:
