@@ -121,10 +121,11 @@ async def stream_chat(
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:
-    """Read what follows `[DONE]` (the end of the chunked body), so that httpx keeps the
-    connection for the next call; closing a response before its end closes the
-    connection, and each model call then paid for a new TCP connection (docs/benchmarks.md,
-    issue #16). A server that sends more than `MAX_ERROR_BODY` after it loses the connection.
+    """Read what follows `[DONE]` (the end of the chunked body): the connection is kept.
+
+    httpx closes the connection of a response closed before its end, and each model call
+    then paid for a new TCP connection (docs/benchmarks.md, issue #16). A server that
+    sends more than `MAX_ERROR_BODY` after `[DONE]` loses the connection.
     """
     left = MAX_ERROR_BODY
     async for line in lines:
