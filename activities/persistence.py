@@ -70,6 +70,10 @@ async def keep(
 
 def _heartbeat(details: tuple[Any, ...]) -> None:
     try:
+        if activity.info().is_local:
+            # Local activities cannot heartbeat: only the tools that need no isolation
+            # run so (pure functions, which a retry may compute again at no cost).
+            return
         activity.heartbeat(*details)
     except RuntimeError:  # not in an activity (a direct call in a test)
         pass

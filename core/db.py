@@ -9,6 +9,7 @@ must not change: their checksum is recorded and verified.
 
 import hashlib
 import re
+import select
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -86,7 +88,7 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
         kwargs={"row_factory": dict_row},
         # A connection is checked as it is handed out: after Postgres restarts, the
         # pool's dead connections are replaced instead of failing their next request.
-        check=AsyncConnectionPool.check_connection,
+        check=check_connection,
         timeout=POOL_TIMEOUT_S,
     )
     await pool.open(wait=True, timeout=30)
@@ -94,6 +96,30 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
         yield pool
     finally:
         await pool.close()
+
+
+async def check_connection(conn: psycopg.AsyncConnection[DictRow]) -> None:
+    """The pool's check as it hands out a connection: raise if the connection is dead.
+
+    An idle connection whose socket has nothing to read is alive as far as a round trip
+    could tell: a server that closes it (a restart, a crash, a terminated backend) makes
+    the socket readable, and an idle session is sent nothing else. Only then is the
+    round trip made (`SELECT`-less empty query): most checkouts cost no round trip, where
+    one per checkout was ~0.3 ms and two to four per agent step (issue #16).
+    """
+    if not _quiet(conn):
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _quiet(conn: psycopg.AsyncConnection[DictRow]) -> bool:
+    pgconn = conn.pgconn
+    if pgconn.status != ConnStatus.OK or pgconn.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return False
+    return not readable
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -167,6 +167,11 @@ def _rollout_store(res: Resources) -> Sequence[Callable[..., Any]]:
     ]
 
 
+def _orchestration(res: Resources) -> Sequence[Callable[..., Any]]:
+    # Local activities of the agent-run workflow: calls of tools that need no isolation.
+    return [ToolActivities(res.settings, res.pool, res.catalog, res.limiter).execute_local_tool]
+
+
 def _tools(res: Resources) -> Sequence[Callable[..., Any]]:
     tools = ToolActivities(res.settings, res.pool, res.catalog, res.limiter)
     mcp = McpActivities(res.pool, res.mcp, res.resolvers.secret)
@@ -259,6 +264,7 @@ LANES: dict[TaskQueue, Lane] = {
             EvolutionWorkflow,
             RolloutWorkflow,
         ],
+        activities=_orchestration,
     ),
     TaskQueue.LLM: Lane(TaskQueue.LLM, activities=_llm),
     TaskQueue.TOOLS: Lane(TaskQueue.TOOLS, activities=_tools),

@@ -59,6 +59,14 @@ class ActivityPreset:
             "retry_policy": self.retry,
         }
 
+    def local_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `workflow.execute_local_activity` (on the workflow's worker)."""
+        return {
+            "start_to_close_timeout": self.start_to_close,
+            "schedule_to_close_timeout": self.schedule_to_close,
+            "retry_policy": self.retry,
+        }
+
 
 LANE_PROBE = {
     TaskQueue.LLM: ActivityPreset(TaskQueue.LLM, timedelta(seconds=30), timedelta(minutes=2)),
@@ -106,6 +114,16 @@ TOOL_CALL = ActivityPreset(
 """One tool call: retryable failures (a rate limit, a server that is down) are tried four
 times over about 7 s (longer when the tool says Retry-After); then the workflow tells the
 model the tool is unavailable."""
+
+LOCAL_TOOL_CALL = ActivityPreset(
+    TaskQueue.ORCHESTRATION,
+    start_to_close=timedelta(seconds=30),
+    schedule_to_close=timedelta(minutes=2),
+    retry=retry_policy(attempts=4),
+)
+"""A call of a tool that needs no isolation (`core.tools.names.LOCAL_TOOL_NAMES`), run as
+a local activity by the workflow's own worker: its Postgres reads and writes are the
+same as on the tools lane; only the server round trip goes."""
 
 TOOL_TESTS = ActivityPreset(
     TaskQueue.TOOLS,

@@ -47,7 +47,7 @@ from core.runs.payloads import (
     ToolCallRef,
     ToolResultInput,
 )
-from core.tools.names import ASK_HUMAN
+from core.tools.names import ASK_HUMAN, LOCAL_TOOL_NAMES
 from workflows._agent_tools import (
     MAX_AGENT_DEPTH,
     HumanDesk,
@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.runs.tool_calls import ToolActivities
     from workflows._options import (
         LLM_CALL,
+        LOCAL_TOOL_CALL,
         MEMORY_RECALL,
         MEMORY_WRITE,
         RUN_STORE,
@@ -79,6 +80,9 @@ _PATCH_WORKFLOW_TOOLS = "workflow-answered-tools-v1"
 _PATCH_RECORDED_RESULTS = "known-tool-results-on-store-lane-v1"
 """Results the workflow holds (denials, its own answers, a child run's, spent retries) are
 stored by `record_tool_result` on the store lane; before, `execute_tool` carried them."""
+_PATCH_LOCAL_TOOLS = "local-tool-calls-v1"
+"""Calls of tools that need no isolation (`LOCAL_TOOL_NAMES`) are local activities of this
+workflow's worker; before, they went to the tools lane."""
 
 
 @workflow.defn(name="AgentRunWorkflow", versioning_behavior=VersioningBehavior.PINNED)
@@ -322,6 +326,14 @@ class AgentRunWorkflow:
             try:
                 if call.id not in denied and self._workspace.routes(plan, call.name):
                     return await self._workspace.execute_tool(tool_input(call))
+                if call.name in LOCAL_TOOL_NAMES and workflow.patched(_PATCH_LOCAL_TOOLS):
+                    # Stored in Postgres before it returns, like on the tools lane: a
+                    # retry after a crash finds the result instead of running it again.
+                    return await workflow.execute_local_activity_method(
+                        ToolActivities.execute_local_tool,
+                        tool_input(call),
+                        **LOCAL_TOOL_CALL.local_kwargs(),
+                    )
                 return await workflow.execute_activity_method(
                     ToolActivities.execute_tool, tool_input(call), **TOOL_CALL.kwargs()
                 )

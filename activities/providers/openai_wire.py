@@ -14,7 +14,7 @@ protocol.
 """
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -99,11 +99,13 @@ async def stream_chat(
         if response.status_code >= 300:
             raise await _http_error(response)
         finished = False
-        async for line in response.aiter_lines():
+        lines = response.aiter_lines()
+        async for line in lines:
             if not line.startswith("data:"):
                 continue  # comments, `event:` lines, keep-alives
             data = line[5:].strip()
             if data == "[DONE]":
+                await _drain(lines)
                 return
             chunk = _decode(data)
             if isinstance(chunk.error, Chunk):
@@ -116,6 +118,20 @@ async def stream_chat(
             raise MalformedStream("the stream ended before the answer was complete")
     finally:
         await response.aclose()
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body): the connection is kept.
+
+    httpx closes the connection of a response closed before its end, and each model call
+    then paid for a new TCP connection (docs/benchmarks.md, issue #16). A server that
+    sends more than `MAX_ERROR_BODY` after `[DONE]` loses the connection.
+    """
+    left = MAX_ERROR_BODY
+    async for line in lines:
+        left -= len(line) + 1
+        if left < 0:
+            return
 
 
 async def _http_error(response: httpx.Response) -> ProviderHTTPError:

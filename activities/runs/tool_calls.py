@@ -43,7 +43,7 @@ from core.runs.agents import AgentsAsTools
 from core.runs.payloads import ToolCallInput, ToolCallOutput
 from core.settings import Settings
 from core.stack_check import LaneReport, ProbeInput
-from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS
+from core.tools.names import BLACKBOARD_TOOL_NAMES, FIND_TOOLS, LOCAL_TOOL_NAMES
 
 
 class ToolActivities:
@@ -78,6 +78,17 @@ class ToolActivities:
     @activity.defn(name="execute_tool")
     async def execute_tool(self, input: ToolCallInput) -> ToolCallOutput:
         """Run one tool call and store its result as message `result_seq` (see the module)."""
+        return await self._execute(input, local=False)
+
+    @activity.defn(name="execute_local_tool")
+    async def execute_local_tool(self, input: ToolCallInput) -> ToolCallOutput:
+        """`execute_tool` as a local activity of the agent-run workflow's worker.
+
+        Only for tools that need no isolation (`LOCAL_TOOL_NAMES`); any other is refused.
+        """
+        return await self._execute(input, local=True)
+
+    async def _execute(self, input: ToolCallInput, *, local: bool) -> ToolCallOutput:
         async with self._pool.connection() as conn:
             found = await runs.read_messages(
                 conn, input.run_id, [input.message_seq, input.result_seq]
@@ -88,6 +99,12 @@ class ToolActivities:
             if input.message_seq not in found:
                 raise NotFound(f"message {input.message_seq} of run {input.run_id!r} not found")
             call = found[input.message_seq].tool_calls[input.call_index]
+            if local and call.name not in LOCAL_TOOL_NAMES:
+                raise ApplicationError(
+                    f"tool {call.name!r} runs on the tools lane, not in the workflow's worker",
+                    type=ErrorType.INVALID_REQUEST.value,
+                    non_retryable=True,
+                )
             drafts = (input.agent_name, input.agent_version)
             entry = (
                 await self._catalog.entries(conn, input.tenant_id, [call.name], drafts_of=drafts)

@@ -45,6 +45,12 @@ CODE_TOOL_NAMES: Final = frozenset(
 )  # fmt: skip
 """Tools a tools worker runs as code."""
 
+LOCAL_TOOL_NAMES: Final = frozenset({CALCULATOR, GET_TIME})
+"""Built-in tools that need no isolation: pure Python with bounded work, no I/O, no
+secrets. The agent-run workflow runs their calls as local activities on its own worker
+(`execute_local_tool`), one workflow task and one server round trip fewer per call than
+the tools lane (docs/benchmarks.md, issue #16)."""
+
 WORKSPACE_TOOL_NAMES: Final = frozenset({RUN_PYTHON, RUN_SHELL, READ_FILE, WRITE_FILE, LIST_FILES})
 """Built-in tools that work on the run's workspace (registered `code` tools do too): their
 calls go to the tools host that holds it (workflows/_workspace.py)."""

@@ -145,6 +145,18 @@ async def test_plain_reply_with_usage(model_server: ScriptedModelServer) -> None
     assert sent.headers["authorization"] == "Bearer k"
 
 
+async def test_calls_reuse_one_connection(model_server: ScriptedModelServer) -> None:
+    # The stream is read to its end after [DONE]: a response closed early closes its
+    # connection, and every model call then paid for a new one.
+    model_server.script(reply("one"), reply("two"), reply("three"))
+    async with ModelClient(settings_for(model_server)) as client:
+        for _ in range(3):
+            await client.complete(ask())
+
+    assert len(model_server.chat_requests()) == 3
+    assert model_server.connections_accepted == 1
+
+
 async def test_text_deltas_reach_on_delta_in_order(model_server: ScriptedModelServer) -> None:
     text = "Streaming answers arrive word by word, in order."
     model_server.script(reply(text))

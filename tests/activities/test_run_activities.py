@@ -1,8 +1,10 @@
 """call_llm and execute_tool as plain activities (ActivityEnvironment, real Postgres + HTTP)."""
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.client import ModelClient
@@ -189,3 +191,36 @@ async def test_read_output_pages_through_a_stored_message(pool: Pool, run_id: st
     other = ToolContext(tenant_id="someone-else", run_id="x", step=1, now=datetime.now(UTC))
     assert await tool.handler({"ref": ref}, other) == f"No stored output at {ref}."
     assert "No stored output" in await tool.handler({"ref": ref[:-3] + "901"}, ctx)
+
+
+async def test_the_local_tool_activity_runs_only_tools_that_need_no_isolation(
+    pool: Pool, model_server: ScriptedModelServer, llm_activities: LlmActivities
+) -> None:
+    async with pool.connection() as conn:
+        record, inbox, _ = await runs.create_run(
+            conn, tenant_id=TENANT, agent_name="a", agent_version=1, objective="local?"
+        )
+        await runs.adopt_inbox(conn, TENANT, record.id, [inbox], 1)
+    model_server.script(
+        tool_calls(
+            tool_call("calculator", {"expression": "6*7"}, id="calc"),
+            tool_call("http_fetch", {"url": "http://example.com"}, id="fetch"),
+        )
+    )
+    env = ActivityEnvironment()
+    await env.run(llm_activities.call_llm, llm_input(record.id, 1, 1))
+    env.info = dataclasses.replace(env.info, is_local=True)
+    tools = ToolActivities(make_settings(), pool)
+
+    def call(index: int) -> ToolCallInput:
+        return ToolCallInput(
+            tenant_id=TENANT, run_id=record.id, step=1, message_seq=2, call_index=index,
+            result_seq=3 + index,
+        )  # fmt: skip
+
+    result = await env.run(tools.execute_local_tool, call(0))
+    assert result.ok and result.preview == "42"
+    assert (await env.run(tools.execute_local_tool, call(0))).preview == "42"  # stored
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(tools.execute_local_tool, call(1))
+    assert refused.value.non_retryable and "tools lane" in refused.value.message

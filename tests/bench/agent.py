@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -139,12 +140,19 @@ async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
                 running_workers(client, settings, pool, suffix=suffix, cache=True),
             ):
                 await (await _start_run(client, url, suffix, "warm-up")).result()
+                cpu_before = _cpu_by_process()
                 for i in range(runs_):
                     started = time.perf_counter()
                     handle = await _start_run(client, url, suffix, f"run {i}")
                     await handle.result()
                     agent_per_step.append((time.perf_counter() - started) / (steps + 1))
                     llm_round_trips += await _activity_latencies(handle, "call_llm")
+                cpu_after = _cpu_by_process()
+    cpu = {
+        f"cpu_{kind}_ms": (cpu_after.get(kind, 0.0) - cpu_before.get(kind, 0.0))
+        * 1000 / (runs_ * (steps + 1))
+        for kind in ("workers", "temporal", "postgres", "other")
+    }  # fmt: skip
     same = await _bare_steps(client, steps, runs_, cross_queue=False)
     cross = await _bare_steps(client, steps, runs_, cross_queue=True)
     return {
@@ -152,6 +160,7 @@ async def step_overhead(env: Env, steps: int, runs_: int) -> dict[str, float]:
         "llm_rt_p50_ms": _pct(llm_round_trips, 0.5),
         "llm_rt_p95_ms": _pct(llm_round_trips, 0.95),
         "samples": len(llm_round_trips),
+        **cpu,
         **{f"same_{k}": v for k, v in same.items()},
         **{f"cross_{k}": v for k, v in cross.items()},
     }
@@ -189,6 +198,40 @@ async def _bare_steps(
         "rt_p50_ms": _pct(round_trips, 0.5),
         "rt_p95_ms": _pct(round_trips, 0.95),
     }
+
+
+def _cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process (the workers) and its
+    descendants by kind: the Temporal server, Postgres, other (the model server).
+
+    CPU per step is what contention on a shared machine distorts least: wall time there
+    includes waiting for a core.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        stats[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    me = os.getpid()
+    out = {"workers": stats.get(me, ("", 0.0))[1]}
+    for pid, (name, seconds) in stats.items():
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, me):
+            ancestor = parents.get(ancestor)
+        if ancestor != me or pid == me:
+            continue
+        kind = "temporal" if name == "temporal" else "postgres" if name == "postgres" else "other"
+        out[kind] = out.get(kind, 0.0) + seconds
+    return out
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -291,6 +334,7 @@ async def run_all(steps: int, runs_: int, waiting: int, model_delay: float) -> l
         f"| ratio agent step / bare step, same queue | {o['agent_step_ms'] / o['same_step_ms']:.2f}x |",
         f"| ratio agent step / bare step, other queue | {o['agent_step_ms'] / o['cross_step_ms']:.2f}x |",
         f"| call_llm round trip (scheduled to completed), p50 / p95 of {o['samples']:.0f} | {o['llm_rt_p50_ms']:.1f} / {o['llm_rt_p95_ms']:.1f} ms |",
+        f"| CPU per agent step: workers / Temporal server / Postgres / model server | {o['cpu_workers_ms']:.1f} / {o['cpu_temporal_ms']:.1f} / {o['cpu_postgres_ms']:.1f} / {o['cpu_other_ms']:.1f} ms |",
         f"| no-op round trip, same queue, p50 / p95 | {o['same_rt_p50_ms']:.1f} / {o['same_rt_p95_ms']:.1f} ms |",
         f"| no-op round trip, other queue, p50 / p95 | {o['cross_rt_p50_ms']:.1f} / {o['cross_rt_p95_ms']:.1f} ms |",
         f"| runs waiting on a {model_delay:.0f} s model at once, one worker process | {held['waiting_at_once']:.0f} of {held['runs']:.0f} ({held['succeeded']:.0f} succeeded) |",

@@ -578,11 +578,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._handler_threads: list[threading.Thread] = []
+        self.accepted = 0
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections.add(request)
+            self.accepted += 1
             self._handler_threads = [t for t in self._handler_threads if t.is_alive()]
             thread = threading.Thread(
                 target=self.process_request_thread,
@@ -1230,6 +1232,11 @@ class ScriptedModelServer:
         """A snapshot of every request received, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since the server started (keep-alive reuses one)."""
+        return self._httpd.accepted if self._httpd is not None else 0
 
     def chat_requests(self, model: str | None = None) -> list[RecordedRequest]:
         """Chat completion requests, optionally only those for ``model``."""
