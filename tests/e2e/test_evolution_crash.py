@@ -22,13 +22,12 @@ from core.evolution.cases import EvalCaseSpec, Split
 from core.evolution.payloads import EvolutionInput, EvolutionOutput, EvolutionSettings
 from core.queues import TaskQueue
 from core.runs import agents
-from core.runs import store as runs
-from core.runs.payloads import AgentSpec, RunProgress
+from core.runs.payloads import AgentSpec
 from core.temporal import ColonyPlugin
 from tests.evolution.test_workflow import (
-    FEEDBACK,
     RULE,
     case_ids,
+    rated_live_run,
     responder,
     system_text,
 )
@@ -143,15 +142,7 @@ async def test_an_evolution_cycle_survives_worker_kills(
                     ),
                     case_id=case_id,
                 )  # fmt: skip
-        live, _, _ = await runs.create_run(
-            conn, tenant_id=TENANT, agent_name=AGENT, agent_version=incumbent.version,
-            objective="live: what is 6 times 7?",
-        )  # fmt: skip
-        await runs.finish(
-            conn, live.id, outcome="succeeded", reason=None, result="The answer is 42",
-            progress=RunProgress(),
-        )  # fmt: skip
-        await runs.record_feedback(conn, TENANT, live.id, 1, FEEDBACK)
+        await rated_live_run(conn, TENANT, AGENT, incumbent.version)
         record = await evolutions.create_evolution(
             conn, tenant_id=TENANT, agent_name=AGENT, incumbent_version=incumbent.version,
             settings=EvolutionSettings(candidates=1, kinds=["instruction_edit"], parallelism=2),

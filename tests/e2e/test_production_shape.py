@@ -41,14 +41,14 @@ from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec, Split
 from core.runs import agents
 from core.runs import store as runs
-from core.runs.payloads import AgentSpec, RunProgress
+from core.runs.payloads import AgentSpec
 from core.swarms import store as swarm_store
 from tests.e2e.test_evolution_crash import is_agent, objective_of
 from tests.evolution.test_workflow import (
-    FEEDBACK,
     RULE,
     case_ids,
     done_if_told,
+    rated_live_run,
     responder,
     system_text,
 )
@@ -231,15 +231,7 @@ async def seed_evolution(pool: Pool) -> dict[Split, list[str]]:
                     ),
                     case_id=case_id,
                 )  # fmt: skip
-        live, _, _ = await runs.create_run(
-            conn, tenant_id=TENANT, agent_name=EVOLVING, agent_version=incumbent.version,
-            objective="live: what is 6 times 7?",
-        )  # fmt: skip
-        await runs.finish(
-            conn, live.id, outcome="succeeded", reason=None, result="The answer is 42",
-            progress=RunProgress(),
-        )  # fmt: skip
-        await runs.record_feedback(conn, TENANT, live.id, 1, FEEDBACK)
+        await rated_live_run(conn, TENANT, EVOLVING, incumbent.version)
     return ids
 
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from temporalio.client import WorkflowHandle
 
-from core.db import Pool
+from core.db import Conn, Pool
 from core.evolution import cases as eval_cases
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec, Split, split_of
@@ -47,6 +47,22 @@ from workflows.evolution import EvolutionWorkflow
 EvolutionHandle = WorkflowHandle[EvolutionWorkflow, EvolutionOutput]
 RULE = "End every answer with the word DONE."
 FEEDBACK = "The answer was right but it must end with DONE, as our parser expects."
+
+
+async def rated_live_run(conn: Conn, tenant: str, agent: str, version: int) -> None:
+    """A finished live run of `agent` whose user rated it 1 with `FEEDBACK`: the evidence
+    a cycle starts from."""
+    live, _, _ = await runs.create_run(
+        conn, tenant_id=tenant, agent_name=agent, agent_version=version,
+        objective="live: what is 6 times 7?",
+    )  # fmt: skip
+    await runs.finish(
+        conn, live.id, outcome="succeeded", reason=None, result="The answer is 42",
+        progress=RunProgress(),
+    )  # fmt: skip
+    await runs.record_feedback(conn, tenant, live.id, 1, FEEDBACK)
+
+
 LESSON = "Users complained that my answers lack a closing marker."
 
 
@@ -143,15 +159,7 @@ async def setup(
                 ),
                 case_id=guard,
             )  # fmt: skip
-        live, _, _ = await runs.create_run(
-            conn, tenant_id=TENANT, agent_name=name, agent_version=version.version,
-            objective="live: what is 6 times 7?",
-        )  # fmt: skip
-        await runs.finish(
-            conn, live.id, outcome="succeeded", reason=None, result="The answer is 42",
-            progress=RunProgress(),
-        )  # fmt: skip
-        await runs.record_feedback(conn, TENANT, live.id, 1, FEEDBACK)
+        await rated_live_run(conn, TENANT, name, version.version)
         record = await evolutions.create_evolution(
             conn, tenant_id=TENANT, agent_name=name, incumbent_version=version.version,
             settings=EvolutionSettings.model_validate(
