@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from temporalio.client import WorkflowHandle
 
-from core.db import Conn, Pool
+from core.db import Pool
 from core.evolution import cases as eval_cases
 from core.evolution import store as evolutions
 from core.evolution.cases import EvalCaseSpec, Split, split_of
@@ -49,7 +49,7 @@ RULE = "End every answer with the word DONE."
 FEEDBACK = "The answer was right but it must end with DONE, as our parser expects."
 
 
-async def rated_live_run(conn: Conn, tenant: str, agent: str, version: int) -> None:
+async def rated_live_run(conn: runs.Conn, tenant: str, agent: str, version: int) -> None:
     """A finished live run of `agent` whose user rated it 1 with `FEEDBACK`: the evidence
     a cycle starts from."""
     live, _, _ = await runs.create_run(
