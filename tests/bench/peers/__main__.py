@@ -61,7 +61,7 @@ PACKAGES = (
 class Script:
     """The scripted server's responder: `steps` calculator calls, then an answer, every
     reply after `latency` s; a SLOW prompt's first call takes `slow` s and every call of
-    a CRASH prompt `crash_latency` s."""
+    a CRASH prompt `crash_latency` s (a SLOW run answers right after its slow call)."""
 
     def __init__(self, steps: int, latency: float, slow: float, crash_latency: float) -> None:
         self.steps, self.latency, self.slow, self.crash_latency = (
@@ -73,7 +73,9 @@ class Script:
         delay = self.latency
         if CRASH.encode() in request.raw_body:
             delay = self.crash_latency
-        elif SLOW.encode() in request.raw_body and done == 0:
+        elif SLOW.encode() in request.raw_body:
+            if done > 0:  # held runs answer after the slow call: only the wait is measured
+                return reply("done", delay=delay)
             delay = self.slow
         if done < self.steps:
             return tool_calls(tool_call("calculator", {"expression": "1+1"}), delay=delay)
@@ -149,7 +151,9 @@ class Child:
 
 
 @contextlib.asynccontextmanager
-async def child(module: str, phase: str, cfg: Config, log: Path, *extra: str) -> AsyncIterator[Child]:
+async def child(
+    module: str, phase: str, cfg: Config, log: Path, *extra: str
+) -> AsyncIterator[Child]:
     c = Child(module, phase, cfg, log, *extra)
     try:
         yield c
@@ -162,28 +166,39 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(
-    name: str, cfg: Config, server: ScriptedModelServer, args: argparse.Namespace, log: Path
+async def load_level(
+    name: str, cfg: Config, level: int, runs: int, args: argparse.Namespace, log: Path
 ) -> dict[str, Any]:
-    """Every phase for one framework."""
-    module = FRAMEWORKS[name]
-    out: dict[str, Any] = {}
-    # Throughput and latency at each concurrency.
+    """Runs at one concurrency level, in a fresh process (after one warm-up run)."""
     tq = f"peers-{name}-{uuid.uuid4().hex[:6]}"
-    async with child(module, "load", _with(cfg, task_queue=tq), log) as c:
+    lcfg = _with(cfg, task_queue=tq, concurrency=[level], runs={str(level): runs})
+    async with child(FRAMEWORKS[name], "load", lcfg, log) as c:
         load = await c.expect("RESULT", args.timeout)
+    return load[str(level)]
+
+
+def load_figures(load: dict[int, dict[str, Any]], args: argparse.Namespace) -> dict[str, float]:
+    """Overhead per model turn (at the first level), runs/s and latency percentiles."""
+    out: dict[str, float] = {}
     turns = args.steps + 1
-    one = load[str(args.concurrency[0])]["latencies_s"]
+    one = load[args.concurrency[0]]["latencies_s"]
     out["run_s_c1_median"] = statistics.median(one)
     out["overhead_ms_per_turn"] = (statistics.median(one) - turns * args.latency) / turns * 1000
     for level in args.concurrency:
-        r = load[str(level)]
+        r = load[level]
         out[f"rps_c{level}"] = len(r["latencies_s"]) / r["wall_s"]
         out[f"p50_s_c{level}"] = _pct(r["latencies_s"], 0.5)
         out[f"p99_s_c{level}"] = _pct(r["latencies_s"], 0.99)
-    # Memory per run waiting on a slow model.
+    return out
+
+
+async def hold(
+    name: str, cfg: Config, server: ScriptedModelServer, args: argparse.Namespace, log: Path
+) -> dict[str, Any]:
+    """RSS of the framework's process tree idle, then with `--waiting` runs held on a slow
+    first model call."""
     tq = f"peers-{name}-{uuid.uuid4().hex[:6]}"
-    async with child(module, "hold", _with(cfg, task_queue=tq), log) as c:
+    async with child(FRAMEWORKS[name], "hold", _with(cfg, task_queue=tq), log) as c:
         await c.expect("READY", args.timeout)
         await asyncio.sleep(1)
         idle = _tree_rss_kb(c.proc.pid)
@@ -203,13 +218,10 @@ async def measure(
         await asyncio.sleep(1)
         loaded = _tree_rss_kb(c.proc.pid)
         await c.expect("RESULT", args.timeout + args.slow)
-    out.update(
-        waiting=waiting, idle_mb=idle / 1024, loaded_mb=loaded / 1024,
-        kb_per_waiting_run=(loaded - idle) / max(waiting, 1),
-    )  # fmt: skip
-    if args.crash:
-        out.update(await crash(name, cfg, server, args, log))
-    return out
+    return {
+        "waiting": waiting, "idle_mb": idle / 1024, "loaded_mb": loaded / 1024,
+        "kb_per_waiting_run": (loaded - idle) / max(waiting, 1),
+    }  # fmt: skip
 
 
 def _with(cfg: Config, **changes: Any) -> Config:
@@ -273,6 +285,10 @@ async def crash(
     }
 
 
+def _progress(text: str) -> None:
+    print(f"# {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 def _versions() -> str:
     found = []
     for p in PACKAGES:
@@ -307,7 +323,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
             return "—"
         text = format(value, fmt)
         ref = base.get(key)
-        if name != "colony" and isinstance(ref, (int, float)) and ref:
+        if name != "colony" and key != "waiting" and isinstance(ref, (int, float)) and ref:
             text += f" ({value / ref:.2f}x)"
         return text
 
@@ -316,9 +332,19 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
         ("run time at c=1, median (s)", "run_s_c1_median", ".2f", "low"),
         *[(f"runs/s at concurrency {c}", f"rps_c{c}", ".2f", "high") for c in args.concurrency],
         *[
-            (f"p50 / p99 run latency at concurrency {args.concurrency[-1]} (s)", f"p99_s_c{args.concurrency[-1]}", ".2f", "low"),
+            (
+                f"p50 / p99 run latency at concurrency {args.concurrency[-1]} (s)",
+                f"p99_s_c{args.concurrency[-1]}",
+                ".2f",
+                "low",
+            ),
         ],
-        (f"memory per run waiting on the model (KB, {args.waiting} runs)", "kb_per_waiting_run", ".0f", "low"),
+        (
+            f"memory per run waiting on the model (KB, {args.waiting} runs)",
+            "kb_per_waiting_run",
+            ".0f",
+            "low",
+        ),
         ("runs seen waiting at once", "waiting", ".0f", "high"),
         ("process tree RSS idle / holding (MB)", "loaded_mb", ".0f", "low"),
     ]
@@ -344,7 +370,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
             ("SIGKILL mid-run: run finished after restart", "crash_finished"),
             ("kill to end of run (s)", "crash_recovery_s"),
             ("model calls completed before the kill", "crash_models_before_kill"),
-            (f"model calls in all (ideal {args.steps + 1} + the one in flight)", "crash_model_calls"),
+            (
+                f"model calls in all (ideal {args.steps + 1} + the one in flight)",
+                "crash_model_calls",
+            ),
             ("completed model calls repeated", "crash_repeated_model_calls"),
             (f"tool calls in all (ideal {args.steps})", "crash_tool_calls"),
             ("completed tool calls repeated", "crash_repeated_tool_calls"),
@@ -358,35 +387,46 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
 
 
 async def run(args: argparse.Namespace) -> None:
-    """Every framework, one after the other, on the same servers."""
+    """Every framework on the same servers; load levels alternate the framework order."""
     script = Script(args.steps, args.latency, args.slow, args.crash_latency)
-    results: dict[str, dict[str, Any]] = {}
-    async with environment() as env:
-        with ScriptedModelServer(responder=script) as server:
-            log = env.workdir / "frameworks.log"
+    results: dict[str, dict[str, Any]] = {n: {} for n in args.frameworks}
+    async with environment() as env, contextlib.AsyncExitStack() as stack:
+        server = stack.enter_context(ScriptedModelServer(responder=script))
+        log = env.workdir / "frameworks.log"
+        cfgs: dict[str, Config] = {}
+        for name in args.frameworks:
+            url = await stack.enter_async_context(
+                fresh_database(env.pg, f"peers_{name}", migrate=name == "colony")
+            )
+            if name == "colony":
+                await _agent(url)
+            cfgs[name] = Config(
+                temporal_address=env.temporal_address,
+                base_url=server.base_url,
+                database_url=url,
+                tool_log=str(env.workdir / f"tools-{name}.log"),
+                task_queue="",
+                waiting=args.waiting,
+            )
+        loads: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in args.frameworks}
+        for i, (level, runs) in enumerate(zip(args.concurrency, args.runs, strict=True)):
+            order = args.frameworks if i % 2 == 0 else args.frameworks[::-1]
+            for name in order:
+                loads[name][level] = await load_level(name, cfgs[name], level, runs, args, log)
+                _progress(f"{name}: {runs} runs at concurrency {level}")
+        for name in args.frameworks:
+            results[name].update(load_figures(loads[name], args))
+            results[name].update(await hold(name, cfgs[name], server, args, log))
+            _progress(f"{name}: {args.waiting} runs held")
+        if args.crash:
             for name in args.frameworks:
-                async with fresh_database(
-                    env.pg, f"peers_{name}", migrate=name == "colony"
-                ) as url:
-                    if name == "colony":
-                        await _agent(url)
-                    cfg = Config(
-                        temporal_address=env.temporal_address,
-                        base_url=server.base_url,
-                        database_url=url,
-                        tool_log=str(env.workdir / f"tools-{name}.log"),
-                        task_queue="",
-                        concurrency=args.concurrency,
-                        runs={str(c): n for c, n in zip(args.concurrency, args.runs, strict=True)},
-                        waiting=args.waiting,
-                    )
-                    started = time.monotonic()
-                    results[name] = await measure(name, cfg, server, args, log)
-                    results[name]["bench_s"] = time.monotonic() - started
-                print(f"# {name} done in {results[name]['bench_s']:.0f} s", file=sys.stderr)  # noqa: T201
+                results[name].update(await crash(name, cfgs[name], server, args, log))
+                _progress(f"{name}: SIGKILL mid-run")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    command = "make bench-peers" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+    command = "make bench-peers" + (
+        f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""
+    )
     lines = [
         f"Command: `{command}`",
         f"Machine: {_machine()}",
@@ -396,28 +436,35 @@ async def run(args: argparse.Namespace) -> None:
         "",
         *report(results, args),
     ]
-    print("\n".join(lines))  # noqa: T201
+    print("\n".join(lines))
 
 
 def main() -> None:
     """Parse the options and run."""
     parser = argparse.ArgumentParser(prog="make bench-peers")
-    parser.add_argument("--frameworks", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS))
+    parser.add_argument(
+        "--frameworks", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS)
+    )
     parser.add_argument("--steps", type=int, default=10, help="tool-calling turns per run")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per model call")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--runs", type=int, nargs="+", default=None, help="runs per level")
     parser.add_argument("--waiting", type=int, default=200, help="runs held on a slow model")
     parser.add_argument("--slow", type=float, default=40, help="seconds the slow call takes")
-    parser.add_argument("--no-crash", dest="crash", action="store_false")
+    parser.add_argument(
+        "--crash", action=argparse.BooleanOptionalAction, default=None,
+        help="the SIGKILL phase (default: on, off with --quick)",
+    )  # fmt: skip
     parser.add_argument("--kill-after", type=int, default=5, help="model calls before SIGKILL")
     parser.add_argument("--crash-latency", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per phase at most")
     parser.add_argument("--json", default=None, help="write the raw figures here")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small counts, no crash")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small counts")
     args = parser.parse_args()
     if args.quick:
-        args.concurrency, args.runs, args.waiting, args.slow, args.crash = [1, 4], [2, 4], 8, 10, False
+        args.concurrency, args.runs, args.waiting, args.slow = [1, 4], [2, 4], 8, 10
+    if args.crash is None:
+        args.crash = not args.quick
     if args.runs is None:
         args.runs = [max(10, 2 * c) for c in args.concurrency]
     asyncio.run(run(args))

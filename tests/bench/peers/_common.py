@@ -70,16 +70,19 @@ class Framework(Protocol):
         """Start one run (workers already serving); the awaitable is its end."""
         ...
 
-    async def crash_run(self, cfg: Config, run_id: str, prompt: str, resume: bool) -> None:
+    async def crash_run(
+        self, cfg: Config, run_id: str, prompt: str, resume: bool
+    ) -> dict[str, Any] | None:
         """Start (or, with `resume`, pick up) one run and wait for its end; no workers
-        of this process serve it unless the framework has no workers at all."""
+        of this process serve it unless the framework has no workers at all. May return
+        counts the parent cannot see itself (Colony's tool executions)."""
         ...
 
 
 def emit(kind: str, value: Any = None) -> None:
     """One protocol line on stdout."""
     line = kind if value is None else f"{kind} {json.dumps(value)}"
-    print(line, flush=True)  # noqa: T201
+    print(line, flush=True)
 
 
 async def run(fw: Framework, cfg: Config, run_id: str, prompt: str) -> None:
@@ -143,8 +146,9 @@ async def _main(fw: Framework, phase: str, resume: bool) -> None:
     elif phase == "worker":
         await _worker(fw, cfg)
     elif phase == "start":
-        took = await _timed(lambda: fw.crash_run(cfg, cfg.run_id, f"{CRASH} run", resume))
-        emit("RESULT", {"seconds": took})
+        started = time.perf_counter()
+        extra = await fw.crash_run(cfg, cfg.run_id, f"{CRASH} run", resume)
+        emit("RESULT", {"seconds": time.perf_counter() - started, **(extra or {})})
     else:
         raise SystemExit(f"unknown phase {phase!r}")
 

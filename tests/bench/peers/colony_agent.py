@@ -21,6 +21,7 @@ class Colony:
     def __init__(self) -> None:
         self._client: Client | None = None
         self._pool: Any = None
+        self._tool_events: set[int] = set()
 
     async def _connect(self, cfg: Config) -> Client:
         if self._client is None:
@@ -50,9 +51,27 @@ class Colony:
         handle = await _start_run(client, cfg.database_url, cfg.task_queue, prompt, self._pool)
         return handle.result()
 
-    async def crash_run(self, cfg: Config, run_id: str, prompt: str, resume: bool) -> None:
+    async def crash_run(
+        self, cfg: Config, run_id: str, prompt: str, resume: bool
+    ) -> dict[str, Any]:
         # The worker process the parent restarts picks the run up; nothing to resume here.
-        await (await self.start(cfg, run_id, prompt))
+        client = await self._connect(cfg)
+        handle = await _start_run(client, cfg.database_url, cfg.task_queue, prompt)
+        await handle.result()
+        # The built-in calculator writes no log: count its executions from the history.
+        # A started event is written once per activity, when it ends, with the attempt
+        # that ended it, so the attempts add up to every execution the tool lane began.
+        tools = 0
+        async for event in handle.fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                scheduled = event.activity_task_scheduled_event_attributes
+                if scheduled.activity_type.name == "execute_tool":
+                    self._tool_events.add(event.event_id)
+            elif event.HasField("activity_task_started_event_attributes"):
+                started = event.activity_task_started_event_attributes
+                if started.scheduled_event_id in self._tool_events:
+                    tools += started.attempt
+        return {"tool_calls": tools}
 
 
 FRAMEWORK = Colony()

@@ -47,7 +47,9 @@ def build(cfg: Config, saver: AsyncPostgresSaver) -> Any:
 
     async def model(state: State) -> dict[str, Any]:
         response = await openai.chat.completions.create(
-            model=MODEL, messages=state["messages"], tools=TOOLS  # type: ignore[arg-type]
+            model=MODEL,
+            messages=state["messages"],
+            tools=TOOLS,  # type: ignore[arg-type]
         )
         return {"messages": [response.choices[0].message.model_dump(exclude_none=True)]}
 

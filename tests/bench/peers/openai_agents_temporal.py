@@ -99,6 +99,7 @@ class OpenAIAgentsTemporal:
         return handle.result()
 
     async def crash_run(self, cfg: Config, run_id: str, prompt: str, resume: bool) -> None:
+        # The worker process the parent restarts picks the run up; nothing to resume here.
         await (await self.start(cfg, run_id, prompt))
 
 

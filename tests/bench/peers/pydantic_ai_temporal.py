@@ -36,7 +36,9 @@ _CFG = json.loads(os.environ.get("BENCH_PEERS_CONFIG", "{}"))
 agent = Agent(
     OpenAIChatModel(
         MODEL,
-        provider=OpenAIProvider(base_url=_CFG.get("base_url", "http://127.0.0.1:1/v1"), api_key="x"),
+        provider=OpenAIProvider(
+            base_url=_CFG.get("base_url", "http://127.0.0.1:1/v1"), api_key="x"
+        ),
     ),
     instructions=INSTRUCTIONS,
     name="bench",
@@ -76,9 +78,7 @@ class PydanticAITemporal:
 
     async def _connect(self, cfg: Config) -> Client:
         if self._client is None:
-            self._client = await Client.connect(
-                cfg.temporal_address, plugins=[PydanticAIPlugin()]
-            )
+            self._client = await Client.connect(cfg.temporal_address, plugins=[PydanticAIPlugin()])
         return self._client
 
     @contextlib.asynccontextmanager
@@ -101,6 +101,7 @@ class PydanticAITemporal:
         return handle.result()
 
     async def crash_run(self, cfg: Config, run_id: str, prompt: str, resume: bool) -> None:
+        # The worker process the parent restarts picks the run up; nothing to resume here.
         await (await self.start(cfg, run_id, prompt))
 
 
