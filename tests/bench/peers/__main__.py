@@ -173,8 +173,44 @@ async def load_level(
     tq = f"peers-{name}-{uuid.uuid4().hex[:6]}"
     lcfg = _with(cfg, task_queue=tq, concurrency=[level], runs={str(level): runs})
     async with child(FRAMEWORKS[name], "load", lcfg, log) as c:
+        await c.expect("BEGIN", args.timeout)
+        servers = _cpu_s(_server_pids(cfg))
         load = await c.expect("RESULT", args.timeout)
-    return load[str(level)]
+        servers = _cpu_s(_server_pids(cfg)) - servers
+    return {**load[str(level)], "server_cpu_s": servers}
+
+
+def _server_pids(cfg: Config) -> list[int]:
+    """The Temporal server and the postmaster: the processes whose command line names the
+    benchmark's work directory."""
+    workdir = str(Path(cfg.tool_log).parent)
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if any(workdir.encode() in a for a in argv) and b"tests.bench" not in b" ".join(
+                    argv
+                ):
+                    pids.append(int(proc.name))
+    return pids
+
+
+def _cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system) of `roots`, their live descendants and the children
+    they have reaped (Postgres backends that have exited)."""
+    ticks, stack, seen = 0, list(roots), set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        with contextlib.suppress(OSError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def load_figures(load: dict[int, dict[str, Any]], args: argparse.Namespace) -> dict[str, float]:
@@ -186,7 +222,10 @@ def load_figures(load: dict[int, dict[str, Any]], args: argparse.Namespace) -> d
     out["overhead_ms_per_turn"] = (statistics.median(one) - turns * args.latency) / turns * 1000
     for level in args.concurrency:
         r = load[level]
-        out[f"rps_c{level}"] = len(r["latencies_s"]) / r["wall_s"]
+        n = len(r["latencies_s"])
+        out[f"rps_c{level}"] = n / r["wall_s"]
+        out[f"cpu_ms_per_turn_c{level}"] = r["cpu_s"] / n / turns * 1000
+        out[f"server_cpu_ms_per_turn_c{level}"] = r["server_cpu_s"] / n / turns * 1000
         out[f"p50_s_c{level}"] = _pct(r["latencies_s"], 0.5)
         out[f"p99_s_c{level}"] = _pct(r["latencies_s"], 0.99)
     return out
@@ -338,6 +377,24 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
                 ".2f",
                 "low",
             ),
+        ],
+        *[
+            (
+                f"CPU per model turn, framework process (ms, c={c})",
+                f"cpu_ms_per_turn_c{c}",
+                ".1f",
+                "low",
+            )
+            for c in (args.concurrency[0], args.concurrency[-1])
+        ],
+        *[
+            (
+                f"CPU per model turn, Temporal server + Postgres (ms, c={c})",
+                f"server_cpu_ms_per_turn_c{c}",
+                ".1f",
+                "low",
+            )
+            for c in (args.concurrency[0], args.concurrency[-1])
         ],
         (
             f"memory per run waiting on the model (KB, {args.waiting} runs)",

@@ -100,6 +100,7 @@ async def _load(fw: Framework, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with fw.serving(cfg):
         await run(fw, cfg, f"{cfg.task_queue}-warm", "warm-up")
+        emit("BEGIN")
         for c in cfg.concurrency:
             gate = asyncio.Semaphore(c)
             n = cfg.runs.get(str(c), max(10, 2 * c))
@@ -108,9 +109,14 @@ async def _load(fw: Framework, cfg: Config) -> dict[str, Any]:
                 async with gate:
                     return await _timed(lambda: run(fw, cfg, f"{cfg.task_queue}-c{c}-{i}", "go"))
 
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), os.times()
             latencies = await asyncio.gather(*(one(i) for i in range(n)))
-            out[str(c)] = {"wall_s": time.perf_counter() - started, "latencies_s": latencies}
+            after = os.times()
+            out[str(c)] = {
+                "wall_s": time.perf_counter() - started,
+                "latencies_s": latencies,
+                "cpu_s": after.user + after.system - cpu.user - cpu.system,
+            }
     return out
 
 
