@@ -324,6 +324,22 @@ async def crash(
     }
 
 
+@contextlib.asynccontextmanager
+async def _phase(result: dict[str, Any], label: str) -> AsyncIterator[None]:
+    """A phase that fails is reported in the table and the run goes on."""
+    try:
+        yield
+    except Exception as e:
+        result.setdefault("errors", []).append(f"{label}: {type(e).__name__} {e}")
+    _progress(label)
+
+
+def _save(args: argparse.Namespace, results: dict[str, Any], loads: dict[str, Any]) -> None:
+    """The raw figures so far (`--json`), so a failure later loses nothing."""
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "loads": loads}, indent=2))
+
+
 def _progress(text: str) -> None:
     print(f"# {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
@@ -440,6 +456,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
                 v = results[n].get(key)
                 cells.append("—" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    errors = [e for n in names for e in results[n].get("errors", [])]
+    if errors:
+        lines += ["", "Failed phases: " + "; ".join(errors)]
     return lines
 
 
@@ -471,16 +490,17 @@ async def run(args: argparse.Namespace) -> None:
             for name in order:
                 loads[name][level] = await load_level(name, cfgs[name], level, runs, args, log)
                 _progress(f"{name}: {runs} runs at concurrency {level}")
+                _save(args, results, loads)
         for name in args.frameworks:
             results[name].update(load_figures(loads[name], args))
-            results[name].update(await hold(name, cfgs[name], server, args, log))
-            _progress(f"{name}: {args.waiting} runs held")
+            async with _phase(results[name], f"{name}: {args.waiting} runs held"):
+                results[name].update(await hold(name, cfgs[name], server, args, log))
+            _save(args, results, loads)
         if args.crash:
             for name in args.frameworks:
-                results[name].update(await crash(name, cfgs[name], server, args, log))
-                _progress(f"{name}: SIGKILL mid-run")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+                async with _phase(results[name], f"{name}: SIGKILL mid-run"):
+                    results[name].update(await crash(name, cfgs[name], server, args, log))
+                _save(args, results, loads)
     command = "make bench-peers" + (
         f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""
     )
@@ -507,7 +527,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--runs", type=int, nargs="+", default=None, help="runs per level")
     parser.add_argument("--waiting", type=int, default=200, help="runs held on a slow model")
-    parser.add_argument("--slow", type=float, default=40, help="seconds the slow call takes")
+    parser.add_argument(
+        "--slow", type=float, default=20, help="seconds the slow call takes (at most 25)"
+    )
     parser.add_argument(
         "--crash", action=argparse.BooleanOptionalAction, default=None,
         help="the SIGKILL phase (default: on, off with --quick)",
@@ -522,6 +544,8 @@ def main() -> None:
         args.concurrency, args.runs, args.waiting, args.slow = [1, 4], [2, 4], 8, 10
     if args.crash is None:
         args.crash = not args.quick
+    if args.slow > 25:
+        parser.error("--slow must stay under the peers' 30 s model-activity timeout")
     if args.runs is None:
         args.runs = [max(10, 2 * c) for c in args.concurrency]
     asyncio.run(run(args))
