@@ -372,7 +372,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
     base = results.get("colony", {})
     names = list(results)
 
-    def cell(name: str, key: str, fmt: str, better: str) -> str:
+    def cell(name: str, key: str, fmt: str) -> str:
         value = results[name].get(key)
         if value is None:
             return "—"
@@ -383,15 +383,14 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
         return text
 
     rows = [
-        ("orchestration overhead per model turn (ms, c=1)", "overhead_ms_per_turn", ".1f", "low"),
-        ("run time at c=1, median (s)", "run_s_c1_median", ".2f", "low"),
-        *[(f"runs/s at concurrency {c}", f"rps_c{c}", ".2f", "high") for c in args.concurrency],
+        ("orchestration overhead per model turn (ms, c=1)", "overhead_ms_per_turn", ".1f"),
+        ("run time at c=1, median (s)", "run_s_c1_median", ".2f"),
+        *[(f"runs/s at concurrency {c}", f"rps_c{c}", ".2f") for c in args.concurrency],
         *[
             (
                 f"p50 / p99 run latency at concurrency {args.concurrency[-1]} (s)",
                 f"p99_s_c{args.concurrency[-1]}",
                 ".2f",
-                "low",
             ),
         ],
         *[
@@ -399,7 +398,6 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
                 f"CPU per model turn, framework process (ms, c={c})",
                 f"cpu_ms_per_turn_c{c}",
                 ".1f",
-                "low",
             )
             for c in (args.concurrency[0], args.concurrency[-1])
         ],
@@ -408,7 +406,6 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
                 f"CPU per model turn, Temporal server + Postgres (ms, c={c})",
                 f"server_cpu_ms_per_turn_c{c}",
                 ".1f",
-                "low",
             )
             for c in (args.concurrency[0], args.concurrency[-1])
         ],
@@ -416,26 +413,25 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list
             f"memory per run waiting on the model (KB, {args.waiting} runs)",
             "kb_per_waiting_run",
             ".0f",
-            "low",
         ),
-        ("runs seen waiting at once", "waiting", ".0f", "high"),
-        ("process tree RSS idle / holding (MB)", "loaded_mb", ".0f", "low"),
+        ("runs seen waiting at once", "waiting", ".0f"),
+        ("process tree RSS idle / holding (MB)", "loaded_mb", ".0f"),
     ]
     lines = [
         "| measurement | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
     top = args.concurrency[-1]
-    for label, key, fmt, _ in rows:
+    for label, key, fmt in rows:
         cells = []
         for n in names:
             if key == f"p99_s_c{top}":
                 r = results[n]
-                c = f"{r[f'p50_s_c{top}']:.2f} / {cell(n, key, fmt, 'low')}"
+                c = f"{r[f'p50_s_c{top}']:.2f} / {cell(n, key, fmt)}"
             elif key == "loaded_mb":
                 c = f"{results[n]['idle_mb']:.0f} / {results[n]['loaded_mb']:.0f}"
             else:
-                c = cell(n, key, fmt, "low")
+                c = cell(n, key, fmt)
             cells.append(c)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if args.crash:
