@@ -61,8 +61,14 @@ class Colony:
         # The built-in calculator writes no log: count its executions from the history.
         # A started event is written once per activity, when it ends, with the attempt
         # that ended it, so the attempts add up to every execution the tool lane began.
+        # Since issue 16 the calculator is a local activity (the run's only one): one
+        # marker per call. A local execution lost with its worker before the workflow task
+        # completed leaves no trace; the kill here lands in a model call, after the
+        # previous tool call's workflow task has completed, so there is none to lose.
         tools = 0
         async for event in handle.fetch_history_events():
+            if event.HasField("marker_recorded_event_attributes"):
+                tools += event.marker_recorded_event_attributes.marker_name == "core_local_activity"
             if event.HasField("activity_task_scheduled_event_attributes"):
                 scheduled = event.activity_task_scheduled_event_attributes
                 if scheduled.activity_type.name == "execute_tool":
