@@ -20,7 +20,7 @@ UV_EXTRAS := $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e))
 # The build group holds llama-cpp-python's build requirements (it builds without isolation).
 SYNC := $(UV) sync --frozen --group build $(UV_EXTRAS)
 
-.PHONY: install system-deps demo up test test-all lint typecheck bench lock clean
+.PHONY: install system-deps demo up test test-all lint typecheck bench bench-peers lock clean
 
 $(UV): requirements/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -77,6 +77,20 @@ bench: install
 image:
 	deploy/build-image.sh $(IMAGE_ARGS)
 
+# The peer frameworks (the `bench` extra) live in a venv of their own, never in .venv:
+# `make bench-peers` builds it from the same lock and runs Colony and the peers side by side
+# (tests/bench/peers; BENCH_ARGS=--quick is a smoke run).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): $(UV) uv.lock pyproject.toml requirements/no-deps.txt
+	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --frozen --extra dev --extra bench
+	$(UV) pip install -q --python $(BENCH_VENV)/bin/python --no-deps --require-hashes -r requirements/no-deps.txt
+	@touch $(BENCH_STAMP)
+
+bench-peers: system-deps $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m tests.bench.peers $(BENCH_ARGS)
+
 # Deliberate upgrade: re-resolve every lock to the newest allowed versions, install them,
 # run the suite, and leave the lock diffs for review (nothing is committed).
 # `make lock UPGRADE=` re-locks after a pyproject change and keeps every other pin.
@@ -92,4 +106,4 @@ lock: $(UV)
 	@echo "review the lock diff above, then commit it with the change that needed it"
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache
