@@ -229,7 +229,7 @@ async def history_entries(
                 failure=failure)  # fmt: skip
         elif kind == EventType.EVENT_TYPE_MARKER_RECORDED and attrs.marker_name != PATCH_MARKER:
             failure = await _failure(converter, attrs.failure) if _has(attrs, "failure") else None
-            local = _local_activity(attrs) if attrs.marker_name == LOCAL_ACTIVITY_MARKER else {}
+            local = local_activity(attrs) if attrs.marker_name == LOCAL_ACTIVITY_MARKER else {}
             if local:
                 text = (
                     f"local activity {local.get('activity_type')} (attempt {local.get('attempt')})"
@@ -276,7 +276,7 @@ async def workflow_history(client: Client, workflow_id: str) -> list[HistoryEven
     return [event for events in reversed(runs) for event in events]
 
 
-def _local_activity(attrs: Any) -> dict[str, Any]:
+def local_activity(attrs: Any) -> dict[str, Any]:
     """The type, id and attempt the SDK records in a local activity's marker (plain JSON)."""
     try:
         data = json.loads(attrs.details["data"].payloads[0].data)

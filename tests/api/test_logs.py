@@ -126,7 +126,8 @@ async def test_log_records_carry_the_run_workflow_activity_and_tenant(
     api = [r for r in mine if r["logger"] == "colony.api"]
     assert api and api[0]["tenant"] == A and api[0]["workflow_id"] == f"run-{first}"
     activities = {r["activity_type"]: r for r in mine if r["logger"] == "colony.activity"}
-    assert {"call_llm", "execute_tool"} <= set(activities), mine
+    # The calculator needs no isolation: a local activity of the workflow's worker.
+    assert {"call_llm", "execute_local_tool"} <= set(activities), mine
     for record in activities.values():
         assert record["tenant"] == A and record["workflow_id"] == f"run-{first}"
         assert record["workflow_type"] == "AgentRunWorkflow" and record["attempt"] == 1
@@ -153,8 +154,10 @@ async def test_colony_logs_merges_events_history_and_log_files_of_one_run(
             ("history", "workflow.started"), ("history", "activity.scheduled"),
             ("history", "activity.completed"), ("history", "workflow.completed")} <= kinds  # fmt: skip
     started = [e for e in route["entries"] if e["kind"] == "activity.started"]
-    assert {e["data"]["activity_type"] for e in started} >= {"call_llm", "execute_tool"}
+    assert {e["data"]["activity_type"] for e in started} >= {"call_llm"}
     assert all(e["data"]["attempt"] == 1 for e in started)
+    (local,) = [e for e in route["entries"] if e["kind"] == "local_activity.completed"]
+    assert local["data"]["activity_type"] == "execute_local_tool"
     assert (await http.get(f"/v1/runs/{second}/timeline")).status_code == 404  # B's run
 
     log_file = tmp_path / "worker.log"
@@ -178,7 +181,7 @@ async def test_colony_logs_merges_events_history_and_log_files_of_one_run(
     assert times == sorted(times)
     found = [e for e in entries if e["source"] == "log"]
     assert {e["data"]["run_id"] for e in found} == {first}
-    assert {"call_llm", "execute_tool"} <= {e["data"].get("activity_type") for e in found}
+    assert {"call_llm", "execute_local_tool"} <= {e["data"].get("activity_type") for e in found}
     assert second not in shown.output
     # The workflow's start (API log), its history and its first model call, in that order.
     order = [(e["source"], e["kind"]) for e in entries]

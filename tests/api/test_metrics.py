@@ -142,7 +142,8 @@ async def test_a_run_with_a_tool_call_moves_the_metrics(
     # Every activity attempt is timed by lane: two model calls, one tool call, bookkeeping.
     latency = "colony_activity_duration_seconds_count"
     assert delta(latency, lane="llm", activity="call_llm", status="ok") == 2
-    assert delta(latency, lane="tools", activity="execute_tool", status="ok") == 1
+    # The calculator runs as a local activity of the orchestration worker.
+    assert delta(latency, lane="orchestration", activity="execute_local_tool", status="ok") == 1
     assert delta(latency, lane="memory", activity="finish_run", status="ok") == 1
     # Temporal's SDK metrics come through the same registry.
     assert any(n.startswith("temporal_") for n, _ in after)

@@ -27,6 +27,7 @@ from core import telemetry, tracing
 from core.db import Pool
 from core.settings import Settings
 from core.temporal import ColonyPlugin
+from core.timeline import LOCAL_ACTIVITY_MARKER, local_activity
 from tests.api.test_runs import wait_finished as wait_run
 from tests.api.test_swarms import DIAMOND, PRICED
 from tests.api.test_swarms import wait_finished as wait_swarm
@@ -81,7 +82,8 @@ def attrs(span: ReadableSpan) -> dict[str, Any]:
 
 
 async def workflow_tree(client: Client, workflow_id: str) -> dict[str, Counter[str]]:
-    """Each workflow's id (the root and its children) -> its scheduled activities."""
+    """Each workflow's id (the root and its children) -> its scheduled activities, local
+    ones (recorded as markers) included."""
     tree: dict[str, Counter[str]] = {}
     pending = [workflow_id]
     while pending:
@@ -91,6 +93,11 @@ async def workflow_tree(client: Client, workflow_id: str) -> dict[str, Counter[s
         for event in history.events:
             if event.HasField("activity_task_scheduled_event_attributes"):
                 scheduled[event.activity_task_scheduled_event_attributes.activity_type.name] += 1
+            marker = event.marker_recorded_event_attributes
+            if event.HasField("marker_recorded_event_attributes") and (
+                marker.marker_name == LOCAL_ACTIVITY_MARKER
+            ):
+                scheduled[local_activity(marker)["activity_type"]] += 1
             if event.HasField("child_workflow_execution_started_event_attributes"):
                 attributes = event.child_workflow_execution_started_event_attributes
                 pending.append(attributes.workflow_execution.workflow_id)
@@ -180,7 +187,8 @@ async def test_a_run_is_one_trace_from_the_request_to_every_activity(
     (start,) = named(spans, "StartWorkflow:AgentRunWorkflow")
     assert start.parent is not None and start.context.trace_id == trace_id
     tree = await workflow_tree(client, workflow_id)
-    assert {"call_llm", "execute_tool"} <= set(tree[workflow_id])
+    # The calculator needs no isolation: a local activity of the workflow's worker.
+    assert {"call_llm", "execute_local_tool"} <= set(tree[workflow_id])
     assert_one_trace_per_workflow(spans, tree, trace_id)
 
     # The LLM spans: GenAI attributes, tokens and cost, under their RunActivity span.
@@ -204,7 +212,7 @@ async def test_a_run_is_one_trace_from_the_request_to_every_activity(
     # The tool span.
     (tool,) = named(spans, "execute_tool calculator")
     assert tool.context.trace_id == trace_id
-    assert by_id[tool.parent.span_id].name == "RunActivity:execute_tool"  # type: ignore[union-attr]
+    assert by_id[tool.parent.span_id].name == "RunActivity:execute_local_tool"  # type: ignore[union-attr]
     assert attrs(tool)["gen_ai.tool.call.id"] and "error.type" not in attrs(tool)
     assert attrs(tool)["colony.run_id"] == run_id
 
