@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
     qdrant_url: str | None = Field(default=None, validation_alias="QDRANT_URL")
+    # Sent with every request to the QDRANT_URL server (Qdrant's `service.api_key`).
+    qdrant_api_key: SecretStr | None = Field(default=None, validation_alias="QDRANT_API_KEY")
 
     # Model providers.
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")

@@ -594,10 +594,15 @@ def _update(shard: qdrant_edge.EdgeShard, operation: qdrant_edge.UpdateOperation
 def open_vector_store(settings: Settings) -> VectorStore:
     """The deployment's store: `QDRANT_URL`, else embedded in `$COLONY_DATA_DIR/qdrant-edge`.
 
-    Opens nothing yet; the first call does. (qdrant-client's local mode, used before,
+    A server gets `QDRANT_API_KEY` with every request. Opens nothing yet; the first call does. (qdrant-client's local mode, used before,
     kept its data in `qdrant`: another format, so another directory.)
     """
-    return VectorStore(settings.qdrant_url or str(settings.data_path / "qdrant-edge"))
+    if settings.qdrant_url:
+        key = settings.qdrant_api_key
+        return VectorStore(
+            settings.qdrant_url, api_key=key.get_secret_value() if key is not None else None
+        )
+    return VectorStore(str(settings.data_path / "qdrant-edge"))
 
 
 def _edge_filter(

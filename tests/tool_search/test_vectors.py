@@ -1,6 +1,8 @@
 """`VectorStore`: embedded (Qdrant Edge) on disk and in memory, filters, sharing, errors."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +117,33 @@ def test_settings_choose_the_store(tmp_path: Path) -> None:
     assert local.local and local.location == str(tmp_path / "qdrant-edge")
     server = open_vector_store(make_settings(QDRANT_URL="http://qdrant:6333"))
     assert not server.local and server.location == "http://qdrant:6333"
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_the_api_key_goes_to_the_server() -> None:
+    seen: list[str | None] = []
+
+    class Qdrant(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.headers.get("api-key"))
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Qdrant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        store = open_vector_store(make_settings(QDRANT_URL=url, QDRANT_API_KEY="s3cret"))
+        with pytest.raises(VectorStoreError):
+            store.search("c", unit(1, 0, 0), tenant_id="a")
+        store.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen and set(seen) == {"s3cret"}
 
 
 def test_point_ids_are_deterministic_uuids() -> None:
