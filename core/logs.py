@@ -104,7 +104,7 @@ class ContextFilter(logging.Filter):
         if isinstance(details, dict):
             found.update(_activity_fields(details))
         if activity.in_activity():
-            found.update(_activity_fields(_activity_details()))
+            found.update(_current_activity_fields())
         elif workflow.in_workflow():
             found.update(_current_workflow_fields())
         found.update(_bound.get() or {})
@@ -143,12 +143,12 @@ def _activity_fields(details: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _activity_details() -> dict[str, Any]:
+def _current_activity_fields() -> dict[str, Any]:
     info = activity.info()
     return {
         "workflow_id": info.workflow_id,
         "workflow_type": info.workflow_type,
-        "workflow_run_id": info.workflow_run_id,
+        "temporal_run_id": info.workflow_run_id,
         "activity_id": info.activity_id,
         "activity_type": info.activity_type,
         "task_queue": info.task_queue,

@@ -155,9 +155,13 @@ def _family(name: str, kind: int, doc: str, series: dict[Any, Any]) -> Metric:
 # -- activity latency by lane ----------------------------------------------------------
 
 
+_LONGEST_FIRST = tuple(sorted(TaskQueue, key=lambda q: len(q.value), reverse=True))
+"""The queues, a queue whose name extends another's first (so the longer one matches)."""
+
+
 def lane_of(task_queue: str) -> str:
     """The lane of a task queue, whatever suffix or workspace-host tail it carries."""
-    for queue in sorted(TaskQueue, key=lambda q: len(q.value), reverse=True):
+    for queue in _LONGEST_FIRST:
         if task_queue.startswith(queue.value):
             return queue.lane
     return "other"
