@@ -594,8 +594,9 @@ def _update(shard: qdrant_edge.EdgeShard, operation: qdrant_edge.UpdateOperation
 def open_vector_store(settings: Settings) -> VectorStore:
     """The deployment's store: `QDRANT_URL`, else embedded in `$COLONY_DATA_DIR/qdrant-edge`.
 
-    A server gets `QDRANT_API_KEY` with every request. Opens nothing yet; the first call does. (qdrant-client's local mode, used before,
-    kept its data in `qdrant`: another format, so another directory.)
+    A server gets `QDRANT_API_KEY` with every request. Opens nothing yet; the first call
+    does. (qdrant-client's local mode, used before, kept its data in `qdrant`: another
+    format, so another directory.)
     """
     if settings.qdrant_url:
         key = settings.qdrant_api_key
