@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from click.testing import CliRunner
@@ -152,6 +152,19 @@ async def test_a_pinned_run_finishes_on_its_version_after_another_is_promoted(
         await assert_replays(handle)
 
 
+def probe_worker(
+    client: Client, deployment: str, queue: str, build_id: str, **options: Any
+) -> Worker:
+    """A worker of `LongLivedProbe` on `queue`, polling as version `deployment`.`build_id`."""
+    config = versioning.deployment_config(
+        make_settings(COLONY_DEPLOYMENT_NAME=deployment, COLONY_BUILD_ID=build_id)
+    )
+    return Worker(
+        client, task_queue=queue, workflows=[LongLivedProbe], deployment_config=config,
+        **options,
+    )  # fmt: skip
+
+
 async def test_an_auto_upgrade_workflow_moves_to_the_promoted_version(
     temporal: TemporalServer,
 ) -> None:
@@ -160,13 +173,7 @@ async def test_an_auto_upgrade_workflow_moves_to_the_promoted_version(
     client = await Client.connect(temporal.address, plugins=[ColonyPlugin()])
 
     def worker(build_id: str) -> Worker:
-        config = versioning.deployment_config(
-            make_settings(COLONY_DEPLOYMENT_NAME=deployment, COLONY_BUILD_ID=build_id)
-        )
-        return Worker(
-            client, task_queue=queue, workflows=[LongLivedProbe], deployment_config=config,
-            max_cached_workflows=0,
-        )  # fmt: skip
+        return probe_worker(client, deployment, queue, build_id, max_cached_workflows=0)
 
     async with worker("a"), worker("b"):
         await eventually(lambda: versioning.set_current(client, deployment, "a"))
@@ -187,12 +194,7 @@ async def test_ramping_sends_a_share_of_new_runs_to_the_new_version(
     client = await Client.connect(temporal.address, plugins=[ColonyPlugin()])
 
     def worker(build_id: str) -> Worker:
-        config = versioning.deployment_config(
-            make_settings(COLONY_DEPLOYMENT_NAME=deployment, COLONY_BUILD_ID=build_id)
-        )
-        return Worker(
-            client, task_queue=queue, workflows=[LongLivedProbe], deployment_config=config
-        )
+        return probe_worker(client, deployment, queue, build_id)
 
     async with worker("a"), worker("b"):
         await eventually(lambda: versioning.set_current(client, deployment, "a"))
