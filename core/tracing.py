@@ -8,7 +8,7 @@ One trace runs from the API request to the last activity (docs/observability.md)
         StartActivity:call_llm
           RunActivity:call_llm
             chat {model}                       `chat`: gen_ai.* attributes and cost
-        StartActivity:execute_tool
+        StartActivity:execute_tool             (execute_local_tool for calculator, get_time)
           RunActivity:execute_tool
             execute_tool {name}                `tool_span`
         ...                                    memory {op}, swarm_subtask {id}, evolution {stage}
